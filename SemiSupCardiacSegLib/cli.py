@@ -1,0 +1,140 @@
+"""Command line: ``python -m SemiSupCardiacSegLib segment|evaluate ...``.
+
+Bad input ends with one line ``error: ...`` on stderr and exit code 2; nothing is overwritten
+unless ``--overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .io import InputError
+
+
+def _progress_bar(desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, disable=not enabled, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
+
+    def update(frac: float) -> None:
+        bar.n = int(round(100 * frac))
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .inference import predict_volume
+    from .io import read_volume
+    from .preprocessing import Preprocessing
+    from .reporting import OUTPUT_FILES, segmentation_report, write_outputs
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and any((out / f).exists() for f in OUTPUT_FILES):
+        raise InputError(f"{out} already holds segmentation outputs; choose another --out or pass --overwrite")
+    volume = read_volume(args.input)
+    model, meta = load_model(args.model)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    bar, update = _progress_bar("segment", not args.quiet)
+    try:
+        pred = predict_volume(model, volume, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
+                              int(meta["network"]["num_classes"]), mc_samples=args.mc_samples, overlap=args.overlap,
+                              device=args.device, progress=update)
+    finally:
+        bar.close()
+    report = segmentation_report(pred, meta["labels"], meta)
+    report["input"] = str(args.input)
+    write_outputs(pred, report, out, overwrite=args.overwrite)
+    if args.montage:
+        from .montage import save_montage
+
+        save_montage(volume.array, pred.labels.array, pred.entropy.array, out / "montage.png",
+                     title=f"{Path(args.input).name} - model {meta.get('model_id')}")
+    summary = {name: round(s["volume_ml"], 2) for name, s in report["structures"].items()}
+    print(json.dumps({"out": str(out), "volumes_ml": summary, "seconds": round(pred.timings["total_s"], 2)}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import load_model
+    from .data import find_cases
+    from .inference import predict_volume
+    from .io import read_h5_case, read_label, read_volume, file_suffix
+    from .metrics import binary_metrics, summarize
+    from .preprocessing import Preprocessing
+    from .atomic import atomic_write_text
+
+    model, meta = load_model(args.model)
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    k = int(meta["network"]["num_classes"])
+    cases = [c for src in args.data for c in find_cases(src) if c.label is not None]
+    if not cases:
+        raise InputError("no labeled cases found in --data")
+    per_case = {}
+    for case in tqdm(cases, desc="evaluate", disable=args.quiet):
+        if file_suffix(case.image) in (".h5", ".hdf5"):
+            image, label = read_h5_case(case.image)
+        else:
+            image, label = read_volume(case.image), read_label(case.label)
+        pred = predict_volume(model, image, prep, tuple(meta["patch_size"]), k, mc_samples=args.mc_samples,
+                              overlap=args.overlap, device=args.device)
+        per_case[case.name] = {meta["labels"].get(str(c), str(c)): binary_metrics(pred.labels.array == c, label.array == c, image.spacing)
+                               for c in range(1, k)}
+        per_case[case.name]["seconds"] = pred.timings["total_s"]
+    names = [meta["labels"].get(str(c), str(c)) for c in range(1, k)]
+    mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
+    result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, "n_cases": len(per_case),
+              "mc_samples": args.mc_samples, "mean": mean, "per_case": per_case}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=2))
+    print(json.dumps({n: {m: round(v["mean"], 4) for m, v in mean[n].items()} for n in names}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m SemiSupCardiacSegLib", description="Semi-supervised cardiac MR segmentation")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("segment", help="segment one volume; writes NRRD outputs and report.json on the input grid")
+    s.add_argument("input", help=".h5, .nrrd, .nii(.gz) or .mha")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--model", default=None, help="shipped model name ('la') or checkpoint path; default: la")
+    s.add_argument("--mc-samples", type=int, default=10, help="MC-dropout samples (1 = deterministic)")
+    s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--montage", action="store_true", help="also write montage.png")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_segment)
+    e = sub.add_parser("evaluate", help="per-case and mean metrics of a model on labeled cases")
+    e.add_argument("--model", default=None)
+    e.add_argument("--data", nargs="+", required=True, help="folder(s) or .list file(s)")
+    e.add_argument("--out", required=True, help="JSON file to write")
+    e.add_argument("--mc-samples", type=int, default=1)
+    e.add_argument("--overlap", type=float, default=0.5)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "mc_samples", 1) < 1:
+            raise InputError(f"--mc-samples must be >= 1, got {args.mc_samples}")
+        return args.func(args)
+    except (InputError, FileExistsError, PermissionError, RuntimeError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
+        return 2

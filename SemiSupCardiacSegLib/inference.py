@@ -1,0 +1,209 @@
+"""Sliding-window inference with Monte-Carlo dropout, in model space, and the full segment path.
+
+Sliding window: windows of ``patch_size`` voxels at stride ``patch * (1 - overlap)`` cover the
+(padded) volume; each window's outputs are weighted by a Gaussian importance map (sigma = 1/8 of
+the window, nnU-Net) and the weighted sums are divided by the summed weights. Windows are run in
+batches of ``window_batch``; accumulators live on the CPU in float32, so memory is bounded by
+(classes + SDM channels + 2) x voxels x 4 bytes plus one window batch on the device.
+
+MC dropout (``mc_samples`` = N >= 1): per window, the encoder runs once and the decoder (which
+holds every dropout layer) N times with dropout on (``networks.set_mc_dropout``). We accumulate:
+* mean probability  p_bar = 1/N sum_t p_t                      (blended across windows)
+* expected entropy  E_H   = 1/N sum_t H(p_t)                    (blended across windows)
+* mean SDM          1/N sum_t s_t
+Then predictive entropy H(p_bar) = -sum_k p_bar_k log p_bar_k (nats) and mutual information
+MI = H(p_bar) - E_H (the epistemic part). With N = 1 dropout stays off: a deterministic pass
+whose entropy is that of the single softmax and MI = 0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .networks import set_mc_dropout
+from .preprocessing import to_model_space
+from .volume import Volume
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cuda' without a GPU raises a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def gaussian_importance(patch: tuple[int, ...], sigma_scale: float = 1.0 / 8) -> np.ndarray:
+    """Separable Gaussian weight map (X, Y, Z), max 1, min clipped to 1e-3 (no zero weights)."""
+    axes = [np.exp(-0.5 * ((np.arange(p) - (p - 1) / 2) / (p * sigma_scale)) ** 2) for p in patch]
+    w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    w = w / w.max()
+    return np.maximum(w, 1e-3).astype(np.float32)
+
+
+def window_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Start indices covering [0, size) with windows of ``patch`` (size >= patch), last one flush."""
+    if size <= patch:
+        return [0]
+    n = math.ceil((size - patch) / stride) + 1
+    return sorted({min(i * stride, size - patch) for i in range(n)})
+
+
+def entropy(p: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Shannon entropy in nats along ``axis`` (0 log 0 = 0)."""
+    p = np.clip(p, 1e-12, 1.0)
+    return -(p * np.log(p)).sum(axis=axis)
+
+
+@dataclass
+class ModelSpaceOutput:
+    """Outputs on the model grid. probs: (K, X, Y, Z); sdm: (K-1, X, Y, Z) or None;
+    entropy, mutual_info: (X, Y, Z) in nats."""
+
+    probs: np.ndarray
+    sdm: np.ndarray | None
+    entropy: np.ndarray
+    mutual_info: np.ndarray
+
+
+@torch.inference_mode()
+def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size: tuple[int, int, int],
+                           overlap: float = 0.5, mc_samples: int = 1, window_batch: int = 2,
+                           device: torch.device | str = "cpu",
+                           progress: Callable[[float], None] | None = None) -> ModelSpaceOutput:
+    """Run ``model`` (with ``encode``/``decode``) over a model-space image (X, Y, Z)."""
+    device = torch.device(device)
+    patch = tuple(int(p) for p in patch_size)
+    orig_shape = image.shape
+    pads = [(max(0, p - n) // 2, max(0, p - n) - max(0, p - n) // 2) for n, p in zip(orig_shape, patch)]
+    img = np.pad(image, pads, mode="constant") if any(a or b for a, b in pads) else image
+    shape = img.shape
+    stride = [max(1, int(round(p * (1.0 - overlap)))) for p in patch]
+    starts = [(x, y, z) for x in window_starts(shape[0], patch[0], stride[0])
+              for y in window_starts(shape[1], patch[1], stride[1])
+              for z in window_starts(shape[2], patch[2], stride[2])]
+    weight = gaussian_importance(patch)
+    weight_t = torch.from_numpy(weight).to(device)
+    was_training = model.training
+    model.eval()
+    mc = mc_samples > 1
+    set_mc_dropout(model, mc)
+    k = None
+    acc_p = acc_h = acc_s = None
+    acc_w = np.zeros(shape, np.float32)
+    try:
+        for b0 in range(0, len(starts), window_batch):
+            chunk = starts[b0:b0 + window_batch]
+            x = torch.from_numpy(np.stack([img[sx:sx + patch[0], sy:sy + patch[1], sz:sz + patch[2]] for sx, sy, sz in chunk]))
+            x = x[:, None].to(device=device, dtype=torch.float32)
+            feats = model.encode(x)
+            p_sum = h_sum = s_sum = None
+            for _ in range(max(1, mc_samples)):
+                out = model.decode(feats)
+                p = torch.softmax(out["seg"].float(), dim=1)
+                h = -(p.clamp_min(1e-12).log() * p).sum(1)
+                s = out.get("sdm")
+                p_sum = p if p_sum is None else p_sum + p
+                h_sum = h if h_sum is None else h_sum + h
+                if s is not None:
+                    s_sum = s.float() if s_sum is None else s_sum + s.float()
+            n = float(max(1, mc_samples))
+            p_w = (p_sum / n * weight_t).cpu().numpy()
+            h_w = (h_sum / n * weight_t).cpu().numpy()
+            s_w = (s_sum / n * weight_t).cpu().numpy() if s_sum is not None else None
+            if acc_p is None:
+                k = p_w.shape[1]
+                acc_p = np.zeros((k,) + shape, np.float32)
+                acc_h = np.zeros(shape, np.float32)
+                acc_s = np.zeros((s_w.shape[1],) + shape, np.float32) if s_w is not None else None
+            for i, (sx, sy, sz) in enumerate(chunk):
+                sl = (slice(sx, sx + patch[0]), slice(sy, sy + patch[1]), slice(sz, sz + patch[2]))
+                acc_p[(slice(None),) + sl] += p_w[i]
+                acc_h[sl] += h_w[i]
+                if acc_s is not None:
+                    acc_s[(slice(None),) + sl] += s_w[i]
+                acc_w[sl] += weight
+            if progress is not None:
+                progress(min(1.0, (b0 + len(chunk)) / len(starts)))
+    finally:
+        set_mc_dropout(model, False)
+        model.train(was_training)
+    crop = tuple(slice(a, a + n) for (a, _), n in zip(pads, orig_shape))
+    acc_w = acc_w[crop]
+    probs = acc_p[(slice(None),) + crop] / acc_w
+    exp_h = acc_h[crop] / acc_w
+    sdm = acc_s[(slice(None),) + crop] / acc_w if acc_s is not None else None
+    pred_h = entropy(probs, axis=0).astype(np.float32)
+    mi = np.maximum(pred_h - exp_h, 0.0).astype(np.float32) if mc else np.zeros_like(pred_h)
+    return ModelSpaceOutput(probs.astype(np.float32), sdm, pred_h, mi)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 26-connected component of a binary mask (empty stays empty)."""
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    return lab == (1 + int(np.argmax(sizes)))
+
+
+def keep_largest_per_class(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Largest-connected-component cleanup for every foreground class of a label map."""
+    out = np.zeros_like(labels)
+    for c in range(1, num_classes):
+        out[largest_component(labels == c)] = c
+    return out
+
+
+@dataclass
+class Prediction:
+    """Results on the *input* grid (I, J, K) with the input's geometry.
+
+    labels uint8; probs (K, I, J, K) float32; sdm (K-1, I, J, K) float32 in [-1, 1] (negative inside);
+    entropy / mutual_info (I, J, K) float32 in nats; timings in seconds.
+    """
+
+    labels: Volume
+    probs: np.ndarray
+    sdm: np.ndarray | None
+    entropy: Volume
+    mutual_info: Volume
+    timings: dict = field(default_factory=dict)
+
+
+def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
+                   mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
+                   postprocess: bool = True, progress: Callable[[float], None] | None = None) -> Prediction:
+    """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back)."""
+    dev = resolve_device(device)
+    model = model.to(dev)
+    t0 = time.perf_counter()
+    msi = to_model_space(volume, prep)
+    t1 = time.perf_counter()
+    out = sliding_window_predict(model, msi.array, patch_size, overlap, mc_samples, window_batch, dev, progress)
+    t2 = time.perf_counter()
+    probs = np.clip(msi.to_input_grid(out.probs), 0.0, 1.0)
+    probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
+    labels = np.argmax(probs, axis=0).astype(np.uint8)
+    if postprocess:
+        labels = keep_largest_per_class(labels, num_classes)
+    sdm = np.clip(msi.to_input_grid(out.sdm), -1.0, 1.0) if out.sdm is not None else None
+    ent = np.maximum(msi.to_input_grid(out.entropy), 0.0)
+    mi = np.maximum(msi.to_input_grid(out.mutual_info), 0.0)
+    t3 = time.perf_counter()
+    grid = volume
+    return Prediction(
+        labels=grid.with_array(labels), probs=probs.astype(np.float32),
+        sdm=None if sdm is None else sdm.astype(np.float32),
+        entropy=grid.with_array(ent.astype(np.float32)), mutual_info=grid.with_array(mi.astype(np.float32)),
+        timings={"preprocess_s": t1 - t0, "network_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
+                 "device": str(dev), "mc_samples": int(mc_samples)},
+    )

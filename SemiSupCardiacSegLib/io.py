@@ -1,0 +1,144 @@
+"""Reading and writing volumes: NRRD / NIfTI / MHA through SimpleITK, and the LA challenge ``.h5``.
+
+Every reader returns :class:`~SemiSupCardiacSegLib.volume.Volume` (array order [i, j, k]).
+Writers go through :mod:`atomic`, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .volume import Volume
+
+#: LA2018 preprocessed h5 files store no geometry; their voxels are 0.625 mm isotropic.
+LA_H5_SPACING_MM = (0.625, 0.625, 0.625)
+
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+SUPPORTED_SUFFIXES = ITK_SUFFIXES + (".h5", ".hdf5")
+
+
+class InputError(ValueError):
+    """Bad user input (file, geometry, values); the message names the problem in one line."""
+
+
+def file_suffix(path: str | os.PathLike) -> str:
+    """Lower-case suffix, with ``.nii.gz`` kept whole."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _sitk():
+    import SimpleITK as sitk  # imported lazily: heavy, and not needed for h5-only work
+
+    return sitk
+
+
+def sitk_to_volume(image) -> Volume:
+    """SimpleITK image (3D, scalar) -> Volume with array [i, j, k]."""
+    sitk = _sitk()
+    if image.GetDimension() != 3:
+        raise InputError(f"expected a 3D image, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
+    arr = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    return Volume(
+        np.ascontiguousarray(arr),
+        spacing=image.GetSpacing(),
+        origin=image.GetOrigin(),
+        direction=np.array(image.GetDirection()).reshape(3, 3),
+    )
+
+
+def volume_to_sitk(volume: Volume):
+    """Volume -> SimpleITK image with the same geometry."""
+    sitk = _sitk()
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array.transpose(2, 1, 0)))
+    image.SetSpacing(tuple(float(s) for s in volume.spacing))
+    image.SetOrigin(tuple(float(o) for o in volume.origin))
+    image.SetDirection(tuple(float(d) for d in volume.direction.reshape(-1)))
+    return image
+
+
+def read_h5_case(path: str | os.PathLike, spacing=LA_H5_SPACING_MM) -> tuple[Volume, Volume | None]:
+    """Read an LA-challenge style ``.h5``: dataset ``image`` (float32) and optional ``label`` (uint8).
+
+    Returns (image, label or None), both with ``spacing`` mm, identity direction, origin 0.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if "image" not in f:
+                raise InputError(f"{path.name}: h5 file has no 'image' dataset (found {list(f.keys())})")
+            image = np.asarray(f["image"][()], dtype=np.float32)
+            label = np.asarray(f["label"][()]) if "label" in f else None
+    except InputError:
+        raise
+    except Exception as exc:  # h5py raises OSError/KeyError flavours for truncated files
+        raise InputError(f"{path.name}: cannot read h5 file ({exc.__class__.__name__}: {exc})") from exc
+    if image.ndim != 3:
+        raise InputError(f"{path.name}: expected a 3D 'image', got shape {image.shape}")
+    img_vol = Volume(image, spacing=spacing)
+    lab_vol = None
+    if label is not None:
+        if label.shape != image.shape:
+            raise InputError(f"{path.name}: label shape {label.shape} differs from image shape {image.shape}")
+        lab_vol = Volume(label.astype(np.uint8), spacing=spacing)
+    return img_vol, lab_vol
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read an image volume from .nrrd/.nhdr/.nii/.nii.gz/.mha/.mhd or .h5 (its 'image')."""
+    path = Path(path)
+    suffix = file_suffix(path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InputError(f"unsupported file type '{suffix}' for {path.name}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    if suffix in (".h5", ".hdf5"):
+        return read_h5_case(path)[0]
+    sitk = _sitk()
+    try:
+        image = sitk.ReadImage(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"{path.name}: cannot read image ({first[-1] if first else exc.__class__.__name__})") from exc
+    return sitk_to_volume(image)
+
+
+def read_label(path: str | os.PathLike) -> Volume:
+    """Read a label map (integer voxels); an .h5 must contain a 'label' dataset."""
+    if file_suffix(path) in (".h5", ".hdf5"):
+        _, label = read_h5_case(path)
+        if label is None:
+            raise InputError(f"{Path(path).name}: h5 file has no 'label' dataset")
+        return label
+    vol = read_volume(path)
+    if not np.issubdtype(vol.array.dtype, np.integer):
+        arr = vol.array
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise InputError(f"{Path(path).name}: label map has non-integer values")
+        vol = vol.with_array(arr.astype(np.int32))
+    return vol.with_array(vol.array.astype(np.uint8)) if vol.array.max(initial=0) < 256 and vol.array.min(initial=0) >= 0 else vol
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = False, compress: bool = True) -> Path:
+    """Write a Volume (geometry kept) atomically; format from the suffix (.nrrd, .nii.gz, .mha).
+
+    Refuses to overwrite an existing file unless ``overwrite=True``.
+    """
+    sitk = _sitk()
+    path = Path(path)
+    if file_suffix(path) not in ITK_SUFFIXES:
+        raise InputError(f"cannot write '{file_suffix(path)}'; use one of {', '.join(ITK_SUFFIXES)}")
+    image = volume_to_sitk(volume)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return path

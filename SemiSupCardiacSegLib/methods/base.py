@@ -1,0 +1,62 @@
+"""The Method interface and registry.
+
+A method says what its networks and losses are; it never opens files, picks devices or saves
+(the Trainer does). ``training_step`` returns the losses to minimise, one per optimizer, in the
+order the Trainer must step them (e.g. segmenter first, then discriminator), plus scalars to log.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..networks import build_network
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
+    """Class decorator adding a Method subclass to the registry under ``name``."""
+
+    def deco(cls: type["Method"]) -> type["Method"]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> type["Method"]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}'; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+class Method(nn.Module):
+    """Base: holds ``self.model`` (the network used for inference) and any auxiliary networks.
+
+    Config keys common to all methods: ``arch``, ``network`` (architecture params), ``iterations``.
+    ``uses_unlabeled``: whether batches need unlabeled samples.
+    """
+
+    name = "base"
+    uses_unlabeled = False
+    defaults: dict = {}
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = {**self.defaults, **config.get("method_params", {})}
+        self.arch = config.get("arch", "vnet")
+        self.network_params = dict(config.get("network", {}))
+        self.model = build_network(self.arch, self.network_params)
+        self.total_iterations = int(config.get("iterations", 6000))
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters of each optimizer, by name; 'model' always exists."""
+        return {"model": list(self.model.parameters())}
+
+    def training_step(self, batch: dict[str, torch.Tensor], iteration: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """-> ({optimizer name: loss}, {log name: value}). batch holds the first ``n_labeled`` rows labeled."""
+        raise NotImplementedError

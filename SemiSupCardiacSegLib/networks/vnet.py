@@ -1,0 +1,138 @@
+"""V-Net (Milletari et al. 2016) as used by UA-MT / SASSNet / DTC, with a segmentation head and an SDM head.
+
+Structure (reference code behaviour, written anew): five resolution levels with 1, 2, 3, 3, 3
+3x3x3 conv-norm-ReLU layers, residual-free stages, stride-2 2x2x2 convolutions down and stride-2
+2x2x2 transposed convolutions up, skip connections by *addition*. Width ``n_filters`` at level 1,
+doubled per level (16 in the papers).
+
+Dropout (``nn.Dropout3d``, rate ``dropout``) sits where the reference places it: on the bottleneck
+features and on the last decoder features before the heads. Both are after the encoder, so MC
+dropout can run the encoder once and sample only the decoder (``decode``), which is what
+``inference.mc_predict`` does. Dropout is active in training, and at inference only when MC
+sampling asks for it (``set_mc_dropout``); normalization layers stay in eval mode.
+
+Heads: ``seg`` = 1x1x1 conv to ``num_classes`` logits (softmax over classes, background = 0);
+``sdm`` = 1x1x1 conv to ``num_classes - 1`` channels followed by tanh (SASSNet: "a 3D convolution
+block followed by the tanh activation"), one normalized SDM per foreground class.
+
+Input spatial size must be divisible by 16 (four down-samplings); the sliding window guarantees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """'batch' | 'instance' | 'group' (8 groups or fewer) | 'none'."""
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown normalization '{kind}'")
+
+
+class ConvStage(nn.Sequential):
+    """``n`` x (3x3x3 conv -> norm -> ReLU)."""
+
+    def __init__(self, n: int, cin: int, cout: int, norm: str):
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers += [nn.Conv3d(cin if i == 0 else cout, cout, 3, padding=1), norm_layer(norm, cout), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class Down(nn.Sequential):
+    def __init__(self, cin: int, cout: int, norm: str):
+        super().__init__(nn.Conv3d(cin, cout, 2, stride=2), norm_layer(norm, cout), nn.ReLU(inplace=True))
+
+
+class Up(nn.Sequential):
+    def __init__(self, cin: int, cout: int, norm: str):
+        super().__init__(nn.ConvTranspose3d(cin, cout, 2, stride=2), norm_layer(norm, cout), nn.ReLU(inplace=True))
+
+
+@dataclass(frozen=True)
+class VNetConfig:
+    """Architecture hyper-parameters; stored in checkpoints so a model can be rebuilt."""
+
+    in_channels: int = 1
+    num_classes: int = 2
+    n_filters: int = 16
+    normalization: str = "batch"
+    dropout: float = 0.5
+    sdm_head: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VNet(nn.Module):
+    """V-Net with seg and SDM heads. forward(x: (B, C_in, X, Y, Z)) -> {'seg': logits, 'sdm': tanh}."""
+
+    def __init__(self, config: VNetConfig = VNetConfig()):
+        super().__init__()
+        self.config = config
+        f, norm = config.n_filters, config.normalization
+        self.enc1 = ConvStage(1, config.in_channels, f, norm)
+        self.down1 = Down(f, 2 * f, norm)
+        self.enc2 = ConvStage(2, 2 * f, 2 * f, norm)
+        self.down2 = Down(2 * f, 4 * f, norm)
+        self.enc3 = ConvStage(3, 4 * f, 4 * f, norm)
+        self.down3 = Down(4 * f, 8 * f, norm)
+        self.enc4 = ConvStage(3, 8 * f, 8 * f, norm)
+        self.down4 = Down(8 * f, 16 * f, norm)
+        self.enc5 = ConvStage(3, 16 * f, 16 * f, norm)
+
+        self.up5 = Up(16 * f, 8 * f, norm)
+        self.dec4 = ConvStage(3, 8 * f, 8 * f, norm)
+        self.up4 = Up(8 * f, 4 * f, norm)
+        self.dec3 = ConvStage(3, 4 * f, 4 * f, norm)
+        self.up3 = Up(4 * f, 2 * f, norm)
+        self.dec2 = ConvStage(2, 2 * f, 2 * f, norm)
+        self.up2 = Up(2 * f, f, norm)
+        self.dec1 = ConvStage(1, f, f, norm)
+
+        self.dropout = nn.Dropout3d(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.seg_head = nn.Conv3d(f, config.num_classes, 1)
+        self.sdm_head = nn.Conv3d(f, config.num_classes - 1, 1) if config.sdm_head else None
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: (B, C_in, X, Y, Z), X, Y, Z divisible by 16 -> features of the five levels."""
+        x1 = self.enc1(x)
+        x2 = self.enc2(self.down1(x1))
+        x3 = self.enc3(self.down2(x2))
+        x4 = self.enc4(self.down3(x3))
+        x5 = self.enc5(self.down4(x4))
+        return [x1, x2, x3, x4, x5]
+
+    def decode(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Features -> {'seg': (B, K, X, Y, Z) logits, 'sdm': (B, K-1, X, Y, Z) in [-1, 1]}."""
+        x1, x2, x3, x4, x5 = feats
+        x = self.dropout(x5)
+        x = self.dec4(self.up5(x) + x4)
+        x = self.dec3(self.up4(x) + x3)
+        x = self.dec2(self.up3(x) + x2)
+        x = self.dec1(self.up2(x) + x1)
+        x = self.dropout(x)
+        out = {"seg": self.seg_head(x)}
+        if self.sdm_head is not None:
+            out["sdm"] = torch.tanh(self.sdm_head(x))
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.decode(self.encode(x))
+
+
+def set_mc_dropout(model: nn.Module, enabled: bool) -> None:
+    """Put only the dropout layers in train mode (MC sampling) or back in eval mode."""
+    for m in model.modules():
+        if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)):
+            m.train(enabled)

@@ -1,0 +1,84 @@
+"""Turn a Prediction into files and a report: NRRD outputs on the input grid, report.json, numbers.
+
+Outputs (all on the input's grid, geometry copied from the input):
+    segmentation.nrrd       uint8 labels (0 background, model's label values)
+    probability.nrrd        float32 foreground probability (binary models: p(class 1);
+                            multi-class: 1 - p(background))
+    distance.nrrd           float32 normalized SDM of class 1 (negative inside, [-1, 1]);
+                            multi-class: the minimum over foreground classes
+    uncertainty.nrrd        float32 predictive entropy, nats (MC dropout when N > 1)
+    mutual_information.nrrd float32 MI (epistemic part), nats
+    report.json             volumes (mL), boundary-band uncertainty, timings, model id
+Existing files are never overwritten unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .atomic import atomic_write_text
+from .inference import Prediction
+from .io import InputError, write_volume
+
+OUTPUT_FILES = ("segmentation.nrrd", "probability.nrrd", "distance.nrrd", "uncertainty.nrrd", "mutual_information.nrrd", "report.json")
+
+
+def boundary_band(mask: np.ndarray, spacing, width_mm: float = 2.0) -> np.ndarray:
+    """Voxels within ``width_mm`` (mm, physical) of the mask's surface, on both sides. Empty mask -> empty band."""
+    mask = mask.astype(bool)
+    if not mask.any() or mask.all():
+        return np.zeros_like(mask)
+    sp = tuple(float(s) for s in spacing)
+    d_out = ndimage.distance_transform_edt(~mask, sampling=sp)  # outside voxels: distance to the mask
+    d_in = ndimage.distance_transform_edt(mask, sampling=sp)    # inside voxels: distance to background
+    return ((~mask) & (d_out <= width_mm)) | (mask & (d_in <= width_mm))
+
+
+def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: float = 2.0) -> dict:
+    """Per-structure volume (mL) and mean uncertainty in a +-band_mm boundary band; timings; model id."""
+    vox_ml = pred.labels.voxel_volume_ml()
+    structures = {}
+    for value, name in sorted(((int(k), v) for k, v in labels.items())):
+        mask = pred.labels.array == value
+        band = boundary_band(mask, pred.labels.spacing, band_mm)
+        structures[name] = {
+            "label": value,
+            "volume_ml": float(mask.sum() * vox_ml),
+            "boundary_band_mm": band_mm,
+            "mean_boundary_entropy": float(pred.entropy.array[band].mean()) if band.any() else None,
+            "mean_boundary_mutual_info": float(pred.mutual_info.array[band].mean()) if band.any() else None,
+        }
+    return {
+        "structures": structures,
+        "mean_entropy": float(pred.entropy.array.mean()),
+        "timings_s": pred.timings,
+        "model": {"id": meta.get("model_id"), "path": meta.get("path"), "method": meta.get("method"),
+                  "iteration": meta.get("iteration")},
+        "grid": {"shape": list(pred.labels.shape), "spacing_mm": pred.labels.spacing.tolist()},
+    }
+
+
+def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write the NRRD outputs and report.json into ``out_dir`` (created if missing)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        clash = [f for f in OUTPUT_FILES if (out / f).exists()]
+        if clash:
+            raise InputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
+    grid = pred.labels
+    fg_prob = pred.probs[1] if pred.probs.shape[0] == 2 else 1.0 - pred.probs[0]
+    paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=overwrite),
+             write_volume(grid.with_array(fg_prob.astype(np.float32)), out / "probability.nrrd", overwrite=overwrite)]
+    if pred.sdm is not None:
+        sdm = pred.sdm[0] if pred.sdm.shape[0] == 1 else pred.sdm.min(axis=0)
+        paths.append(write_volume(grid.with_array(sdm.astype(np.float32)), out / "distance.nrrd", overwrite=overwrite))
+    paths.append(write_volume(pred.entropy, out / "uncertainty.nrrd", overwrite=overwrite))
+    paths.append(write_volume(pred.mutual_info, out / "mutual_information.nrrd", overwrite=overwrite))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2), overwrite=overwrite)
+    paths.append(out / "report.json")
+    return paths

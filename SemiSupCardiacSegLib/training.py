@@ -1,0 +1,283 @@
+"""The Trainer: one loop for every method (device, data, optimizers, validation, checkpoints, resume).
+
+Config (a dict, usually a JSON file in ``configs/``; every default states its source):
+    data:        folder, .list file, or list of either (cases; labeled where a label exists)
+    labeled:     how many labeled cases to use as labeled (the first N by listing order); others unlabeled
+    validation:  {"cases": [names]} or {"last": N} (held out of training), "every": iterations
+    method, method_params, arch, network: see methods/ and networks/
+    preprocessing: {"spacing": [mm, mm, mm]}; patch_size: [X, Y, Z] voxels (divisible by 16)
+    batch_size, labeled_per_batch, iterations, seed, num_workers
+    optim: {"model": {...}, "discriminator": {...}} with type sgd|adam, lr, momentum, weight_decay,
+           betas, schedule step|poly|constant, step (iterations)
+Outputs in ``out``: ``last.pt`` (resume), ``best.pt`` / ``model.pt`` (model checkpoints),
+``log.jsonl`` (one JSON line per logged iteration and per validation), ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .atomic import atomic_write_text
+from .checkpoint import load_checkpoint, model_id, now_iso, save_checkpoint, state_dict_for_export
+from .data import CropDataset, TwoStreamBatchSampler, find_cases, load_case
+from .inference import keep_largest_per_class, resolve_device, sliding_window_predict
+from .io import InputError
+from .methods import get_method
+from .preprocessing import Preprocessing
+from .schedules import poly_lr, step_lr
+
+DEFAULTS = {
+    "method": "supervised", "arch": "vnet",
+    "network": {"in_channels": 1, "num_classes": 2, "n_filters": 16, "normalization": "batch", "dropout": 0.5},
+    "labels": {"1": "left atrium"},
+    "preprocessing": {"spacing": [0.625, 0.625, 0.625], "normalization": "zscore"},
+    "patch_size": [112, 112, 80],             # papers (UA-MT, SASSNet, DTC)
+    "batch_size": 4, "labeled_per_batch": 2,  # papers
+    "iterations": 6000,                       # papers
+    "labeled": 16, "seed": 1337, "num_workers": 2,
+    "validation": {"last": 0, "every": 500, "overlap": 0.5},
+    "log_every": 10, "checkpoint_every": 100, "export_dtype": "float32",
+    "optim": {
+        "model": {"type": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step", "step": 2500},
+        "discriminator": {"type": "adam", "lr": 1e-4, "betas": [0.9, 0.99], "schedule": "constant"},
+    },
+}
+
+
+def merge_config(base: dict, override: dict) -> dict:
+    """Recursive dict merge (override wins)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _make_optimizer(params, spec: dict) -> torch.optim.Optimizer:
+    if spec["type"] == "sgd":
+        return torch.optim.SGD(params, lr=spec["lr"], momentum=spec.get("momentum", 0.9), weight_decay=spec.get("weight_decay", 0.0))
+    if spec["type"] == "adam":
+        return torch.optim.Adam(params, lr=spec["lr"], betas=tuple(spec.get("betas", (0.9, 0.999))), weight_decay=spec.get("weight_decay", 0.0))
+    raise ValueError(f"unknown optimizer '{spec['type']}'")
+
+
+def _lr_at(spec: dict, iteration: int, total: int) -> float:
+    sched = spec.get("schedule", "constant")
+    if sched == "step":
+        return step_lr(spec["lr"], iteration, int(spec.get("step", 2500)), spec.get("gamma", 0.1))
+    if sched == "poly":
+        return poly_lr(spec["lr"], iteration, total, spec.get("power", 0.9))
+    return spec["lr"]
+
+
+def split_cases(cases: list, config: dict) -> tuple[list, list, list]:
+    """-> (labeled, unlabeled, validation) CaseFiles following config['labeled'] and ['validation']."""
+    val_cfg = config.get("validation", {})
+    names = [c.name for c in cases]
+    if val_cfg.get("cases"):
+        missing = sorted(set(val_cfg["cases"]) - set(names))
+        if missing:
+            raise InputError(f"validation cases not found: {', '.join(missing[:5])}")
+        val = [c for c in cases if c.name in set(val_cfg["cases"])]
+    else:
+        n_last = int(val_cfg.get("last", 0))
+        val = cases[len(cases) - n_last:] if n_last > 0 else []
+    val_names = {c.name for c in val}
+    if any(c.label is None for c in val):
+        raise InputError("every validation case needs a label")
+    rest = [c for c in cases if c.name not in val_names]
+    with_label = [c for c in rest if c.label is not None]
+    n_lab = int(config["labeled"]) if config.get("labeled") is not None else len(with_label)
+    if n_lab > len(with_label):
+        raise InputError(f"asked for {n_lab} labeled cases but only {len(with_label)} training cases have labels")
+    if n_lab < 1:
+        raise InputError("training needs at least one labeled case (found none with a label)")
+    labeled = with_label[:n_lab]
+    lab_names = {c.name for c in labeled}
+    unlabeled = [c for c in rest if c.name not in lab_names]
+    return labeled, unlabeled, val
+
+
+def validate(model: torch.nn.Module, cases: list, patch_size, num_classes: int, device, overlap: float = 0.5) -> dict:
+    """Mean foreground Dice over validation cases, in model space, after LCC cleanup."""
+    from .metrics import dice
+
+    per_case = {}
+    for case in cases:
+        out = sliding_window_predict(model, case.image, patch_size, overlap=overlap, mc_samples=1, window_batch=2, device=device)
+        pred = keep_largest_per_class(np.argmax(out.probs, 0).astype(np.uint8), num_classes)
+        per_case[case.name] = float(np.mean([dice(pred == c, case.label == c) for c in range(1, num_classes)]))
+    return {"dice": float(np.mean(list(per_case.values()))) if per_case else float("nan"), "per_case": per_case}
+
+
+class Trainer:
+    """Runs a method's training_step in a loop; owns devices, data, optimizers and files."""
+
+    def __init__(self, config: dict, out_dir: str | os.PathLike, device: str = "auto", progress: bool = True,
+                 preloaded: dict | None = None):
+        self.config = merge_config(DEFAULTS, config)
+        self.out = Path(out_dir)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self._stop = False
+        self._preloaded = preloaded
+
+    # ----------------------------------------------------------------- data
+    def _load_data(self):
+        cfg = self.config
+        if self._preloaded is not None:
+            return self._preloaded["labeled"], self._preloaded["unlabeled"], self._preloaded["val"]
+        sources = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
+        cases = [c for s in sources for c in find_cases(s)]
+        lab, unl, val = split_cases(cases, cfg)
+        prep = Preprocessing.from_dict(cfg["preprocessing"])
+        k = int(cfg["network"]["num_classes"])
+        from tqdm import tqdm
+
+        it = tqdm(lab + unl + val, desc="loading cases", disable=not self.progress, leave=False)
+        loaded = {c.name: load_case(c, prep, k) for c in it}
+        strip = lambda c: type(loaded[c.name])(c.name, loaded[c.name].image, None)  # noqa: E731
+        return [loaded[c.name] for c in lab], [strip(c) for c in unl], [loaded[c.name] for c in val]
+
+    # ----------------------------------------------------------------- checkpoints
+    def _model_payload(self, method, iteration: int, validation: dict | None) -> dict:
+        cfg = self.config
+        sd = state_dict_for_export(method.model, cfg.get("export_dtype", "float32"))
+        return {
+            "kind": "model", "arch": method.arch, "network": method.network_params, "state_dict": sd,
+            "preprocessing": cfg["preprocessing"], "patch_size": list(cfg["patch_size"]),
+            "labels": {str(k): v for k, v in cfg["labels"].items()},
+            "method": method.name, "method_params": method.config, "iteration": iteration,
+            "training_data": self.data_summary, "validation": validation or {},
+            "model_id": model_id(sd), "created": now_iso(),
+        }
+
+    def _save_resume(self, method, optimizers, iteration: int, history: dict) -> None:
+        payload = self._model_payload(method, iteration, history.get("best"))
+        payload.update(kind="resume", method_state=method.state_dict(),
+                       optimizers={k: o.state_dict() for k, o in optimizers.items()},
+                       torch_rng=torch.get_rng_state(), history=history, config=json.dumps(self.config))
+        save_checkpoint(self.out / "last.pt", payload)
+
+    # ----------------------------------------------------------------- main loop
+    def run(self, resume: bool = False) -> dict:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(int(cfg["seed"]))
+        np.random.seed(int(cfg["seed"]) % 2**32)
+        labeled, unlabeled, val = self._load_data()
+        self.data_summary = {
+            "n_labeled": len(labeled), "n_unlabeled": len(unlabeled), "n_validation": len(val),
+            "labeled_cases": [c.name for c in labeled], "validation_cases": [c.name for c in val],
+            "source": cfg.get("data") if isinstance(cfg.get("data"), (str, list)) else None,
+        }
+        method = get_method(cfg["method"])(cfg).to(self.device)
+        if cfg.get("init"):  # fine-tuning: start from a model checkpoint's weights
+            from .checkpoint import build_model_from_checkpoint
+
+            init = build_model_from_checkpoint(load_checkpoint(cfg["init"]))
+            method.model.load_state_dict(init.state_dict())
+        groups = method.optimizer_groups()
+        optimizers = {k: _make_optimizer(p, cfg["optim"][k]) for k, p in groups.items()}
+        total = int(cfg["iterations"])
+        start, history = 0, {"best": None, "validations": []}
+        if resume and (self.out / "last.pt").exists():
+            ck = load_checkpoint(self.out / "last.pt")
+            method.load_state_dict(ck["method_state"])
+            for k, o in optimizers.items():
+                o.load_state_dict(ck["optimizers"][k])
+            torch.set_rng_state(ck["torch_rng"])
+            start, history = int(ck["iteration"]), ck["history"]
+        elif not resume and (self.out / "last.pt").exists():
+            raise InputError(f"{self.out} already holds a training run (last.pt); use --resume or another --out")
+        atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
+
+        cases = labeled + (unlabeled if method.uses_unlabeled else [])
+        n_lab = len(labeled)
+        lpb = int(cfg["labeled_per_batch"]) if method.uses_unlabeled else int(cfg["batch_size"])
+        sampler = TwoStreamBatchSampler(range(n_lab), range(n_lab, len(cases)), int(cfg["batch_size"]) if method.uses_unlabeled else lpb,
+                                        lpb, total, seed=int(cfg["seed"]), start_batch=start)
+        patch = tuple(cfg["patch_size"])
+        k = int(cfg["network"]["num_classes"])
+        dataset = CropDataset(cases, patch, k, augment=True)
+        nw = int(cfg["num_workers"])
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=nw, persistent_workers=nw > 0,
+                            pin_memory=self.device.type == "cuda", prefetch_factor=2 if nw > 0 else None)
+
+        def _handler(signum, frame):  # save and stop at the end of the current iteration
+            self._stop = True
+
+        old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=f"train {cfg['method']}", disable=not self.progress, dynamic_ncols=True)
+        log = open(self.out / "log.jsonl", "a")
+        it = start
+        t_data = t_step = 0.0
+        t_last = time.perf_counter()
+        try:
+            method.train()
+            for batch in loader:
+                t0 = time.perf_counter()
+                t_data += t0 - t_last
+                batch = {kk: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for kk, v in batch.items()}
+                batch["n_labeled"] = lpb
+                for name, opt in optimizers.items():
+                    for g in opt.param_groups:
+                        g["lr"] = _lr_at(cfg["optim"][name], it, total)
+                losses, logs = method.training_step(batch, it)
+                for name, loss in losses.items():
+                    optimizers[name].zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizers[name].step()
+                it += 1
+                t_last = time.perf_counter()
+                t_step += t_last - t0
+                bar.update(1)
+                if it % int(cfg["log_every"]) == 0 or it == total:
+                    rec = {"iteration": it, "lr": optimizers["model"].param_groups[0]["lr"], **logs,
+                           "data_s": t_data / max(1, it - start), "step_s": t_step / max(1, it - start)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}")
+                every = int(cfg["validation"].get("every", 0))
+                if val and every and (it % every == 0 or it == total):
+                    res = validate(method.model, val, patch, k, self.device, cfg["validation"].get("overlap", 0.5))
+                    method.train()
+                    rec = {"iteration": it, "val_dice": res["dice"]}
+                    history["validations"].append(rec)
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.write(f"iteration {it}: validation Dice {res['dice']:.4f}")
+                    if history["best"] is None or res["dice"] > history["best"]["dice"]:
+                        history["best"] = {"dice": res["dice"], "iteration": it, "per_case": res["per_case"]}
+                        save_checkpoint(self.out / "best.pt", self._model_payload(method, it, history["best"]))
+                if it % int(cfg["checkpoint_every"]) == 0 or it == total or self._stop:
+                    self._save_resume(method, optimizers, it, history)
+                if self._stop:
+                    break
+        finally:
+            bar.close()
+            log.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        # model.pt: the best validated weights, or the last ones when there is no validation.
+        if history["best"] is not None:
+            save_checkpoint(self.out / "model.pt", load_checkpoint(self.out / "best.pt"))
+        else:
+            save_checkpoint(self.out / "model.pt", self._model_payload(method, it, None))
+        return {"iterations": it, "stopped_early": self._stop, "best": history["best"], "out": str(self.out)}
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,144 @@
+"""The Volume: a voxel array with its physical geometry, and the geometry helpers that act on it.
+
+Conventions (the only place they are defined):
+
+* ``Volume.array[i, j, k]`` is voxel index ``(i, j, k)``: axis 0 is the fastest-varying ITK/NRRD
+  axis ("x"). SimpleITK's ``GetArrayFromImage`` returns ``[k, j, i]``; we transpose on the way in/out.
+* ``spacing`` is in mm per voxel along (i, j, k); ``origin`` is the physical position (mm, LPS as in
+  ITK) of voxel (0, 0, 0)'s centre; ``direction`` is a 3x3 matrix whose *columns* are the physical
+  unit vectors of the i, j, k axes.  physical = origin + direction @ (spacing * index).
+* The LA challenge ``.h5`` files carry no geometry: they are read with spacing 0.625 mm, identity
+  direction and origin 0, so NRRD voxel (i, j, k) = h5 array ``[i, j, k]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+@dataclass
+class Volume:
+    """A 3D image or label map on a physical grid.
+
+    array: (I, J, K) numpy array, any dtype. spacing: (3,) mm. origin: (3,) mm. direction: (3, 3).
+    """
+
+    array: np.ndarray
+    spacing: np.ndarray = field(default_factory=lambda: np.ones(3))
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    def __post_init__(self) -> None:
+        self.spacing = np.asarray(self.spacing, dtype=np.float64).reshape(3)
+        self.origin = np.asarray(self.origin, dtype=np.float64).reshape(3)
+        self.direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        if self.array.ndim != 3:
+            raise ValueError(f"Volume needs a 3D array, got shape {self.array.shape}")
+        if not np.all(np.isfinite(self.spacing)) or np.any(self.spacing <= 0):
+            raise ValueError(f"spacing must be finite and > 0 mm, got {self.spacing.tolist()}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    def with_array(self, array: np.ndarray) -> "Volume":
+        """Same geometry, new voxels (shape must match)."""
+        if array.shape[:3] != self.array.shape:
+            raise ValueError(f"array shape {array.shape} does not match grid {self.array.shape}")
+        return replace(self, array=array)
+
+    def index_to_physical(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous voxel index (i, j, k, 1) to physical mm (LPS)."""
+        m = np.eye(4)
+        m[:3, :3] = self.direction @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    def same_grid(self, other: "Volume", atol: float = 1e-4) -> bool:
+        """True when both volumes share shape, spacing, origin and direction."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, atol=atol)
+            and np.allclose(self.origin, other.origin, atol=atol)
+            and np.allclose(self.direction, other.direction, atol=atol)
+        )
+
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (spacing in mm; 1 mL = 1000 mm^3)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+@dataclass(frozen=True)
+class AxisReorientation:
+    """A permutation and flip of voxel axes that brings a volume to the closest canonical grid.
+
+    ``perm[a]`` is the input axis that becomes output axis ``a``; ``flip[a]`` says whether that
+    output axis is reversed. Pure index shuffling: no interpolation, exactly invertible.
+    """
+
+    perm: tuple[int, int, int]
+    flip: tuple[bool, bool, bool]
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        """(I, J, K, ...) input-axis array -> canonical-axis array (extra trailing axes kept)."""
+        out = np.transpose(array, self.perm + tuple(range(3, array.ndim)))
+        for a, f in enumerate(self.flip):
+            if f:
+                out = np.flip(out, axis=a)
+        return np.ascontiguousarray(out)
+
+    def invert(self, array: np.ndarray) -> np.ndarray:
+        """Canonical-axis array -> input-axis array (inverse of ``apply``)."""
+        out = array
+        for a, f in enumerate(self.flip):
+            if f:
+                out = np.flip(out, axis=a)
+        inv = tuple(int(i) for i in np.argsort(self.perm))
+        return np.ascontiguousarray(np.transpose(out, inv + tuple(range(3, array.ndim))))
+
+
+def canonical_reorientation(direction: np.ndarray) -> AxisReorientation:
+    """Axis permutation/flip that makes ``direction`` closest to identity (the training grid).
+
+    For each physical axis (x, y, z) we pick the voxel axis most aligned with it (greedy on the
+    largest absolute cosine, so oblique volumes get a well-defined answer) and flip it when it
+    points the negative way. The networks are trained on identity-direction volumes, so this is
+    what makes a Slicer/NRRD volume in another orientation look like the training data.
+    """
+    d = np.abs(np.asarray(direction, dtype=np.float64).reshape(3, 3))
+    perm = [-1, -1, -1]
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
+    for _ in range(3):
+        best = (-1.0, -1, -1)
+        for r in range(3):
+            for c in range(3):
+                if r not in used_rows and c not in used_cols and d[r, c] > best[0]:
+                    best = (d[r, c], r, c)
+        _, r, c = best
+        perm[r] = c
+        used_rows.add(r)
+        used_cols.add(c)
+    direction = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    flip = tuple(bool(direction[a, perm[a]] < 0) for a in range(3))
+    return AxisReorientation(perm=tuple(perm), flip=flip)  # type: ignore[arg-type]
+
+
+def reorient_volume(volume: Volume, reo: AxisReorientation) -> Volume:
+    """Apply ``reo`` to a volume, keeping every voxel at the same physical position."""
+    shape = np.array(volume.shape)
+    new_dir = np.empty((3, 3))
+    new_spacing = np.empty(3)
+    # Physical position of the new origin voxel: index 0 along each new axis, which is the last
+    # index of the input axis where that axis is flipped.
+    start_index = np.zeros(3)
+    for a, (src, f) in enumerate(zip(reo.perm, reo.flip)):
+        col = volume.direction[:, src] * (-1.0 if f else 1.0)
+        new_dir[:, a] = col
+        new_spacing[a] = volume.spacing[src]
+        if f:
+            start_index[src] = shape[src] - 1
+    new_origin = volume.origin + volume.direction @ (volume.spacing * start_index)
+    return Volume(reo.apply(volume.array), new_spacing, new_origin, new_dir)

@@ -1,0 +1,113 @@
+"""Losses against hand-computed values; methods change exactly the parameters they should."""
+
+import math
+
+import pytest
+import torch
+
+from SemiSupCardiacSegLib.losses import dice_ce_loss, discriminator_loss, generator_loss, soft_dice_loss
+from SemiSupCardiacSegLib.methods import METHODS, get_method
+from SemiSupCardiacSegLib.schedules import poly_lr, sigmoid_rampup, step_lr
+
+TINY = {"network": {"in_channels": 1, "num_classes": 2, "n_filters": 2, "dropout": 0.5}, "iterations": 100}
+
+
+def test_soft_dice_by_hand():
+    # Two voxels; foreground probabilities 0.8 and 0.3; target 1 and 0.
+    probs = torch.tensor([[[0.2, 0.7], [0.8, 0.3]]])  # (B=1, K=2, N=2)
+    target = torch.tensor([[1, 0]])
+    inter, psum, gsum = 0.8, 0.8 + 0.3, 1.0
+    expected = 1 - (2 * inter + 1e-5) / (psum + gsum + 1e-5)
+    assert soft_dice_loss(probs, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_soft_dice_empty_target_and_empty_prediction_is_zero():
+    probs = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    assert soft_dice_loss(probs, torch.tensor([[0, 0]])).item() == pytest.approx(0.0, abs=1e-6)
+    probs_fg = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    assert soft_dice_loss(probs_fg, torch.tensor([[0, 0]])).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_dice_ce_by_hand():
+    logits = torch.tensor([[[0.0, 2.0], [1.0, 0.0]]])  # (1, 2 classes, 2 voxels)
+    target = torch.tensor([[1, 0]])
+    p = torch.softmax(logits, 1)
+    ce = -(math.log(p[0, 1, 0].item()) + math.log(p[0, 0, 1].item())) / 2
+    inter = p[0, 1, 0].item()
+    dice = 1 - (2 * inter + 1e-5) / (p[0, 1].sum().item() + 1 + 1e-5)
+    assert dice_ce_loss(logits, target).item() == pytest.approx(0.5 * (ce + dice), rel=1e-5)
+
+
+def test_adversarial_losses_by_hand():
+    zl, zu = torch.tensor([2.0]), torch.tensor([-1.0, 0.5])
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    d = -(math.log(sig(2.0)) + math.log(1 - sig(-1.0)) + math.log(1 - sig(0.5))) / 3
+    assert discriminator_loss(zl, zu).item() == pytest.approx(d, rel=1e-6)
+    g = -(math.log(sig(-1.0)) + math.log(sig(0.5))) / 2
+    assert generator_loss(zu).item() == pytest.approx(g, rel=1e-6)
+
+
+def test_schedules():
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
+    assert sigmoid_rampup(100, 100) == 1.0 and sigmoid_rampup(500, 100) == 1.0
+    assert step_lr(0.01, 2499, 2500) == pytest.approx(0.01) and step_lr(0.01, 2500, 2500) == pytest.approx(0.001)
+    assert poly_lr(0.01, 0, 10) == pytest.approx(0.01) and poly_lr(0.01, 10, 10) == 0.0
+
+
+def _batch(n=4, n_lab=2, size=16):
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn(n, 1, size, size, size, generator=g)
+    label = torch.zeros(n, size, size, size, dtype=torch.long)
+    label[:, 4:12, 4:12, 4:12] = 1
+    from SemiSupCardiacSegLib.sdm import signed_distance_map
+
+    sdm = torch.from_numpy(signed_distance_map(label[0].numpy()))[None, None].repeat(n, 1, 1, 1, 1)
+    return {"image": image, "label": label, "sdm": sdm, "n_labeled": n_lab}
+
+
+def _snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before, module):
+    return any(not torch.equal(b, p.detach()) for b, p in zip(before, module.parameters()))
+
+
+def test_registry_has_foundation_methods():
+    assert {"supervised", "sassnet"} <= set(METHODS)
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("nope")
+
+
+def test_sassnet_steps_touch_only_their_networks():
+    torch.manual_seed(0)
+    m = get_method("sassnet")({**TINY, "method_params": {"disc_filters": 4}})
+    opts = {k: torch.optim.SGD(p, lr=0.1) for k, p in m.optimizer_groups().items()}
+    losses, logs = m.training_step(_batch(), iteration=100)  # adversarial weight fully ramped up
+    assert set(losses) == {"model", "discriminator"} and logs["adv_weight"] == pytest.approx(0.001)
+    seg0, d0 = _snapshot(m.model), _snapshot(m.discriminator)
+    opts["model"].zero_grad()
+    losses["model"].backward()
+    opts["model"].step()
+    assert _changed(seg0, m.model) and not _changed(d0, m.discriminator)
+    seg1 = _snapshot(m.model)
+    opts["discriminator"].zero_grad()
+    losses["discriminator"].backward()
+    opts["discriminator"].step()
+    assert _changed(d0, m.discriminator) and not _changed(seg1, m.model)
+
+
+def test_discriminator_loss_has_no_path_to_segmenter():
+    m = get_method("sassnet")({**TINY, "method_params": {"disc_filters": 4}})
+    losses, _ = m.training_step(_batch(), iteration=0)
+    grads = torch.autograd.grad(losses["discriminator"], list(m.model.parameters()), allow_unused=True)
+    assert all(g is None for g in grads)
+
+
+def test_supervised_uses_only_labeled_rows():
+    m = get_method("supervised")(TINY)
+    b = _batch()
+    b["image"][2:] = float("nan")  # unlabeled rows must not be touched
+    losses, logs = m.training_step(b, 0)
+    assert torch.isfinite(losses["model"]) and "loss_sdm" in logs

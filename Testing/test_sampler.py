@@ -1,0 +1,77 @@
+"""Two-stream sampler, crops and augmentation."""
+
+import numpy as np
+import pytest
+
+from SemiSupCardiacSegLib.data import CropDataset, TwoStreamBatchSampler
+from SemiSupCardiacSegLib.data.datasets import Case
+from SemiSupCardiacSegLib.data.transforms import random_crop, random_rot_flip
+
+
+def test_fixed_labeled_count_and_epoch_coverage():
+    labeled, unlabeled = list(range(5)), list(range(5, 17))
+    s = TwoStreamBatchSampler(labeled, unlabeled, batch_size=4, labeled_per_batch=2, num_batches=10, seed=3)
+    batches = list(s)
+    assert len(batches) == 10
+    for b in batches:
+        idx = [i for i, _ in b]
+        assert len(idx) == 4
+        assert all(i in labeled for i in idx[:2]) and all(i in unlabeled for i in idx[2:])
+    # The labeled stream is a sequence of permutations: the first 5 labeled draws cover all 5 cases.
+    lab_stream = [i for b in batches for i, _ in b[:2]]
+    assert sorted(lab_stream[:5]) == labeled and sorted(lab_stream[5:10]) == labeled
+    unl_stream = [i for b in batches for i, _ in b[2:]]
+    assert sorted(unl_stream[:12]) == unlabeled
+
+
+def test_deterministic_and_resumable():
+    args = dict(labeled=range(4), unlabeled=range(4, 10), batch_size=4, labeled_per_batch=2, num_batches=8, seed=7)
+    full = list(TwoStreamBatchSampler(**args))
+    resumed = list(TwoStreamBatchSampler(**args, start_batch=5))
+    assert resumed == full[5:]
+    other_seed = list(TwoStreamBatchSampler(**{**args, "seed": 8}))
+    assert other_seed != full
+
+
+def test_ranks_do_not_share_samples_in_a_step():
+    args = dict(labeled=range(8), unlabeled=range(8, 24), batch_size=4, labeled_per_batch=2, num_batches=1, seed=0)
+    r0 = TwoStreamBatchSampler(**args, rank=0, world_size=2).batch(0)
+    r1 = TwoStreamBatchSampler(**args, rank=1, world_size=2).batch(0)
+    assert not ({i for i, _ in r0} & {i for i, _ in r1})
+
+
+def test_invalid_configurations_raise():
+    with pytest.raises(ValueError, match="no labeled"):
+        TwoStreamBatchSampler([], [1], 4, 2, 1)
+    with pytest.raises(ValueError, match="no unlabeled"):
+        TwoStreamBatchSampler([0], [], 4, 2, 1)
+    with pytest.raises(ValueError, match="labeled_per_batch"):
+        TwoStreamBatchSampler([0], [1], 4, 5, 1)
+
+
+def test_crop_pads_small_volumes_and_keeps_alignment():
+    rng = np.random.default_rng(0)
+    image = np.arange(10 * 6 * 4, dtype=np.float32).reshape(10, 6, 4) + 1
+    label = (image % 3 == 0).astype(np.uint8)
+    for _ in range(5):
+        ci, cl = random_crop(image, label, (8, 8, 8), rng)
+        assert ci.shape == cl.shape == (8, 8, 8)
+        # The label still marks exactly the image voxels divisible by 3 (padding: image 0, label 0).
+        np.testing.assert_array_equal(cl.astype(bool), (ci % 3 == 0) & (ci > 0))
+        ri, rl = random_rot_flip(ci, cl, rng)
+        np.testing.assert_array_equal(rl.astype(bool), (ri % 3 == 0) & (ri > 0))
+
+
+def test_dataset_items_and_sdm_targets():
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(20, 20, 16)).astype(np.float32)
+    lab = np.zeros((20, 20, 16), np.uint8)
+    lab[6:14, 6:14, 4:12] = 1
+    ds = CropDataset([Case("a", img, lab), Case("b", img, None)], (16, 16, 16), num_classes=2)
+    a, b = ds[(0, 123)], ds[(1, 5)]
+    assert a["image"].shape == (1, 16, 16, 16) and a["label"].shape == (16, 16, 16) and a["sdm"].shape == (1, 16, 16, 16)
+    assert a["labeled"] and not b["labeled"]
+    inside = a["label"].numpy() == 1
+    assert (a["sdm"][0].numpy()[inside] <= 0).all() and (a["sdm"][0].numpy()[~inside] > 0).all()
+    # Same key -> same sample (workers can't change what is drawn).
+    assert (ds[(0, 123)]["image"] == a["image"]).all()

@@ -1,0 +1,41 @@
+"""Shared benchmark plumbing: hardware/commit description and writing JSON + a Markdown table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def environment() -> dict:
+    """Commit, CPU/GPU, thread count and library versions, recorded with every result."""
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "commit": commit or None, "python": platform.python_version(), "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_result(profile: str, name: str, result: dict, table: str) -> Path:
+    """Write benchmarks/results/<profile>/<name>.json and <name>.md (the readable table)."""
+    from SemiSupCardiacSegLib.atomic import atomic_write_text
+
+    out = ROOT / "benchmarks" / "results" / profile
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2))
+    atomic_write_text(out / f"{name}.md", table)
+    return out / f"{name}.json"
