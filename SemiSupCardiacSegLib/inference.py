@@ -181,14 +181,24 @@ class Prediction:
 
 def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
                    mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
-                   postprocess: bool = True, progress: Callable[[float], None] | None = None) -> Prediction:
-    """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back)."""
+                   postprocess: bool = True, progress: Callable[[float], None] | None = None,
+                   seed: int | None = 0) -> Prediction:
+    """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back).
+
+    seed: the MC-dropout masks are drawn from torch's RNG seeded with ``seed`` inside a forked RNG
+    state (the caller's RNG is untouched), so the same input and model give the same output;
+    None draws from the current global state.
+    """
     dev = resolve_device(device)
     model = model.to(dev)
     t0 = time.perf_counter()
     msi = to_model_space(volume, prep)
     t1 = time.perf_counter()
-    out = sliding_window_predict(model, msi.array, patch_size, overlap, mc_samples, window_batch, dev, progress)
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = sliding_window_predict(model, msi.array, patch_size, overlap, mc_samples, window_batch, dev, progress)
     t2 = time.perf_counter()
     probs = np.clip(msi.to_input_grid(out.probs), 0.0, 1.0)
     probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)

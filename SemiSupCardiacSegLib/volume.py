@@ -18,6 +18,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 
+# LPS <-> RAS flips the first two physical axes; the matrix is its own inverse.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
 @dataclass
 class Volume:
     """A 3D image or label map on a physical grid.
@@ -64,6 +68,29 @@ class Volume:
             and np.allclose(self.origin, other.origin, atol=atol)
             and np.allclose(self.direction, other.direction, atol=atol)
         )
+
+    def ijk_to_ras(self) -> np.ndarray:
+        """4x4 matrix mapping voxel index (i, j, k, 1) to RAS mm, as Slicer's IJKToRAS matrix.
+
+        RAS = diag(-1, -1, 1) @ LPS: Slicer scenes are RAS, ITK files (and this Volume) are LPS.
+        """
+        return LPS_TO_RAS @ self.index_to_physical()
+
+    @classmethod
+    def from_ijk_to_ras(cls, array: np.ndarray, ijk_to_ras: np.ndarray) -> "Volume":
+        """Volume from an (I, J, K) array and a 4x4 IJK-to-RAS matrix (Slicer's convention).
+
+        Raises ValueError when the matrix is not an orthogonal direction times positive spacing.
+        """
+        lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=np.float64).reshape(4, 4)
+        axes = lps[:3, :3]
+        spacing = np.linalg.norm(axes, axis=0)
+        if np.any(spacing <= 0):
+            raise ValueError(f"IJK-to-RAS matrix has a zero-length axis: spacing {spacing.tolist()}")
+        direction = axes / spacing
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+            raise ValueError("IJK-to-RAS matrix is sheared (axes not orthogonal); resample the volume first")
+        return cls(array=array, spacing=spacing, origin=lps[:3, 3], direction=direction)
 
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in mL (spacing in mm; 1 mL = 1000 mm^3)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
@@ -16,6 +17,43 @@ SHARED = REPO.parent / "shared"
 LA_DIR = SHARED / "data" / "LA2018"
 
 torch.set_num_threads(2)
+
+from SemiSupCardiacSegLib.phantoms import make_la_phantom, write_phantom_h5  # noqa: E402
+from SemiSupCardiacSegLib.training import Trainer  # noqa: E402
+
+
+# A tiny SASSNet configuration that trains in seconds on phantoms (shared by several test files).
+TINY = {
+    "method": "sassnet", "labeled": 2, "iterations": 30, "seed": 0, "num_workers": 0,
+    "network": {"in_channels": 1, "num_classes": 2, "n_filters": 4, "normalization": "batch", "dropout": 0.5},
+    "method_params": {"disc_filters": 4, "seg_loss": "dice_ce"},
+    "preprocessing": {"spacing": [2.5, 2.5, 2.5]}, "patch_size": [32, 32, 16],
+    "validation": {"last": 1, "every": 15}, "log_every": 1, "checkpoint_every": 10,
+    "optim": {"model": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}},
+}
+
+
+@pytest.fixture(scope="session")
+def phantom_folder(tmp_path_factory) -> Path:
+    """Five phantom cases as LA-style .h5: 3 with labels (2 train + 1 validation), 2 unlabeled."""
+    folder = tmp_path_factory.mktemp("phantoms")
+    for i in range(5):
+        ph = make_la_phantom(seed=i)
+        write_phantom_h5(ph, folder / f"case{i}.h5")
+    for i in (3, 4):  # make cases 3 and 4 unlabeled
+        with h5py.File(folder / f"case{i}.h5", "a") as f:
+            del f["label"]
+    # Put the labeled validation case last in listing order.
+    (folder / "case2.h5").rename(folder / "case9.h5")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained(phantom_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    result = Trainer({**TINY, "data": str(phantom_folder)}, out, device="cpu", progress=False).run()
+    assert result["iterations"] == TINY["iterations"]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,206 @@
+"""SemiSupCardiacSeg: semi-supervised cardiac MR segmentation in 3D Slicer.
+
+This file holds what needs Slicer's GUI: the module description, the Widget (wires the .ui to the
+parameter node and calls the Logic) and the self-test. The Logic lives in the Qt-free package
+``SemiSupCardiacSegLogic`` (tested headless with slicer-core), and all computation in
+``SemiSupCardiacSegLib``; nothing here preprocesses or infers by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+# Developer checkout (module path added to Slicer by hand): the library sits one folder up.
+# An installed extension has SemiSupCardiacSegLib beside this file, on sys.path already.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_REPO_ROOT, "SemiSupCardiacSegLib")) and _REPO_ROOT not in sys.path:
+    sys.path.append(_REPO_ROOT)
+
+from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic as _SceneLogic  # noqa: E402
+
+
+class SemiSupCardiacSeg(ScriptedLoadableModule):
+    """Module description shown in Slicer's module list and help panel."""
+
+    def __init__(self, parent) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Semi-Supervised Cardiac Segmentation"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SemiSupCardiacSeg developers"]
+        self.parent.helpText = (
+            "Segments the left atrium in cardiac MR with a semi-supervised multi-task network and shows "
+            "the signed distance map and a Monte-Carlo-dropout uncertainty heatmap. Correct the mask where "
+            "the heatmap is bright, add the case to a training library, and fine-tune with Training/train.py."
+        )
+        self.parent.acknowledgementText = (
+            "Methods: SASSNet (Li et al., MICCAI 2020) and related multi-task semi-supervised methods. "
+            "Shipped LA model trained on the 2018 Atrial Segmentation Challenge data (Xiong et al., "
+            "Medical Image Analysis 2021)."
+        )
+
+
+@parameterNodeWrapper
+class SemiSupCardiacSegParameterNode:
+    """Typed parameter node, bound to the .ui widgets by their SlicerParameterName property.
+
+    inputVolume: the MR volume to segment. model: shipped model name ('la') or checkpoint path.
+    mcSamples: Monte-Carlo dropout passes. device: 'auto', 'cpu' or 'cuda'.
+    libraryFolder: where "Add to training library" writes cases.
+    """
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    model: str = "la"
+    mcSamples: int = 10
+    device: str = "auto"
+    libraryFolder: str = ""
+
+
+class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Wires the UI; all work is delegated to the Logic."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: SemiSupCardiacSegLogic | None = None
+        self._parameterNode: SemiSupCardiacSegParameterNode | None = None
+        self._parameterNodeGuiTag = None
+        self._lastResult = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SemiSupCardiacSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SemiSupCardiacSegLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.addToLibraryButton.connect("clicked(bool)", self.onAddToLibraryButton)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.segmentButton.enabled = ready
+        self.ui.segmentButton.toolTip = "Segment the input volume" if ready else "Select an input volume"
+        self.ui.addToLibraryButton.enabled = ready and bool(self._parameterNode.libraryFolder)
+
+    def onSegmentButton(self) -> None:
+        p = self._parameterNode
+        progress = slicer.util.createProgressDialog(labelText="Segmenting...", maximum=100)
+        try:
+            with slicer.util.tryWithErrorDisplay("Segmentation failed.", waitCursor=True):
+                def report(fraction: float) -> None:
+                    progress.value = int(100 * fraction)
+                    slicer.app.processEvents()
+
+                self._lastResult = self.logic.segment(p.inputVolume, model=p.model or None,
+                                                      mc_samples=p.mcSamples, device=p.device, progress=report)
+                slicer.util.setSliceViewerLayers(background=p.inputVolume, foreground=self._lastResult.uncertainty,
+                                                 foregroundOpacity=0.4)
+                volumes = {k: round(v["volume_ml"], 1) for k, v in self._lastResult.report["structures"].items()}
+                self.ui.statusLabel.text = f"Done: {volumes} mL"
+        finally:
+            progress.close()
+
+    def onAddToLibraryButton(self) -> None:
+        p = self._parameterNode
+        segmentation = self._lastResult.segmentation if self._lastResult else None
+        with slicer.util.tryWithErrorDisplay("Adding the case to the training library failed.", waitCursor=True):
+            image_path, label_path = self.logic.add_to_library(p.inputVolume, p.libraryFolder, segmentation)
+            self.ui.statusLabel.text = f"Added {os.path.basename(image_path)}" + (" (labeled)" if label_path else "")
+
+
+class SemiSupCardiacSegLogic(ScriptedLoadableModuleLogic, _SceneLogic):
+    """Slicer-side Logic: the Qt-free scene Logic on slicer.mrmlScene plus the parameter node."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        _SceneLogic.__init__(self, slicer.mrmlScene)
+
+    def getParameterNode(self):
+        return SemiSupCardiacSegParameterNode(super().getParameterNode())
+
+
+class SemiSupCardiacSegTest(ScriptedLoadableModuleTest):
+    """Self-test inside Slicer: segment a synthetic phantom and export it to a temporary library."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_segment_phantom()
+
+    def test_segment_phantom(self) -> None:
+        import tempfile
+
+        import numpy as np
+
+        from SemiSupCardiacSegLib.phantoms import make_la_phantom
+        from SemiSupCardiacSegLib.volume import Volume
+
+        self.delayDisplay("Segmenting a synthetic LA phantom")
+        phantom = make_la_phantom(seed=3)
+        logic = SemiSupCardiacSegLogic()
+        image = Volume(phantom.image, spacing=phantom.spacing)
+        node = logic.add_volume_node(image, "phantom")
+        result = logic.segment(node, mc_samples=2)
+        labels = logic.labels_from_segmentation(result.segmentation, node)
+        self.assertEqual(labels.shape, image.shape)
+        self.assertGreater(int(labels.array.sum()), 0)
+        with tempfile.TemporaryDirectory() as folder:
+            first, _ = logic.add_to_library(node, folder, result.segmentation)
+            second, _ = logic.add_to_library(node, folder, result.segmentation)
+            self.assertNotEqual(first, second)
+        self.assertTrue(np.isfinite(result.report["structures"]["left atrium"]["volume_ml"]))
+        self.delayDisplay("Test passed")

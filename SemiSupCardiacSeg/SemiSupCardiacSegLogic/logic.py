@@ -1,0 +1,260 @@
+"""Qt-free Logic of the SemiSupCardiacSeg module: MRML nodes in, MRML nodes out.
+
+The Logic only moves data between the MRML scene and SemiSupCardiacSegLib, which does all the
+work (preprocessing, sliding-window MC-dropout inference, mapping back to the input grid). It
+imports no Qt, so it runs inside Slicer, under ``Slicer --no-main-window`` and in plain Python with
+the ``slicer-core`` package from PyPI (the tests use that: a real vtkMRMLScene, no mocks).
+
+Geometry: a Slicer volume node holds voxels as a (K, J, I) array and an IJK-to-RAS matrix; the
+library's Volume holds (I, J, K) and LPS geometry. ``volume_from_node`` / ``add_volume_node`` are
+the only two places that convert, through ``Volume.from_ijk_to_ras`` / ``Volume.ijk_to_ras``.
+
+Nothing the user made is modified: every call creates new nodes with unique names, and the
+training-library export never overwrites a file (a second export of a case gets a new name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from SemiSupCardiacSegLib.volume import Volume
+
+# Display colours (RGB 0..1) for the structures the shipped models know; others get a default.
+STRUCTURE_COLORS = {
+    "left atrium": (0.85, 0.33, 0.30),
+    "right ventricle": (0.35, 0.55, 0.85),
+    "myocardium": (0.95, 0.80, 0.30),
+    "left ventricle": (0.85, 0.33, 0.30),
+}
+DEFAULT_COLOR = (0.5, 0.8, 0.5)
+
+
+@dataclass
+class SegmentResult:
+    """Nodes created by one ``segment`` call (all on the input volume's grid) and the report dict."""
+
+    segmentation: object  # vtkMRMLSegmentationNode
+    distance: object | None  # vtkMRMLScalarVolumeNode, float32 SDM in [-1, 1] (negative inside)
+    uncertainty: object  # vtkMRMLScalarVolumeNode, float32 predictive entropy (nats)
+    report: dict = field(default_factory=dict)
+
+
+def _vtk():
+    import vtk  # noqa: PLC0415  (imported lazily so the module file imports without VTK)
+
+    return vtk
+
+
+def _matrix_to_numpy(m) -> np.ndarray:
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _numpy_to_matrix(a: np.ndarray):
+    m = _vtk().vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(a[r, c]))
+    return m
+
+
+def volume_from_node(node) -> Volume:
+    """A scalar/labelmap volume node -> library Volume (array (I, J, K), LPS geometry, mm).
+
+    Raises ValueError naming the node when it has no image data or is not a 3D scalar volume.
+    """
+    from vtk.util import numpy_support  # noqa: PLC0415
+
+    image = node.GetImageData() if node is not None else None
+    if image is None:
+        raise ValueError(f"volume node '{node.GetName() if node else None}' has no image data")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise ValueError(f"volume node '{node.GetName()}' has {image.GetNumberOfScalarComponents()} "
+                         "components; a single-component (scalar) volume is needed")
+    dims = image.GetDimensions()  # (I, J, K)
+    kji = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+    m = _vtk().vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return Volume.from_ijk_to_ras(np.ascontiguousarray(kji.transpose(2, 1, 0)), _matrix_to_numpy(m))
+
+
+def _set_node_from_volume(node, volume: Volume) -> None:
+    from vtk.util import numpy_support  # noqa: PLC0415
+
+    vtk = _vtk()
+    array = np.ascontiguousarray(volume.array.transpose(2, 1, 0))  # (K, J, I), I fastest in memory
+    image = vtk.vtkImageData()
+    image.SetDimensions(*volume.shape)
+    scalars = numpy_support.numpy_to_vtk(array.ravel(), deep=True)
+    image.GetPointData().SetScalars(scalars)
+    node.SetIJKToRASMatrix(_numpy_to_matrix(volume.ijk_to_ras()))
+    node.SetAndObserveImageData(image)
+
+
+class SemiSupCardiacSegLogic:
+    """Segment a volume node with a SemiSupCardiacSegLib model, and export cases for training.
+
+    scene: the vtkMRMLScene to work in (``slicer.mrmlScene`` inside Slicer).
+    segmentations_logic: a vtkSlicerSegmentationsModuleLogic; inside Slicer the module's own,
+    otherwise one is created on ``scene``.
+    """
+
+    def __init__(self, scene, segmentations_logic=None) -> None:
+        if scene is None:
+            raise ValueError("SemiSupCardiacSegLogic needs an MRML scene")
+        self.scene = scene
+        if segmentations_logic is None:
+            segmentations_logic = self._default_segmentations_logic(scene)
+        self.segmentations_logic = segmentations_logic
+        self._model_cache: dict[str, tuple] = {}
+
+    @staticmethod
+    def _default_segmentations_logic(scene):
+        import slicer  # noqa: PLC0415
+
+        modules = getattr(slicer, "modules", None)
+        if modules is not None and hasattr(modules, "segmentations"):
+            return modules.segmentations.logic()
+        logic = slicer.vtkSlicerSegmentationsModuleLogic()
+        logic.SetMRMLScene(scene)
+        return logic
+
+    # ----------------------------------------------------------------------------- nodes <-> data
+    def add_volume_node(self, volume: Volume, name: str, class_name: str = "vtkMRMLScalarVolumeNode"):
+        """New volume node (unique name from ``name``) holding ``volume`` with its geometry."""
+        node = self.scene.AddNewNodeByClass(class_name, self.scene.GenerateUniqueName(name))
+        _set_node_from_volume(node, volume)
+        node.CreateDefaultDisplayNodes()
+        return node
+
+    def add_segmentation_node(self, labels: Volume, reference_node, names: dict[int, str], name: str):
+        """New segmentation node with one named, coloured segment per label value in ``names``."""
+        vtk = _vtk()
+        labelmap = self.add_volume_node(labels.with_array(labels.array.astype(np.uint8)), name + " labelmap",
+                                        "vtkMRMLLabelMapVolumeNode")
+        seg_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name))
+        seg_node.CreateDefaultDisplayNodes()
+        seg_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+        try:
+            segmentation = seg_node.GetSegmentation()
+            for value, structure in sorted(names.items()):
+                segment_id = segmentation.AddEmptySegment(structure.replace(" ", "_"), structure,
+                                                          STRUCTURE_COLORS.get(structure, DEFAULT_COLOR))
+                ids = vtk.vtkStringArray()
+                ids.InsertNextValue(segment_id)
+                # Import one label value into its own segment so names follow the model's labels.
+                single = self.add_volume_node(labels.with_array((labels.array == value).astype(np.uint8)),
+                                              name + " tmp", "vtkMRMLLabelMapVolumeNode")
+                try:
+                    if not self.segmentations_logic.ImportLabelmapToSegmentationNode(single, seg_node, ids):
+                        raise RuntimeError(f"importing label {value} ({structure}) into the segmentation failed")
+                finally:
+                    self.scene.RemoveNode(single)
+        finally:
+            self.scene.RemoveNode(labelmap)
+        return seg_node
+
+    def labels_from_segmentation(self, segmentation_node, reference_node) -> Volume:
+        """Segmentation node -> uint8 label Volume on ``reference_node``'s grid (segment n -> n+1)."""
+        vtk = _vtk()
+        ids = vtk.vtkStringArray()
+        segmentation_node.GetSegmentation().GetSegmentIDs(ids)
+        if ids.GetNumberOfValues() == 0:
+            raise ValueError(f"segmentation '{segmentation_node.GetName()}' has no segments")
+        labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", self.scene.GenerateUniqueName("export"))
+        try:
+            if not self.segmentations_logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap, reference_node):
+                raise RuntimeError(f"exporting segmentation '{segmentation_node.GetName()}' to a labelmap failed")
+            labels = volume_from_node(labelmap)
+        finally:
+            self.scene.RemoveNode(labelmap)
+        return labels.with_array(labels.array.astype(np.uint8))
+
+    # ---------------------------------------------------------------------------------- segment
+    def load_model(self, model: str | None = None):
+        """(network, metadata) for a shipped model name ('la') or a checkpoint path; cached."""
+        from SemiSupCardiacSegLib.checkpoint import load_model  # noqa: PLC0415
+
+        key = str(model)
+        if key not in self._model_cache:
+            self._model_cache[key] = load_model(model)
+        return self._model_cache[key]
+
+    def segment(self, input_node, model: str | None = None, mc_samples: int = 10, device: str = "auto",
+                progress: Callable[[float], None] | None = None) -> SegmentResult:
+        """Segment ``input_node``; returns new segmentation, SDM and uncertainty nodes on its grid.
+
+        model: shipped model name or checkpoint path (None: the shipped LA model).
+        mc_samples: Monte-Carlo dropout passes (>= 1; 1 gives a deterministic pass, entropy only).
+        progress: called with the fraction done in [0, 1].
+        """
+        from SemiSupCardiacSegLib.inference import predict_volume  # noqa: PLC0415
+        from SemiSupCardiacSegLib.preprocessing import Preprocessing  # noqa: PLC0415
+        from SemiSupCardiacSegLib.reporting import segmentation_report  # noqa: PLC0415
+
+        if input_node is None:
+            raise ValueError("no input volume selected")
+        if int(mc_samples) < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
+        volume = volume_from_node(input_node)
+        net, meta = self.load_model(model)
+        pred = predict_volume(net, volume.with_array(volume.array.astype(np.float32)),
+                              Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
+                              int(meta["network"]["num_classes"]), mc_samples=int(mc_samples), device=device,
+                              progress=progress)
+        base = input_node.GetName()
+        names = {int(k): v for k, v in meta["labels"].items()}
+        seg_node = self.add_segmentation_node(pred.labels, input_node, names, f"{base} segmentation")
+        distance = None
+        if pred.sdm is not None:
+            # Foreground SDM of the first structure for binary models; channel c-1 for class c.
+            distance = self.add_volume_node(pred.labels.with_array(pred.sdm[0]), f"{base} distance")
+        uncertainty = self.add_volume_node(pred.entropy, f"{base} uncertainty")
+        self._set_color(uncertainty, "vtkMRMLColorTableNodeInferno")
+        if distance is not None:
+            self._set_color(distance, "vtkMRMLColorTableNodeDivergingBlueRed", window_center=0.0)
+        report = segmentation_report(pred, meta["labels"], meta)
+        return SegmentResult(segmentation=seg_node, distance=distance, uncertainty=uncertainty, report=report)
+
+    def _set_color(self, node, color_node_id: str, window_center: float | None = None) -> None:
+        """Assign a colour table when the scene has it (Slicer's colours module adds them)."""
+        display = node.GetDisplayNode()
+        if display is None:
+            return
+        if self.scene.GetNodeByID(color_node_id) is not None:
+            display.SetAndObserveColorNodeID(color_node_id)
+        if window_center is not None:
+            display.AutoWindowLevelOff()
+            display.SetWindowLevel(2.0, window_center)
+
+    # -------------------------------------------------------------------------- training library
+    def add_to_library(self, volume_node, library_dir: str | Path, segmentation_node=None) -> tuple[Path, Path | None]:
+        """Write the image (and its segmentation as NAME_label.nrrd) into ``library_dir``.
+
+        The files are what ``Training/train.py --data library_dir`` reads: labeled where a label file
+        sits beside the image. Never overwrites: when NAME is taken, NAME_2, NAME_3, ... are used.
+        Returns (image path, label path or None).
+        """
+        from SemiSupCardiacSegLib.io import write_volume  # noqa: PLC0415
+
+        library = Path(library_dir)
+        library.mkdir(parents=True, exist_ok=True)
+        image = volume_from_node(volume_node)
+        labels = self.labels_from_segmentation(segmentation_node, volume_node) if segmentation_node else None
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in volume_node.GetName()) or "case"
+        for n in range(1, 10000):
+            name = stem if n == 1 else f"{stem}_{n}"
+            image_path, label_path = library / f"{name}.nrrd", library / f"{name}_label.nrrd"
+            if image_path.exists() or label_path.exists():
+                continue
+            try:
+                write_volume(image, image_path)
+            except FileExistsError:
+                continue  # another writer took the name between the check and the write
+            if labels is not None:
+                write_volume(labels, label_path)
+            return image_path, (label_path if labels is not None else None)
+        raise RuntimeError(f"no free case name for '{stem}' in {library}")

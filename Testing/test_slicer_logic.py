@@ -1,0 +1,99 @@
+"""The module's Qt-free Logic against a real MRML scene (slicer-core from PyPI; no mocks of MRML)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import vtk
+from scipy.spatial.transform import Rotation
+
+from conftest import REPO
+from SemiSupCardiacSegLib.checkpoint import load_model
+from SemiSupCardiacSegLib.inference import predict_volume
+from SemiSupCardiacSegLib.io import read_label, read_volume
+from SemiSupCardiacSegLib.phantoms import make_la_phantom
+from SemiSupCardiacSegLib.preprocessing import Preprocessing
+from SemiSupCardiacSegLib.volume import Volume
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed for the Logic tests")
+sys.path.insert(0, str(REPO / "SemiSupCardiacSeg"))
+from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic, volume_from_node  # noqa: E402
+
+
+@pytest.fixture()
+def logic():
+    return SemiSupCardiacSegLogic(slicer.vtkMRMLScene())
+
+
+def _oblique_phantom(seed: int = 5) -> Volume:
+    ph = make_la_phantom(shape=(84, 76, 36), spacing=(1.2, 1.2, 1.6), seed=seed)
+    direction = Rotation.from_euler("xz", [10, 25], degrees=True).as_matrix()
+    return Volume(ph.image, ph.spacing, (-30.0, 12.0, 7.5), direction)
+
+
+def test_volume_node_round_trip_keeps_voxels_and_geometry(logic):
+    vol = _oblique_phantom()
+    node = logic.add_volume_node(vol, "in")
+    back = volume_from_node(node)
+    assert back.same_grid(vol) and np.array_equal(back.array, vol.array)
+    mat = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(mat)
+    got = np.array([[mat.GetElement(r, c) for c in range(4)] for r in range(4)])
+    assert np.allclose(got, vol.ijk_to_ras())
+    # RAS of voxel (0,0,0) is the LPS origin with x and y negated.
+    assert np.allclose(got[:3, 3], [30.0, -12.0, 7.5])
+
+
+def test_segment_matches_library_on_input_grid(logic, trained):
+    vol = _oblique_phantom()
+    node = logic.add_volume_node(vol, "patient")
+    n_before = logic.scene.GetNumberOfNodes()
+    result = logic.segment(node, model=str(trained / "model.pt"), mc_samples=2, device="cpu")
+    assert logic.scene.GetNumberOfNodes() > n_before
+    # Library output for the same input and model.
+    net, meta = load_model(trained / "model.pt")
+    pred = predict_volume(net, vol, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]), 2,
+                          mc_samples=2, device="cpu")
+    labels = logic.labels_from_segmentation(result.segmentation, node)
+    assert labels.same_grid(vol)
+    assert np.array_equal(labels.array, pred.labels.array)
+    seg = result.segmentation.GetSegmentation()
+    assert seg.GetNumberOfSegments() == 1 and seg.GetNthSegment(0).GetName() == "left atrium"
+    for out in (result.distance, result.uncertainty):
+        v = volume_from_node(out)
+        assert v.same_grid(vol) and v.array.dtype == np.float32 and np.isfinite(v.array).all()
+    assert np.allclose(volume_from_node(result.uncertainty).array, pred.entropy.array, atol=1e-6)
+    assert result.report["structures"]["left atrium"]["volume_ml"] == pytest.approx(
+        labels.array.sum() * vol.voxel_volume_ml())
+    # The input node is untouched; a second run makes new nodes with new names.
+    assert np.array_equal(volume_from_node(node).array, vol.array)
+    again = logic.segment(node, model=str(trained / "model.pt"), mc_samples=1, device="cpu")
+    assert again.segmentation.GetName() != result.segmentation.GetName()
+
+
+def test_add_to_library_round_trip_and_never_overwrites(logic, tmp_path):
+    vol = _oblique_phantom(seed=8)
+    ph_label = (vol.array > np.percentile(vol.array, 97)).astype(np.uint8)
+    node = logic.add_volume_node(vol, "case A")
+    seg = logic.add_segmentation_node(vol.with_array(ph_label), node, {1: "left atrium"}, "case A seg")
+    img1, lab1 = logic.add_to_library(node, tmp_path / "lib", seg)
+    assert img1.name == "case_A.nrrd" and lab1.name == "case_A_label.nrrd"
+    img_back, lab_back = read_volume(img1), read_label(lab1)
+    assert img_back.same_grid(vol) and np.array_equal(img_back.array, vol.array)
+    assert lab_back.same_grid(vol) and np.array_equal(lab_back.array, ph_label)
+    first_bytes = img1.read_bytes()
+    img2, lab2 = logic.add_to_library(node, tmp_path / "lib", seg)
+    assert img2.name == "case_A_2.nrrd" and lab2.name == "case_A_2_label.nrrd"
+    assert img1.read_bytes() == first_bytes
+    img3, lab3 = logic.add_to_library(node, tmp_path / "lib")  # unlabeled case
+    assert img3.name == "case_A_3.nrrd" and lab3 is None and not (tmp_path / "lib" / "case_A_3_label.nrrd").exists()
+
+
+def test_bad_input_names_the_problem(logic):
+    empty = logic.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(ValueError, match="'empty' has no image data"):
+        logic.segment(empty)
+    with pytest.raises(ValueError, match="no input volume"):
+        logic.segment(None)

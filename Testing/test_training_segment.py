@@ -1,0 +1,126 @@
+"""End to end on phantoms: a tiny training run whose loss falls, resume, then `segment` and `evaluate`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SemiSupCardiacSegLib.cli import main as cli_main
+from SemiSupCardiacSegLib.io import read_label, read_volume, write_volume
+from SemiSupCardiacSegLib.phantoms import make_la_phantom
+from SemiSupCardiacSegLib.training import Trainer
+from SemiSupCardiacSegLib.volume import Volume
+
+from conftest import REPO, TINY
+
+
+def _losses(out: Path, key="loss_seg") -> list[float]:
+    return [r[key] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if key in r]
+
+
+def test_training_loss_falls_and_files_exist(trained):
+    seg = _losses(trained)
+    assert len(seg) == TINY["iterations"]
+    assert np.mean(seg[-5:]) < 0.8 * np.mean(seg[:5])
+    for name in ("last.pt", "best.pt", "model.pt", "config.json", "log.jsonl"):
+        assert (trained / name).is_file()
+    from SemiSupCardiacSegLib.checkpoint import load_model
+
+    _, meta = load_model(trained / "model.pt")
+    assert meta["training_data"]["n_labeled"] == 2 and meta["training_data"]["n_unlabeled"] == 2
+    assert meta["training_data"]["validation_cases"] == ["case9"]
+    assert 0.0 <= meta["validation"]["dice"] <= 1.0
+
+
+def test_refuses_to_train_over_existing_run(trained, phantom_folder):
+    from SemiSupCardiacSegLib.io import InputError
+
+    with pytest.raises(InputError, match="already holds a training run"):
+        Trainer({**TINY, "data": str(phantom_folder)}, trained, device="cpu", progress=False).run()
+
+
+def test_resume_continues_to_more_iterations(trained, phantom_folder, tmp_path):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained, run)
+    result = Trainer({**TINY, "data": str(phantom_folder), "iterations": 34}, run, device="cpu", progress=False).run(resume=True)
+    assert result["iterations"] == 34
+    its = [r["iteration"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert its[-4:] == [31, 32, 33, 34]
+
+
+def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
+    # An oblique, anisotropic phantom: outputs must come back on exactly its grid.
+    ph = make_la_phantom(shape=(90, 80, 40), spacing=(1.1, 1.1, 1.4), seed=11)
+    from scipy.spatial.transform import Rotation
+
+    direction = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    vol = Volume(ph.image, ph.spacing, (10.0, -20.0, 5.0), direction)
+    inp = write_volume(vol, tmp_path / "in.nrrd")
+    out = tmp_path / "out"
+    code = cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--mc-samples", "3",
+                     "--device", "cpu", "--montage", "--quiet"])
+    assert code == 0
+    for name in ("segmentation.nrrd", "probability.nrrd", "distance.nrrd", "uncertainty.nrrd", "report.json", "montage.png"):
+        assert (out / name).is_file(), name
+    seg = read_label(out / "segmentation.nrrd")
+    assert seg.same_grid(vol) and seg.array.dtype == np.uint8
+    for name in ("probability.nrrd", "distance.nrrd", "uncertainty.nrrd"):
+        v = read_volume(out / name)
+        assert v.same_grid(vol) and v.array.dtype == np.float32 and np.isfinite(v.array).all()
+    prob = read_volume(out / "probability.nrrd").array
+    assert prob.min() >= 0 and prob.max() <= 1
+    unc = read_volume(out / "uncertainty.nrrd").array
+    assert unc.min() >= 0 and unc.max() <= np.log(2) + 1e-5  # binary entropy bound (nats)
+    sdm = read_volume(out / "distance.nrrd").array
+    assert sdm.min() >= -1 and sdm.max() <= 1
+    report = json.loads((out / "report.json").read_text())
+    la = report["structures"]["left atrium"]
+    assert la["volume_ml"] == pytest.approx(seg.array.sum() * np.prod(ph.spacing) / 1000, rel=1e-6)
+    assert report["timings_s"]["mc_samples"] == 3 and report["model"]["id"]
+    # A second run into the same folder refuses to overwrite.
+    capsys.readouterr()
+    assert cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--quiet"]) == 2
+    assert "already holds" in capsys.readouterr().err
+
+
+def test_segment_h5_and_evaluate(trained, phantom_folder, tmp_path):
+    out = tmp_path / "seg"
+    assert cli_main(["segment", str(phantom_folder / "case0.h5"), "--out", str(out), "--model", str(trained / "model.pt"),
+                     "--mc-samples", "1", "--device", "cpu", "--quiet"]) == 0
+    seg = read_label(out / "segmentation.nrrd")
+    assert seg.shape == make_la_phantom(seed=0).label.shape
+    res_file = tmp_path / "metrics.json"
+    assert cli_main(["evaluate", "--model", str(trained / "model.pt"), "--data", str(phantom_folder), "--out", str(res_file),
+                     "--device", "cpu", "--quiet"]) == 0
+    res = json.loads(res_file.read_text())
+    assert res["n_cases"] == 3 and set(res["per_case"]) == {"case0", "case1", "case9"}
+    for key in ("dice", "jaccard", "hd95", "asd", "ravd", "precision", "recall"):
+        assert key in res["mean"]["left atrium"]
+
+
+def test_cli_bad_input_one_line_and_exit_code(tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image")
+    proc = subprocess.run([sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(bad), "--out", str(tmp_path / "o")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    missing = subprocess.run([sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(tmp_path / "nope.nrrd"), "--out", str(tmp_path / "o")],
+                             cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_train_script_runs_headless(phantom_folder, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**TINY, "iterations": 3, "validation": {"last": 0}}))
+    proc = subprocess.run([sys.executable, str(REPO / "Training" / "train.py"), "--config", str(cfg), "--data", str(phantom_folder),
+                           "--method", "supervised", "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["iterations"] == 3
+    assert (tmp_path / "run" / "model.pt").is_file()
