@@ -14,7 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 LA_DIR = REPO.parent / "shared" / "data" / "LA2018"

@@ -178,6 +178,20 @@ class Prediction:
     mutual_info: Volume
     timings: dict = field(default_factory=dict)
 
+    def foreground_probability(self) -> np.ndarray:
+        """(I, J, K) float32 probability of any structure (1 - background)."""
+        return (self.probs[1] if self.probs.shape[0] == 2 else 1.0 - self.probs[0]).astype(np.float32)
+
+    def foreground_sdm(self) -> np.ndarray | None:
+        """(I, J, K) float32 SDM of the union of structures: the per-class minimum (None without SDM head).
+
+        The minimum of per-class normalized SDMs is negative exactly inside some structure; its
+        magnitude is in each class's own normalization, so it is a display map, not a distance in mm.
+        """
+        if self.sdm is None:
+            return None
+        return (self.sdm[0] if self.sdm.shape[0] == 1 else self.sdm.min(axis=0)).astype(np.float32)
+
 
 def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
                    mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,

@@ -15,7 +15,7 @@ low-pass first with a Gaussian of sigma ``(s'/s - 1) / 2`` voxels (as skimage's 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage

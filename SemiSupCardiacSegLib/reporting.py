@@ -71,12 +71,10 @@ def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite
         if clash:
             raise InputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
     grid = pred.labels
-    fg_prob = pred.probs[1] if pred.probs.shape[0] == 2 else 1.0 - pred.probs[0]
     paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=overwrite),
-             write_volume(grid.with_array(fg_prob.astype(np.float32)), out / "probability.nrrd", overwrite=overwrite)]
+             write_volume(grid.with_array(pred.foreground_probability()), out / "probability.nrrd", overwrite=overwrite)]
     if pred.sdm is not None:
-        sdm = pred.sdm[0] if pred.sdm.shape[0] == 1 else pred.sdm.min(axis=0)
-        paths.append(write_volume(grid.with_array(sdm.astype(np.float32)), out / "distance.nrrd", overwrite=overwrite))
+        paths.append(write_volume(grid.with_array(pred.foreground_sdm()), out / "distance.nrrd", overwrite=overwrite))
     paths.append(write_volume(pred.entropy, out / "uncertainty.nrrd", overwrite=overwrite))
     paths.append(write_volume(pred.mutual_info, out / "mutual_information.nrrd", overwrite=overwrite))
     atomic_write_text(out / "report.json", json.dumps(report, indent=2), overwrite=overwrite)

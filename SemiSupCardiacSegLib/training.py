@@ -16,7 +16,6 @@ Outputs in ``out``: ``last.pt`` (resume), ``best.pt`` / ``model.pt`` (model chec
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
@@ -239,6 +238,7 @@ class Trainer:
                     loss.backward()
                     optimizers[name].step()
                 it += 1
+                method.after_step(it)
                 t_last = time.perf_counter()
                 t_step += t_last - t0
                 bar.update(1)

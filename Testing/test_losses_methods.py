@@ -75,7 +75,7 @@ def _changed(before, module):
 
 
 def test_registry_has_foundation_methods():
-    assert {"supervised", "sassnet"} <= set(METHODS)
+    assert {"supervised", "sassnet", "dtc"} <= set(METHODS)
     with pytest.raises(ValueError, match="unknown method"):
         get_method("nope")
 
@@ -111,3 +111,70 @@ def test_supervised_uses_only_labeled_rows():
     b["image"][2:] = float("nan")  # unlabeled rows must not be touched
     losses, logs = m.training_step(b, 0)
     assert torch.isfinite(losses["model"]) and "loss_sdm" in logs
+
+
+def test_dtc_consistency_by_hand_and_uses_unlabeled_rows():
+    torch.manual_seed(0)
+    m = get_method("dtc")({**TINY, "iterations": 100})
+    assert m.consistency_weight(0) == pytest.approx(math.exp(-5)) and m.consistency_weight(100) == pytest.approx(1.0)
+    b = _batch()
+    torch.manual_seed(1)  # same dropout masks in both forward passes (BatchNorm uses batch statistics)
+    losses, logs = m.training_step(b, iteration=100)
+    torch.manual_seed(1)
+    out = m.model(b["image"])
+    p_fg = torch.softmax(out["seg"], 1)[:, 1:]
+    by_hand = ((torch.sigmoid(-1500.0 * out["sdm"]) - p_fg) ** 2).mean()
+    assert logs["loss_consistency"] == pytest.approx(float(by_hand), rel=1e-4)
+    # The consistency term reaches the network through the unlabeled rows too.
+    b["image"][2:] = float("nan")
+    bad, _ = m.training_step(b, iteration=100)
+    assert not torch.isfinite(bad["model"])
+
+
+def test_uamt_teacher_is_ema_of_student_and_gets_no_gradient():
+    torch.manual_seed(0)
+    m = get_method("uamt")({**TINY, "method_params": {"mc_passes": 2}})
+    assert "uamt" in METHODS and all(not p.requires_grad for p in m.teacher.parameters())
+    opt = torch.optim.SGD(m.optimizer_groups()["model"], lr=0.1)
+    teacher0 = _snapshot(m.teacher)
+    losses, logs = m.training_step(_batch(), iteration=100)
+    assert 0.0 <= logs["certain_fraction"] <= 1.0
+    assert logs["uncertainty_threshold"] == pytest.approx(math.log(2))  # fully ramped: ln K
+    opt.zero_grad()
+    losses["model"].backward()
+    assert all(p.grad is None for p in m.teacher.parameters())
+    opt.step()
+    m.after_step(5)  # a = min(1 - 1/6, 0.99) = 5/6
+    for t0, t, s in zip(teacher0, m.teacher.parameters(), m.model.parameters()):
+        assert torch.allclose(t, 5 / 6 * t0 + 1 / 6 * s.detach(), atol=1e-6)
+    # The teacher state is part of the method's state (saved in resume checkpoints).
+    assert any(k.startswith("teacher.") for k in m.state_dict())
+
+
+def test_dtml_each_network_gets_only_its_own_losses():
+    torch.manual_seed(0)
+    m = get_method("dtml")({**TINY, "iterations": 100})
+    assert m.arch == "dual_vnet"
+    b = _batch()
+    losses, logs = m.training_step(b, iteration=100)
+    seg_params = [p for n, p in m.model.seg_net.named_parameters() if not n.startswith("sdm_head")]
+    sdm_params = [p for n, p in m.model.sdm_net.named_parameters() if not n.startswith("seg_head")]
+    unused = list(m.model.seg_net.sdm_head.parameters()) + list(m.model.sdm_net.seg_head.parameters())
+    # The summed loss reaches both networks; the unused heads get nothing.
+    g_total = torch.autograd.grad(losses["model"], seg_params + sdm_params + unused, allow_unused=True)
+    assert all(g is not None for g in g_total[: len(seg_params) + len(sdm_params)])
+    assert all(g is None for g in g_total[len(seg_params) + len(sdm_params):])
+    m.config["consistency"] = 0.0  # without L_con the two networks are independent
+    torch.manual_seed(2)
+    out = m.model(b["image"])
+    from SemiSupCardiacSegLib.losses import segmentation_loss
+
+    l_seg = segmentation_loss("dice_ce", out["seg"][:2], b["label"][:2])
+    grads = torch.autograd.grad(l_seg, sdm_params, allow_unused=True)
+    assert all(g is None for g in grads)
+    # The exported network rebuilds from its checkpoint config and gives both outputs.
+    from SemiSupCardiacSegLib.networks import build_network
+
+    net = build_network("dual_vnet", TINY["network"]).eval()
+    y = net(torch.zeros(1, 1, 16, 16, 16))
+    assert y["seg"].shape == (1, 2, 16, 16, 16) and y["sdm"].shape == (1, 1, 16, 16, 16)

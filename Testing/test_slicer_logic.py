@@ -11,6 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from conftest import REPO
 from SemiSupCardiacSegLib.checkpoint import load_model
+from SemiSupCardiacSegLib.data.datasets import find_cases
 from SemiSupCardiacSegLib.inference import predict_volume
 from SemiSupCardiacSegLib.io import read_label, read_volume
 from SemiSupCardiacSegLib.phantoms import make_la_phantom
@@ -65,6 +66,7 @@ def test_segment_matches_library_on_input_grid(logic, trained):
         v = volume_from_node(out)
         assert v.same_grid(vol) and v.array.dtype == np.float32 and np.isfinite(v.array).all()
     assert np.allclose(volume_from_node(result.uncertainty).array, pred.entropy.array, atol=1e-6)
+    assert np.allclose(volume_from_node(result.distance).array, pred.foreground_sdm(), atol=1e-6)
     assert result.report["structures"]["left atrium"]["volume_ml"] == pytest.approx(
         labels.array.sum() * vol.voxel_volume_ml())
     # The input node is untouched; a second run makes new nodes with new names.
@@ -89,6 +91,10 @@ def test_add_to_library_round_trip_and_never_overwrites(logic, tmp_path):
     assert img1.read_bytes() == first_bytes
     img3, lab3 = logic.add_to_library(node, tmp_path / "lib")  # unlabeled case
     assert img3.name == "case_A_3.nrrd" and lab3 is None and not (tmp_path / "lib" / "case_A_3_label.nrrd").exists()
+    # The library is what Training/train.py --data reads: two labeled cases and one unlabeled.
+    cases = {c.name: c.label for c in find_cases(tmp_path / "lib")}
+    assert set(cases) == {"case_A", "case_A_2", "case_A_3"}
+    assert cases["case_A"] == lab1 and cases["case_A_3"] is None
 
 
 def test_bad_input_names_the_problem(logic):

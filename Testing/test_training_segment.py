@@ -124,3 +124,18 @@ def test_train_script_runs_headless(phantom_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["iterations"] == 3
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("method", ["supervised", "dtc", "uamt", "dtml"])
+def test_every_registered_3d_method_trains_through_the_trainer(method, phantom_folder, tmp_path):
+    cfg = {**TINY, "method": method, "iterations": 4, "validation": {"last": 0}, "method_params": {"mc_passes": 2}}
+    if method != "uamt":
+        cfg["method_params"] = {}
+    result = Trainer({**cfg, "data": str(phantom_folder)}, tmp_path / method, device="cpu", progress=False).run()
+    assert result["iterations"] == 4
+    logs = [json.loads(x) for x in (tmp_path / method / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in logs if "loss" in r)
+    from SemiSupCardiacSegLib.checkpoint import load_model
+
+    _, meta = load_model(tmp_path / method / "model.pt")
+    assert meta["method"] == method

@@ -39,3 +39,18 @@ def write_result(profile: str, name: str, result: dict, table: str) -> Path:
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2))
     atomic_write_text(out / f"{name}.md", table)
     return out / f"{name}.json"
+
+
+def publish(profile: str, name: str, rows: dict, header: list[str], cells) -> Path:
+    """Write rows (name -> measurement dict) as JSON + a Markdown table and print the table.
+
+    header: column titles; cells(row_name, row) -> the row's cells as strings, in header order.
+    """
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(cells(k, v)) + " |" for k, v in rows.items()]
+    text = "\n".join(table) + "\n"
+    result = {"benchmark": name, "command": "python " + " ".join(sys.argv), "environment": environment(), "results": rows}
+    path = write_result(profile, name, result, text)
+    print(path)
+    print(text)
+    return path

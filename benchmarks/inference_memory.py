@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-from common import ROOT, environment, write_result
+from common import ROOT, publish
 
 CHILD = r"""
 import json, resource, sys, time
@@ -63,11 +60,8 @@ def main(argv=None) -> int:
     for name, shape in {"LA-sized 176x144x88": (176, 144, 88), "full 576x576x88": (576, 576, 88)}.items():
         for mc in (1, args.mc_samples):
             rows[f"{name}, N={mc}"] = run_child(shape, mc, args.model, args.threads)
-    table = ["| input, MC samples | seconds | network s | peak RSS MB |", "|---|---|---|---|"]
-    table += [f"| {k} | {v['seconds']:.1f} | {v['timings']['network_s']:.1f} | {v['peak_rss_mb']:.0f} |" for k, v in rows.items()]
-    result = {"benchmark": "inference_memory", "command": "python " + " ".join(sys.argv), "environment": environment(), "results": rows}
-    print(write_result(args.profile, "inference_memory", result, "\n".join(table) + "\n"))
-    print("\n".join(table))
+    publish(args.profile, "inference_memory", rows, ["input, MC samples", "seconds", "network s", "peak RSS MB"],
+            lambda k, v: [k, f"{v['seconds']:.1f}", f"{v['timings']['network_s']:.1f}", f"{v['peak_rss_mb']:.0f}"])
     return 0
 
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from common import environment, write_result
+from common import publish
 
 from SemiSupCardiacSegLib.sdm import signed_distance_map
 
@@ -50,11 +50,8 @@ def main(argv=None) -> int:
     if args.smoke:
         print(rows)
         return 0
-    table = ["| crop | shape | median ms | p90 ms |", "|---|---|---|---|"]
-    table += [f"| {k} | {'x'.join(map(str, v['shape']))} | {v['median_ms']:.1f} | {v['p90_ms']:.1f} |" for k, v in rows.items()]
-    result = {"benchmark": "sdm_speed", "command": "python " + " ".join(sys.argv), "environment": environment(), "results": rows}
-    print(write_result(args.profile, "sdm_speed", result, "\n".join(table) + "\n"))
-    print("\n".join(table))
+    publish(args.profile, "sdm_speed", rows, ["crop", "shape", "median ms", "p90 ms"],
+            lambda k, v: [k, "x".join(map(str, v["shape"])), f"{v['median_ms']:.1f}", f"{v['p90_ms']:.1f}"])
     return 0
 
 

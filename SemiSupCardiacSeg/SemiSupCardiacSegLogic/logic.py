@@ -210,8 +210,7 @@ class SemiSupCardiacSegLogic:
         seg_node = self.add_segmentation_node(pred.labels, input_node, names, f"{base} segmentation")
         distance = None
         if pred.sdm is not None:
-            # Foreground SDM of the first structure for binary models; channel c-1 for class c.
-            distance = self.add_volume_node(pred.labels.with_array(pred.sdm[0]), f"{base} distance")
+            distance = self.add_volume_node(pred.labels.with_array(pred.foreground_sdm()), f"{base} distance")
         uncertainty = self.add_volume_node(pred.entropy, f"{base} uncertainty")
         self._set_color(uncertainty, "vtkMRMLColorTableNodeInferno")
         if distance is not None:

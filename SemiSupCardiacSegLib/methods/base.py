@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..networks import build_network
+from ..schedules import sigmoid_rampup
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -60,3 +61,17 @@ class Method(nn.Module):
     def training_step(self, batch: dict[str, torch.Tensor], iteration: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """-> ({optimizer name: loss}, {log name: value}). batch holds the first ``n_labeled`` rows labeled."""
         raise NotImplementedError
+
+    def ramped(self, value: float, iteration: int, rampup_fraction: float) -> float:
+        """value * exp(-5 (1 - t/T)^2), T = rampup_fraction x total iterations (the papers' warm-up)."""
+        return float(value) * sigmoid_rampup(iteration, float(rampup_fraction) * self.total_iterations)
+
+    def consistency_weight(self, iteration: int) -> float:
+        """The ramped ``consistency`` weight (config keys ``consistency``, ``consistency_rampup``)."""
+        return self.ramped(self.config["consistency"], iteration, self.config["consistency_rampup"])
+
+    def after_step(self, iteration: int) -> None:
+        """Called by the Trainer after every optimizer has stepped (e.g. a mean teacher's EMA update).
+
+        iteration: the number of completed iterations (1 after the first step).
+        """

@@ -19,11 +19,9 @@ with SGD; in a batch the first rows are labeled (2 of 4).
 
 from __future__ import annotations
 
-import torch
 
 from ..losses import discriminator_loss, generator_loss
 from ..networks import SDMDiscriminator
-from ..schedules import sigmoid_rampup
 from .base import register
 from .supervised import Supervised
 
@@ -42,7 +40,7 @@ class SASSNet(Supervised):
         return {"model": list(self.model.parameters()), "discriminator": list(self.discriminator.parameters())}
 
     def adversarial_weight(self, iteration: int) -> float:
-        return float(self.config["adv_weight"]) * sigmoid_rampup(iteration, float(self.config["adv_rampup"]) * self.total_iterations)
+        return self.ramped(self.config["adv_weight"], iteration, self.config["adv_rampup"])
 
     def training_step(self, batch, iteration):
         n = int(batch["n_labeled"])

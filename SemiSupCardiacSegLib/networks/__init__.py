@@ -5,9 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from .discriminator import SDMDiscriminator
+from .dual import DualTaskVNet
 from .vnet import VNet, VNetConfig, set_mc_dropout
 
-ARCHITECTURES = {"vnet": (VNet, VNetConfig)}
+ARCHITECTURES = {"vnet": (VNet, VNetConfig), "dual_vnet": (DualTaskVNet, VNetConfig)}
 
 
 def build_network(arch: str, params: dict) -> nn.Module:
@@ -18,4 +19,4 @@ def build_network(arch: str, params: dict) -> nn.Module:
     return cls(cfg_cls(**params))
 
 
-__all__ = ["VNet", "VNetConfig", "SDMDiscriminator", "set_mc_dropout", "build_network", "ARCHITECTURES"]
+__all__ = ["VNet", "DualTaskVNet", "VNetConfig", "SDMDiscriminator", "set_mc_dropout", "build_network", "ARCHITECTURES"]

@@ -1,0 +1,65 @@
+"""Static checks of the Slicer module files that cannot be imported without the Slicer GUI.
+
+The widget code, the .ui and the parameter node must agree: every ``self.ui.NAME`` the widget uses
+exists in the .ui, and every ``SlicerParameterName`` in the .ui is a field of the parameter node.
+The CMake lists name files that exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+
+from conftest import REPO
+
+MODULE_DIR = REPO / "SemiSupCardiacSeg"
+MODULE_FILE = MODULE_DIR / "SemiSupCardiacSeg.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "SemiSupCardiacSeg.ui"
+
+
+def _ui_widgets() -> dict[str, dict[str, str]]:
+    """widget name -> {property name: text} for every widget in the .ui."""
+    widgets = {}
+    for w in ET.parse(UI_FILE).getroot().iter("widget"):
+        props = {p.get("name"): "".join(p.itertext()).strip() for p in w.findall("property")}
+        widgets[w.get("name")] = props
+    return widgets
+
+
+def _parameter_fields() -> set[str]:
+    tree = ast.parse(MODULE_FILE.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SemiSupCardiacSegParameterNode")
+    return {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+
+
+def test_module_file_parses_and_defines_slicer_classes():
+    tree = ast.parse(MODULE_FILE.read_text())
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    for suffix in ("", "Widget", "Logic", "Test", "ParameterNode"):
+        assert f"SemiSupCardiacSeg{suffix}" in classes
+
+
+def test_widget_uses_only_widgets_of_the_ui():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    missing = used - set(_ui_widgets())
+    assert used and not missing, f"widget code uses {sorted(missing)} which the .ui does not define"
+
+
+def test_ui_parameter_names_are_parameter_node_fields():
+    bound = {p["SlicerParameterName"] for p in _ui_widgets().values() if "SlicerParameterName" in p}
+    fields = _parameter_fields()
+    assert bound and bound <= fields, f"unbound: {sorted(bound - fields)}"
+    assert "inputVolume" in bound
+
+
+def test_cmake_lists_name_existing_files():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SemiSupCardiacSeg")
+    listed = re.findall(r"^\s+([\w/]+\.(?:py|png|ui))\s*$", text, flags=re.M)
+    assert len(listed) >= 5
+    for rel in listed:
+        assert (MODULE_DIR / rel).is_file(), rel
+    top = (REPO / "CMakeLists.txt").read_text()
+    for needed in ("project(SemiSupCardiacSeg)", "find_package(Slicer", "add_subdirectory(SemiSupCardiacSeg)",
+                   "EXTENSION_DEPENDS", "EXTENSION_CATEGORY"):
+        assert needed in top
