@@ -94,6 +94,15 @@ def build_model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     return model.eval()
 
 
+#: Keys only resume checkpoints carry (training state, not needed to run the model).
+RESUME_ONLY_KEYS = ("method_state", "optimizers", "torch_rng", "history", "config")
+
+
+def model_payload_from_resume(ckpt: dict) -> dict:
+    """A resume checkpoint (``last.pt``) -> a model checkpoint of the same weights (kind 'model')."""
+    return {**{k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, "kind": "model"}
+
+
 def load_model(model: str | os.PathLike | None = None) -> tuple[torch.nn.Module, dict]:
     """Shipped name or path -> (network in eval mode on CPU, checkpoint metadata without weights)."""
     path = resolve_model_path(model)
@@ -101,6 +110,6 @@ def load_model(model: str | os.PathLike | None = None) -> tuple[torch.nn.Module,
     if ckpt.get("kind") not in ("model", "resume"):
         raise InputError(f"{path.name}: unknown checkpoint kind {ckpt.get('kind')!r}")
     net = build_model_from_checkpoint(ckpt)
-    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "method_state", "optimizers", "torch_rng")}
+    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict",) + RESUME_ONLY_KEYS}
     meta["path"] = str(path)
     return net, meta

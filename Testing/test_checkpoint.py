@@ -84,3 +84,14 @@ def test_atomic_write_leaves_previous_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary left behind
     with pytest.raises(FileExistsError):
         atomic_write_text(target, "new", overwrite=False)
+
+
+def test_model_payload_from_resume_keeps_weights_and_drops_training_state(tmp_path):
+    from SemiSupCardiacSegLib.checkpoint import RESUME_ONLY_KEYS, model_payload_from_resume
+
+    resume = {"kind": "resume", "state_dict": {"w": torch.ones(2)}, "method_state": {}, "optimizers": {},
+              "torch_rng": torch.get_rng_state(), "history": {}, "config": "{}", "iteration": 7}
+    model = model_payload_from_resume(resume)
+    assert model["kind"] == "model" and model["iteration"] == 7 and torch.equal(model["state_dict"]["w"], torch.ones(2))
+    assert not set(RESUME_ONLY_KEYS) & set(model)
+    assert resume["kind"] == "resume"  # the input is not modified
