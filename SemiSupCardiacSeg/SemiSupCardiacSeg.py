@@ -78,6 +78,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode: SemiSupCardiacSegParameterNode | None = None
         self._parameterNodeGuiTag = None
         self._lastResult = None
+        self._regions: list = []
+        self._regionIndex = -1
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -90,6 +92,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.addToLibraryButton.connect("clicked(bool)", self.onAddToLibraryButton)
+        self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegionButton)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -148,9 +151,22 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 slicer.util.setSliceViewerLayers(background=p.inputVolume, foreground=self._lastResult.uncertainty,
                                                  foregroundOpacity=0.4)
                 volumes = {k: round(v["volume_ml"], 1) for k, v in self._lastResult.report["structures"].items()}
-                self.ui.statusLabel.text = f"Done: {volumes} mL"
+                num_classes = len(self._lastResult.report["structures"]) + 1
+                self._regions = self.logic.uncertain_regions(self._lastResult.uncertainty, num_classes)
+                self._regionIndex = -1
+                self.ui.nextRegionButton.enabled = bool(self._regions)
+                self.ui.statusLabel.text = f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
         finally:
             progress.close()
+
+    def onNextRegionButton(self) -> None:
+        if not self._regions:
+            return
+        self._regionIndex = (self._regionIndex + 1) % len(self._regions)
+        region = self._regions[self._regionIndex]
+        self.logic.jump_slices_to(region.centre_ras)
+        self.ui.statusLabel.text = (f"Region {self._regionIndex + 1}/{len(self._regions)}: mean entropy "
+                                    f"{region.mean_entropy:.2f} nats, {region.volume_mm3:.0f} mm^3")
 
     def onAddToLibraryButton(self) -> None:
         p = self._parameterNode

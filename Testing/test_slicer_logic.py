@@ -103,3 +103,23 @@ def test_bad_input_names_the_problem(logic):
         logic.segment(empty)
     with pytest.raises(ValueError, match="no input volume"):
         logic.segment(None)
+
+
+def test_uncertain_regions_have_ras_centres_inside_and_slices_jump_there(logic):
+    e = np.zeros((30, 30, 20), np.float32)
+    e[3:8, 3:8, 3:8] = 0.5
+    e[15:25, 15:25, 10:15] = 0.65
+    vol = Volume(e, spacing=(1.0, 1.5, 2.0), origin=(5.0, 7.0, -9.0),
+                 direction=Rotation.from_euler("z", 20, degrees=True).as_matrix())
+    node = logic.add_volume_node(vol, "uncertainty")
+    regions = logic.uncertain_regions(node)
+    assert [r.mean_entropy for r in regions] == pytest.approx([0.65, 0.5])
+    ras_to_ijk = np.linalg.inv(vol.ijk_to_ras())
+    for r in regions:
+        ijk = np.rint(ras_to_ijk @ np.append(r.centre_ras, 1.0))[:3].astype(int)
+        assert e[tuple(ijk)] > 0.34
+    slice_node = logic.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    slice_node.SetOrientationToAxial()
+    assert logic.jump_slices_to(regions[0].centre_ras) == 1
+    m = slice_node.GetSliceToRAS()
+    assert np.allclose([m.GetElement(r, 3) for r in range(3)], regions[0].centre_ras, atol=1e-4)

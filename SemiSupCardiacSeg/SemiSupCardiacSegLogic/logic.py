@@ -229,6 +229,27 @@ class SemiSupCardiacSegLogic:
             display.AutoWindowLevelOff()
             display.SetWindowLevel(2.0, window_center)
 
+    # --------------------------------------------------------------------------- review helpers
+    def uncertain_regions(self, uncertainty_node, num_classes: int = 2, threshold: float | None = None,
+                          min_volume_mm3: float = 20.0) -> list:
+        """Regions of the uncertainty node above ``threshold`` (nats), most uncertain first.
+
+        Each item is a ``SemiSupCardiacSegLib.uncertain_regions.UncertainRegion``; its ``centre_ras``
+        is a voxel centre inside the region, in the scene's RAS mm (see ``jump_slices_to``).
+        """
+        from SemiSupCardiacSegLib.uncertain_regions import rank_uncertain_regions  # noqa: PLC0415
+
+        return rank_uncertain_regions(volume_from_node(uncertainty_node), num_classes, threshold, min_volume_mm3)
+
+    def jump_slices_to(self, ras: tuple[float, float, float]) -> int:
+        """Centre every slice view of the scene on ``ras`` (mm); returns how many views moved."""
+        moved = 0
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+            node.JumpSliceByCentering(*[float(v) for v in ras])
+            moved += 1
+        return moved
+
     # -------------------------------------------------------------------------- training library
     def add_to_library(self, volume_node, library_dir: str | Path, segmentation_node=None) -> tuple[Path, Path | None]:
         """Write the image (and its segmentation as NAME_label.nrrd) into ``library_dir``.
