@@ -29,9 +29,8 @@ def _progress_bar(desc: str, enabled: bool):
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .inference import predict_volume
+    from .inference import predict_with_model
     from .io import read_volume
-    from .preprocessing import Preprocessing
     from .reporting import OUTPUT_FILES, segmentation_report, write_outputs
 
     out = Path(args.out)
@@ -45,9 +44,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     bar, update = _progress_bar("segment", not args.quiet)
     try:
-        pred = predict_volume(model, volume, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
-                              int(meta["network"]["num_classes"]), mc_samples=args.mc_samples, overlap=args.overlap,
-                              device=args.device, progress=update)
+        pred = predict_with_model(model, meta, volume, mc_samples=args.mc_samples, tta=not args.no_tta,
+                                  overlap=args.overlap, device=args.device, progress=update)
     finally:
         bar.close()
     report = segmentation_report(pred, meta["labels"], meta)
@@ -68,14 +66,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_model
     from .data import find_cases
-    from .inference import predict_volume
+    from .inference import model_flip_axes, predict_with_model
     from .io import read_h5_case, read_label, read_volume, file_suffix
     from .metrics import binary_metrics, summarize
-    from .preprocessing import Preprocessing
     from .atomic import atomic_write_text
 
     model, meta = load_model(args.model)
-    prep = Preprocessing.from_dict(meta["preprocessing"])
     k = int(meta["network"]["num_classes"])
     cases = [c for src in args.data for c in find_cases(src) if c.label is not None]
     if not cases:
@@ -86,15 +82,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             image, label = read_h5_case(case.image)
         else:
             image, label = read_volume(case.image), read_label(case.label)
-        pred = predict_volume(model, image, prep, tuple(meta["patch_size"]), k, mc_samples=args.mc_samples,
-                              overlap=args.overlap, device=args.device)
+        pred = predict_with_model(model, meta, image, mc_samples=args.mc_samples, tta=not args.no_tta,
+                                  overlap=args.overlap, device=args.device)
         per_case[case.name] = {meta["labels"].get(str(c), str(c)): binary_metrics(pred.labels.array == c, label.array == c, image.spacing)
                                for c in range(1, k)}
         per_case[case.name]["seconds"] = pred.timings["total_s"]
     names = [meta["labels"].get(str(c), str(c)) for c in range(1, k)]
     mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
     result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, "n_cases": len(per_case),
-              "mc_samples": args.mc_samples, "mean": mean, "per_case": per_case}
+              "mc_samples": args.mc_samples, "tta_flip_axes": [] if args.no_tta else model_flip_axes(meta), "mean": mean, "per_case": per_case}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2))
     print(json.dumps({n: {m: round(v["mean"], 4) for m, v in mean[n].items()} for n in names}))
@@ -110,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="shipped model name ('la') or checkpoint path; default: la")
     s.add_argument("--mc-samples", type=int, default=10, help="MC-dropout samples (1 = deterministic)")
     s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
+    s.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--montage", action="store_true", help="also write montage.png")
@@ -122,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="JSON file to write")
     e.add_argument("--mc-samples", type=int, default=1)
     e.add_argument("--overlap", type=float, default=0.5)
+    e.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)

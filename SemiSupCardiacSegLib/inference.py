@@ -18,10 +18,11 @@ whose entropy is that of the single softmax and MI = 0.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -78,8 +79,12 @@ class ModelSpaceOutput:
 def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size: tuple[int, int, int],
                            overlap: float = 0.5, mc_samples: int = 1, window_batch: int = 2,
                            device: torch.device | str = "cpu",
-                           progress: Callable[[float], None] | None = None) -> ModelSpaceOutput:
-    """Run ``model`` (with ``encode``/``decode``) over a model-space image (X, Y, Z)."""
+                           progress: Callable[[float], None] | None = None,
+                           dropout: bool | None = None) -> ModelSpaceOutput:
+    """Run ``model`` (with ``encode``/``decode``) over a model-space image (X, Y, Z).
+
+    dropout: MC dropout on or off; None = on exactly when ``mc_samples`` > 1.
+    """
     device = torch.device(device)
     patch = tuple(int(p) for p in patch_size)
     orig_shape = image.shape
@@ -94,7 +99,7 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     weight_t = torch.from_numpy(weight).to(device)
     was_training = model.training
     model.eval()
-    mc = mc_samples > 1
+    mc = mc_samples > 1 if dropout is None else bool(dropout)
     set_mc_dropout(model, mc)
     k = None
     acc_p = acc_h = acc_s = None
@@ -144,6 +149,55 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     pred_h = entropy(probs, axis=0).astype(np.float32)
     mi = np.maximum(pred_h - exp_h, 0.0).astype(np.float32) if mc else np.zeros_like(pred_h)
     return ModelSpaceOutput(probs.astype(np.float32), sdm, pred_h, mi)
+
+
+def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """All subsets of ``axes`` (the flip group they generate), identity first: (0, 1) -> (), (0,), (1,), (0, 1)."""
+    axes = tuple(sorted(set(int(a) for a in axes)))
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, overlap: float = 0.5,
+                        mc_samples: int = 1, flip_axes: Sequence[int] = (), window_batch: int = 2,
+                        device: torch.device | str = "cpu",
+                        progress: Callable[[float], None] | None = None) -> ModelSpaceOutput:
+    """Sliding window with MC dropout and flip test-time augmentation (TTA), in model space.
+
+    The ensemble is the set of (flip, dropout mask) passes: F = 2^len(flip_axes) flips of the
+    model-space image, and max(N, F) passes shared out over the flips as evenly as possible (so
+    TTA costs no extra decoder passes once N >= F); dropout is on when N > 1. Outputs are flipped
+    back and averaged with each flip weighted by its pass count: mean probability, expected entropy
+    and mean SDM over all passes; then predictive entropy H(p_bar) and MI = H(p_bar) - E[H], as in
+    ``sliding_window_predict`` (with flips only, MI measures the flips' disagreement).
+    Use flips the network was trained to be invariant to (``data.transforms``: axes 0 and 1).
+    """
+    flips = flip_sets(flip_axes)
+    if len(flips) == 1:
+        return sliding_window_predict(model, image, patch_size, overlap, mc_samples, window_batch, device, progress)
+    total = max(int(mc_samples), len(flips))
+    counts = [total // len(flips) + (1 if i < total % len(flips) else 0) for i in range(len(flips))]
+    acc_p = acc_h = acc_s = None
+    for f, (axes, n) in enumerate(zip(flips, counts)):
+        def sub_progress(frac: float, f=f) -> None:
+            if progress is not None:
+                progress((f + frac) / len(flips))
+
+        x = np.ascontiguousarray(np.flip(image, axes)) if axes else image
+        out = sliding_window_predict(model, x, patch_size, overlap, n, window_batch, device, sub_progress,
+                                     dropout=mc_samples > 1)
+        back = tuple(a + 1 for a in axes)
+        p = np.flip(out.probs, back) if axes else out.probs
+        h = np.flip(out.entropy - out.mutual_info, axes) if axes else out.entropy - out.mutual_info  # E_t[H(p_t)]
+        sd = None if out.sdm is None else (np.flip(out.sdm, back) if axes else out.sdm)
+        w = n / total
+        acc_p = p * w if acc_p is None else acc_p + p * w
+        acc_h = h * w if acc_h is None else acc_h + h * w
+        if sd is not None:
+            acc_s = sd * w if acc_s is None else acc_s + sd * w
+    pred_h = entropy(acc_p, axis=0).astype(np.float32)
+    mi = np.maximum(pred_h - acc_h, 0.0).astype(np.float32)
+    return ModelSpaceOutput(np.ascontiguousarray(acc_p, dtype=np.float32),
+                            None if acc_s is None else np.ascontiguousarray(acc_s, dtype=np.float32), pred_h, mi)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -196,9 +250,11 @@ class Prediction:
 def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
                    mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
                    postprocess: bool = True, progress: Callable[[float], None] | None = None,
-                   seed: int | None = 0) -> Prediction:
+                   seed: int | None = 0, flip_axes: Sequence[int] = ()) -> Prediction:
     """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back).
 
+    flip_axes: model-space axes for flip TTA (``predict_model_space``); a model's checkpoint gives
+    its default as ``inference.tta_flip_axes``.
     seed: the MC-dropout masks are drawn from torch's RNG seeded with ``seed`` inside a forked RNG
     state (the caller's RNG is untouched), so the same input and model give the same output;
     None draws from the current global state.
@@ -212,7 +268,7 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        out = sliding_window_predict(model, msi.array, patch_size, overlap, mc_samples, window_batch, dev, progress)
+        out = predict_model_space(model, msi.array, patch_size, overlap, mc_samples, flip_axes, window_batch, dev, progress)
     t2 = time.perf_counter()
     probs = np.clip(msi.to_input_grid(out.probs), 0.0, 1.0)
     probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
@@ -229,5 +285,21 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
         sdm=None if sdm is None else sdm.astype(np.float32),
         entropy=grid.with_array(ent.astype(np.float32)), mutual_info=grid.with_array(mi.astype(np.float32)),
         timings={"preprocess_s": t1 - t0, "network_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
-                 "device": str(dev), "mc_samples": int(mc_samples)},
+                 "device": str(dev), "mc_samples": int(mc_samples), "tta_flip_axes": list(flip_axes)},
     )
+
+
+def model_flip_axes(meta: dict) -> list[int]:
+    """The flip-TTA axes a checkpoint asks for (``inference.tta_flip_axes``; none if absent)."""
+    return [int(a) for a in (meta.get("inference") or {}).get("tta_flip_axes", [])]
+
+
+def predict_with_model(model: torch.nn.Module, meta: dict, volume: Volume, mc_samples: int = 10, tta: bool = True,
+                       **kwargs) -> Prediction:
+    """``predict_volume`` with everything a checkpoint fixes taken from its metadata ``meta``
+    (preprocessing, patch size, classes, flip TTA unless ``tta`` is False); kwargs go through."""
+    from .preprocessing import Preprocessing
+
+    return predict_volume(model, volume, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
+                          int(meta["network"]["num_classes"]), mc_samples=mc_samples,
+                          flip_axes=model_flip_axes(meta) if tta else (), **kwargs)

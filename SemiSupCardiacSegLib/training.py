@@ -156,6 +156,9 @@ class Trainer:
             "labels": {str(k): v for k, v in cfg["labels"].items()},
             "method": method.name, "method_params": method.config, "iteration": iteration,
             "training_data": self.data_summary, "validation": validation or {},
+            # Training augments with rot90/flips in the (X, Y) plane of model space (CropDataset), so
+            # flips of those axes are test-time augmentations the network is trained to respect.
+            "inference": {"tta_flip_axes": [0, 1]},
             "model_id": model_id(sd), "created": now_iso(),
         }
 

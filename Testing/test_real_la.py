@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from SemiSupCardiacSegLib.checkpoint import MODELS_DIR, SHIPPED_MODELS, load_model
-from SemiSupCardiacSegLib.inference import predict_volume
+from SemiSupCardiacSegLib.inference import predict_with_model
 from SemiSupCardiacSegLib.io import read_h5_case
 from SemiSupCardiacSegLib.metrics import dice
-from SemiSupCardiacSegLib.preprocessing import Preprocessing
 from SemiSupCardiacSegLib.sdm import signed_distance_map
 
 
@@ -27,11 +26,10 @@ def test_shipped_model_on_a_held_out_real_case(la_dir, shipped):
     name = held_out[0]
     path = next(p for p in la_dir.rglob("*.h5") if p.stem == name or p.parent.name == name)
     image, label = read_h5_case(path)
-    pred = predict_volume(net, image, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]), 2,
-                          mc_samples=1, device="cpu")
+    pred = predict_with_model(net, meta, image, mc_samples=1, device="cpu")
     assert pred.labels.same_grid(image)
     score = dice(pred.labels.array == 1, label.array == 1)
-    # Card: mean validation Dice ~0.85+; one case below 0.75 means the model or the pipeline broke.
+    # Card: held-out mean Dice 0.89 (with the model's flip TTA); one case below 0.75 means the model or the pipeline broke.
     assert score > 0.75, f"{name}: Dice {score:.3f}"
 
 

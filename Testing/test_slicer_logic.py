@@ -12,10 +12,9 @@ from scipy.spatial.transform import Rotation
 from conftest import REPO
 from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.data.datasets import find_cases
-from SemiSupCardiacSegLib.inference import predict_volume
+from SemiSupCardiacSegLib.inference import predict_with_model
 from SemiSupCardiacSegLib.io import read_label, read_volume
 from SemiSupCardiacSegLib.phantoms import make_la_phantom
-from SemiSupCardiacSegLib.preprocessing import Preprocessing
 from SemiSupCardiacSegLib.volume import Volume
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed for the Logic tests")
@@ -55,8 +54,8 @@ def test_segment_matches_library_on_input_grid(logic, trained):
     assert logic.scene.GetNumberOfNodes() > n_before
     # Library output for the same input and model.
     net, meta = load_model(trained / "model.pt")
-    pred = predict_volume(net, vol, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]), 2,
-                          mc_samples=2, device="cpu")
+    assert meta["inference"]["tta_flip_axes"] == [0, 1]  # the Logic must apply the model's TTA too
+    pred = predict_with_model(net, meta, vol, mc_samples=2, device="cpu")
     labels = logic.labels_from_segmentation(result.segmentation, node)
     assert labels.same_grid(vol)
     assert np.array_equal(labels.array, pred.labels.array)

@@ -33,16 +33,14 @@ sys.path.insert(0, {root!r})
 import numpy as np, torch
 torch.set_num_threads({threads})
 from SemiSupCardiacSegLib.checkpoint import load_model
-from SemiSupCardiacSegLib.inference import predict_volume
-from SemiSupCardiacSegLib.preprocessing import Preprocessing
+from SemiSupCardiacSegLib.inference import predict_with_model
 from SemiSupCardiacSegLib.io import read_volume
 vol = read_volume({path!r})
 shape = vol.shape
 model, meta = load_model({model!r})
 base = hwm_mb()
 t = time.perf_counter()
-pred = predict_volume(model, vol, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
-                      int(meta["network"]["num_classes"]), mc_samples={mc}, device="cpu")
+pred = predict_with_model(model, meta, vol, mc_samples={mc}, device="cpu")  # the model's own TTA, as `segment`
 sec = time.perf_counter() - t
 print(json.dumps({{"seconds": sec, "timings": pred.timings, "peak_rss_mb": hwm_mb(),
                   "rss_before_mb": base, "shape": list(shape)}}))

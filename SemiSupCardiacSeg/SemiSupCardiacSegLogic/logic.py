@@ -184,15 +184,15 @@ class SemiSupCardiacSegLogic:
         return self._model_cache[key]
 
     def segment(self, input_node, model: str | None = None, mc_samples: int = 10, device: str = "auto",
-                progress: Callable[[float], None] | None = None) -> SegmentResult:
+                progress: Callable[[float], None] | None = None, tta: bool = True) -> SegmentResult:
         """Segment ``input_node``; returns new segmentation, SDM and uncertainty nodes on its grid.
 
         model: shipped model name or checkpoint path (None: the shipped LA model).
         mc_samples: Monte-Carlo dropout passes (>= 1; 1 gives a deterministic pass, entropy only).
         progress: called with the fraction done in [0, 1].
+        tta: use the model's flip test-time augmentation (when its checkpoint defines one).
         """
-        from SemiSupCardiacSegLib.inference import predict_volume  # noqa: PLC0415
-        from SemiSupCardiacSegLib.preprocessing import Preprocessing  # noqa: PLC0415
+        from SemiSupCardiacSegLib.inference import predict_with_model  # noqa: PLC0415
         from SemiSupCardiacSegLib.reporting import segmentation_report  # noqa: PLC0415
 
         if input_node is None:
@@ -201,10 +201,8 @@ class SemiSupCardiacSegLogic:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
         volume = volume_from_node(input_node)
         net, meta = self.load_model(model)
-        pred = predict_volume(net, volume.with_array(volume.array.astype(np.float32)),
-                              Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
-                              int(meta["network"]["num_classes"]), mc_samples=int(mc_samples), device=device,
-                              progress=progress)
+        pred = predict_with_model(net, meta, volume.with_array(volume.array.astype(np.float32)),
+                                  mc_samples=int(mc_samples), tta=tta, device=device, progress=progress)
         base = input_node.GetName()
         names = {int(k): v for k, v in meta["labels"].items()}
         seg_node = self.add_segmentation_node(pred.labels, input_node, names, f"{base} segmentation")

@@ -1,0 +1,70 @@
+"""Flip test-time augmentation: the flip group, equivariance, and how MC passes are shared out."""
+
+import numpy as np
+import pytest
+import torch
+
+from SemiSupCardiacSegLib.inference import flip_sets, model_flip_axes, predict_model_space, sliding_window_predict
+from SemiSupCardiacSegLib.networks import build_network
+
+NET = {"in_channels": 1, "num_classes": 2, "n_filters": 4, "dropout": 0.5}
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    model = build_network("vnet", NET)
+    # A few random BatchNorm statistics so the network is far from symmetric.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_flip_sets_are_the_group_identity_first():
+    assert flip_sets([]) == [()]
+    assert flip_sets([1, 0]) == [(), (0,), (1,), (0, 1)]
+    assert model_flip_axes({"inference": {"tta_flip_axes": [0, 1]}}) == [0, 1] and model_flip_axes({}) == []
+
+
+def test_tta_output_is_flip_equivariant_and_plain_output_is_not(net):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 32, 16)).astype(np.float32)  # one window: no window-grid asymmetry
+    patch = (32, 32, 16)
+    tta = predict_model_space(net, x, patch, flip_axes=(0, 1))
+    tta_f = predict_model_space(net, np.ascontiguousarray(x[::-1]), patch, flip_axes=(0, 1))
+    assert np.allclose(tta_f.probs, tta.probs[:, ::-1], atol=1e-5)
+    assert np.allclose(tta_f.sdm, tta.sdm[:, ::-1], atol=1e-5)
+    assert np.allclose(tta_f.entropy, tta.entropy[::-1], atol=1e-5)
+    plain = sliding_window_predict(net, x, patch)
+    plain_f = sliding_window_predict(net, np.ascontiguousarray(x[::-1]), patch)
+    assert not np.allclose(plain_f.probs, plain.probs[:, ::-1], atol=1e-3)
+    # TTA = the mean of the four flipped-back plain predictions.
+    outs = []
+    for axes in flip_sets((0, 1)):
+        o = sliding_window_predict(net, np.ascontiguousarray(np.flip(x, axes)), patch)
+        outs.append(np.flip(o.probs, tuple(a + 1 for a in axes)))
+    assert np.allclose(tta.probs, np.mean(outs, axis=0), atol=1e-6)
+    # Without dropout, MI is the flips' disagreement: >= 0 and positive somewhere.
+    assert tta.mutual_info.min() >= 0 and tta.mutual_info.max() > 0
+
+
+def test_mc_passes_are_shared_out_over_flips(net, monkeypatch):
+    import SemiSupCardiacSegLib.inference as inf
+
+    calls = []
+    real = inf.sliding_window_predict
+
+    def spy(model, image, patch, overlap, n, *args, **kwargs):
+        calls.append((n, kwargs.get("dropout")))
+        return real(model, image, patch, overlap, n, *args, **kwargs)
+
+    monkeypatch.setattr(inf, "sliding_window_predict", spy)
+    x = np.zeros((32, 32, 16), np.float32)
+    inf.predict_model_space(net, x, (32, 32, 16), mc_samples=10, flip_axes=(0, 1))
+    assert [c[0] for c in calls] == [3, 3, 2, 2] and all(c[1] is True for c in calls)
+    calls.clear()
+    inf.predict_model_space(net, x, (32, 32, 16), mc_samples=1, flip_axes=(0, 1))
+    assert [c[0] for c in calls] == [1, 1, 1, 1] and all(c[1] is False for c in calls)
