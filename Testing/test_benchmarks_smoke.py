@@ -1,0 +1,17 @@
+"""The benchmark scripts still run (tiny --smoke sizes; they write nothing). Figures live in
+benchmarks/results/, never in assertions."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_memory.py"])
+def test_benchmark_smoke(script):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke"], cwd=REPO / "benchmarks",
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip()
