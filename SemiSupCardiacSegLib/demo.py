@@ -4,7 +4,8 @@ Default input: a held-out real LA case (one of the shipped model's validation ca
 training) when ../shared/data/LA2018 is beside the repository, else a synthetic LGE-MRI-like
 left-atrium phantom from :mod:`phantoms`, so it runs on a fresh clone. Writes into ``--out``:
 ``input.nrrd`` (and ``reference_label.nrrd``), the ``segment`` outputs (segmentation, probability,
-distance, uncertainty, mutual information, report.json) and ``montage.png``.
+distance, uncertainty, mutual information, report.json), ``montage.png`` and, with slicer-core
+installed, ``slicer_scene/scene.mrml`` (opens in 3D Slicer with the uncertainty overlay).
 """
 
 from __future__ import annotations
@@ -44,6 +45,37 @@ def default_input(out: Path, model: str | None, source: str) -> tuple[Path, Path
     return out / "input.nrrd", out / "reference_label.nrrd", "synthetic LGE-MRI left-atrium phantom (seed 7)"
 
 
+def write_slicer_scene(out: Path, image: Path) -> Path | None:
+    """Slicer scene of the demo (input, segmentation, SDM, uncertainty overlay) in ``out/slicer_scene``.
+
+    Uses the module's Qt-free Logic on a slicer-core scene; returns None (with a message) when
+    slicer-core is not installed. The folder is the demo's own and is rewritten on every run.
+    """
+    try:
+        import slicer  # noqa: F401  (slicer-core)
+    except ImportError:
+        print("slicer-core not installed: no Slicer scene written (pip install slicer-core)")
+        return None
+    import shutil
+
+    from .io import read_volume
+
+    module_dir = str(REPO / "SemiSupCardiacSeg")
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
+    from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic
+
+    logic = SemiSupCardiacSegLogic(slicer.vtkMRMLScene())
+    node = logic.add_volume_node(read_volume(image), "input")
+    result = logic.import_outputs(node, out)
+    logic.show_overlays(node, result)
+    folder = out / "slicer_scene"
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    nodes = [n for n in (node, result.segmentation, result.distance, result.uncertainty) if n is not None]
+    return logic.save_scene(folder, nodes)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="demo_output", type=Path)
@@ -73,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         report["demo"] = {"input": what, "dice_vs_reference": d}
         atomic_write_text(args.out / "report.json", json.dumps(report, indent=2))
         print(f"Dice vs reference label: {d:.4f}")
+    scene = write_slicer_scene(args.out, image)
     print(f"outputs in {args.out}/: segmentation.nrrd probability.nrrd distance.nrrd uncertainty.nrrd "
           f"mutual_information.nrrd report.json montage.png")
+    if scene is not None:
+        print(f"Slicer scene (open in 3D Slicer): {scene}")
     return 0
 
 

@@ -122,3 +122,49 @@ def test_uncertain_regions_have_ras_centres_inside_and_slices_jump_there(logic):
     assert logic.jump_slices_to(regions[0].centre_ras) == 1
     m = slice_node.GetSliceToRAS()
     assert np.allclose([m.GetElement(r, 3) for r in range(3)], regions[0].centre_ras, atol=1e-4)
+
+
+def test_scene_with_overlays_saves_and_reloads(logic, trained, tmp_path):
+    vol = _oblique_phantom(seed=2)
+    node = logic.add_volume_node(vol, "patient")
+    result = logic.segment(node, model=str(trained / "model.pt"), mc_samples=1, device="cpu")
+    assert logic.show_overlays(node, result) == 3
+    nodes = [node, result.segmentation, result.distance, result.uncertainty]
+    scene_file = logic.save_scene(tmp_path / "scene", nodes)
+    with pytest.raises(FileExistsError):
+        logic.save_scene(tmp_path / "scene", nodes)
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(scene_file))
+    assert reloaded.Import()
+    names = {reloaded.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
+             for i in range(reloaded.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))}
+    assert names == {"patient", "patient distance", "patient uncertainty"}
+    back = volume_from_node(reloaded.GetFirstNodeByName("patient uncertainty"))
+    assert back.same_grid(vol) and np.allclose(back.array, volume_from_node(result.uncertainty).array)
+    red = [reloaded.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(3)]
+    fg = {reloaded.GetNodeByID(v.GetForegroundVolumeID()).GetName() for v in red}
+    assert fg == {"patient uncertainty"}
+    seg = reloaded.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+    reloaded_logic = SemiSupCardiacSegLogic(reloaded)
+    labels = reloaded_logic.labels_from_segmentation(seg, reloaded.GetFirstNodeByName("patient"))
+    assert np.array_equal(labels.array, logic.labels_from_segmentation(result.segmentation, node).array)
+
+
+def test_import_outputs_of_the_command_line_matches_in_process_segment(logic, trained, tmp_path):
+    from SemiSupCardiacSegLib.cli import main as cli_main
+    from SemiSupCardiacSegLib.io import write_volume
+
+    vol = _oblique_phantom(seed=4)
+    inp = write_volume(vol, tmp_path / "in.nrrd")
+    assert cli_main(["segment", str(inp), "--out", str(tmp_path / "out"), "--model", str(trained / "model.pt"),
+                     "--mc-samples", "2", "--device", "cpu", "--quiet"]) == 0
+    node = logic.add_volume_node(vol, "case")
+    imported = logic.import_outputs(node, tmp_path / "out")
+    direct = logic.segment(node, model=str(trained / "model.pt"), mc_samples=2, device="cpu")
+    assert np.array_equal(logic.labels_from_segmentation(imported.segmentation, node).array,
+                          logic.labels_from_segmentation(direct.segmentation, node).array)
+    assert np.allclose(volume_from_node(imported.uncertainty).array, volume_from_node(direct.uncertainty).array, atol=1e-6)
+    assert imported.segmentation.GetSegmentation().GetNthSegment(0).GetName() == "left atrium"
+    other = logic.add_volume_node(Volume(vol.array[:, :, :-1].copy(), vol.spacing, vol.origin, vol.direction), "cropped")
+    with pytest.raises(ValueError, match="not on the grid"):
+        logic.import_outputs(other, tmp_path / "out")

@@ -203,18 +203,50 @@ class SemiSupCardiacSegLogic:
         net, meta = self.load_model(model)
         pred = predict_with_model(net, meta, volume.with_array(volume.array.astype(np.float32)),
                                   mc_samples=int(mc_samples), tta=tta, device=device, progress=progress)
-        base = input_node.GetName()
         names = {int(k): v for k, v in meta["labels"].items()}
-        seg_node = self.add_segmentation_node(pred.labels, input_node, names, f"{base} segmentation")
-        distance = None
-        if pred.sdm is not None:
-            distance = self.add_volume_node(pred.labels.with_array(pred.foreground_sdm()), f"{base} distance")
-        uncertainty = self.add_volume_node(pred.entropy, f"{base} uncertainty")
-        self._set_color(uncertainty, "vtkMRMLColorTableNodeInferno")
-        if distance is not None:
-            self._set_color(distance, "vtkMRMLColorTableNodeDivergingBlueRed", window_center=0.0)
-        report = segmentation_report(pred, meta["labels"], meta)
-        return SegmentResult(segmentation=seg_node, distance=distance, uncertainty=uncertainty, report=report)
+        distance = pred.labels.with_array(pred.foreground_sdm()) if pred.sdm is not None else None
+        return self._add_result_nodes(input_node, pred.labels, names, distance, pred.entropy,
+                                      segmentation_report(pred, meta["labels"], meta))
+
+    def _add_result_nodes(self, input_node, labels: Volume, names: dict[int, str], distance: Volume | None,
+                          uncertainty: Volume, report: dict) -> SegmentResult:
+        """New segmentation, distance and uncertainty nodes named after ``input_node``, coloured."""
+        base = input_node.GetName()
+        seg_node = self.add_segmentation_node(labels, input_node, names, f"{base} segmentation")
+        distance_node = self.add_volume_node(distance, f"{base} distance") if distance is not None else None
+        uncertainty_node = self.add_volume_node(uncertainty, f"{base} uncertainty")
+        self._set_color(uncertainty_node, "vtkMRMLColorTableNodeInferno")
+        if distance_node is not None:
+            self._set_color(distance_node, "vtkMRMLColorTableNodeDivergingBlueRed", window_center=0.0)
+        return SegmentResult(segmentation=seg_node, distance=distance_node, uncertainty=uncertainty_node, report=report)
+
+    def import_outputs(self, input_node, out_dir: str | Path) -> SegmentResult:
+        """Load what ``python -m SemiSupCardiacSegLib segment`` wrote into ``out_dir`` as new nodes.
+
+        Segment names and label values come from its report.json; all files must be on the input
+        node's grid (the command guarantees it), else ValueError names the file.
+        """
+        import json  # noqa: PLC0415
+
+        from SemiSupCardiacSegLib.io import read_label, read_volume  # noqa: PLC0415
+
+        out = Path(out_dir)
+        report = json.loads((out / "report.json").read_text())
+        grid = volume_from_node(input_node)
+        loaded = {}
+        for name, reader in (("segmentation", read_label), ("distance", read_volume), ("uncertainty", read_volume)):
+            path = out / f"{name}.nrrd"
+            if not path.is_file():
+                if name == "distance":
+                    continue
+                raise ValueError(f"{path} is missing")
+            vol = reader(path)
+            if not vol.same_grid(grid):
+                raise ValueError(f"{path.name} is not on the grid of volume '{input_node.GetName()}'")
+            loaded[name] = vol
+        names = {int(v["label"]): k for k, v in report["structures"].items()}
+        return self._add_result_nodes(input_node, loaded["segmentation"], names, loaded.get("distance"),
+                                      loaded["uncertainty"], report)
 
     def _set_color(self, node, color_node_id: str, window_center: float | None = None) -> None:
         """Assign a colour table when the scene has it (Slicer's colours module adds them)."""
@@ -247,6 +279,54 @@ class SemiSupCardiacSegLogic:
             node.JumpSliceByCentering(*[float(v) for v in ras])
             moved += 1
         return moved
+
+    def show_overlays(self, input_node, result: SegmentResult, opacity: float = 0.4) -> int:
+        """Input as background and the uncertainty heatmap as foreground in the Red/Yellow/Green views.
+
+        Works on the slice composite nodes (creating the three singletons in a scene without views,
+        e.g. a headless scene about to be saved); returns how many views were set.
+        """
+        views = []
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            views.append(self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode"))
+        if not views:
+            for name in ("Red", "Yellow", "Green"):
+                node = self.scene.CreateNodeByClass("vtkMRMLSliceCompositeNode")
+                node.SetLayoutName(name)
+                node.SetSingletonTag(name)
+                views.append(self.scene.AddNode(node))
+        for view in views:
+            view.SetBackgroundVolumeID(input_node.GetID())
+            view.SetForegroundVolumeID(result.uncertainty.GetID())
+            view.SetForegroundOpacity(float(opacity))
+        return len(views)
+
+    def save_scene(self, folder: str | Path, nodes: list) -> Path:
+        """Write ``nodes`` (volumes as .nrrd, segmentations as .seg.nrrd) and ``scene.mrml`` into ``folder``.
+
+        The folder must not hold a scene already (nothing is overwritten). Returns the .mrml path,
+        which Slicer opens with the same nodes, colours and views.
+        """
+        folder = Path(folder)
+        scene_file = folder / "scene.mrml"
+        if scene_file.exists():
+            raise FileExistsError(f"refusing to overwrite existing scene: {scene_file}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for node in nodes:
+            node.AddDefaultStorageNode()
+            storage = node.GetStorageNode()
+            stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in node.GetName())
+            path = folder / f"{stem}.{storage.GetDefaultWriteFileExtension()}"
+            if path.exists():
+                raise FileExistsError(f"refusing to overwrite existing file: {path}")
+            storage.SetFileName(str(path))
+            if not storage.WriteData(node):
+                raise RuntimeError(f"writing {node.GetName()} to {path} failed")
+        self.scene.SetRootDirectory(str(folder))
+        self.scene.SetURL(str(scene_file))
+        if not self.scene.Commit():
+            raise RuntimeError(f"writing the scene file {scene_file} failed")
+        return scene_file
 
     # -------------------------------------------------------------------------- training library
     def add_to_library(self, volume_node, library_dir: str | Path, segmentation_node=None) -> tuple[Path, Path | None]:
