@@ -170,7 +170,12 @@ class Trainer:
         save_checkpoint(self.out / "last.pt", payload)
 
     # ----------------------------------------------------------------- main loop
-    def run(self, resume: bool = False) -> dict:
+    def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
+        """Train (or, with ``resume``, continue from ``last.pt``) to ``iterations``.
+
+        stop_after: stop, saving ``last.pt`` as on SIGINT, after this many iterations of this call
+        (time-sliced training: a later ``resume`` continues exactly where it stopped).
+        """
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(int(cfg["seed"]))
@@ -211,8 +216,12 @@ class Trainer:
         k = int(cfg["network"]["num_classes"])
         dataset = CropDataset(cases, patch, k, augment=True)
         nw = int(cfg["num_workers"])
+        # The loader gets its own generator: creating its iterator would otherwise draw from the
+        # global torch RNG (which drives dropout), and a resumed run would drift from an
+        # uninterrupted one. Crops and augmentation come from the sampler's per-sample seeds.
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=nw, persistent_workers=nw > 0,
-                            pin_memory=self.device.type == "cuda", prefetch_factor=2 if nw > 0 else None)
+                            pin_memory=self.device.type == "cuda", prefetch_factor=2 if nw > 0 else None,
+                            generator=torch.Generator().manual_seed(int(cfg["seed"])))
 
         def _handler(signum, frame):  # save and stop at the end of the current iteration
             self._stop = True
@@ -263,6 +272,8 @@ class Trainer:
                     if history["best"] is None or res["dice"] > history["best"]["dice"]:
                         history["best"] = {"dice": res["dice"], "iteration": it, "per_case": res["per_case"]}
                         save_checkpoint(self.out / "best.pt", self._model_payload(method, it, history["best"]))
+                if stop_after is not None and it - start >= int(stop_after) and it < total:
+                    self._stop = True
                 if it % int(cfg["checkpoint_every"]) == 0 or it == total or self._stop:
                     self._save_resume(method, optimizers, it, history)
                 if self._stop:

@@ -139,3 +139,19 @@ def test_every_registered_3d_method_trains_through_the_trainer(method, phantom_f
 
     _, meta = load_model(tmp_path / method / "model.pt")
     assert meta["method"] == method
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run(phantom_folder, tmp_path):
+    """On CPU with a fixed seed, losses after a stop + --resume equal those of one straight run."""
+    cfg = {**TINY, "data": str(phantom_folder), "iterations": 10, "validation": {"last": 0}, "checkpoint_every": 100}
+    Trainer(cfg, tmp_path / "straight", device="cpu", progress=False).run()
+    first = Trainer(cfg, tmp_path / "sliced", device="cpu", progress=False).run(stop_after=4)
+    assert first["stopped_early"] and first["iterations"] == 4
+    Trainer(cfg, tmp_path / "sliced", device="cpu", progress=False).run(resume=True)
+
+    def losses(run):
+        return [(r["iteration"], r["loss"], r["loss_adv"]) for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+                if "loss" in r]
+
+    assert losses(tmp_path / "sliced") == losses(tmp_path / "straight")
+    assert len(losses(tmp_path / "straight")) == 10

@@ -30,6 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iterations", type=int)
     p.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, log)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--stop-after", type=int, help="stop (saving last.pt) after N iterations of this run; --resume continues")
     p.add_argument("--init", type=Path, help="start from the weights of this model checkpoint (fine-tuning)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no training data: give --data or a config with 'data'", file=sys.stderr)
         return 2
     try:
-        result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(resume=args.resume)
+        result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(resume=args.resume, stop_after=args.stop_after)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
