@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint, model_id, now_iso, save_checkpoint, sta
 from .data import CropDataset, TwoStreamBatchSampler, find_cases, load_case
 from .inference import keep_largest_per_class, resolve_device, sliding_window_predict
 from .io import InputError
+from .locking import folder_lock
 from .methods import get_method
 from .preprocessing import Preprocessing
 from .schedules import poly_lr, step_lr
@@ -175,7 +176,13 @@ class Trainer:
 
         stop_after: stop, saving ``last.pt`` as on SIGINT, after this many iterations of this call
         (time-sliced training: a later ``resume`` continues exactly where it stopped).
+        The output folder is locked for the run (``locking.folder_lock``): a second training into
+        it refuses while this one is alive.
         """
+        with folder_lock(self.out):
+            return self._run(resume, stop_after)
+
+    def _run(self, resume: bool, stop_after: int | None) -> dict:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(int(cfg["seed"]))
