@@ -123,6 +123,10 @@ class ModelSpaceImage:
         return self.reorientation.invert(canon)
 
 
+#: The smallest image, in model voxels along every axis, that inference accepts.
+MIN_MODEL_VOXELS = 4
+
+
 def to_model_space(volume: Volume, prep: Preprocessing) -> ModelSpaceImage:
     """Input Volume -> ModelSpaceImage: reorient to canonical axes, resample, normalize."""
     check_image_values(volume.array)
@@ -130,6 +134,10 @@ def to_model_space(volume: Volume, prep: Preprocessing) -> ModelSpaceImage:
     canon = reo.apply(volume.array)
     canon_spacing = volume.spacing[list(reo.perm)]
     model_spacing = np.asarray(prep.spacing, float)
+    extent = np.asarray(canon.shape) * canon_spacing
+    if np.any(extent < MIN_MODEL_VOXELS * model_spacing):
+        raise InputError(f"image is too small: it covers {' x '.join(f'{e:.1f}' for e in extent)} mm, less than "
+                         f"{MIN_MODEL_VOXELS} voxels of the model's {' x '.join(f'{m:g}' for m in model_spacing)} mm along an axis")
     resampled = resample_image(canon.astype(np.float32), canon_spacing, model_spacing)
     if prep.normalization == "zscore":
         resampled = zscore(resampled)

@@ -1,0 +1,52 @@
+"""Property test of the inference path: any small volume, spacing and direction -> no crash and every
+output on the input's grid, finite and in range."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from SemiSupCardiacSegLib.inference import predict_volume
+from SemiSupCardiacSegLib.networks import build_network
+from SemiSupCardiacSegLib.io import InputError
+from SemiSupCardiacSegLib.preprocessing import MIN_MODEL_VOXELS, Preprocessing
+from SemiSupCardiacSegLib.volume import Volume
+
+torch.manual_seed(0)
+NET = build_network("vnet", {"in_channels": 1, "num_classes": 2, "n_filters": 2, "dropout": 0.5}).eval()
+PREP = Preprocessing.from_dict({"spacing": [2.0, 2.0, 2.0]})
+
+volumes = st.builds(
+    lambda shape, spacing, angles, seed: (shape, spacing, angles, seed),
+    st.tuples(*[st.integers(3, 24)] * 3),
+    st.tuples(*[st.floats(0.4, 3.5)] * 3),
+    st.tuples(*[st.floats(-180, 180)] * 3),
+    st.integers(0, 2**16),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(volumes, st.sampled_from([1, 2]), st.sampled_from([(), (0, 1)]))
+def test_any_small_volume_gives_outputs_on_its_grid(vol_args, mc, flips):
+    shape, spacing, angles, seed = vol_args
+    rng = np.random.default_rng(seed)
+    direction = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+    vol = Volume(rng.normal(size=shape).astype(np.float32), spacing, rng.uniform(-50, 50, 3), direction)
+    if np.any(np.asarray(shape) * np.asarray(spacing) < MIN_MODEL_VOXELS * 2.0):
+        event("too small: refused")
+        with pytest.raises(InputError, match="image is too small"):
+            predict_volume(NET, vol, PREP, (16, 16, 16), 2, mc_samples=mc, device="cpu")
+        return
+    event("segmented")
+    pred = predict_volume(NET, vol, PREP, (16, 16, 16), 2, mc_samples=mc, device="cpu", flip_axes=flips)
+    for out in (pred.labels, pred.entropy, pred.mutual_info):
+        assert out.same_grid(vol)
+    assert pred.probs.shape == (2,) + shape and pred.sdm.shape == (1,) + shape
+    assert set(np.unique(pred.labels.array)) <= {0, 1}
+    assert np.isfinite(pred.probs).all() and np.allclose(pred.probs.sum(0), 1, atol=1e-4)
+    assert pred.entropy.array.min() >= 0 and pred.entropy.array.max() <= math.log(2) + 1e-5
+    assert np.abs(pred.sdm).max() <= 1
