@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_memory.py"])
+@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_memory.py", "uncertainty_quality.py"])
 def test_benchmark_smoke(script):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke"], cwd=REPO / "benchmarks",
                           capture_output=True, text=True, timeout=300)
