@@ -155,7 +155,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._regions = self.logic.uncertain_regions(self._lastResult.uncertainty, num_classes)
                 self._regionIndex = -1
                 self.ui.nextRegionButton.enabled = bool(self._regions)
-                self.ui.statusLabel.text = f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
+                doubtful = [k for k, v in self._lastResult.report["structures"].items() if v.get("doubtful")]
+                self.ui.statusLabel.text = (f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
+                                            + (f". Doubtful: {', '.join(doubtful)}; review before use" if doubtful else ""))
         finally:
             progress.close()
 

@@ -8,8 +8,13 @@ Outputs (all on the input's grid, geometry copied from the input):
                             multi-class: the minimum over foreground classes
     uncertainty.nrrd        float32 predictive entropy, nats (MC dropout when N > 1)
     mutual_information.nrrd float32 MI (epistemic part), nats
-    report.json             volumes (mL), boundary-band uncertainty, timings, model id
+    report.json             volumes (mL), boundary-band uncertainty, quality flag, timings, model id
 Existing files are never overwritten unless ``overwrite=True``.
+
+Quality flag: a checkpoint may carry ``quality = {"score": "mean_boundary_mutual_info", "threshold": t,
+"min_mc_samples": n, ...}``, chosen by ``benchmarks/uncertainty_quality.py`` on held-out cases.
+A structure is flagged ``doubtful`` when its score exceeds t; with fewer MC samples than the
+threshold was set with (MI needs dropout sampling) the flag is ``null`` (not assessed).
 """
 
 from __future__ import annotations
@@ -38,6 +43,16 @@ def boundary_band(mask: np.ndarray, spacing, width_mm: float = 2.0) -> np.ndarra
     return ((~mask) & (d_out <= width_mm)) | (mask & (d_in <= width_mm))
 
 
+def quality_flag(structure: dict, quality: dict | None, mc_samples: int) -> bool | None:
+    """True when the structure's quality score exceeds the model's threshold; None if not assessable."""
+    if not quality or mc_samples < int(quality.get("min_mc_samples", 2)):
+        return None
+    score = structure.get(quality["score"])
+    if score is None:  # empty structure: nothing to judge by uncertainty
+        return None
+    return bool(score > float(quality["threshold"]))
+
+
 def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: float = 2.0) -> dict:
     """Per-structure volume (mL) and mean uncertainty in a +-band_mm boundary band; timings; model id."""
     vox_ml = pred.labels.voxel_volume_ml()
@@ -52,6 +67,8 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
             "mean_boundary_entropy": float(pred.entropy.array[band].mean()) if band.any() else None,
             "mean_boundary_mutual_info": float(pred.mutual_info.array[band].mean()) if band.any() else None,
         }
+        structures[name]["doubtful"] = quality_flag(structures[name], meta.get("quality"),
+                                                    int(pred.timings.get("mc_samples", 1)))
     return {
         "structures": structures,
         "mean_entropy": float(pred.entropy.array.mean()),

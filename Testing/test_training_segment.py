@@ -155,3 +155,14 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(phantom_folder, tmp_pa
 
     assert losses(tmp_path / "sliced") == losses(tmp_path / "straight")
     assert len(losses(tmp_path / "straight")) == 10
+
+
+def test_quality_flag_rules():
+    from SemiSupCardiacSegLib.reporting import quality_flag
+
+    q = {"score": "mean_boundary_mutual_info", "threshold": 0.23, "min_mc_samples": 10}
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 10) is True
+    assert quality_flag({"mean_boundary_mutual_info": 0.10}, q, 16) is False
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 1) is None  # MI needs MC sampling
+    assert quality_flag({"mean_boundary_mutual_info": None}, q, 10) is None  # empty structure
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, None, 10) is None  # model without a threshold
