@@ -14,6 +14,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def benchmark_parser(doc: str | None, smoke_help: str = "tiny run for the test suite; writes nothing"):
+    """argparse parser with the options every benchmark has: --profile, --threads, --smoke."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="cpu-small", help="results/<profile>/ to write into")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--smoke", action="store_true", help=smoke_help)
+    return p
+
+
 def environment() -> dict:
     """Commit, CPU/GPU, thread count and library versions, recorded with every result."""
     import torch

@@ -10,14 +10,13 @@ Writes benchmarks/results/<profile>/inference_memory.json and .md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, publish
+from common import ROOT, benchmark_parser, publish
 
 from SemiSupCardiacSegLib.io import write_volume
 from SemiSupCardiacSegLib.phantoms import make_la_phantom
@@ -55,12 +54,9 @@ def run_child(path: Path, mc: int, model: str, threads: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--profile", default="cpu-small")
+    p = benchmark_parser(__doc__)
     p.add_argument("--mc-samples", type=int, default=10)
     p.add_argument("--model", default="la")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--smoke", action="store_true", help="tiny run for the test suite; writes nothing")
     args = p.parse_args(argv)
     sizes = {"smoke 48x40x24": (48, 40, 24)} if args.smoke else {"LA-sized 176x144x88": (176, 144, 88), "full 576x576x88": (576, 576, 88)}
     rows = {}

@@ -17,8 +17,6 @@ Writes benchmarks/results/<profile>/uncertainty_quality.json, .md and reliabilit
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, stats
 
-from common import ROOT, environment, write_result
+from common import ROOT, benchmark_parser, environment, write_result
 
 from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.inference import predict_with_model
@@ -127,12 +125,9 @@ def reliability_plot(count, psum, ysum, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(__doc__, "one case, MC 2, writes nothing (skips without data)")
     p.add_argument("--model", default="la")
     p.add_argument("--mc-samples", type=int, default=10)
-    p.add_argument("--profile", default="cpu-small")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--smoke", action="store_true", help="one case, MC 2, writes nothing (skips without data)")
     args = p.parse_args(argv)
     import torch
 
