@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from .io import InputError
 
 

@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
 LA_DIR = REPO.parent / "shared" / "data" / "LA2018"
 

@@ -182,13 +182,12 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
             if progress is not None:
                 progress((f + frac) / len(flips))
 
-        x = np.ascontiguousarray(np.flip(image, axes)) if axes else image
-        out = sliding_window_predict(model, x, patch_size, overlap, n, window_batch, device, sub_progress,
-                                     dropout=mc_samples > 1)
-        back = tuple(a + 1 for a in axes)
-        p = np.flip(out.probs, back) if axes else out.probs
-        h = np.flip(out.entropy - out.mutual_info, axes) if axes else out.entropy - out.mutual_info  # E_t[H(p_t)]
-        sd = None if out.sdm is None else (np.flip(out.sdm, back) if axes else out.sdm)
+        out = sliding_window_predict(model, np.ascontiguousarray(np.flip(image, axes)), patch_size, overlap, n,
+                                     window_batch, device, sub_progress, dropout=mc_samples > 1)
+        back = tuple(a + 1 for a in axes)  # channel axis first in probs / sdm
+        p = np.flip(out.probs, back)
+        h = np.flip(out.entropy - out.mutual_info, axes)  # this flip's expected entropy E_t[H(p_t)]
+        sd = None if out.sdm is None else np.flip(out.sdm, back)
         w = n / total
         acc_p = p * w if acc_p is None else acc_p + p * w
         acc_h = h * w if acc_h is None else acc_h + h * w

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from .atomic import atomic_write_text
 from .checkpoint import load_checkpoint, model_id, now_iso, save_checkpoint, state_dict_for_export
 from .data import CropDataset, TwoStreamBatchSampler, find_cases, load_case
+from .data.transforms import AUGMENT_PLANE
 from .inference import keep_largest_per_class, resolve_device, sliding_window_predict
 from .io import InputError
 from .locking import folder_lock
@@ -157,9 +158,9 @@ class Trainer:
             "labels": {str(k): v for k, v in cfg["labels"].items()},
             "method": method.name, "method_params": method.config, "iteration": iteration,
             "training_data": self.data_summary, "validation": validation or {},
-            # Training augments with rot90/flips in the (X, Y) plane of model space (CropDataset), so
+            # Training augments with rot90/flips in AUGMENT_PLANE of model space (CropDataset), so
             # flips of those axes are test-time augmentations the network is trained to respect.
-            "inference": {"tta_flip_axes": [0, 1]},
+            "inference": {"tta_flip_axes": list(AUGMENT_PLANE)},
             "model_id": model_id(sd), "created": now_iso(),
         }
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .volume import Volume
+from .volume import LPS_TO_RAS, Volume
 
 
 @dataclass
@@ -31,8 +31,8 @@ class UncertainRegion:
 
     @property
     def centre_ras(self) -> tuple[float, float, float]:
-        x, y, z = self.centre_lps
-        return (-x, -y, z)
+        ras = LPS_TO_RAS[:3, :3] @ np.asarray(self.centre_lps)
+        return tuple(float(v) for v in ras)
 
 
 def rank_uncertain_regions(entropy: Volume, num_classes: int = 2, threshold: float | None = None,

@@ -31,7 +31,7 @@ from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.inference import predict_with_model
 from SemiSupCardiacSegLib.io import read_h5_case
 from SemiSupCardiacSegLib.metrics import dice
-from SemiSupCardiacSegLib.reporting import boundary_band
+from SemiSupCardiacSegLib.reporting import segmentation_report
 
 LA_TRAIN = ROOT.parent / "shared" / "data" / "LA2018" / "train"
 N_BINS = 15
@@ -75,12 +75,12 @@ def evaluate_case(net, meta, path: Path, mc: int) -> tuple[dict, tuple]:
     pred = predict_with_model(net, meta, image, mc_samples=mc, device="cpu")
     seg, ref = pred.labels.array == 1, label.array == 1
     prob = pred.foreground_probability()
-    ent, mi = pred.entropy.array, pred.mutual_info.array
+    ent = pred.entropy.array
     roi = roi_mask(seg, ref, image.spacing)
     counts = calibration_counts(prob[roi], ref[roi])
     uncertain, errors = ent > 0.5 * math.log(2), seg != ref
     both = float((uncertain & errors).sum())
-    band = boundary_band(seg, image.spacing, 2.0)
+    structure = segmentation_report(pred, meta["labels"], meta)["structures"][meta["labels"]["1"]]
     row = {
         "dice": dice(seg, ref),
         "brier_roi": float(np.mean((prob[roi] - ref[roi]) ** 2)),
@@ -88,8 +88,9 @@ def evaluate_case(net, meta, path: Path, mc: int) -> tuple[dict, tuple]:
         "uncertain_that_are_errors": both / max(1.0, float(uncertain.sum())),
         "errors_that_are_uncertain": both / max(1.0, float(errors.sum())),
         "uncertain_error_dice": 2 * both / max(1.0, float(uncertain.sum() + errors.sum())),
-        "score_boundary_entropy": float(ent[band].mean()) if band.any() else math.nan,
-        "score_boundary_mi": float(mi[band].mean()) if band.any() else math.nan,
+        # The scores `segment` writes to report.json, so the chosen one can be its quality flag.
+        "score_boundary_entropy": structure["mean_boundary_entropy"] or math.nan,
+        "score_boundary_mi": structure["mean_boundary_mutual_info"] or math.nan,
         "score_entropy_per_volume": float(ent.sum() / max(1.0, float(seg.sum()))),
         "seconds": pred.timings["total_s"],
     }

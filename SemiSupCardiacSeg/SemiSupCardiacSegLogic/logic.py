@@ -133,28 +133,23 @@ class SemiSupCardiacSegLogic:
     def add_segmentation_node(self, labels: Volume, reference_node, names: dict[int, str], name: str):
         """New segmentation node with one named, coloured segment per label value in ``names``."""
         vtk = _vtk()
-        labelmap = self.add_volume_node(labels.with_array(labels.array.astype(np.uint8)), name + " labelmap",
-                                        "vtkMRMLLabelMapVolumeNode")
         seg_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name))
         seg_node.CreateDefaultDisplayNodes()
         seg_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
-        try:
-            segmentation = seg_node.GetSegmentation()
-            for value, structure in sorted(names.items()):
-                segment_id = segmentation.AddEmptySegment(structure.replace(" ", "_"), structure,
-                                                          STRUCTURE_COLORS.get(structure, DEFAULT_COLOR))
-                ids = vtk.vtkStringArray()
-                ids.InsertNextValue(segment_id)
-                # Import one label value into its own segment so names follow the model's labels.
-                single = self.add_volume_node(labels.with_array((labels.array == value).astype(np.uint8)),
-                                              name + " tmp", "vtkMRMLLabelMapVolumeNode")
-                try:
-                    if not self.segmentations_logic.ImportLabelmapToSegmentationNode(single, seg_node, ids):
-                        raise RuntimeError(f"importing label {value} ({structure}) into the segmentation failed")
-                finally:
-                    self.scene.RemoveNode(single)
-        finally:
-            self.scene.RemoveNode(labelmap)
+        segmentation = seg_node.GetSegmentation()
+        for value, structure in sorted(names.items()):
+            segment_id = segmentation.AddEmptySegment(structure.replace(" ", "_"), structure,
+                                                      STRUCTURE_COLORS.get(structure, DEFAULT_COLOR))
+            ids = vtk.vtkStringArray()
+            ids.InsertNextValue(segment_id)
+            # Import one label value into its own segment so names follow the model's labels.
+            single = self.add_volume_node(labels.with_array((labels.array == value).astype(np.uint8)),
+                                          name + " tmp", "vtkMRMLLabelMapVolumeNode")
+            try:
+                if not self.segmentations_logic.ImportLabelmapToSegmentationNode(single, seg_node, ids):
+                    raise RuntimeError(f"importing label {value} ({structure}) into the segmentation failed")
+            finally:
+                self.scene.RemoveNode(single)
         return seg_node
 
     def labels_from_segmentation(self, segmentation_node, reference_node) -> Volume:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 
+#: The (X, Y) plane in which training rotates and flips; flips of these axes are also the test-time
+#: augmentation a trained model declares (``inference.tta_flip_axes``).
+AUGMENT_PLANE = (0, 1)
+
+
 def random_rot_flip(image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
     """Rotate by k*90 degrees in the (X, Y) plane and flip along X or Y (UA-MT/SASSNet RandomRotFlip)."""
     k = int(rng.integers(0, 4))
-    axis = int(rng.integers(0, 2))
-    image = np.flip(np.rot90(image, k, axes=(0, 1)), axis=axis)
+    axis = AUGMENT_PLANE[int(rng.integers(0, 2))]
+    image = np.flip(np.rot90(image, k, axes=AUGMENT_PLANE), axis=axis)
     if label is not None:
-        label = np.flip(np.rot90(label, k, axes=(0, 1)), axis=axis)
+        label = np.flip(np.rot90(label, k, axes=AUGMENT_PLANE), axis=axis)
     return image, label
 
 
