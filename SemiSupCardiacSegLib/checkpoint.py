@@ -27,7 +27,7 @@ from .networks import build_network
 FORMAT = "semisupcardiacseg-checkpoint/1"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 #: Short names of the models shipped in ``models/``.
-SHIPPED_MODELS = {"la": "la_sassnet.pt"}
+SHIPPED_MODELS = {"la": "la_sassnet.pt", "cine": "acdc_bmtctl.pt"}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m SemiSupCardiacSegLib segment|evaluate ...``.
+"""Command line: ``python -m SemiSupCardiacSegLib segment|evaluate|indices ...``.
 
 Bad input ends with one line ``error: ...`` on stderr and exit code 2; nothing is overwritten
 unless ``--overwrite`` is given.
@@ -96,13 +96,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_indices(args: argparse.Namespace) -> int:
+    from .atomic import atomic_write_text
+    from .cardiac import cardiac_indices
+    from .io import read_label
+
+    if args.patient:
+        from .data.acdc import read_acdc_patient
+
+        pat = read_acdc_patient(args.patient)
+        if args.reference:
+            if pat.ed.label is None or pat.es.label is None:
+                raise InputError(f"{pat.name}: --reference needs the _gt files of both frames")
+            ed, es = read_label(pat.ed.label), read_label(pat.es.label)
+        else:
+            from .checkpoint import load_model
+            from .inference import predict_with_model
+            from .io import read_volume
+
+            model, meta = load_model(args.model or "cine")
+            ed, es = (predict_with_model(model, meta, read_volume(c.image), mc_samples=1, device=args.device).labels
+                      for c in (pat.ed, pat.es))
+    else:
+        if not (args.ed and args.es):
+            raise InputError("give --ed and --es segmentations, or --patient FOLDER")
+        ed, es = read_label(args.ed), read_label(args.es)
+    if not ed.same_grid(es):
+        raise InputError("ED and ES segmentations are on different grids")
+    spacing = args.spacing or [float(v) for v in ed.spacing]
+    result = cardiac_indices(ed.array, es.array, spacing)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        atomic_write_text(args.out, text)
+    print(json.dumps({k: round(v, 2) for k, v in result.items() if isinstance(v, float)}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m SemiSupCardiacSegLib", description="Semi-supervised cardiac MR segmentation")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("segment", help="segment one volume; writes NRRD outputs and report.json on the input grid")
     s.add_argument("input", help=".h5, .nrrd, .nii(.gz) or .mha")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--model", default=None, help="shipped model name ('la') or checkpoint path; default: la")
+    s.add_argument("--model", default=None, help="shipped model name ('la': left atrium, 3D LGE; 'cine': LV/RV/myocardium, short-axis cine) or checkpoint path; default: la")
     s.add_argument("--mc-samples", type=int, default=10, help="MC-dropout samples (1 = deterministic)")
     s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
     s.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")
@@ -122,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    c = sub.add_parser("indices", help="LV/RV volumes, ejection fractions, myocardial mass and areas from ED + ES")
+    c.add_argument("--ed", help="end-diastolic segmentation (labels 1 RV, 2 Myo, 3 LV)")
+    c.add_argument("--es", help="end-systolic segmentation on the same grid")
+    c.add_argument("--patient", help="ACDC patient folder (Info.cfg names ED/ES); segmented with --model")
+    c.add_argument("--reference", action="store_true", help="with --patient: use its _gt labels instead of segmenting")
+    c.add_argument("--model", default=None, help="cine model for --patient (default: cine)")
+    c.add_argument("--spacing", type=float, nargs=3, help="voxel spacing in mm (i j k), overriding the files' (needed for .h5)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--out", help="JSON file to write (all indices, per-slice areas included)")
+    c.set_defaults(func=cmd_indices)
     return p
 
 

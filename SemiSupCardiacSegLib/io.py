@@ -63,10 +63,29 @@ def volume_to_sitk(volume: Volume):
     return image
 
 
-def read_h5_case(path: str | os.PathLike, spacing=LA_H5_SPACING_MM) -> tuple[Volume, Volume | None]:
-    """Read an LA-challenge style ``.h5``: dataset ``image`` (float32) and optional ``label`` (uint8).
+#: ACDC (SSL4MIS layout) h5 files store no geometry either; their slices get this nominal spacing.
+#: ACDC's real in-plane spacing is 1.37-1.68 mm and slices 5-10 mm apart: pass the true spacing
+#: where absolute volumes matter (``cardiac_indices``).
+CINE_H5_NOMINAL_SPACING_MM = (1.0, 1.0, 1.0)
 
-    Returns (image, label or None), both with ``spacing`` mm, identity direction, origin 0.
+
+def h5_layout(shape: tuple[int, ...]) -> str:
+    """'slices_first' for cine stacks stored (slices, H, W) (ACDC), else 'xyz' (LA2018's (X, Y, Z)).
+
+    The two known layouts differ in where the short axis is: ACDC's slice axis (6-18) comes first,
+    LA2018's (88 slices) last. A first axis strictly shorter than both others means slices first.
+    """
+    return "slices_first" if len(shape) == 3 and shape[0] < shape[1] and shape[0] < shape[2] else "xyz"
+
+
+def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume | None]:
+    """Read a ``.h5`` case: dataset ``image`` (float32) and optional ``label`` (uint8).
+
+    Two layouts (``h5_layout``): LA2018 (X, Y, Z), used as is, default spacing 0.625 mm; ACDC cine
+    (slices, H, W), which is SimpleITK's array order (z, y, x), so the Volume array is its transpose
+    (W, H, slices) and a result written as NRRD reads back with ``sitk.GetArrayFromImage`` in the h5's
+    order; default spacing ``CINE_H5_NOMINAL_SPACING_MM``. Identity direction, origin 0.
+    Returns (image, label or None).
     """
     import h5py
 
@@ -85,12 +104,16 @@ def read_h5_case(path: str | os.PathLike, spacing=LA_H5_SPACING_MM) -> tuple[Vol
         raise InputError(f"{path.name}: cannot read h5 file ({exc.__class__.__name__}: {exc})") from exc
     if image.ndim != 3:
         raise InputError(f"{path.name}: expected a 3D 'image', got shape {image.shape}")
+    if label is not None and label.shape != image.shape:
+        raise InputError(f"{path.name}: label shape {label.shape} differs from image shape {image.shape}")
+    if h5_layout(image.shape) == "slices_first":
+        spacing = CINE_H5_NOMINAL_SPACING_MM if spacing is None else spacing
+        image = np.ascontiguousarray(image.transpose(2, 1, 0))
+        label = None if label is None else np.ascontiguousarray(label.transpose(2, 1, 0))
+    else:
+        spacing = LA_H5_SPACING_MM if spacing is None else spacing
     img_vol = Volume(image, spacing=spacing)
-    lab_vol = None
-    if label is not None:
-        if label.shape != image.shape:
-            raise InputError(f"{path.name}: label shape {label.shape} differs from image shape {image.shape}")
-        lab_vol = Volume(label.astype(np.uint8), spacing=spacing)
+    lab_vol = None if label is None else Volume(label.astype(np.uint8), spacing=spacing)
     return img_vol, lab_vol
 
 

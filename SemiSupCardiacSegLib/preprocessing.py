@@ -26,17 +26,42 @@ from .volume import AxisReorientation, Volume, canonical_reorientation
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How images are brought to model space. spacing: mm per voxel of the model grid (i, j, k)."""
+    """How images are brought to model space.
+
+    spacing: mm per voxel of the model grid (i, j, k) (3D models: LA).
+    in_plane_shape: (X, Y) voxels instead, for cine stacks: every slice is resized to this shape
+      whatever its spacing and the slice axis k is kept as is (the SSL4MIS/BMT-CTL practice of
+      resizing slices to a fixed size; ACDC h5 files store no spacing, so a mm grid is not possible).
+    reorient: bring the volume to canonical axes first (3D models). Cine stacks are oblique short-axis
+      planes; they are used in their stored (i, j, slice) order, so cine models set False.
+    """
 
     spacing: tuple[float, float, float] = (0.625, 0.625, 0.625)
     normalization: str = "zscore"
+    in_plane_shape: tuple[int, int] | None = None
+    reorient: bool = True
 
     def to_dict(self) -> dict:
-        return {"spacing": [float(s) for s in self.spacing], "normalization": self.normalization}
+        d = {"spacing": [float(s) for s in self.spacing], "normalization": self.normalization}
+        if self.in_plane_shape is not None:
+            d["in_plane_shape"] = [int(s) for s in self.in_plane_shape]
+        if not self.reorient:
+            d["reorient"] = False
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(spacing=tuple(float(s) for s in d["spacing"]), normalization=d.get("normalization", "zscore"))
+        shape = d.get("in_plane_shape")
+        return cls(spacing=tuple(float(s) for s in d.get("spacing", (1.0, 1.0, 1.0))), normalization=d.get("normalization", "zscore"),
+                   in_plane_shape=None if shape is None else (int(shape[0]), int(shape[1])), reorient=bool(d.get("reorient", True)))
+
+    def model_spacing(self, canonical_shape: tuple[int, ...], canonical_spacing: np.ndarray) -> np.ndarray:
+        """The model grid's spacing (mm) for an input of this canonical shape and spacing."""
+        if self.in_plane_shape is None:
+            return np.asarray(self.spacing, float)
+        cs = np.asarray(canonical_spacing, float)
+        return np.array([cs[0] * canonical_shape[0] / self.in_plane_shape[0],
+                         cs[1] * canonical_shape[1] / self.in_plane_shape[1], cs[2]])
 
 
 def check_image_values(array: np.ndarray, name: str = "image") -> None:
@@ -130,12 +155,16 @@ MIN_MODEL_VOXELS = 4
 def to_model_space(volume: Volume, prep: Preprocessing) -> ModelSpaceImage:
     """Input Volume -> ModelSpaceImage: reorient to canonical axes, resample, normalize."""
     check_image_values(volume.array)
-    reo = canonical_reorientation(volume.direction)
+    reo = canonical_reorientation(volume.direction) if prep.reorient else AxisReorientation((0, 1, 2), (False, False, False))
     canon = reo.apply(volume.array)
     canon_spacing = volume.spacing[list(reo.perm)]
-    model_spacing = np.asarray(prep.spacing, float)
+    model_spacing = prep.model_spacing(canon.shape, canon_spacing)
     extent = np.asarray(canon.shape) * canon_spacing
-    if np.any(extent < MIN_MODEL_VOXELS * model_spacing):
+    if prep.in_plane_shape is not None:
+        if min(canon.shape[:2]) < MIN_MODEL_VOXELS:
+            raise InputError(f"image is too small: slices of {canon.shape[0]} x {canon.shape[1]} voxels, "
+                             f"fewer than {MIN_MODEL_VOXELS} along an in-plane axis")
+    elif np.any(extent < MIN_MODEL_VOXELS * model_spacing):
         raise InputError(f"image is too small: it covers {' x '.join(f'{e:.1f}' for e in extent)} mm, less than "
                          f"{MIN_MODEL_VOXELS} voxels of the model's {' x '.join(f'{m:g}' for m in model_spacing)} mm along an axis")
     resampled = resample_image(canon.astype(np.float32), canon_spacing, model_spacing)

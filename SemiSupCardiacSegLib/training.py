@@ -3,11 +3,14 @@
 Config (a dict, usually a JSON file in ``configs/``; every default states its source):
     data:        folder, .list file, or list of either (cases; labeled where a label exists)
     labeled:     how many labeled cases to use as labeled (the first N by listing order); others unlabeled
-    validation:  {"cases": [names]} or {"last": N} (held out of training), "every": iterations
+    validation:  {"cases": [names]}, {"list": path of a .list file} or {"last": N} (held out of
+                 training), "every": iterations
+    inference_patch_size: sliding-window size for validation and in the exported model (default
+                 patch_size; a cine model trained on 128 x 128 crops can infer on whole 192 x 192 slices)
     method, method_params, arch, network: see methods/ and networks/
     preprocessing: {"spacing": [mm, mm, mm]}; patch_size: [X, Y, Z] voxels (divisible by 16)
     batch_size, labeled_per_batch, iterations, seed, num_workers
-    optim: {"model": {...}, "discriminator": {...}} with type sgd|adam, lr, momentum, weight_decay,
+    optim: {"model": {...}, "discriminator": {...}} with type sgd|adam|rmsprop, lr, momentum, weight_decay,
            betas, schedule step|poly|constant, step (iterations)
 Outputs in ``out``: ``last.pt`` (resume), ``best.pt`` / ``model.pt`` (model checkpoints),
 ``log.jsonl`` (one JSON line per logged iteration and per validation), ``config.json``.
@@ -67,7 +70,9 @@ def _make_optimizer(params, spec: dict) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=spec["lr"], momentum=spec.get("momentum", 0.9), weight_decay=spec.get("weight_decay", 0.0))
     if spec["type"] == "adam":
         return torch.optim.Adam(params, lr=spec["lr"], betas=tuple(spec.get("betas", (0.9, 0.999))), weight_decay=spec.get("weight_decay", 0.0))
-    raise ValueError(f"unknown optimizer '{spec['type']}'")
+    if spec["type"] == "rmsprop":  # MTN (paper 002)
+        return torch.optim.RMSprop(params, lr=spec["lr"], momentum=spec.get("momentum", 0.0), weight_decay=spec.get("weight_decay", 0.0))
+    raise ValueError(f"unknown optimizer '{spec['type']}' (sgd | adam | rmsprop)")
 
 
 def _lr_at(spec: dict, iteration: int, total: int) -> float:
@@ -83,6 +88,8 @@ def split_cases(cases: list, config: dict) -> tuple[list, list, list]:
     """-> (labeled, unlabeled, validation) CaseFiles following config['labeled'] and ['validation']."""
     val_cfg = config.get("validation", {})
     names = [c.name for c in cases]
+    if val_cfg.get("list"):  # a .list file naming the validation cases (e.g. ACDC's val.list)
+        val_cfg = {**val_cfg, "cases": [ln.strip() for ln in Path(val_cfg["list"]).read_text().splitlines() if ln.strip()]}
     if val_cfg.get("cases"):
         missing = sorted(set(val_cfg["cases"]) - set(names))
         if missing:
@@ -154,7 +161,7 @@ class Trainer:
         sd = state_dict_for_export(method.model, cfg.get("export_dtype", "float32"))
         return {
             "kind": "model", "arch": method.arch, "network": method.network_params, "state_dict": sd,
-            "preprocessing": cfg["preprocessing"], "patch_size": list(cfg["patch_size"]),
+            "preprocessing": cfg["preprocessing"], "patch_size": list(cfg.get("inference_patch_size") or cfg["patch_size"]),
             "labels": {str(k): v for k, v in cfg["labels"].items()},
             "method": method.name, "method_params": method.config, "iteration": iteration,
             "training_data": self.data_summary, "validation": validation or {},
@@ -270,7 +277,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}")
                 every = int(cfg["validation"].get("every", 0))
                 if val and every and (it % every == 0 or it == total):
-                    res = validate(method.model, val, patch, k, self.device, cfg["validation"].get("overlap", 0.5))
+                    res = validate(method.model, val, tuple(cfg.get("inference_patch_size") or patch), k, self.device,
+                                   cfg["validation"].get("overlap", 0.5))
                     method.train()
                     rec = {"iteration": it, "val_dice": res["dice"]}
                     history["validations"].append(rec)

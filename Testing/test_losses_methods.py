@@ -178,3 +178,138 @@ def test_dtml_each_network_gets_only_its_own_losses():
     net = build_network("dual_vnet", TINY["network"]).eval()
     y = net(torch.zeros(1, 1, 16, 16, 16))
     assert y["seg"].shape == (1, 2, 16, 16, 16) and y["sdm"].shape == (1, 1, 16, 16, 16)
+
+
+# ----------------------------------------------------------------------------- cross-task family
+from SemiSupCardiacSegLib.losses import (  # noqa: E402
+    adv_gm_discriminator_loss, adv_gm_generator_loss, cross_task_loss, geman_mcclure, guidance_loss)
+
+
+def test_cross_task_and_guidance_by_hand():
+    p = torch.tensor([[[0.9, 0.2, 0.5]]])  # (B=1, K-1=1, 3 voxels)
+    q = torch.tensor([[[0.6, 0.2, 1.0]]])
+    assert cross_task_loss(p, q).item() == pytest.approx((0.09 + 0.0 + 0.25) / 3)
+    certain = torch.tensor([[True, False, True]])
+    assert guidance_loss(p, q, certain).item() == pytest.approx((0.09 + 0.25) / 2)
+    # U(x) >= t everywhere: nothing is certain -> 0 and no gradient, never NaN.
+    p_req = p.clone().requires_grad_(True)
+    none = guidance_loss(p_req, q, torch.zeros(1, 3, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and torch.all(p_req.grad == 0)
+    # Everything certain: the guidance loss equals the cross-task loss.
+    assert guidance_loss(p, q, torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx(cross_task_loss(p, q).item())
+
+
+def test_cross_task_on_empty_mask_and_all_foreground_crop():
+    from SemiSupCardiacSegLib.sdm import sdm_to_probability
+
+    # Empty mask: SDM +1 everywhere -> transformed mask 0; a segmenter predicting 0 has zero loss.
+    sdm = torch.ones(1, 1, 4)
+    assert cross_task_loss(torch.zeros(1, 1, 4), sdm_to_probability(sdm)).item() == pytest.approx(0.0, abs=1e-12)
+    # All-foreground crop: SDM -1 -> 1; predicting 0.5 everywhere costs 0.25.
+    assert cross_task_loss(torch.full((1, 1, 4), 0.5), sdm_to_probability(-sdm)).item() == pytest.approx(0.25)
+
+
+def test_adversarial_geman_mcclure_by_hand():
+    dl, du = torch.tensor([0.5, 0.0]), torch.tensor([0.0, 1.0])
+    # pair 1: r2 = 0.25 + 1 = 1.25 -> 1.25 / (1 + 1.25); pair 2: r2 = 0 -> 0 (beta = 0.5 -> 2 beta = 1)
+    assert adv_gm_discriminator_loss(dl, du, 0.5).item() == pytest.approx((1.25 / 2.25 + 0.0) / 2)
+    assert adv_gm_generator_loss(torch.tensor([2.0]), 0.5).item() == pytest.approx(4.0 / 5.0)
+    assert geman_mcclure(torch.tensor(1e6)).item() < 1.0  # bounded: the robustness the paper wants
+
+
+def test_mc_uncertainties_by_hand():
+    from SemiSupCardiacSegLib.methods.mtctl import mean_class_std, mean_sample_entropy
+
+    s = torch.tensor([[[[0.5], [0.5]]], [[[1.0], [0.0]]]])  # (N=2, B=1, K=2, 1 voxel)
+    assert mean_class_std(s).item() == pytest.approx(0.25)  # std of (0.5, 1.0) = 0.25, both classes
+    assert mean_sample_entropy(s).item() == pytest.approx(math.log(2) / 2)
+
+
+TINY_2D = {"arch": "unet2d", "network": {"in_channels": 1, "num_classes": 4, "n_filters": 2, "dropout": 0.1},
+           "iterations": 100}
+
+
+def _batch_2d(n=4, n_lab=2, size=32):
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn(n, 1, size, size, 1, generator=g)
+    label = torch.zeros(n, size, size, 1, dtype=torch.long)
+    label[:, 8:24, 8:24] = 2
+    label[:, 12:20, 12:20] = 3
+    label[:, 2:8, 10:20] = 1
+    from SemiSupCardiacSegLib.sdm import multiclass_sdm
+
+    sdm = torch.from_numpy(multiclass_sdm(label[0].numpy(), 4))[None].repeat(n, 1, 1, 1, 1)
+    return {"image": image, "label": label, "sdm": sdm, "n_labeled": n_lab}
+
+
+@pytest.mark.parametrize("name,config,batch", [
+    ("mtctl", {**TINY, "method_params": {"disc_filters": 4, "mc_passes": 2}}, _batch),
+    ("bmtctl", {**TINY_2D, "method_params": {"disc_filters": 4, "mc_passes": 3}}, _batch_2d),
+])
+def test_cross_task_methods_steps_touch_only_their_networks(name, config, batch):
+    torch.manual_seed(0)
+    m = get_method(name)(config)
+    assert m.network_params["sdm_decoder"] == "separate"  # one decoder per task on a shared encoder
+    opts = {k: torch.optim.SGD(p, lr=0.1) for k, p in m.optimizer_groups().items()}
+    losses, logs = m.training_step(batch(), iteration=100)
+    assert set(losses) == {"model", "discriminator"}
+    assert 0.0 <= logs["certain_fraction"] <= 1.0 and logs["consistency_weight"] == pytest.approx(1.0)
+    grads = torch.autograd.grad(losses["discriminator"], list(m.model.parameters()), allow_unused=True, retain_graph=True)
+    assert all(g is None for g in grads)
+    seg0, d0 = _snapshot(m.model), _snapshot(m.discriminator)
+    opts["model"].zero_grad()
+    losses["model"].backward(retain_graph=True)
+    opts["model"].step()
+    assert _changed(seg0, m.model) and not _changed(d0, m.discriminator)
+    seg1 = _snapshot(m.model)
+    opts["discriminator"].zero_grad()
+    losses["discriminator"].backward()
+    opts["discriminator"].step()
+    assert _changed(d0, m.discriminator) and not _changed(seg1, m.model)
+
+
+def test_mtctl_cross_task_term_uses_unlabeled_rows():
+    m = get_method("mtctl")({**TINY, "method_params": {"disc_filters": 4, "mc_passes": 2, "adv_weight": 0.0}})
+    b = _batch()
+    b["image"][2:] = float("nan")
+    bad, _ = m.training_step(b, iteration=100)
+    assert not torch.isfinite(bad["model"])
+
+
+def test_mtn_uncertainty_weights_by_hand_and_log_sigma_learns():
+    from SemiSupCardiacSegLib.methods.mtn import myocardial_area, uncertainty_weighted_loss
+
+    l1, l2, s1, s2 = torch.tensor(2.0), torch.tensor(0.5), torch.tensor(0.3), torch.tensor(-0.2)
+    expected = math.exp(-0.3) * 2.0 + math.exp(0.4) * 0.5 + 0.3 - 0.2
+    assert uncertainty_weighted_loss(l1, l2, s1, s2).item() == pytest.approx(expected, rel=1e-6)
+    lab = torch.zeros(2, 10, 10, 1, dtype=torch.long)
+    lab[0, :5, :4] = 2  # 20 pixels
+    assert myocardial_area(lab, 2)[:, 0].tolist() == pytest.approx([0.2, 0.0])
+    torch.manual_seed(0)
+    m = get_method("mtn")({**TINY_2D})
+    assert not m.uses_unlabeled and m.model.config.area_head
+    opt = torch.optim.SGD(m.optimizer_groups()["model"], lr=0.1)
+    losses, logs = m.training_step(_batch_2d(), 0)
+    opt.zero_grad()
+    losses["model"].backward()
+    assert m.log_sigma.grad is not None and torch.all(m.log_sigma.grad != 0)
+    before = m.log_sigma.detach().clone()
+    opt.step()
+    assert not torch.equal(before, m.log_sigma.detach())
+    assert {"loss_area", "log_sigma_area", "log_sigma_seg"} <= set(logs)
+
+
+def test_unet2d_treats_each_slice_independently():
+    from SemiSupCardiacSegLib.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("unet2d", {"num_classes": 4, "n_filters": 2, "area_head": True, "sdm_decoder": "separate"}).eval()
+    x = torch.randn(2, 1, 32, 32, 3)
+    out5 = net(x)
+    assert out5["seg"].shape == (2, 4, 32, 32, 3) and out5["sdm"].shape == (2, 3, 32, 32, 3) and out5["area"].shape == (2, 3)
+    out4 = net(x[..., 1])
+    assert torch.allclose(out5["seg"][..., 1], out4["seg"], atol=1e-5)
+    assert torch.allclose(out5["area"][:, 1], out4["area"], atol=1e-5)
+    with pytest.raises(ValueError, match="expects"):
+        net(torch.zeros(1, 32, 32))

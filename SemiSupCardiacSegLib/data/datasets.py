@@ -3,7 +3,9 @@
 A *case* is an image file with an optional label:
 * ``.h5`` (LA challenge layout): datasets ``image`` and, for labeled cases, ``label``;
 * ``NAME.nrrd`` / ``.nii.gz`` / ``.mha`` with its label beside it as ``NAME_label.<ext>`` or
-  ``NAME-label.<ext>`` (Slicer's labelmap naming).
+  ``NAME-label.<ext>`` (Slicer's labelmap naming);
+* the original ACDC layout (``data.acdc``): a folder of ``patientXXX/`` folders, or one of them,
+  gives each patient's ED and ES frames with their ``_gt`` labels.
 A folder is scanned for such cases; a ``.list`` file names cases (one per line, with or without
 suffix) relative to the list's folder or its ``train/`` / ``val/`` subfolder (the LA/ACDC layout).
 """
@@ -71,6 +73,10 @@ def find_cases(source: str | Path) -> list[CaseFile]:
     """Cases of a folder, a ``.list`` file, or a single image file; sorted by name for folders."""
     source = Path(source)
     if source.is_dir():
+        from .acdc import find_acdc_cases, is_acdc_folder
+
+        if is_acdc_folder(source):
+            return find_acdc_cases(source)
         files = sorted(p for p in source.iterdir() if p.is_file() and file_suffix(p) in SUPPORTED_SUFFIXES
                        and not any(_stem(p).endswith(m) for m in LABEL_MARKERS))
         if not files:

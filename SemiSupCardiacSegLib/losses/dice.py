@@ -34,7 +34,9 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def segmentation_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """'dice' (SASSNet reference) or 'dice_ce' (UA-MT / DTC reference)."""
+    """'dice' (SASSNet reference), 'dice_ce' (UA-MT / DTC reference) or 'ce' (MTN, paper 002)."""
+    if kind == "ce":
+        return F.cross_entropy(logits, target.long())
     if kind == "dice":
         return soft_dice_loss(torch.softmax(logits, dim=1), target)
     if kind == "dice_ce":

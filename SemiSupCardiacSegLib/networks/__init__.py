@@ -6,9 +6,10 @@ from torch import nn
 
 from .discriminator import SDMDiscriminator
 from .dual import DualTaskVNet
+from .unet2d import UNet2D, UNet2DConfig
 from .vnet import VNet, VNetConfig, set_mc_dropout
 
-ARCHITECTURES = {"vnet": (VNet, VNetConfig), "dual_vnet": (DualTaskVNet, VNetConfig)}
+ARCHITECTURES = {"vnet": (VNet, VNetConfig), "dual_vnet": (DualTaskVNet, VNetConfig), "unet2d": (UNet2D, UNet2DConfig)}
 
 
 def build_network(arch: str, params: dict) -> nn.Module:
@@ -19,4 +20,4 @@ def build_network(arch: str, params: dict) -> nn.Module:
     return cls(cfg_cls(**params))
 
 
-__all__ = ["VNet", "DualTaskVNet", "VNetConfig", "SDMDiscriminator", "set_mc_dropout", "build_network", "ARCHITECTURES"]
+__all__ = ["VNet", "UNet2D", "UNet2DConfig", "DualTaskVNet", "VNetConfig", "SDMDiscriminator", "set_mc_dropout", "build_network", "ARCHITECTURES"]

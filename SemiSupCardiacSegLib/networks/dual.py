@@ -28,9 +28,11 @@ class DualTaskVNet(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.seg_net.encode(x), self.sdm_net.encode(x)
 
-    def decode(self, feats) -> dict[str, torch.Tensor]:
-        """-> {'seg': (B, K, ...) logits of M_s, 'sdm': (B, K-1, ...) tanh SDM of M_d}."""
+    def decode(self, feats, seg_only: bool = False) -> dict[str, torch.Tensor]:
+        """-> {'seg': (B, K, ...) logits of M_s, 'sdm': (B, K-1, ...) tanh SDM of M_d}; seg_only: no 'sdm'."""
         seg_feats, sdm_feats = feats
+        if seg_only:
+            return {"seg": self.seg_net.decode(seg_feats, seg_only=True)["seg"]}
         return {"seg": self.seg_net.decode(seg_feats)["seg"], "sdm": self.sdm_net.decode(sdm_feats)["sdm"]}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -15,6 +15,10 @@ Heads: ``seg`` = 1x1x1 conv to ``num_classes`` logits (softmax over classes, bac
 ``sdm`` = 1x1x1 conv to ``num_classes - 1`` channels followed by tanh (SASSNet: "a 3D convolution
 block followed by the tanh activation"), one normalized SDM per foreground class.
 
+``sdm_decoder = "separate"`` (MTCTL, paper 000: one shared encoder, one decoder per task) gives the
+SDM head its own decoder (``sdm_branch``, same layers as the segmentation decoder, its own weights);
+the default ``"shared"`` reads the segmentation decoder's last features (SASSNet/DTC).
+
 Input spatial size must be divisible by 16 (four down-samplings); the sliding window guarantees it.
 """
 
@@ -69,9 +73,40 @@ class VNetConfig:
     normalization: str = "batch"
     dropout: float = 0.5
     sdm_head: bool = True
+    sdm_decoder: str = "shared"  # "shared" | "separate"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class VNetDecoder(nn.Module):
+    """The V-Net decoder stages (up-convolutions, additive skips, conv stages, dropout)."""
+
+    def __init__(self, f: int, norm: str, dropout: float):
+        super().__init__()
+        self.up5 = Up(16 * f, 8 * f, norm)
+        self.dec4 = ConvStage(3, 8 * f, 8 * f, norm)
+        self.up4 = Up(8 * f, 4 * f, norm)
+        self.dec3 = ConvStage(3, 4 * f, 4 * f, norm)
+        self.up3 = Up(4 * f, 2 * f, norm)
+        self.dec2 = ConvStage(2, 2 * f, 2 * f, norm)
+        self.up2 = Up(2 * f, f, norm)
+        self.dec1 = ConvStage(1, f, f, norm)
+        self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return run_decoder(self, feats)
+
+
+def run_decoder(m: nn.Module, feats: list[torch.Tensor]) -> torch.Tensor:
+    """Decoder stages of ``m`` (a VNet or VNetDecoder) on encoder features -> (B, f, X, Y, Z)."""
+    x1, x2, x3, x4, x5 = feats
+    x = m.dropout(x5)
+    x = m.dec4(m.up5(x) + x4)
+    x = m.dec3(m.up4(x) + x3)
+    x = m.dec2(m.up3(x) + x2)
+    x = m.dec1(m.up2(x) + x1)
+    return m.dropout(x)
 
 
 class VNet(nn.Module):
@@ -103,6 +138,9 @@ class VNet(nn.Module):
         self.dropout = nn.Dropout3d(config.dropout) if config.dropout > 0 else nn.Identity()
         self.seg_head = nn.Conv3d(f, config.num_classes, 1)
         self.sdm_head = nn.Conv3d(f, config.num_classes - 1, 1) if config.sdm_head else None
+        if config.sdm_decoder not in ("shared", "separate"):
+            raise ValueError(f"sdm_decoder must be 'shared' or 'separate', got '{config.sdm_decoder}'")
+        self.sdm_branch = VNetDecoder(f, norm, config.dropout) if config.sdm_head and config.sdm_decoder == "separate" else None
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (B, C_in, X, Y, Z), X, Y, Z divisible by 16 -> features of the five levels."""
@@ -113,18 +151,13 @@ class VNet(nn.Module):
         x5 = self.enc5(self.down4(x4))
         return [x1, x2, x3, x4, x5]
 
-    def decode(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Features -> {'seg': (B, K, X, Y, Z) logits, 'sdm': (B, K-1, X, Y, Z) in [-1, 1]}."""
-        x1, x2, x3, x4, x5 = feats
-        x = self.dropout(x5)
-        x = self.dec4(self.up5(x) + x4)
-        x = self.dec3(self.up4(x) + x3)
-        x = self.dec2(self.up3(x) + x2)
-        x = self.dec1(self.up2(x) + x1)
-        x = self.dropout(x)
+    def decode(self, feats: list[torch.Tensor], seg_only: bool = False) -> dict[str, torch.Tensor]:
+        """Features -> {'seg': (B, K, X, Y, Z) logits, 'sdm': (B, K-1, X, Y, Z) in [-1, 1]}; seg_only: no 'sdm'."""
+        x = run_decoder(self, feats)
         out = {"seg": self.seg_head(x)}
-        if self.sdm_head is not None:
-            out["sdm"] = torch.tanh(self.sdm_head(x))
+        if self.sdm_head is not None and not seg_only:
+            xs = self.sdm_branch(feats) if self.sdm_branch is not None else x
+            out["sdm"] = torch.tanh(self.sdm_head(xs))
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

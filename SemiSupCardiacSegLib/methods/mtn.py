@@ -1,0 +1,73 @@
+"""MTN (paper 002): U-Net segmentation + myocardial-area regression, task weights learned as uncertainties.
+
+Network: ``UNet2D`` with ``area_head``: the regression path splits off at the last up-sampling and
+concatenation (its own last up-block), then pools and a linear layer gives one number per slice.
+The paper down-samples the final map by max-pooling to 1/4 of its size and flattens it into the
+fully-connected layer, which fixes the input size; we pool globally (average) so any slice size works.
+
+Loss, Eq. (5) with s_i = log sigma_i learned as parameters (initialised at 0, sigma = 1):
+    L = exp(-s1) * L1 + exp(-2 s2) * L2 + s1 + s2
+L1 = mean absolute difference between predicted and true myocardial area (Laplace likelihood),
+L2 = cross-entropy of the segmentation (softmax likelihood), on labeled images only (MTN is
+supervised: ``uses_unlabeled`` False). Area unit: hundreds of model-grid pixels of class
+``area_class`` (2 = myocardium in ACDC) in the slice; the paper reports mm^2, which needs spacing
+the ACDC h5 files do not store, and sigma_1 absorbs the scale either way.
+``sdm_weight`` (0.3) also trains the SDM head the product displays (set 0 with ``network.sdm_head``
+false for the paper's network exactly). Optimiser in the paper: RMSprop lr 1e-3, x0.95 per epoch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import segmentation_loss
+from .base import register
+from .supervised import Supervised
+
+AREA_UNIT_PIXELS = 100.0
+
+
+def myocardial_area(label: torch.Tensor, area_class: int) -> torch.Tensor:
+    """(B, X, Y[, Z]) labels -> (B[, Z]) area of ``area_class`` per slice in units of 100 pixels."""
+    a = (label == area_class).to(torch.float32).sum(dim=(1, 2))
+    return a / AREA_UNIT_PIXELS
+
+
+def uncertainty_weighted_loss(l1: torch.Tensor, l2: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    """Eq. (5) of paper 002: exp(-s1) L1 + exp(-2 s2) L2 + s1 + s2 (s = log sigma)."""
+    return torch.exp(-s1) * l1 + torch.exp(-2.0 * s2) * l2 + s1 + s2
+
+
+@register("mtn")
+class MTN(Supervised):
+    uses_unlabeled = False
+    defaults = {"seg_loss": "ce", "sdm_weight": 0.3, "area_class": 2}
+
+    def __init__(self, config: dict):
+        config = dict(config)
+        config["network"] = {**config.get("network", {}), "area_head": True}
+        config.setdefault("arch", "unet2d")
+        super().__init__(config)
+        self.log_sigma = nn.Parameter(torch.zeros(2))  # (s1 regression, s2 segmentation)
+
+    def optimizer_groups(self):
+        return {"model": list(self.model.parameters()) + [self.log_sigma]}
+
+    def training_step(self, batch, iteration):
+        n = int(batch["n_labeled"])
+        out = self.model(batch["image"][:n])
+        label = batch["label"][:n]
+        l2 = segmentation_loss(self.config["seg_loss"], out["seg"], label)
+        l1 = (out["area"] - myocardial_area(label, int(self.config["area_class"]))).abs().mean()
+        loss = uncertainty_weighted_loss(l1, l2, self.log_sigma[0], self.log_sigma[1])
+        logs = {"loss_seg": float(l2.detach()), "loss_area": float(l1.detach()),
+                "log_sigma_area": float(self.log_sigma[0].detach()), "log_sigma_seg": float(self.log_sigma[1].detach())}
+        w = float(self.config["sdm_weight"])
+        if w > 0 and "sdm" in out:
+            sdm = F.mse_loss(out["sdm"], batch["sdm"][:n])
+            loss = loss + w * sdm
+            logs["loss_sdm"] = float(sdm.detach())
+        logs["loss"] = float(loss.detach())
+        return {"model": loss}, logs
