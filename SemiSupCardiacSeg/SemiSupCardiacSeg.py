@@ -48,7 +48,7 @@ class SemiSupCardiacSeg(ScriptedLoadableModule):
         self.parent.acknowledgementText = (
             "Methods: SASSNet (Li et al., MICCAI 2020) and related multi-task semi-supervised methods. "
             "Shipped LA model trained on the 2018 Atrial Segmentation Challenge data (Xiong et al., "
-            "Medical Image Analysis 2021)."
+            "Medical Image Analysis 2021); shipped cine model (BMT-CTL) trained on ACDC (Bernard et al., IEEE TMI 2018)."
         )
 
 
@@ -56,7 +56,7 @@ class SemiSupCardiacSeg(ScriptedLoadableModule):
 class SemiSupCardiacSegParameterNode:
     """Typed parameter node, bound to the .ui widgets by their SlicerParameterName property.
 
-    inputVolume: the MR volume to segment. model: shipped model name ('la') or checkpoint path.
+    inputVolume: the MR volume to segment. model: shipped model name ('la', 'cine') or checkpoint path.
     mcSamples: Monte-Carlo dropout passes. device: 'auto', 'cpu' or 'cuda'.
     libraryFolder: where "Add to training library" writes cases.
     """

@@ -66,8 +66,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import find_cases
     from .inference import model_flip_axes, predict_with_model
-    from .io import read_h5_case, read_label, read_volume, file_suffix
-    from .metrics import binary_metrics, summarize
+    from .io import CINE_H5_NOMINAL_SPACING_MM, file_suffix, read_h5_case, read_label, read_volume
+    from .metrics import binary_metrics, brier_score, summarize
     from .atomic import atomic_write_text
 
     model, meta = load_model(args.model)
@@ -76,19 +76,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not cases:
         raise InputError("no labeled cases found in --data")
     per_case = {}
+    nominal = False  # cine .h5 files store no spacing: distances are then in voxels (SSL4MIS's convention)
     for case in tqdm(cases, desc="evaluate", disable=args.quiet):
         if file_suffix(case.image) in (".h5", ".hdf5"):
             image, label = read_h5_case(case.image)
+            nominal |= image.spacing.tolist() == list(CINE_H5_NOMINAL_SPACING_MM) and image.shape[2] < min(image.shape[:2])
         else:
             image, label = read_volume(case.image), read_label(case.label)
         pred = predict_with_model(model, meta, image, mc_samples=args.mc_samples, tta=not args.no_tta,
                                   overlap=args.overlap, device=args.device)
-        per_case[case.name] = {meta["labels"].get(str(c), str(c)): binary_metrics(pred.labels.array == c, label.array == c, image.spacing)
+        per_case[case.name] = {meta["labels"].get(str(c), str(c)): {**binary_metrics(pred.labels.array == c, label.array == c, image.spacing),
+                                                                     "brier": brier_score(pred.probs, label.array, c)}
                                for c in range(1, k)}
         per_case[case.name]["seconds"] = pred.timings["total_s"]
     names = [meta["labels"].get(str(c), str(c)) for c in range(1, k)]
     mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
     result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, "n_cases": len(per_case),
+              "distance_unit": "voxel" if nominal else "mm",
               "mc_samples": args.mc_samples, "tta_flip_axes": [] if args.no_tta else model_flip_axes(meta), "mean": mean, "per_case": per_case}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2))

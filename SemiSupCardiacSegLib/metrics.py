@@ -163,3 +163,16 @@ def summarize(per_case: Sequence[dict[str, float]]) -> dict[str, dict]:
                   "std": float(finite.std()) if finite.size else math.nan,
                   "n": int(finite.size), "n_nan": int(vals.size - finite.size)}
     return out
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray, value: int) -> float:
+    """Brier score of one class (BMT-CTL, paper 001, Eq. 3): mean over voxels of (p_c - 1[y = c])^2.
+
+    probs: (K, ...) class probabilities; labels: (...) int reference. 0 = perfect and certain, 1 =
+    certain and wrong everywhere. Averaged over every voxel of the volume, so background-dominated
+    images give small values; compare models on the same images only.
+    """
+    probs = np.asarray(probs)
+    if probs.shape[1:] != np.asarray(labels).shape:
+        raise ValueError(f"probabilities {probs.shape} do not match labels {np.asarray(labels).shape}")
+    return float(np.mean((probs[value].astype(np.float64) - (np.asarray(labels) == value)) ** 2))

@@ -11,7 +11,7 @@ Config (a dict, usually a JSON file in ``configs/``; every default states its so
     preprocessing: {"spacing": [mm, mm, mm]}; patch_size: [X, Y, Z] voxels (divisible by 16)
     batch_size, labeled_per_batch, iterations, seed, num_workers
     optim: {"model": {...}, "discriminator": {...}} with type sgd|adam|rmsprop, lr, momentum, weight_decay,
-           betas, schedule step|poly|constant, step (iterations)
+           betas, schedule step|poly|exp|constant, step (iterations), gamma
 Outputs in ``out``: ``last.pt`` (resume), ``best.pt`` / ``model.pt`` (model checkpoints),
 ``log.jsonl`` (one JSON line per logged iteration and per validation), ``config.json``.
 """
@@ -79,6 +79,8 @@ def _lr_at(spec: dict, iteration: int, total: int) -> float:
     sched = spec.get("schedule", "constant")
     if sched == "step":
         return step_lr(spec["lr"], iteration, int(spec.get("step", 2500)), spec.get("gamma", 0.1))
+    if sched == "exp":  # x gamma every ``step`` iterations, applied smoothly (MTN: x0.95 per epoch)
+        return spec["lr"] * float(spec.get("gamma", 0.95)) ** (iteration / float(spec.get("step", 100)))
     if sched == "poly":
         return poly_lr(spec["lr"], iteration, total, spec.get("power", 0.9))
     return spec["lr"]

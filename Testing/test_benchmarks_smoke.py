@@ -9,9 +9,11 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_memory.py", "uncertainty_quality.py"])
+@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_memory.py", "uncertainty_quality.py",
+                                    "method_comparison.py --task la", "method_comparison.py --task cine"])
 def test_benchmark_smoke(script):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke"], cwd=REPO / "benchmarks",
+    name, *extra = script.split()
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *extra, "--smoke"], cwd=REPO / "benchmarks",
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()

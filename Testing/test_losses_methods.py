@@ -313,3 +313,29 @@ def test_unet2d_treats_each_slice_independently():
     assert torch.allclose(out5["area"][:, 1], out4["area"], atol=1e-5)
     with pytest.raises(ValueError, match="expects"):
         net(torch.zeros(1, 32, 32))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_short_run_supervised_loss_falls(name):
+    """25 steps on one fixed batch: the supervised segmentation loss must fall for every method."""
+    torch.manual_seed(0)
+    two_d = name in ("bmtctl", "mtn")
+    cfg = dict(TINY_2D if two_d else TINY)
+    cfg["network"] = {**cfg["network"], "n_filters": 4, "dropout": 0.1}
+    cfg["method_params"] = {"disc_filters": 4, "mc_passes": 2} if name in ("sassnet", "mtctl", "bmtctl") else (
+        {"mc_passes": 2} if name == "uamt" else {})
+    m = get_method(name)(cfg)
+    opts = {k: torch.optim.Adam(p, lr=1e-2) for k, p in m.optimizer_groups().items()}
+    batch = _batch_2d() if two_d else _batch()
+    # An image that shows the structures (label intensity + noise), as a real one would.
+    batch["image"] = batch["label"].unsqueeze(1).float() + 0.3 * torch.randn(batch["image"].shape, generator=torch.Generator().manual_seed(1))
+    seg = []
+    for it in range(25):
+        losses, logs = m.training_step(batch, it)
+        for k, loss in losses.items():
+            opts[k].zero_grad(set_to_none=True)
+            loss.backward(retain_graph=True)
+            opts[k].step()
+        m.after_step(it + 1)
+        seg.append(logs["loss_seg"])
+    assert sum(seg[-5:]) / 5 < 0.85 * sum(seg[:3]) / 3, seg

@@ -94,3 +94,17 @@ def test_bad_shapes_and_spacing():
         dice(np.zeros((3, 3)), np.zeros((3, 4)))
     with pytest.raises(ValueError, match="spacing"):
         hd95(np.ones((3, 3), bool), np.ones((3, 3), bool), (1.0, 0.0))
+
+
+def test_brier_score_by_hand():
+    import numpy as np
+    import pytest
+
+    from SemiSupCardiacSegLib.metrics import brier_score
+
+    probs = np.array([[0.9, 0.2], [0.1, 0.8]])  # (K=2, 2 voxels)
+    labels = np.array([0, 0])
+    assert brier_score(probs, labels, 1) == pytest.approx((0.01 + 0.64) / 2)
+    assert brier_score(probs, labels, 0) == pytest.approx((0.01 + 0.64) / 2)
+    with pytest.raises(ValueError, match="do not match"):
+        brier_score(probs, np.zeros(3, int), 1)

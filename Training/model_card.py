@@ -67,21 +67,32 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         "|---|---|",
     ]
     lines += [f"| {r['iteration']} | {r['val_dice']:.4f} |" for r in vals]
+    unit = evaluation.get("distance_unit", "mm")
+    unit_note = ("distances in voxels: the cine .h5 files store no spacing (SSL4MIS's ACDC convention)"
+                 if unit == "voxel" else "distances in mm")
     lines += ["", "## Held-out evaluation (input grid, full resolution)", "",
               f"`python -m SemiSupCardiacSegLib evaluate` on the {evaluation['n_cases']} held-out cases, "
-              f"MC samples {evaluation['mc_samples']}; mean ± std over cases; distances in mm.", "",
-              "| structure | Dice | Jaccard | HD95 mm | ASD mm | RAVD | precision | recall |", "|---|---|---|---|---|---|---|---|"]
+              f"MC samples {evaluation['mc_samples']}, flip TTA axes {evaluation.get('tta_flip_axes', [])}; "
+              f"mean ± std over cases; {unit_note}.", "",
+              f"| structure | Dice | Jaccard | HD95 {unit} | ASD {unit} | RAVD | precision | recall | Brier |", "|---|---|---|---|---|---|---|---|---|"]
     for name, summary in evaluation["mean"].items():
         lines.append(f"| {name} | {_fmt(summary, 'dice')} | {_fmt(summary, 'jaccard')} | {_fmt(summary, 'hd95', 2)} | "
-                     f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | {_fmt(summary, 'recall')} |")
-    lines += ["", "Per case:", "", "| case | Dice | HD95 mm | seconds |", "|---|---|---|---|"]
-    first = next(iter(evaluation["mean"]))
+                     f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | {_fmt(summary, 'recall')} | "
+                     f"{_fmt(summary, 'brier', 4)} |")
+    names = list(evaluation["mean"])
+    lines += ["", "Per case (Dice per structure):", "", "| case | " + " | ".join(names) + " | seconds |",
+              "|---|" + "---|" * (len(names) + 1)]
     for case, res in evaluation["per_case"].items():
-        lines.append(f"| {case} | {res[first]['dice']:.4f} | {res[first]['hd95']:.2f} | {res['seconds']:.1f} |")
-    lines += ["", "## Data and citation", "",
-              "2018 Atrial Segmentation Challenge LGE-MRI, preprocessed (z-scored, 0.625 mm isotropic). Xiong Z. et al., "
-              "\"A global benchmark of algorithms for segmenting the left atrium from late gadolinium-enhanced cardiac "
-              "magnetic resonance imaging\", Medical Image Analysis 67, 2021. The data are not part of this repository.", ""]
+        lines.append(f"| {case} | " + " | ".join(f"{res[n]['dice']:.4f}" for n in names) + f" | {res['seconds']:.1f} |")
+    if "left atrium" in meta["labels"].values():
+        cite = ("2018 Atrial Segmentation Challenge LGE-MRI, preprocessed (z-scored, 0.625 mm isotropic). Xiong Z. et al., "
+                "\"A global benchmark of algorithms for segmenting the left atrium from late gadolinium-enhanced cardiac "
+                "magnetic resonance imaging\", Medical Image Analysis 67, 2021.")
+    else:
+        cite = ("ACDC 2017 cine MRI (SSL4MIS h5 layout: slices min-max scaled, no spacing). Bernard O. et al., \"Deep "
+                "learning techniques for automatic MRI cardiac multi-structures segmentation and diagnosis: is the "
+                "problem solved?\", IEEE TMI 37(11), 2018.")
+    lines += ["", "## Data and citation", "", cite + " The data are not part of this repository.", ""]
     return "\n".join(lines)
 
 

@@ -25,7 +25,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="JSON config; command-line options override it")
     p.add_argument("--data", nargs="+", help="folder(s) or .list file(s) of cases")
-    p.add_argument("--method", choices=sorted(METHODS))
+    p.add_argument("--method", choices=sorted(METHODS),
+                   help="method by name; without --config its paper configuration SemiSupCardiacSegLib/configs/NAME.json")
     p.add_argument("--labeled", type=int, help="number of labeled cases to use (the rest are unlabeled)")
     p.add_argument("--iterations", type=int)
     p.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, log)")
@@ -36,6 +37,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> dict:
+    """The training config: --config (or, with --method alone, configs/METHOD.json), then the
+    command-line overrides; relative data paths resolved from the current folder, the config's
+    folder, then the repository. Raises ValueError naming an unreadable config."""
+    config: dict = {}
+    if args.config is None and args.method:  # --method NAME alone: that method's paper configuration
+        args.config = REPO / "SemiSupCardiacSegLib" / "configs" / f"{args.method}.json"
+    if args.config:
+        try:
+            config = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read config {args.config}: {exc}") from exc
+    for key in ("data", "method", "labeled", "iterations"):
+        val = getattr(args, key)
+        if val is not None:
+            config[key] = val
+    if args.init:
+        config["init"] = str(args.init)
+    if "data" in config:  # relative paths: from the current folder, else the config's folder, else the repo
+        bases = [Path.cwd()] + ([args.config.resolve().parent] if args.config else []) + [REPO]
+        srcs = config["data"] if isinstance(config["data"], list) else [config["data"]]
+        config["data"] = [next((str(b / s) for b in bases if (b / s).exists()), s) for s in srcs]
+        val_list = (config.get("validation") or {}).get("list")
+        if val_list:
+            config["validation"]["list"] = next((str(b / val_list) for b in bases if (b / val_list).exists()), val_list)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,23 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config: dict = {}
-    if args.config:
-        try:
-            config = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"error: cannot read config {args.config}: {exc}", file=sys.stderr)
-            return 2
-    for key in ("data", "method", "labeled", "iterations"):
-        val = getattr(args, key)
-        if val is not None:
-            config[key] = val
-    if args.init:
-        config["init"] = str(args.init)
-    if "data" in config:  # relative paths: from the current folder, else the config's folder, else the repo
-        bases = [Path.cwd()] + ([args.config.resolve().parent] if args.config else []) + [REPO]
-        srcs = config["data"] if isinstance(config["data"], list) else [config["data"]]
-        config["data"] = [next((str(b / s) for b in bases if (b / s).exists()), s) for s in srcs]
+    try:
+        config = build_config(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if "data" not in config:
         print("error: no training data: give --data or a config with 'data'", file=sys.stderr)
         return 2

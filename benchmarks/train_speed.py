@@ -2,8 +2,10 @@
 
     python benchmarks/train_speed.py [--profile cpu-small|gpu-full] [--steps 10] [--methods sassnet,uamt] [--smoke]
 
-Profiles: cpu-small = the shipped CPU model's setting (V-Net width 12, batch 4 = 2 labeled + 2
-unlabeled, 64x64x32 crops); gpu-full = the papers' setting (width 16, 112x112x80) on CUDA.
+Profiles: cpu-small = the shipped CPU models' settings (LA: V-Net width 12, batch 4 = 2 labeled + 2
+unlabeled, 64x64x32 crops; cine: U-Net width 16, batch 8 = 4 + 4, 128x128 slices, 3 MC passes);
+gpu-full = the papers' settings (V-Net width 16, 112x112x80; U-Net on 256x256 slices, batch 16,
+10 MC passes) on CUDA. A method's network (V-Net or 2D U-Net) is the one of its paper config.
 Random tensors stand in for data (data loading is timed separately in the training log), so the
 figure is the method's own cost. Writes benchmarks/results/<profile>/train_speed.json and .md.
 """
@@ -11,29 +13,37 @@ figure is the method's own cost. Writes benchmarks/results/<profile>/train_speed
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 from common import publish
 
 import torch
 
 from SemiSupCardiacSegLib.methods import METHODS, get_method
-from SemiSupCardiacSegLib.sdm import signed_distance_map
+from SemiSupCardiacSegLib.sdm import multiclass_sdm
 
 PROFILES = {
-    "cpu-small": {"n_filters": 12, "patch": (64, 64, 32), "device": "cpu", "disc_filters": 32},
-    "gpu-full": {"n_filters": 16, "patch": (112, 112, 80), "device": "cuda", "disc_filters": 64},
-    "smoke": {"n_filters": 2, "patch": (16, 16, 16), "device": "cpu", "disc_filters": 4},
+    "cpu-small": {"n_filters": 12, "patch": (64, 64, 32), "device": "cpu", "disc_filters": 32,
+                  "2d": {"n_filters": 16, "patch": (128, 128, 1), "batch": 8, "mc_passes": 3}},
+    "gpu-full": {"n_filters": 16, "patch": (112, 112, 80), "device": "cuda", "disc_filters": 64,
+                 "2d": {"n_filters": 16, "patch": (256, 256, 1), "batch": 16, "mc_passes": 10}},
+    "smoke": {"n_filters": 2, "patch": (16, 16, 16), "device": "cpu", "disc_filters": 4,
+              "2d": {"n_filters": 2, "patch": (32, 32, 1), "batch": 4, "mc_passes": 2}},
 }
+CONFIGS = Path(__file__).resolve().parent.parent / "SemiSupCardiacSegLib" / "configs"
 
 
-def make_batch(patch, device, n=4, n_labeled=2) -> dict:
+def make_batch(patch, device, n=4, n_labeled=2, num_classes=2) -> dict:
     g = torch.Generator().manual_seed(0)
     label = torch.zeros((n,) + tuple(patch), dtype=torch.long)
-    x, y, z = (s // 4 for s in patch)
-    label[:, x:3 * x, y:3 * y, z:3 * z] = 1
-    sdm = torch.from_numpy(signed_distance_map(label[0].numpy().astype(bool)))[None, None].repeat(n, 1, 1, 1, 1)
+    x, y, z = (max(1, s // 4) for s in patch)
+    zs = slice(z, 3 * z) if patch[2] > 1 else slice(None)
+    for c in range(1, num_classes):  # nested boxes: classes 1 .. K-1
+        label[:, (c - 1) * x // 2 + x:3 * x - (c - 1) * x // 2, y:3 * y, zs] = c
+    sdm = torch.from_numpy(multiclass_sdm(label[0].numpy(), num_classes))[None].repeat(n, 1, 1, 1, 1)
     batch = {"image": torch.randn((n, 1) + tuple(patch), generator=g), "label": label, "sdm": sdm}
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["n_labeled"] = n_labeled
@@ -42,11 +52,24 @@ def make_batch(patch, device, n=4, n_labeled=2) -> dict:
 
 def time_method(name: str, prof: dict, steps: int) -> dict:
     torch.manual_seed(0)
-    cfg = {"network": {"in_channels": 1, "num_classes": 2, "n_filters": prof["n_filters"], "dropout": 0.5},
-           "iterations": 6000, "method_params": {"disc_filters": prof["disc_filters"]} if name == "sassnet" else {}}
+    paper = json.loads((CONFIGS / f"{name}.json").read_text())
+    params = {k: v for k, v in paper.get("method_params", {}).items() if k in ("disc_filters", "mc_passes")}
+    if "disc_filters" in params:
+        params["disc_filters"] = prof["disc_filters"]
+    if paper.get("arch") == "unet2d":
+        p2 = prof["2d"]
+        net = {**paper["network"], "n_filters": p2["n_filters"]}
+        if "mc_passes" in params:
+            params["mc_passes"] = p2["mc_passes"]
+        cfg = {"arch": "unet2d", "network": net, "iterations": 6000, "method_params": params}
+        patch, n, n_lab, k = p2["patch"], p2["batch"], p2["batch"] // 2, net["num_classes"]
+    else:
+        net = {**paper.get("network", {}), "num_classes": 2, "n_filters": prof["n_filters"]}
+        cfg = {"arch": paper.get("arch", "vnet"), "network": net, "iterations": 6000, "method_params": params}
+        patch, n, n_lab, k = prof["patch"], 4, 2, 2
     method = get_method(name)(cfg).to(prof["device"])
     opts = {k: torch.optim.SGD(p, lr=0.01, momentum=0.9) for k, p in method.optimizer_groups().items()}
-    batch = make_batch(prof["patch"], prof["device"])
+    batch = make_batch(patch, prof["device"], n, n_lab if method.uses_unlabeled else n, k)
     method.train()
     times = []
     for it in range(steps + 2):  # two warm-up iterations
@@ -64,8 +87,8 @@ def time_method(name: str, prof: dict, steps: int) -> dict:
             times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
-    params = sum(p.numel() for p in method.model.parameters())
-    return {"median_s_per_it": median, "its_per_s": 1.0 / median, "steps": steps, "model_params": params}
+    return {"median_s_per_it": median, "its_per_s": 1.0 / median, "steps": steps, "arch": cfg["arch"],
+            "patch": list(patch), "batch": n, "model_params": sum(p.numel() for p in method.model.parameters())}
 
 
 def main(argv=None) -> int:
@@ -85,8 +108,9 @@ def main(argv=None) -> int:
     if args.smoke:
         print(rows)
         return 0
-    publish(args.profile, "train_speed", rows, ["method", "s / iteration", "iterations / s", "inference params"],
-            lambda k, v: [k, f"{v['median_s_per_it']:.2f}", f"{v['its_per_s']:.2f}", f"{v['model_params']:,}"])
+    publish(args.profile, "train_speed", rows, ["method", "network", "crop x batch", "s / iteration", "iterations / s", "inference params"],
+            lambda k, v: [k, v["arch"], "x".join(map(str, v["patch"])) + f" x {v['batch']}", f"{v['median_s_per_it']:.2f}",
+                          f"{v['its_per_s']:.2f}", f"{v['model_params']:,}"])
     return 0
 
 
