@@ -32,6 +32,7 @@ from .atomic import atomic_write_text
 from .checkpoint import load_checkpoint, model_id, now_iso, save_checkpoint, state_dict_for_export
 from .data import CropDataset, TwoStreamBatchSampler, find_cases, load_case
 from .data.transforms import AUGMENT_PLANE
+from .distributed import DistContext
 from .inference import keep_largest_per_class, resolve_device, sliding_window_predict
 from .io import InputError
 from .locking import folder_lock
@@ -188,9 +189,21 @@ class Trainer:
         (time-sliced training: a later ``resume`` continues exactly where it stopped).
         The output folder is locked for the run (``locking.folder_lock``): a second training into
         it refuses while this one is alive.
+        Started by ``torchrun`` with several processes, each rank trains on its shard of the batch
+        and gradients are averaged (``distributed``); only rank 0 locks, logs and saves.
         """
-        with folder_lock(self.out):
-            return self._run(resume, stop_after)
+        self.dist = DistContext.from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        try:
+            if not self.dist.is_main:
+                return self._run(resume, stop_after)
+            with folder_lock(self.out):
+                return self._run(resume, stop_after)
+        finally:
+            self.dist.barrier()
+            self.dist.close()
 
     def _run(self, resume: bool, stop_after: int | None) -> dict:
         cfg = self.config
@@ -209,6 +222,9 @@ class Trainer:
 
             init = build_model_from_checkpoint(load_checkpoint(cfg["init"]))
             method.model.load_state_dict(init.state_dict())
+        dist = self.dist
+        dist.broadcast_parameters(method)
+        main = dist.is_main
         groups = method.optimizer_groups()
         optimizers = {k: _make_optimizer(p, cfg["optim"][k]) for k, p in groups.items()}
         total = int(cfg["iterations"])
@@ -220,15 +236,19 @@ class Trainer:
                 o.load_state_dict(ck["optimizers"][k])
             torch.set_rng_state(ck["torch_rng"])
             start, history = int(ck["iteration"]), ck["history"]
+        if dist.enabled:  # identical weights on every rank, different dropout masks
+            torch.manual_seed(int(cfg["seed"]) + 1000003 * dist.rank + start)
         elif not resume and (self.out / "last.pt").exists():
             raise InputError(f"{self.out} already holds a training run (last.pt); use --resume or another --out")
-        atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
+        if main:
+            atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
 
         cases = labeled + (unlabeled if method.uses_unlabeled else [])
         n_lab = len(labeled)
         lpb = int(cfg["labeled_per_batch"]) if method.uses_unlabeled else int(cfg["batch_size"])
         sampler = TwoStreamBatchSampler(range(n_lab), range(n_lab, len(cases)), int(cfg["batch_size"]) if method.uses_unlabeled else lpb,
-                                        lpb, total, seed=int(cfg["seed"]), start_batch=start)
+                                        lpb, total, seed=int(cfg["seed"]), start_batch=start,
+                                        rank=dist.rank, world_size=dist.world_size)
         patch = tuple(cfg["patch_size"])
         k = int(cfg["network"]["num_classes"])
         dataset = CropDataset(cases, patch, k, augment=True)
@@ -246,8 +266,8 @@ class Trainer:
         old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=start, desc=f"train {cfg['method']}", disable=not self.progress, dynamic_ncols=True)
-        log = open(self.out / "log.jsonl", "a")
+        bar = tqdm(total=total, initial=start, desc=f"train {cfg['method']}", disable=not (self.progress and main), dynamic_ncols=True)
+        log = open(self.out / "log.jsonl", "a") if main else open(os.devnull, "w")
         it = start
         t_data = t_step = 0.0
         t_last = time.perf_counter()
@@ -265,6 +285,7 @@ class Trainer:
                 for name, loss in losses.items():
                     optimizers[name].zero_grad(set_to_none=True)
                     loss.backward()
+                    dist.average_gradients([q for g in optimizers[name].param_groups for q in g["params"]])
                     optimizers[name].step()
                 it += 1
                 method.after_step(it)
@@ -278,7 +299,7 @@ class Trainer:
                     log.flush()
                     bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}")
                 every = int(cfg["validation"].get("every", 0))
-                if val and every and (it % every == 0 or it == total):
+                if main and val and every and (it % every == 0 or it == total):
                     res = validate(method.model, val, tuple(cfg.get("inference_patch_size") or patch), k, self.device,
                                    cfg["validation"].get("overlap", 0.5))
                     method.train()
@@ -292,7 +313,7 @@ class Trainer:
                         save_checkpoint(self.out / "best.pt", self._model_payload(method, it, history["best"]))
                 if stop_after is not None and it - start >= int(stop_after) and it < total:
                     self._stop = True
-                if it % int(cfg["checkpoint_every"]) == 0 or it == total or self._stop:
+                if main and (it % int(cfg["checkpoint_every"]) == 0 or it == total or self._stop):
                     self._save_resume(method, optimizers, it, history)
                 if self._stop:
                     break
@@ -302,7 +323,9 @@ class Trainer:
             for s, h in old.items():
                 signal.signal(s, h)
         # model.pt: the best validated weights, or the last ones when there is no validation.
-        if history["best"] is not None:
+        if not main:
+            pass
+        elif history["best"] is not None:
             save_checkpoint(self.out / "model.pt", load_checkpoint(self.out / "best.pt"))
         else:
             save_checkpoint(self.out / "model.pt", self._model_payload(method, it, None))
