@@ -261,13 +261,17 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     dev = resolve_device(device)
     model = model.to(dev)
     t0 = time.perf_counter()
+    check_memory(volume.shape, tuple(round(n * s / m) for n, s, m in zip(volume.shape, volume.spacing, prep.model_spacing(volume.shape, volume.spacing))), num_classes)
     msi = to_model_space(volume, prep)
     t1 = time.perf_counter()
     devices = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        out = predict_model_space(model, msi.array, patch_size, overlap, mc_samples, flip_axes, window_batch, dev, progress)
+    def run(batch: int, device: torch.device) -> ModelSpaceOutput:
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return predict_model_space(model.to(device), msi.array, patch_size, overlap, mc_samples, flip_axes, batch, device, progress)
+
+    out, dev = run_with_oom_fallback(run, window_batch, dev)
     t2 = time.perf_counter()
     probs = np.clip(msi.to_input_grid(out.probs), 0.0, 1.0)
     probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
@@ -286,6 +290,74 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
         timings={"preprocess_s": t1 - t0, "network_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
                  "device": str(dev), "mc_samples": int(mc_samples), "tta_flip_axes": list(flip_axes)},
     )
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def estimate_inference_bytes(input_shape: Sequence[int], model_shape: Sequence[int], num_classes: int) -> int:
+    """Peak host memory of ``predict_volume`` (float32), from the array sizes it allocates.
+
+    Model grid: image + accumulators for K probabilities, K-1 SDMs, entropy and weights (x2 for
+    a flipped copy under TTA). Input grid: K probabilities (and a copy while normalising), K-1
+    SDMs, entropy, MI, labels; plus 10 % and a fixed 600 MiB for the torch runtime, the model and
+    temporaries, calibrated on the measured peak of a 576 x 576 x 88 LA volume
+    (benchmarks/inference_memory.py: 1.8 GB measured, 1.8 GB estimated).
+    """
+    k = int(num_classes)
+    n_model = int(np.prod(model_shape))
+    n_input = int(np.prod(input_shape))
+    arrays = 4 * (n_model * 2 * (1 + k + (k - 1) + 2) + n_input * (2 * k + (k - 1) + 3))
+    return int(1.1 * arrays) + 600 * 2**20
+
+
+def check_memory(input_shape: Sequence[int], model_shape: Sequence[int], num_classes: int,
+                 available: int | None = None) -> None:
+    """Refuse, naming the numbers, a volume whose inference would not fit in available memory."""
+    from .io import InputError
+
+    need = estimate_inference_bytes(input_shape, model_shape, num_classes)
+    available = available_memory_bytes() if available is None else available
+    if available is not None and need > available:
+        raise InputError(f"volume too large for available memory: segmenting {tuple(input_shape)} voxels needs about "
+                         f"{need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available; crop it or resample it first")
+
+
+def run_with_oom_fallback(run: Callable[[int, torch.device], "ModelSpaceOutput"], window_batch: int,
+                          device: torch.device) -> tuple["ModelSpaceOutput", torch.device]:
+    """``run(window_batch, device)``; on CUDA out-of-memory retry with half the window batch (down to
+    1), then on the CPU, each time with a warning. Returns (result, the device that produced it)."""
+    import warnings
+
+    batch = max(1, int(window_batch))
+    while True:
+        try:
+            return run(batch, device), device
+        except torch.cuda.OutOfMemoryError:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch > 1:
+                batch //= 2
+                warnings.warn(f"out of GPU memory: retrying with a window batch of {batch}", RuntimeWarning, stacklevel=2)
+            elif device.type != "cpu":
+                device = torch.device("cpu")
+                warnings.warn("out of GPU memory with a window batch of 1: falling back to the CPU", RuntimeWarning, stacklevel=2)
+            else:
+                raise
 
 
 def model_flip_axes(meta: dict) -> list[int]:

@@ -126,10 +126,11 @@ def test_train_script_runs_headless(phantom_folder, tmp_path):
     assert (tmp_path / "run" / "model.pt").is_file()
 
 
-@pytest.mark.parametrize("method", ["supervised", "dtc", "uamt", "dtml"])
+@pytest.mark.parametrize("method", ["supervised", "dtc", "uamt", "dtml", "mtctl"])
 def test_every_registered_3d_method_trains_through_the_trainer(method, phantom_folder, tmp_path):
-    cfg = {**TINY, "method": method, "iterations": 4, "validation": {"last": 0}, "method_params": {"mc_passes": 2}}
-    if method != "uamt":
+    cfg = {**TINY, "method": method, "iterations": 4, "validation": {"last": 0},
+           "method_params": {"mc_passes": 2, **({"disc_filters": 4} if method == "mtctl" else {})}}
+    if method not in ("uamt", "mtctl"):
         cfg["method_params"] = {}
     result = Trainer({**cfg, "data": str(phantom_folder)}, tmp_path / method, device="cpu", progress=False).run()
     assert result["iterations"] == 4
@@ -166,3 +167,17 @@ def test_quality_flag_rules():
     assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 1) is None  # MI needs MC sampling
     assert quality_flag({"mean_boundary_mutual_info": None}, q, 10) is None  # empty structure
     assert quality_flag({"mean_boundary_mutual_info": 0.30}, None, 10) is None  # model without a threshold
+
+
+def test_empty_label_map_in_training_is_named(tmp_path):
+    from SemiSupCardiacSegLib.data import find_cases, load_case
+    from SemiSupCardiacSegLib.io import InputError, write_volume
+    from SemiSupCardiacSegLib.preprocessing import Preprocessing
+    from SemiSupCardiacSegLib.volume import Volume
+
+    img = Volume(np.random.default_rng(0).normal(size=(12, 12, 12)).astype(np.float32))
+    write_volume(img, tmp_path / "c.nrrd")
+    write_volume(img.with_array(np.zeros((12, 12, 12), np.uint8)), tmp_path / "c_label.nrrd")
+    (case,) = find_cases(tmp_path)
+    with pytest.raises(InputError, match="label map is empty"):
+        load_case(case, Preprocessing(spacing=(1.0, 1.0, 1.0)), 2)

@@ -110,6 +110,9 @@ def load_case(case: CaseFile, prep: Preprocessing, num_classes: int) -> Case:
     msi = to_model_space(image, prep)
     lab = None
     if label is not None:
+        if not label.array.any():
+            raise InputError(f"{case.name}: the label map is empty (no structure labelled); remove the label file "
+                             "to use the case as unlabeled")
         if int(label.array.max(initial=0)) >= num_classes:
             raise InputError(f"{case.name}: label values up to {int(label.array.max())} but the model has {num_classes} classes")
         lab = labels_to_model_space(label, msi, num_classes)

@@ -1,0 +1,75 @@
+"""CUDA out-of-memory handling of inference: smaller window batches, then the CPU, with warnings.
+
+No GPU here, so the out-of-memory error is raised by a small real network wrapper whenever it sees
+more windows at once than a given "memory" allows; the retry logic under test is the real one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from SemiSupCardiacSegLib.inference import predict_volume, run_with_oom_fallback
+from SemiSupCardiacSegLib.networks import build_network
+from SemiSupCardiacSegLib.preprocessing import Preprocessing
+from SemiSupCardiacSegLib.volume import Volume
+
+
+class LimitedMemory(torch.nn.Module):
+    """A V-Net that raises CUDA OOM when asked to encode more than ``max_windows`` windows at once."""
+
+    def __init__(self, max_windows: int):
+        super().__init__()
+        self.net = build_network("vnet", {"n_filters": 2})
+        self.max_windows = max_windows
+        self.seen: list[int] = []
+
+    def encode(self, x):
+        self.seen.append(x.shape[0])
+        if x.shape[0] > self.max_windows:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.net.encode(x)
+
+    def decode(self, feats):
+        return self.net.decode(feats)
+
+
+def test_inference_retries_with_smaller_window_batch():
+    vol = Volume(np.random.default_rng(0).normal(size=(40, 40, 20)).astype(np.float32), spacing=(2.0, 2.0, 2.0))
+    model = LimitedMemory(max_windows=1)
+    with pytest.warns(RuntimeWarning, match="window batch of 2"):
+        pred = predict_volume(model, vol, Preprocessing(spacing=(2.0, 2.0, 2.0)), (16, 16, 16), 2, mc_samples=1,
+                              window_batch=4, device="cpu", postprocess=False)
+    assert pred.labels.shape == vol.shape
+    assert 4 in model.seen and 2 in model.seen and model.seen[-1] == 1
+
+
+def test_oom_on_gpu_falls_back_to_cpu_and_cpu_oom_is_raised():
+    calls = []
+
+    def run(batch, device):
+        calls.append((batch, device.type))
+        if device.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return "done"
+
+    with pytest.warns(RuntimeWarning, match="falling back to the CPU"):
+        out, dev = run_with_oom_fallback(run, 2, torch.device("cuda"))
+    assert out == "done" and dev.type == "cpu" and calls == [(2, "cuda"), (1, "cuda"), (1, "cpu")]
+
+    def always(batch, device):
+        raise torch.cuda.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError), pytest.warns(RuntimeWarning):
+        run_with_oom_fallback(always, 2, torch.device("cpu"))
+
+
+def test_volume_too_large_for_memory_is_refused_with_numbers():
+    from SemiSupCardiacSegLib.inference import check_memory, estimate_inference_bytes
+    from SemiSupCardiacSegLib.io import InputError
+
+    need = estimate_inference_bytes((576, 576, 88), (288, 288, 44), 2)
+    assert 1.4e9 < need < 2.4e9  # the measured peak of this case is 1.8 GB (benchmarks/inference_memory.py)
+    check_memory((576, 576, 88), (288, 288, 44), 2, available=8 * 2**30)  # fits: no error
+    with pytest.raises(InputError, match=r"volume too large for available memory: .* needs about .* GiB, 0.5 GiB available"):
+        check_memory((2048, 2048, 400), (2048, 2048, 400), 2, available=2**29)
