@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+import qt
 import slicer
 import vtk
 from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -80,6 +81,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._lastResult = None
         self._regions: list = []
         self._regionIndex = -1
+        self._fineTuneJob = None
+        self._fineTuneTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -93,6 +96,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.addToLibraryButton.connect("clicked(bool)", self.onAddToLibraryButton)
         self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegionButton)
+        self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTuneButton)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -136,6 +140,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.segmentButton.enabled = ready
         self.ui.segmentButton.toolTip = "Segment the input volume" if ready else "Select an input volume"
         self.ui.addToLibraryButton.enabled = ready and bool(self._parameterNode.libraryFolder)
+        self.ui.fineTuneButton.enabled = bool(self._parameterNode and self._parameterNode.libraryFolder)
+        if self._parameterNode:  # the button says what the selected model segments
+            self.ui.segmentButton.text = self.logic.segment_button_text(self._parameterNode.model or None)
 
     def onSegmentButton(self) -> None:
         p = self._parameterNode
@@ -176,6 +183,49 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         with slicer.util.tryWithErrorDisplay("Adding the case to the training library failed.", waitCursor=True):
             image_path, label_path = self.logic.add_to_library(p.inputVolume, p.libraryFolder, segmentation)
             self.ui.statusLabel.text = f"Added {os.path.basename(image_path)}" + (" (labeled)" if label_path else "")
+
+
+    def onFineTuneButton(self) -> None:
+        """Start a fine-tune child process (Slicer headless), or cancel the running one."""
+        if self._fineTuneJob is not None and self._fineTuneJob.poll() is None:
+            self._fineTuneJob.cancel()
+            self._finishFineTune("Fine-tuning cancelled (last.pt kept; Training/train.py --resume continues it)")
+            return
+        p = self._parameterNode
+        import time
+
+        out = os.path.join(p.libraryFolder, "fine_tuned", time.strftime("%Y%m%d-%H%M%S"))
+        with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
+            self._fineTuneJob = self.logic.fine_tune(p.libraryFolder, out, model=p.model or None,
+                                                     slicer_executable=slicer.app.applicationFilePath())
+            self.ui.fineTuneButton.text = "Cancel fine-tuning"
+            self.ui.statusLabel.text = f"Fine-tuning into {out}"
+            self._fineTuneTimer = qt.QTimer()
+            self._fineTuneTimer.timeout.connect(self._pollFineTune)
+            self._fineTuneTimer.start(2000)
+
+    def _pollFineTune(self) -> None:
+        job = self._fineTuneJob
+        if job is None:
+            return
+        self.ui.fineTuneProgressBar.value = int(100 * job.progress())
+        code = job.poll()
+        if code is None:
+            return
+        model = os.path.join(str(job.out), "model.pt")
+        if code == 0 and os.path.exists(model):
+            self._parameterNode.model = model  # the new checkpoint becomes the selected model
+            self._finishFineTune(f"Fine-tuned model: {model} (selected)")
+        else:
+            self._finishFineTune(f"Fine-tuning failed (exit {code}); see {job.out}/fine_tune_stdout.txt")
+
+    def _finishFineTune(self, message: str) -> None:
+        if self._fineTuneTimer is not None:
+            self._fineTuneTimer.stop()
+        self._fineTuneTimer = None
+        self._fineTuneJob = None
+        self.ui.fineTuneButton.text = "Fine-tune on library"
+        self.ui.statusLabel.text = message
 
 
 class SemiSupCardiacSegLogic(ScriptedLoadableModuleLogic, _SceneLogic):

@@ -94,6 +94,27 @@ def test_add_to_library_round_trip_and_never_overwrites(logic, tmp_path):
     cases = {c.name: c.label for c in find_cases(tmp_path / "lib")}
     assert set(cases) == {"case_A", "case_A_2", "case_A_3"}
     assert cases["case_A"] == lab1 and cases["case_A_3"] is None
+    # The manifest lists the three cases in the order they were added, labeled or not.
+    import json
+
+    manifest = json.loads((tmp_path / "lib" / "manifest.json").read_text())["cases"]
+    assert [(c["name"], c["labeled"]) for c in manifest] == [("case_A", True), ("case_A_2", True), ("case_A_3", False)]
+    assert manifest[0]["source_node"] == "case A" and manifest[0]["shape"] == list(vol.shape)
+
+
+def test_fine_tune_from_the_module_logic_gives_a_loadable_model(logic, trained, phantom_folder, tmp_path):
+    """A short real fine-tune, started by the Logic in a child process, on a library it exported."""
+    lib = tmp_path / "lib"
+    for i, seed in enumerate((1, 2)):
+        ph = make_la_phantom(shape=(80, 72, 40), spacing=(1.25, 1.25, 1.25), seed=seed)
+        node = logic.add_volume_node(Volume(ph.image, ph.spacing), f"case{i}")
+        seg = logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}") if i == 0 else None
+        logic.add_to_library(node, lib, seg)
+    job = logic.fine_tune(lib, tmp_path / "ft", model=str(trained / "model.pt"), iterations=2, threads=1)
+    assert job.wait(600) == 0, (tmp_path / "ft" / "fine_tune_stdout.txt").read_text()[-2000:]
+    new_model = str(tmp_path / "ft" / "model.pt")
+    assert logic.load_model(new_model)[1]["iteration"] == 2
+    assert logic.segment_button_text(new_model) == "Segment LA"
 
 
 def test_bad_input_names_the_problem(logic):

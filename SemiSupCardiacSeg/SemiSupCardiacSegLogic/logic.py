@@ -349,5 +349,50 @@ class SemiSupCardiacSegLogic:
                 continue  # another writer took the name between the check and the write
             if labels is not None:
                 write_volume(labels, label_path)
+            append_to_manifest(library, {"name": name, "image": image_path.name,
+                                         "label": label_path.name if labels is not None else None,
+                                         "labeled": labels is not None, "source_node": volume_node.GetName(),
+                                         "shape": list(image.shape), "spacing_mm": [float(v) for v in image.spacing]})
             return image_path, (label_path if labels is not None else None)
         raise RuntimeError(f"no free case name for '{stem}' in {library}")
+
+    # ----------------------------------------------------------------------------- fine-tuning
+    def fine_tune(self, library_dir: str | Path, out_dir: str | Path, model: str | None = None, iterations: int = 1000,
+                  slicer_executable: str | None = None, python_executable: str | None = None, threads: int | None = None):
+        """Start Training/train.py in a child process: ``model``'s weights, method and network, on the
+        library's labeled + unlabeled cases. Inside Slicer pass ``slicer_executable``
+        (``slicer.app.applicationFilePath()``) so the job runs headless in Slicer's Python.
+        Returns a ``finetune.FineTuneJob`` (``progress()``, ``poll()``, ``cancel()``); the new
+        checkpoint is ``out_dir/model.pt``, loadable as a model path."""
+        from SemiSupCardiacSegLib.checkpoint import resolve_model_path  # noqa: PLC0415
+        from SemiSupCardiacSegLib.finetune import start_fine_tune  # noqa: PLC0415
+
+        _, meta = self.load_model(model)
+        return start_fine_tune(meta, resolve_model_path(model), library_dir, out_dir, iterations,
+                               python=python_executable, slicer=slicer_executable, threads=threads)
+
+    def segment_button_text(self, model: str | None = None) -> str:
+        """What the Segment button says for ``model``: 'Segment LA', or the structures of another model."""
+        try:
+            _, meta = self.load_model(model)
+        except Exception:  # unreadable model: the segment call itself reports the problem
+            return "Segment"
+        names = list(meta["labels"].values())
+        if names == ["left atrium"]:
+            return "Segment LA"
+        return "Segment " + ", ".join(n.replace("right ventricle", "RV").replace("left ventricle", "LV") for n in names)
+
+
+def append_to_manifest(library: Path, entry: dict) -> Path:
+    """Add ``entry`` (plus the time) to ``library/manifest.json``, atomically (the list of cases the
+    library holds, in the order they were added)."""
+    import json  # noqa: PLC0415
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    from SemiSupCardiacSegLib.atomic import atomic_write_text  # noqa: PLC0415
+
+    path = Path(library) / "manifest.json"
+    cases = json.loads(path.read_text())["cases"] if path.exists() else []
+    cases.append({**entry, "added": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    atomic_write_text(path, json.dumps({"cases": cases}, indent=2))
+    return path

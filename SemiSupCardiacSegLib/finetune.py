@@ -1,0 +1,124 @@
+"""Fine-tuning a shipped or trained model on a case library, as a separate process.
+
+``fine_tune_config`` turns a model's checkpoint metadata into a training config for
+``Training/train.py``: the same method, network, preprocessing, patch and labels as the model,
+its weights as the start (``init``), the library folder as data (labeled where ``NAME_label.nrrd``
+sits beside ``NAME.nrrd``, unlabeled otherwise). ``fine_tune_command`` builds the command line for
+plain Python or for Slicer's launcher (``Slicer --no-main-window --python-script``), so the Slicer
+module and a terminal start the same job. The process prints one JSON line at the end; progress is
+in ``OUT/log.jsonl`` (one line per logged iteration), which a caller can poll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+from .atomic import atomic_write_text
+from .io import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = REPO / "Training" / "train.py"
+
+
+def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1000, labeled: int | None = None,
+                     lr: float | None = None) -> dict:
+    """Training config continuing ``meta``'s model on ``library`` (every labeled case labeled by default).
+
+    The model's method is kept when the library also holds unlabeled cases; with labeled cases only
+    the run is supervised (same network and losses minus the unlabeled terms).
+
+    lr: the model optimizer's learning rate; default a tenth of the paper's (0.001 for SGD, 1e-4 Adam):
+    fine-tuning starts from trained weights.
+    """
+    from .data import find_cases
+
+    library = Path(library)
+    if not library.is_dir():
+        raise InputError(f"training library folder not found: {library}")
+    cases = find_cases(library)
+    if not any(c.label is not None for c in cases):
+        raise InputError(f"{library} holds no labeled case (NAME.nrrd with NAME_label.nrrd); add a corrected segmentation first")
+    method = meta["method"]
+    if all(c.label is not None for c in cases):
+        method = "supervised"  # no unlabeled case: the semi-supervised terms have nothing to work on
+    opt_type = "adam" if meta.get("arch") == "unet2d" else "sgd"
+    base_lr = 1e-4 if opt_type == "adam" else 1e-3
+    return {
+        "data": str(library), "method": method, "method_params": meta.get("method_params", {}) if method == meta["method"] else {},
+        "arch": meta["arch"], "network": meta["network"], "preprocessing": meta["preprocessing"],
+        "patch_size": meta["patch_size"], "labels": meta["labels"], "labeled": labeled,
+        "iterations": int(iterations), "validation": {"last": 0}, "num_workers": 0,
+        "batch_size": 4 if meta.get("arch") != "unet2d" else 8,
+        "labeled_per_batch": 2 if meta.get("arch") != "unet2d" else 4,
+        "optim": {"model": {"type": opt_type, "lr": lr or base_lr, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}},
+        "export_dtype": "float32",
+    }
+
+
+def fine_tune_command(config_path: str | os.PathLike, out: str | os.PathLike, init: str | os.PathLike,
+                      python: str | None = None, slicer: str | None = None, threads: int | None = None) -> list[str]:
+    """argv for the fine-tuning process: ``slicer`` (Slicer executable, headless) or ``python``."""
+    args = ["--config", str(config_path), "--out", str(out), "--init", str(init), "--no-progress"]
+    if threads:
+        args += ["--threads", str(int(threads))]
+    if slicer:
+        return [slicer, "--no-main-window", "--python-script", str(TRAIN_SCRIPT), *args]
+    import sys
+
+    return [python or sys.executable, str(TRAIN_SCRIPT), *args]
+
+
+class FineTuneJob:
+    """A running fine-tune: ``progress()`` reads the log, ``cancel()`` stops it (and its children)."""
+
+    def __init__(self, argv: Sequence[str], out: str | os.PathLike, iterations: int):
+        self.out = Path(out)
+        self.iterations = int(iterations)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._stdout = open(self.out / "fine_tune_stdout.txt", "w")
+        self.process = subprocess.Popen(list(argv), stdout=self._stdout, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def progress(self) -> float:
+        """Fraction of iterations done (0..1), from the last line of OUT/log.jsonl."""
+        log = self.out / "log.jsonl"
+        if not log.exists():
+            return 0.0
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        done = max((json.loads(ln).get("iteration", 0) for ln in lines[-5:]), default=0)
+        return min(1.0, done / max(1, self.iterations))
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.process.wait(timeout)
+        self._stdout.close()
+        return code
+
+    def cancel(self) -> None:
+        """SIGTERM to the process group (train.py saves last.pt and stops), SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self._stdout.close()
+
+
+def start_fine_tune(meta: dict, init: str | os.PathLike, library: str | os.PathLike, out: str | os.PathLike,
+                    iterations: int = 1000, python: str | None = None, slicer: str | None = None,
+                    threads: int | None = None) -> FineTuneJob:
+    """Write OUT/fine_tune_config.json and start the fine-tune process; returns the job."""
+    out = Path(out)
+    if (out / "last.pt").exists() or (out / "model.pt").exists():
+        raise InputError(f"{out} already holds a training run; choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "fine_tune_config.json"
+    atomic_write_text(cfg_path, json.dumps(fine_tune_config(meta, library, iterations), indent=2))
+    return FineTuneJob(fine_tune_command(cfg_path, out, init, python, slicer, threads), out, iterations)

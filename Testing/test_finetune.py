@@ -1,0 +1,55 @@
+"""Fine-tune launcher: the config and command line it builds, a short real fine-tune in a separate
+process that yields a checkpoint the module can load, and cancellation."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from SemiSupCardiacSegLib.checkpoint import load_model
+from SemiSupCardiacSegLib.finetune import TRAIN_SCRIPT, fine_tune_command, fine_tune_config, start_fine_tune
+from SemiSupCardiacSegLib.io import InputError
+
+
+def test_config_and_command_line(trained, phantom_folder, tmp_path):
+    _, meta = load_model(trained / "model.pt")
+    cfg = fine_tune_config(meta, phantom_folder, iterations=50)
+    assert cfg["method"] == meta["method"] == "sassnet" and cfg["network"] == meta["network"]
+    assert cfg["preprocessing"] == meta["preprocessing"] and cfg["labeled"] is None and cfg["data"] == str(phantom_folder)
+    cmd = fine_tune_command("c.json", "out", "m.pt", slicer="/opt/Slicer/Slicer")
+    assert cmd[:4] == ["/opt/Slicer/Slicer", "--no-main-window", "--python-script", str(TRAIN_SCRIPT)]
+    assert cmd[4:] == ["--config", "c.json", "--out", "out", "--init", "m.pt", "--no-progress"]
+    assert fine_tune_command("c.json", "out", "m.pt")[0] == sys.executable
+    with pytest.raises(InputError, match="not found"):
+        fine_tune_config(meta, tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        fine_tune_config(meta, tmp_path / "empty")
+
+
+def test_short_real_fine_tune_gives_loadable_checkpoint(trained, phantom_folder, tmp_path):
+    model, meta = load_model(trained / "model.pt")
+    job = start_fine_tune(meta, trained / "model.pt", phantom_folder, tmp_path / "ft", iterations=3, threads=1)
+    assert job.wait(600) == 0, (tmp_path / "ft" / "fine_tune_stdout.txt").read_text()[-2000:]
+    assert job.progress() == 1.0
+    new, new_meta = load_model(tmp_path / "ft" / "model.pt")
+    assert new_meta["iteration"] == 3 and new_meta["network"] == meta["network"]
+    assert json.loads((tmp_path / "ft" / "fine_tune_config.json").read_text())["iterations"] == 3
+    with pytest.raises(InputError, match="already holds a training run"):
+        start_fine_tune(meta, trained / "model.pt", phantom_folder, tmp_path / "ft", iterations=3)
+
+
+def test_cancel_stops_the_process_and_keeps_its_state(trained, phantom_folder, tmp_path):
+    _, meta = load_model(trained / "model.pt")
+    job = start_fine_tune(meta, trained / "model.pt", phantom_folder, tmp_path / "ft", iterations=100000, threads=1)
+    deadline = time.time() + 300
+    while job.progress() == 0.0 and time.time() < deadline and job.poll() is None:
+        time.sleep(0.5)
+    assert job.poll() is None, (tmp_path / "ft" / "fine_tune_stdout.txt").read_text()[-2000:]
+    job.cancel()
+    assert job.poll() is not None
+    assert (tmp_path / "ft" / "last.pt").exists()  # SIGTERM: saved, resumable
+    assert 0.0 < job.progress() < 1.0
