@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Optional
 
 import qt
 import slicer
@@ -57,12 +58,13 @@ class SemiSupCardiacSeg(ScriptedLoadableModule):
 class SemiSupCardiacSegParameterNode:
     """Typed parameter node, bound to the .ui widgets by their SlicerParameterName property.
 
-    inputVolume: the MR volume to segment. model: shipped model name ('la', 'cine') or checkpoint path.
+    inputVolume: the MR volume to segment. roi: optional markups ROI restricting the work. model: shipped model name ('la', 'cine') or checkpoint path.
     mcSamples: Monte-Carlo dropout passes. device: 'auto', 'cpu' or 'cuda'.
     libraryFolder: where "Add to training library" writes cases.
     """
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
+    roi: Optional[slicer.vtkMRMLMarkupsROINode] = None
     model: str = "la"
     mcSamples: int = 10
     device: str = "auto"
@@ -153,7 +155,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     progress.value = int(100 * fraction)
                     slicer.app.processEvents()
 
-                self._lastResult = self.logic.segment(p.inputVolume, model=p.model or None,
+                self._lastResult = self.logic.segment(p.inputVolume, model=p.model or None, roi_node=p.roi,
                                                       mc_samples=p.mcSamples, device=p.device, progress=report)
                 slicer.util.setSliceViewerLayers(background=p.inputVolume, foreground=self._lastResult.uncertainty,
                                                  foregroundOpacity=0.4)

@@ -231,6 +231,29 @@ class Prediction:
     mutual_info: Volume
     timings: dict = field(default_factory=dict)
 
+    def uncrop(self, full: Volume, box: tuple[slice, slice, slice], inside: np.ndarray | None = None) -> "Prediction":
+        """This prediction (made on ``full.crop(box)``) on the whole grid of ``full``: outside the box
+        (and, within it, where ``inside`` (box-shaped bool) is False) labels 0, probability 1 for
+        background, SDM +1 (outside every structure), uncertainty 0."""
+        def grow(a: np.ndarray, fill: float, channels: bool) -> np.ndarray:
+            out = np.full((a.shape[0],) + full.shape if channels else full.shape, fill, dtype=a.dtype)
+            out[((slice(None),) if channels else ()) + tuple(box)] = a
+            return out
+
+        probs = grow(self.probs, 0.0, True)
+        outside = np.ones(full.shape, bool)
+        outside[tuple(box)] = False if inside is None else ~inside
+        probs[0][outside] = 1.0
+        probs[1:, outside] = 0.0
+        labels, ent, mi = grow(self.labels.array, 0, False), grow(self.entropy.array, 0.0, False), grow(self.mutual_info.array, 0.0, False)
+        labels[outside], ent[outside], mi[outside] = 0, 0.0, 0.0
+        sdm = None if self.sdm is None else grow(self.sdm, 1.0, True)
+        if sdm is not None:
+            sdm[:, outside] = 1.0
+        return Prediction(labels=full.with_array(labels), probs=probs, sdm=sdm,
+                          entropy=full.with_array(ent), mutual_info=full.with_array(mi),
+                          timings={**self.timings, "roi_box": [[b.start, b.stop] for b in box]})
+
     def foreground_probability(self) -> np.ndarray:
         """(I, J, K) float32 probability of any structure (1 - background)."""
         return (self.probs[1] if self.probs.shape[0] == 2 else 1.0 - self.probs[0]).astype(np.float32)

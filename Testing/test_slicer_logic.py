@@ -74,6 +74,32 @@ def test_segment_matches_library_on_input_grid(logic, trained):
     assert again.segmentation.GetName() != result.segmentation.GetName()
 
 
+def test_segment_with_roi_is_empty_outside_it_and_on_the_full_grid(logic, trained):
+    vol = _oblique_phantom(seed=6)
+    node = logic.add_volume_node(vol, "patient")
+    centre = vol.ijk_to_ras() @ np.array([*(np.array(vol.shape) / 2), 1.0])
+    roi = logic.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "roi")
+    roi.SetCenter(*centre[:3])
+    roi.SetSize(40.0, 40.0, 30.0)
+    result = logic.segment(node, model=str(trained / "model.pt"), mc_samples=2, device="cpu", roi_node=roi)
+    labels = logic.labels_from_segmentation(result.segmentation, node)
+    assert labels.same_grid(vol)
+    # Voxel centres outside the ROI's RAS box: no label, no uncertainty, SDM "outside".
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in vol.shape], indexing="ij"), -1).reshape(-1, 3)
+    ras = (vol.ijk_to_ras() @ np.c_[ijk, np.ones(len(ijk))].T)[:3].T
+    inside = np.all(np.abs(ras - centre[:3]) <= np.array([20.0, 20.0, 15.0]) + 1e-6, axis=1).reshape(vol.shape)
+    assert inside.any() and (~inside).any()
+    assert not labels.array[~inside].any()
+    assert np.all(volume_from_node(result.uncertainty).array[~inside] == 0)
+    assert np.all(volume_from_node(result.distance).array[~inside] == 1.0)
+    assert volume_from_node(result.uncertainty).array[inside].max() > 0
+    far = logic.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "far")
+    far.SetCenter(1e4, 1e4, 1e4)
+    far.SetSize(1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="does not overlap"):
+        logic.segment(node, model=str(trained / "model.pt"), mc_samples=1, device="cpu", roi_node=far)
+
+
 def test_add_to_library_round_trip_and_never_overwrites(logic, tmp_path):
     vol = _oblique_phantom(seed=8)
     ph_label = (vol.array > np.percentile(vol.array, 97)).astype(np.uint8)

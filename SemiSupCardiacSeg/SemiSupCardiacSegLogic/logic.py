@@ -179,13 +179,15 @@ class SemiSupCardiacSegLogic:
         return self._model_cache[key]
 
     def segment(self, input_node, model: str | None = None, mc_samples: int = 10, device: str = "auto",
-                progress: Callable[[float], None] | None = None, tta: bool = True) -> SegmentResult:
+                progress: Callable[[float], None] | None = None, tta: bool = True, roi_node=None) -> SegmentResult:
         """Segment ``input_node``; returns new segmentation, SDM and uncertainty nodes on its grid.
 
         model: shipped model name or checkpoint path (None: the shipped LA model).
         mc_samples: Monte-Carlo dropout passes (>= 1; 1 gives a deterministic pass, entropy only).
         progress: called with the fraction done in [0, 1].
         tta: use the model's flip test-time augmentation (when its checkpoint defines one).
+        roi_node: a markups ROI: only the voxels inside its RAS bounding box are segmented; outside it
+        the segmentation is empty, the SDM +1 and the uncertainty 0 (results stay on the full grid).
         """
         from SemiSupCardiacSegLib.inference import predict_with_model  # noqa: PLC0415
         from SemiSupCardiacSegLib.reporting import segmentation_report  # noqa: PLC0415
@@ -195,9 +197,19 @@ class SemiSupCardiacSegLogic:
         if int(mc_samples) < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
         volume = volume_from_node(input_node)
+        volume = volume.with_array(volume.array.astype(np.float32))
         net, meta = self.load_model(model)
-        pred = predict_with_model(net, meta, volume.with_array(volume.array.astype(np.float32)),
+        box = None
+        if roi_node is not None:
+            bounds = [0.0] * 6
+            roi_node.GetRASBounds(bounds)
+            box = volume.ras_box(np.array(bounds[0::2]), np.array(bounds[1::2]))
+            if box is None:
+                raise ValueError(f"ROI '{roi_node.GetName()}' does not overlap volume '{input_node.GetName()}'")
+        pred = predict_with_model(net, meta, volume.crop(box) if box else volume,
                                   mc_samples=int(mc_samples), tta=tta, device=device, progress=progress)
+        if box is not None:
+            pred = pred.uncrop(volume, box, volume.voxels_in_ras_box(box, np.array(bounds[0::2]), np.array(bounds[1::2])))
         names = {int(k): v for k, v in meta["labels"].items()}
         distance = pred.labels.with_array(pred.foreground_sdm()) if pred.sdm is not None else None
         return self._add_result_nodes(input_node, pred.labels, names, distance, pred.entropy,
