@@ -181,6 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "mc_samples", 1) < 1:
             raise InputError(f"--mc-samples must be >= 1, got {args.mc_samples}")
         return args.func(args)
-    except (InputError, FileExistsError, PermissionError, RuntimeError) as exc:
+    except (InputError, OSError, RuntimeError) as exc:  # OSError: unwritable or invalid output path, disk full, ...
         print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
         return 2

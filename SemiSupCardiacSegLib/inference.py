@@ -269,6 +269,11 @@ class Prediction:
         return (self.sdm[0] if self.sdm.shape[0] == 1 else self.sdm.min(axis=0)).astype(np.float32)
 
 
+#: A cine model refuses inputs with more slices than this along k (ACDC stacks hold 6-21): such an
+#: input is a 3D volume, not a short-axis stack.
+MAX_CINE_SLICES = 40
+
+
 def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
                    mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
                    postprocess: bool = True, progress: Callable[[float], None] | None = None,
@@ -283,6 +288,11 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     """
     dev = resolve_device(device)
     model = model.to(dev)
+    if prep.in_plane_shape is not None and volume.shape[2] > MAX_CINE_SLICES:
+        from .io import InputError
+
+        raise InputError(f"this is a 2D cine model for short-axis stacks (at most {MAX_CINE_SLICES} slices along k), "
+                         f"but the input has {volume.shape[2]} slices: a 3D volume needs a 3D model (e.g. 'la')")
     t0 = time.perf_counter()
     check_memory(volume.shape, tuple(round(n * s / m) for n, s, m in zip(volume.shape, volume.spacing, prep.model_spacing(volume.shape, volume.spacing))), num_classes)
     msi = to_model_space(volume, prep)

@@ -170,3 +170,29 @@ def test_segment_cine_h5_keeps_array_order_and_acdc_labels(cine_run, tmp_path):
     assert dice(seg > 0, ref > 0) > 0.5
     report = json.loads((tmp_path / "seg" / "report.json").read_text())
     assert set(report["structures"]) == {"right ventricle", "myocardium", "left ventricle"}
+
+
+def test_model_dimension_mismatches_are_named(cine_run, tmp_path, capsys):
+    """A 3D volume given to a cine (2D) model, and a single 2D slice given to a 3D model."""
+    from SemiSupCardiacSegLib.cli import main
+    from SemiSupCardiacSegLib.io import write_volume
+    from SemiSupCardiacSegLib.phantoms import make_la_phantom
+    from SemiSupCardiacSegLib.volume import Volume
+
+    _, out, _ = cine_run
+    la = make_la_phantom(shape=(64, 64, 60), spacing=(1.0, 1.0, 1.0))
+    write_volume(Volume(la.image, la.spacing), tmp_path / "la.nrrd")
+    assert main(["segment", str(tmp_path / "la.nrrd"), "--model", str(out / "model.pt"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2D cine model" in err[0] and "60 slices" in err[0]
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((32, 32)).astype(np.float32)), str(tmp_path / "slice.nrrd"))
+    assert main(["segment", str(tmp_path / "slice.nrrd"), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+    assert "expected a 3D image, got 2D" in capsys.readouterr().err
+    # An output path that cannot be a folder: one line, exit 2, no traceback.
+    (tmp_path / "afile").write_text("x")
+    ph = make_cine_phantom(0, "ED", shape=(64, 64, 6))
+    write_volume(Volume(ph.image, ph.spacing), tmp_path / "cine.nrrd")
+    assert main(["segment", str(tmp_path / "cine.nrrd"), "--model", str(out / "model.pt"), "--out",
+                 str(tmp_path / "afile" / "out"), "--quiet", "--mc-samples", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
