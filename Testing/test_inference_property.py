@@ -50,3 +50,27 @@ def test_any_small_volume_gives_outputs_on_its_grid(vol_args, mc, flips):
     assert np.isfinite(pred.probs).all() and np.allclose(pred.probs.sum(0), 1, atol=1e-4)
     assert pred.entropy.array.min() >= 0 and pred.entropy.array.max() <= math.log(2) + 1e-5
     assert np.abs(pred.sdm).max() <= 1
+
+
+NET_2D = build_network("unet2d", {"in_channels": 1, "num_classes": 4, "n_filters": 2}).eval()
+PREP_2D = Preprocessing.from_dict({"in_plane_shape": [32, 32], "reorient": False})
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.tuples(st.integers(3, 70), st.integers(3, 70), st.integers(1, 12)), st.tuples(*[st.floats(0.5, 12.0)] * 3),
+       st.integers(0, 2**16), st.sampled_from([1, 3]))
+def test_cine_model_any_stack_gives_outputs_on_its_grid(shape, spacing, seed, mc):
+    """A 2D cine model on any stack (any in-plane size, 1-12 slices, any spacing): no crash, outputs on
+    the input grid, ACDC label values only."""
+    rng = np.random.default_rng(seed)
+    vol = Volume(rng.normal(size=shape).astype(np.float32), spacing)
+    if min(shape[:2]) < MIN_MODEL_VOXELS:
+        with pytest.raises(InputError, match="image is too small"):
+            predict_volume(NET_2D, vol, PREP_2D, (32, 32, 1), 4, mc_samples=mc, device="cpu")
+        return
+    pred = predict_volume(NET_2D, vol, PREP_2D, (32, 32, 1), 4, mc_samples=mc, device="cpu", flip_axes=(0, 1))
+    assert pred.labels.same_grid(vol) and pred.entropy.same_grid(vol)
+    assert pred.probs.shape == (4,) + shape and pred.sdm.shape == (3,) + shape
+    assert set(np.unique(pred.labels.array)) <= {0, 1, 2, 3}
+    assert np.isfinite(pred.probs).all() and np.allclose(pred.probs.sum(0), 1, atol=1e-4)
+    assert pred.entropy.array.min() >= 0 and pred.entropy.array.max() <= math.log(4) + 1e-5
