@@ -74,6 +74,20 @@ def _changed(before, module):
     return any(not torch.equal(b, p.detach()) for b, p in zip(before, module.parameters()))
 
 
+def _check_alternating_steps(m, losses, opts):
+    """The segmenter's step moves only the segmenter, the discriminator's only the discriminator."""
+    seg0, d0 = _snapshot(m.model), _snapshot(m.discriminator)
+    opts["model"].zero_grad()
+    losses["model"].backward(retain_graph=True)
+    opts["model"].step()
+    assert _changed(seg0, m.model) and not _changed(d0, m.discriminator)
+    seg1 = _snapshot(m.model)
+    opts["discriminator"].zero_grad()
+    losses["discriminator"].backward()
+    opts["discriminator"].step()
+    assert _changed(d0, m.discriminator) and not _changed(seg1, m.model)
+
+
 def test_registry_has_foundation_methods():
     assert {"supervised", "sassnet", "dtc"} <= set(METHODS)
     with pytest.raises(ValueError, match="unknown method"):
@@ -86,16 +100,7 @@ def test_sassnet_steps_touch_only_their_networks():
     opts = {k: torch.optim.SGD(p, lr=0.1) for k, p in m.optimizer_groups().items()}
     losses, logs = m.training_step(_batch(), iteration=100)  # adversarial weight fully ramped up
     assert set(losses) == {"model", "discriminator"} and logs["adv_weight"] == pytest.approx(0.001)
-    seg0, d0 = _snapshot(m.model), _snapshot(m.discriminator)
-    opts["model"].zero_grad()
-    losses["model"].backward()
-    opts["model"].step()
-    assert _changed(seg0, m.model) and not _changed(d0, m.discriminator)
-    seg1 = _snapshot(m.model)
-    opts["discriminator"].zero_grad()
-    losses["discriminator"].backward()
-    opts["discriminator"].step()
-    assert _changed(d0, m.discriminator) and not _changed(seg1, m.model)
+    _check_alternating_steps(m, losses, opts)
 
 
 def test_discriminator_loss_has_no_path_to_segmenter():
@@ -257,16 +262,7 @@ def test_cross_task_methods_steps_touch_only_their_networks(name, config, batch)
     assert 0.0 <= logs["certain_fraction"] <= 1.0 and logs["consistency_weight"] == pytest.approx(1.0)
     grads = torch.autograd.grad(losses["discriminator"], list(m.model.parameters()), allow_unused=True, retain_graph=True)
     assert all(g is None for g in grads)
-    seg0, d0 = _snapshot(m.model), _snapshot(m.discriminator)
-    opts["model"].zero_grad()
-    losses["model"].backward(retain_graph=True)
-    opts["model"].step()
-    assert _changed(seg0, m.model) and not _changed(d0, m.discriminator)
-    seg1 = _snapshot(m.model)
-    opts["discriminator"].zero_grad()
-    losses["discriminator"].backward()
-    opts["discriminator"].step()
-    assert _changed(d0, m.discriminator) and not _changed(seg1, m.model)
+    _check_alternating_steps(m, losses, opts)
 
 
 def test_mtctl_cross_task_term_uses_unlabeled_rows():

@@ -79,20 +79,26 @@ class VNetConfig:
         return asdict(self)
 
 
+def add_decoder_layers(m: nn.Module, f: int, norm: str, dropout: float) -> None:
+    """Register the decoder stages on ``m`` under the names ``run_decoder`` uses (the VNet itself
+    keeps them at top level, so the shipped checkpoints' weight names stay valid)."""
+    m.up5 = Up(16 * f, 8 * f, norm)
+    m.dec4 = ConvStage(3, 8 * f, 8 * f, norm)
+    m.up4 = Up(8 * f, 4 * f, norm)
+    m.dec3 = ConvStage(3, 4 * f, 4 * f, norm)
+    m.up3 = Up(4 * f, 2 * f, norm)
+    m.dec2 = ConvStage(2, 2 * f, 2 * f, norm)
+    m.up2 = Up(2 * f, f, norm)
+    m.dec1 = ConvStage(1, f, f, norm)
+    m.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
+
+
 class VNetDecoder(nn.Module):
     """The V-Net decoder stages (up-convolutions, additive skips, conv stages, dropout)."""
 
     def __init__(self, f: int, norm: str, dropout: float):
         super().__init__()
-        self.up5 = Up(16 * f, 8 * f, norm)
-        self.dec4 = ConvStage(3, 8 * f, 8 * f, norm)
-        self.up4 = Up(8 * f, 4 * f, norm)
-        self.dec3 = ConvStage(3, 4 * f, 4 * f, norm)
-        self.up3 = Up(4 * f, 2 * f, norm)
-        self.dec2 = ConvStage(2, 2 * f, 2 * f, norm)
-        self.up2 = Up(2 * f, f, norm)
-        self.dec1 = ConvStage(1, f, f, norm)
-        self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
+        add_decoder_layers(self, f, norm, dropout)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return run_decoder(self, feats)
@@ -125,17 +131,7 @@ class VNet(nn.Module):
         self.enc4 = ConvStage(3, 8 * f, 8 * f, norm)
         self.down4 = Down(8 * f, 16 * f, norm)
         self.enc5 = ConvStage(3, 16 * f, 16 * f, norm)
-
-        self.up5 = Up(16 * f, 8 * f, norm)
-        self.dec4 = ConvStage(3, 8 * f, 8 * f, norm)
-        self.up4 = Up(8 * f, 4 * f, norm)
-        self.dec3 = ConvStage(3, 4 * f, 4 * f, norm)
-        self.up3 = Up(4 * f, 2 * f, norm)
-        self.dec2 = ConvStage(2, 2 * f, 2 * f, norm)
-        self.up2 = Up(2 * f, f, norm)
-        self.dec1 = ConvStage(1, f, f, norm)
-
-        self.dropout = nn.Dropout3d(config.dropout) if config.dropout > 0 else nn.Identity()
+        add_decoder_layers(self, f, norm, config.dropout)
         self.seg_head = nn.Conv3d(f, config.num_classes, 1)
         self.sdm_head = nn.Conv3d(f, config.num_classes - 1, 1) if config.sdm_head else None
         if config.sdm_decoder not in ("shared", "separate"):
