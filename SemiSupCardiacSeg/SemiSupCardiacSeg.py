@@ -159,6 +159,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                                                       mc_samples=p.mcSamples, device=p.device, progress=report)
                 slicer.util.setSliceViewerLayers(background=p.inputVolume, foreground=self._lastResult.uncertainty,
                                                  foregroundOpacity=0.4)
+                table = self.logic.results_table(self._lastResult)  # volumes, boundary uncertainty, quality flag
+                slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+                slicer.app.applicationLogic().PropagateTableSelection()
                 volumes = {k: round(v["volume_ml"], 1) for k, v in self._lastResult.report["structures"].items()}
                 num_classes = len(self._lastResult.report["structures"]) + 1
                 self._regions = self.logic.uncertain_regions(self._lastResult.uncertainty, num_classes)

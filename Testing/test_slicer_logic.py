@@ -68,6 +68,9 @@ def test_segment_matches_library_on_input_grid(logic, trained):
     assert np.allclose(volume_from_node(result.distance).array, pred.foreground_sdm(), atol=1e-6)
     assert result.report["structures"]["left atrium"]["volume_ml"] == pytest.approx(
         labels.array.sum() * vol.voxel_volume_ml())
+    table = logic.results_table(result)
+    assert table.GetNumberOfRows() == 1 and table.GetCellText(0, 0) == "left atrium"
+    assert float(table.GetCellText(0, 1)) == pytest.approx(result.report["structures"]["left atrium"]["volume_ml"], abs=0.01)
     # The input node is untouched; a second run makes new nodes with new names.
     assert np.array_equal(volume_from_node(node).array, vol.array)
     again = logic.segment(node, model=str(trained / "model.pt"), mc_samples=1, device="cpu")
@@ -215,3 +218,23 @@ def test_import_outputs_of_the_command_line_matches_in_process_segment(logic, tr
     other = logic.add_volume_node(Volume(vol.array[:, :, :-1].copy(), vol.spacing, vol.origin, vol.direction), "cropped")
     with pytest.raises(ValueError, match="not on the grid"):
         logic.import_outputs(other, tmp_path / "out")
+
+
+def test_cardiac_table_from_ed_es_segmentations(logic):
+    from SemiSupCardiacSegLib.cardiac import cardiac_indices
+    from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom
+    from SemiSupCardiacSegLogic.logic import SegmentResult
+
+    names = {1: "right ventricle", 2: "myocardium", 3: "left ventricle"}
+    results, nodes = [], []
+    for phase in ("ED", "ES"):
+        ph = make_cine_phantom(3, phase)
+        node = logic.add_volume_node(Volume(ph.image, ph.spacing), phase)
+        seg = logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, names, f"{phase} seg")
+        results.append(SegmentResult(segmentation=seg, distance=None, uncertainty=None))
+        nodes.append((node, ph))
+    table, values = logic.cardiac_table(results[0], results[1], nodes[0][0])
+    expected = cardiac_indices(nodes[0][1].label, nodes[1][1].label, nodes[0][1].spacing)
+    assert values["lv_ef_percent"] == pytest.approx(expected["lv_ef_percent"])
+    rows = {table.GetCellText(r, 0): float(table.GetCellText(r, 1)) for r in range(table.GetNumberOfRows())}
+    assert rows["lv_ef"] == pytest.approx(expected["lv_ef_percent"], abs=0.05) and rows["myo_mass"] > 0

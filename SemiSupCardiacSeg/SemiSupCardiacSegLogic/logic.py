@@ -368,6 +368,42 @@ class SemiSupCardiacSegLogic:
             return image_path, (label_path if labels is not None else None)
         raise RuntimeError(f"no free case name for '{stem}' in {library}")
 
+    # ----------------------------------------------------------------------------- results tables
+    def _table(self, name: str, columns: list[str], rows: list[list[str]]):
+        """A new vtkMRMLTableNode with string columns ``columns`` and ``rows``."""
+        table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(name))
+        for c in columns:
+            table.AddColumn().SetName(c)
+        for row in rows:
+            r = table.AddEmptyRow()
+            for j, value in enumerate(row):
+                table.SetCellText(r, j, value)
+        return table
+
+    def results_table(self, result: SegmentResult):
+        """Table node of one segmentation: structure, volume (mL), mean boundary uncertainty (nats),
+        the quality flag ('doubtful' when the checkpoint's uncertainty threshold says so)."""
+        rows = []
+        for name, st in result.report["structures"].items():
+            mi = st.get("mean_boundary_mutual_info")
+            rows.append([name, f"{st['volume_ml']:.2f}", "-" if st.get("mean_boundary_entropy") is None else f"{st['mean_boundary_entropy']:.3f}",
+                         "-" if mi is None else f"{mi:.3f}", "doubtful" if st.get("doubtful") else ("ok" if st.get("doubtful") is False else "-")])
+        return self._table(f"{result.segmentation.GetName()} results",
+                           ["structure", "volume (mL)", "boundary entropy (nats)", "boundary MI (nats)", "quality"], rows)
+
+    def cardiac_table(self, ed: SegmentResult, es: SegmentResult, reference_ed_node, spacing=None):
+        """Table node of LV/RV EDV, ESV, EF and myocardial mass from an ED and an ES segmentation of a
+        cine model (labels 1 RV, 2 myocardium, 3 LV) on the same grid (``reference_ed_node``)."""
+        from SemiSupCardiacSegLib.cardiac import cardiac_indices  # noqa: PLC0415
+
+        ed_labels = self.labels_from_segmentation(ed.segmentation, reference_ed_node)
+        es_labels = self.labels_from_segmentation(es.segmentation, reference_ed_node)
+        values = cardiac_indices(ed_labels.array, es_labels.array, spacing or ed_labels.spacing)
+        units = {"ml": "mL", "percent": "%", "g": "g"}
+        rows = [[k.rsplit("_", 1)[0], f"{v:.1f}", units[k.rsplit("_", 1)[1]]] for k, v in values.items()
+                if isinstance(v, float) and k.rsplit("_", 1)[1] in units]
+        return self._table(f"{reference_ed_node.GetName()} cardiac indices", ["index", "value", "unit"], rows), values
+
     # ----------------------------------------------------------------------------- fine-tuning
     def fine_tune(self, library_dir: str | Path, out_dir: str | Path, model: str | None = None, iterations: int = 1000,
                   slicer_executable: str | None = None, python_executable: str | None = None, threads: int | None = None):
