@@ -146,7 +146,30 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._parameterNode:  # the button says what the selected model segments
             self.ui.segmentButton.text = self.logic.segment_button_text(self._parameterNode.model or None)
 
+    def _ensureTorch(self) -> bool:
+        """True when torch can be imported; otherwise offer to install it (SlicerPyTorch's installer
+        where that extension is present, which picks the build for the GPU, else pip) before anything runs."""
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is not None:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                "This module needs PyTorch, which is not installed in Slicer's Python. Install it now? "
+                "(The download can be large; Slicer may need a restart afterwards.)", "PyTorch is missing"):
+            return False
+        with slicer.util.tryWithErrorDisplay("Installing PyTorch failed.", waitCursor=True):
+            try:
+                import PyTorchUtils  # the SlicerPyTorch extension, which this extension depends on
+
+                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+            except ImportError:
+                slicer.util.pip_install("torch")
+        importlib.invalidate_caches()
+        return importlib.util.find_spec("torch") is not None
+
     def onSegmentButton(self) -> None:
+        if not self._ensureTorch():
+            return
         p = self._parameterNode
         progress = slicer.util.createProgressDialog(labelText="Segmenting...", maximum=100)
         try:
@@ -192,6 +215,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onFineTuneButton(self) -> None:
         """Start a fine-tune child process (Slicer headless), or cancel the running one."""
+        if not self._ensureTorch():
+            return
         if self._fineTuneJob is not None and self._fineTuneJob.poll() is None:
             self._fineTuneJob.cancel()
             self._finishFineTune("Fine-tuning cancelled (last.pt kept; Training/train.py --resume continues it)")

@@ -238,3 +238,14 @@ def test_cardiac_table_from_ed_es_segmentations(logic):
     assert values["lv_ef_percent"] == pytest.approx(expected["lv_ef_percent"])
     rows = {table.GetCellText(r, 0): float(table.GetCellText(r, 1)) for r in range(table.GetNumberOfRows())}
     assert rows["lv_ef"] == pytest.approx(expected["lv_ef_percent"], abs=0.05) and rows["myo_mass"] > 0
+
+
+def test_logic_imports_without_torch():
+    """The module must load (and offer to install torch) before torch exists: importing the Logic
+    may not import torch."""
+    import subprocess
+
+    code = ("import sys; sys.path[:0] = [%r, %r]; import SemiSupCardiacSegLogic; "
+            "assert 'torch' not in sys.modules, 'torch imported'" % (str(REPO), str(REPO / "SemiSupCardiacSeg")))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
