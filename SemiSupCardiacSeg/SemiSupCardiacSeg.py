@@ -85,6 +85,10 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regionIndex = -1
         self._fineTuneJob = None
         self._fineTuneTimer = None
+        self._segmentJob = None
+        self._segmentTimer = None
+        self._segmentInput = None
+        self._segmentDir = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -168,33 +172,76 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         return importlib.util.find_spec("torch") is not None
 
     def onSegmentButton(self) -> None:
+        """Start segmentation in a child process (the UI stays responsive), or cancel the running one.
+
+        With a ROI the work runs in-process through the Logic (the crop is small)."""
+        if self._segmentJob is not None and self._segmentJob.poll() is None:
+            self._segmentJob.cancel()
+            self._finishSegment("Segmentation cancelled")
+            return
         if not self._ensureTorch():
             return
         p = self._parameterNode
-        progress = slicer.util.createProgressDialog(labelText="Segmenting...", maximum=100)
-        try:
+        if p.roi is not None:
             with slicer.util.tryWithErrorDisplay("Segmentation failed.", waitCursor=True):
-                def report(fraction: float) -> None:
-                    progress.value = int(100 * fraction)
-                    slicer.app.processEvents()
+                self._showResult(self.logic.segment(p.inputVolume, model=p.model or None, roi_node=p.roi,
+                                                    mc_samples=p.mcSamples, device=p.device))
+            return
+        import tempfile
 
-                self._lastResult = self.logic.segment(p.inputVolume, model=p.model or None, roi_node=p.roi,
-                                                      mc_samples=p.mcSamples, device=p.device, progress=report)
-                slicer.util.setSliceViewerLayers(background=p.inputVolume, foreground=self._lastResult.uncertainty,
-                                                 foregroundOpacity=0.4)
-                table = self.logic.results_table(self._lastResult)  # volumes, boundary uncertainty, quality flag
-                slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
-                slicer.app.applicationLogic().PropagateTableSelection()
-                volumes = {k: round(v["volume_ml"], 1) for k, v in self._lastResult.report["structures"].items()}
-                num_classes = len(self._lastResult.report["structures"]) + 1
-                self._regions = self.logic.uncertain_regions(self._lastResult.uncertainty, num_classes)
-                self._regionIndex = -1
-                self.ui.nextRegionButton.enabled = bool(self._regions)
-                doubtful = [k for k, v in self._lastResult.report["structures"].items() if v.get("doubtful")]
-                self.ui.statusLabel.text = (f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
-                                            + (f". Doubtful: {', '.join(doubtful)}; review before use" if doubtful else ""))
-        finally:
-            progress.close()
+        with slicer.util.tryWithErrorDisplay("Could not start segmentation.", waitCursor=True):
+            self._segmentDir = tempfile.mkdtemp(prefix="SemiSupCardiacSeg-")
+            # In Slicer, sys.executable is PythonSlicer: the child has Slicer's Python and packages.
+            self._segmentJob = self.logic.start_segment_job(p.inputVolume, self._segmentDir, model=p.model or None,
+                                                            mc_samples=p.mcSamples, device=p.device,
+                                                            python_executable=sys.executable)
+            self._segmentInput = p.inputVolume
+            self.ui.segmentButton.text = "Cancel"
+            self._segmentTimer = qt.QTimer()
+            self._segmentTimer.timeout.connect(self._pollSegment)
+            self._segmentTimer.start(500)
+
+    def _pollSegment(self) -> None:
+        job = self._segmentJob
+        if job is None:
+            return
+        self.ui.statusLabel.text = f"Segmenting... {int(100 * job.progress())}%"
+        code = job.poll()
+        if code is None:
+            return
+        if code != 0:
+            self._finishSegment(f"Segmentation failed: {job.error() or f'exit code {code}'}")
+            return
+        with slicer.util.tryWithErrorDisplay("Loading the results failed.", waitCursor=True):
+            result = self.logic.import_outputs(self._segmentInput, job.out)
+            self._finishSegment("")
+            self._showResult(result)
+
+    def _finishSegment(self, message: str) -> None:
+        if self._segmentTimer is not None:
+            self._segmentTimer.stop()
+        self._segmentTimer = None
+        self._segmentJob = None
+        self._checkCanApply()
+        if message:
+            self.ui.statusLabel.text = message
+
+    def _showResult(self, result) -> None:
+        """Overlays, results table, uncertain regions and the status line of a finished segmentation."""
+        p = self._parameterNode
+        self._lastResult = result
+        slicer.util.setSliceViewerLayers(background=p.inputVolume, foreground=result.uncertainty, foregroundOpacity=0.4)
+        table = self.logic.results_table(result)  # volumes, boundary uncertainty, quality flag
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+        volumes = {k: round(v["volume_ml"], 1) for k, v in result.report["structures"].items()}
+        num_classes = len(result.report["structures"]) + 1
+        self._regions = self.logic.uncertain_regions(result.uncertainty, num_classes)
+        self._regionIndex = -1
+        self.ui.nextRegionButton.enabled = bool(self._regions)
+        doubtful = [k for k, v in result.report["structures"].items() if v.get("doubtful")]
+        self.ui.statusLabel.text = (f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
+                                    + (f". Doubtful: {', '.join(doubtful)}; review before use" if doubtful else ""))
 
     def onNextRegionButton(self) -> None:
         if not self._regions:

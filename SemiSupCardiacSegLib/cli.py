@@ -41,12 +41,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    bar, update = _progress_bar("segment", not args.quiet)
+    if args.progress_lines:  # for a parent process (the Slicer module) that polls our stdout
+        bar = None
+
+        def update(frac: float) -> None:
+            print(f"PROGRESS {frac:.4f}", flush=True)
+    else:
+        bar, update = _progress_bar("segment", not args.quiet)
     try:
         pred = predict_with_model(model, meta, volume, mc_samples=args.mc_samples, tta=not args.no_tta,
                                   overlap=args.overlap, device=args.device, progress=update)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     report = segmentation_report(pred, meta["labels"], meta)
     report["input"] = str(args.input)
     write_outputs(pred, report, out, overwrite=args.overwrite)
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--montage", action="store_true", help="also write montage.png")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS <fraction>' lines on stdout (for a parent process)")
     s.set_defaults(func=cmd_segment)
     e = sub.add_parser("evaluate", help="per-case and mean metrics of a model on labeled cases")
     e.add_argument("--model", default=None)

@@ -404,16 +404,31 @@ class SemiSupCardiacSegLogic:
                 if isinstance(v, float) and k.rsplit("_", 1)[1] in units]
         return self._table(f"{reference_ed_node.GetName()} cardiac indices", ["index", "value", "unit"], rows), values
 
+    # ----------------------------------------------------------------------------- background segmentation
+    def start_segment_job(self, input_node, out_dir: str | Path, model: str | None = None, mc_samples: int = 10,
+                          device: str = "auto", python_executable: str | None = None):
+        """Segment ``input_node`` in a child process (the UI stays responsive; ``cancel()`` stops it):
+        the volume is written to ``out_dir/input.nrrd`` and ``python -m SemiSupCardiacSegLib segment``
+        runs on it (inside Slicer pass its PythonSlicer as ``python_executable``). When the job ends
+        with 0, ``import_outputs(input_node, out_dir)`` loads the results. Returns a ``jobs.SegmentJob``."""
+        from SemiSupCardiacSegLib.io import write_volume  # noqa: PLC0415
+        from SemiSupCardiacSegLib.jobs import SegmentJob  # noqa: PLC0415
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = write_volume(volume_from_node(input_node), out / "input.nrrd", overwrite=True)
+        return SegmentJob(path, out / "result", model=model, mc_samples=mc_samples, device=device, python=python_executable)
+
     # ----------------------------------------------------------------------------- fine-tuning
     def fine_tune(self, library_dir: str | Path, out_dir: str | Path, model: str | None = None, iterations: int = 1000,
                   slicer_executable: str | None = None, python_executable: str | None = None, threads: int | None = None):
         """Start Training/train.py in a child process: ``model``'s weights, method and network, on the
         library's labeled + unlabeled cases. Inside Slicer pass ``slicer_executable``
         (``slicer.app.applicationFilePath()``) so the job runs headless in Slicer's Python.
-        Returns a ``finetune.FineTuneJob`` (``progress()``, ``poll()``, ``cancel()``); the new
+        Returns a ``jobs.FineTuneJob`` (``progress()``, ``poll()``, ``cancel()``); the new
         checkpoint is ``out_dir/model.pt``, loadable as a model path."""
         from SemiSupCardiacSegLib.checkpoint import resolve_model_path  # noqa: PLC0415
-        from SemiSupCardiacSegLib.finetune import start_fine_tune  # noqa: PLC0415
+        from SemiSupCardiacSegLib.jobs import start_fine_tune  # noqa: PLC0415
 
         _, meta = self.load_model(model)
         return start_fine_tune(meta, resolve_model_path(model), library_dir, out_dir, iterations,

@@ -1,4 +1,4 @@
-"""Fine-tuning a shipped or trained model on a case library, as a separate process.
+"""Child processes of the Slicer module: fine-tuning on a case library, and background segmentation.
 
 ``fine_tune_config`` turns a model's checkpoint metadata into a training config for
 ``Training/train.py``: the same method, network, preprocessing, patch and labels as the model,
@@ -122,3 +122,47 @@ def start_fine_tune(meta: dict, init: str | os.PathLike, library: str | os.PathL
     cfg_path = out / "fine_tune_config.json"
     atomic_write_text(cfg_path, json.dumps(fine_tune_config(meta, library, iterations), indent=2))
     return FineTuneJob(fine_tune_command(cfg_path, out, init, python, slicer, threads), out, iterations)
+
+
+class SegmentJob:
+    """``python -m SemiSupCardiacSegLib segment`` in a child process (the Slicer module's background
+    inference): ``progress()`` parses its ``PROGRESS`` lines, ``cancel()`` kills it and its children.
+    The outputs land in ``out`` (the CLI's files), ready for ``Logic.import_outputs``."""
+
+    def __init__(self, input_path: str | os.PathLike, out: str | os.PathLike, model: str | None = None,
+                 mc_samples: int = 10, device: str = "auto", python: str | None = None, extra: Sequence[str] = ()):
+        import sys
+
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(input_path), "--out", str(self.out),
+                "--mc-samples", str(int(mc_samples)), "--device", device, "--progress-lines", *extra]
+        if model:
+            argv += ["--model", str(model)]
+        self._log = self.out / "segment_stdout.txt"
+        self._stdout = open(self._log, "w")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self.process = subprocess.Popen(argv, stdout=self._stdout, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def progress(self) -> float:
+        lines = [ln for ln in self._log.read_text().splitlines() if ln.startswith("PROGRESS ")] if self._log.exists() else []
+        return float(lines[-1].split()[1]) if lines else 0.0
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.process.wait(timeout)
+        self._stdout.close()
+        return code
+
+    def error(self) -> str:
+        """The child's last 'error: ...' line (the CLI's one-line message), or ''."""
+        lines = [ln for ln in self._log.read_text().splitlines() if ln.startswith("error:")] if self._log.exists() else []
+        return lines[-1] if lines else ""
+
+    def cancel(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._stdout.close()

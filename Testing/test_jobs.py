@@ -10,7 +10,7 @@ import time
 import pytest
 
 from SemiSupCardiacSegLib.checkpoint import load_model
-from SemiSupCardiacSegLib.finetune import TRAIN_SCRIPT, fine_tune_command, fine_tune_config, start_fine_tune
+from SemiSupCardiacSegLib.jobs import TRAIN_SCRIPT, fine_tune_command, fine_tune_config, start_fine_tune
 from SemiSupCardiacSegLib.io import InputError
 
 
