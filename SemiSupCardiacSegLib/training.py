@@ -205,6 +205,40 @@ class Trainer:
             self.dist.barrier()
             self.dist.close()
 
+    def _oom_message(self, method, optimizers, batch: dict, iteration: int, history: dict) -> str:
+        """After an out-of-memory step: save ``last.pt`` (of the last completed iteration) and find, by
+        halving, the largest batch whose step fits; the message names both."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        n_total, n_lab = int(batch["image"].shape[0]), int(batch["n_labeled"])
+        fits = 0
+        size = n_total // 2
+        while size >= 1:
+            lab = max(1, round(n_lab * size / n_total)) if n_lab < n_total else size
+            rows = list(range(min(lab, n_lab))) + list(range(n_lab, n_lab + size - min(lab, n_lab)))
+            sub = {k: (v[rows] if torch.is_tensor(v) and v.shape[:1] == (n_total,) else v) for k, v in batch.items()}
+            sub["n_labeled"] = min(lab, n_lab)
+            try:
+                losses, _ = method.training_step(sub, iteration)
+                for loss in losses.values():
+                    loss.backward(retain_graph=True)
+                fits = size
+                break
+            except torch.cuda.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                size //= 2
+            finally:
+                for opt in optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+        if self.dist.is_main and iteration > 0:
+            self._save_resume(method, optimizers, iteration, history)
+        cfg = self.config
+        hint = (f"a batch of {fits} fits: set batch_size {fits} and labeled_per_batch {max(1, min(fits, round(n_lab * fits / n_total)))}"
+                if fits else "not even a batch of 1 fits: use smaller patch_size or n_filters, or --device cpu")
+        return (f"out of GPU memory at iteration {iteration + 1} with batch_size {cfg['batch_size']} "
+                f"(patch {list(cfg['patch_size'])}); {hint}" + (" (last.pt saved)" if iteration > 0 else ""))
+
     def _run(self, resume: bool, stop_after: int | None) -> dict:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
@@ -281,12 +315,15 @@ class Trainer:
                 for name, opt in optimizers.items():
                     for g in opt.param_groups:
                         g["lr"] = _lr_at(cfg["optim"][name], it, total)
-                losses, logs = method.training_step(batch, it)
-                for name, loss in losses.items():
-                    optimizers[name].zero_grad(set_to_none=True)
-                    loss.backward()
-                    dist.average_gradients([q for g in optimizers[name].param_groups for q in g["params"]])
-                    optimizers[name].step()
+                try:
+                    losses, logs = method.training_step(batch, it)
+                    for name, loss in losses.items():
+                        optimizers[name].zero_grad(set_to_none=True)
+                        loss.backward()
+                        dist.average_gradients([q for g in optimizers[name].param_groups for q in g["params"]])
+                        optimizers[name].step()
+                except torch.cuda.OutOfMemoryError:
+                    raise RuntimeError(self._oom_message(method, optimizers, batch, it, history)) from None
                 it += 1
                 method.after_step(it)
                 t_last = time.perf_counter()

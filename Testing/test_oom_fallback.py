@@ -73,3 +73,35 @@ def test_volume_too_large_for_memory_is_refused_with_numbers():
     check_memory((576, 576, 88), (288, 288, 44), 2, available=8 * 2**30)  # fits: no error
     with pytest.raises(InputError, match=r"volume too large for available memory: .* needs about .* GiB, 0.5 GiB available"):
         check_memory((2048, 2048, 400), (2048, 2048, 400), 2, available=2**29)
+
+
+def test_training_out_of_memory_names_the_batch_size_that_fits(phantom_folder, tmp_path):
+    """A method whose step runs out of (simulated) GPU memory above 2 samples per batch: the
+    Trainer stops with a message naming the batch size that fits and keeps last.pt."""
+    from conftest import TINY
+    from SemiSupCardiacSegLib.methods import register
+    from SemiSupCardiacSegLib.methods.supervised import Supervised
+    from SemiSupCardiacSegLib.training import Trainer
+
+    @register("_test_limited_memory")
+    class LimitedMemorySupervised(Supervised):  # the real supervised method, with a memory limit
+        calls = 0
+
+        def training_step(self, batch, iteration):
+            LimitedMemorySupervised.calls += 1
+            if iteration >= 3 and batch["image"].shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().training_step(batch, iteration)
+
+    from SemiSupCardiacSegLib.checkpoint import load_checkpoint
+    from SemiSupCardiacSegLib.methods import METHODS
+
+    cfg = {**TINY, "method": "_test_limited_memory", "batch_size": 4, "labeled_per_batch": 4, "iterations": 10,
+           "validation": {"last": 0}, "checkpoint_every": 100, "data": str(phantom_folder)}
+    try:
+        with pytest.raises(RuntimeError, match=r"out of GPU memory at iteration 4 with batch_size 4 .* a batch of 2 fits: "
+                                               r"set batch_size 2 and labeled_per_batch 2 \(last.pt saved\)"):
+            Trainer(cfg, tmp_path / "run", device="cpu", progress=False).run()
+    finally:
+        METHODS.pop("_test_limited_memory")
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 3
