@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(resume=args.resume, stop_after=args.stop_after)
-    except InputError as exc:
+    except (InputError, RuntimeError) as exc:  # RuntimeError: e.g. out of GPU memory, with the batch size that fits
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in result.items() if k != "best"} | {"best_dice": (result["best"] or {}).get("dice")}))
