@@ -73,15 +73,31 @@ def fine_tune_command(config_path: str | os.PathLike, out: str | os.PathLike, in
     return [python or sys.executable, str(TRAIN_SCRIPT), *args]
 
 
-class FineTuneJob:
+class ChildJob:
+    """A child process in its own session (so cancelling reaches its children), output to a file in ``out``."""
+
+    def __init__(self, argv: Sequence[str], out: str | os.PathLike, log_name: str, env: dict | None = None):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._log = self.out / log_name
+        self._stdout = open(self._log, "w")
+        self.process = subprocess.Popen(list(argv), stdout=self._stdout, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.process.wait(timeout)
+        self._stdout.close()
+        return code
+
+
+class FineTuneJob(ChildJob):
     """A running fine-tune: ``progress()`` reads the log, ``cancel()`` stops it (and its children)."""
 
     def __init__(self, argv: Sequence[str], out: str | os.PathLike, iterations: int):
-        self.out = Path(out)
+        super().__init__(argv, out, "fine_tune_stdout.txt")
         self.iterations = int(iterations)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._stdout = open(self.out / "fine_tune_stdout.txt", "w")
-        self.process = subprocess.Popen(list(argv), stdout=self._stdout, stderr=subprocess.STDOUT, start_new_session=True)
 
     def progress(self) -> float:
         """Fraction of iterations done (0..1), from the last line of OUT/log.jsonl."""
@@ -91,14 +107,6 @@ class FineTuneJob:
         lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
         done = max((json.loads(ln).get("iteration", 0) for ln in lines[-5:]), default=0)
         return min(1.0, done / max(1, self.iterations))
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-    def wait(self, timeout: float | None = None) -> int:
-        code = self.process.wait(timeout)
-        self._stdout.close()
-        return code
 
     def cancel(self) -> None:
         """SIGTERM to the process group (train.py saves last.pt and stops), SIGKILL if it lingers."""
@@ -124,7 +132,7 @@ def start_fine_tune(meta: dict, init: str | os.PathLike, library: str | os.PathL
     return FineTuneJob(fine_tune_command(cfg_path, out, init, python, slicer, threads), out, iterations)
 
 
-class SegmentJob:
+class SegmentJob(ChildJob):
     """``python -m SemiSupCardiacSegLib segment`` in a child process (the Slicer module's background
     inference): ``progress()`` parses its ``PROGRESS`` lines, ``cancel()`` kills it and its children.
     The outputs land in ``out`` (the CLI's files), ready for ``Logic.import_outputs``."""
@@ -133,28 +141,16 @@ class SegmentJob:
                  mc_samples: int = 10, device: str = "auto", python: str | None = None, extra: Sequence[str] = ()):
         import sys
 
-        self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(input_path), "--out", str(self.out),
+        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(input_path), "--out", str(out),
                 "--mc-samples", str(int(mc_samples)), "--device", device, "--progress-lines", *extra]
         if model:
             argv += ["--model", str(model)]
-        self._log = self.out / "segment_stdout.txt"
-        self._stdout = open(self._log, "w")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        self.process = subprocess.Popen(argv, stdout=self._stdout, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        super().__init__(argv, out, "segment_stdout.txt", env=env)
 
     def progress(self) -> float:
         lines = [ln for ln in self._log.read_text().splitlines() if ln.startswith("PROGRESS ")] if self._log.exists() else []
         return float(lines[-1].split()[1]) if lines else 0.0
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-    def wait(self, timeout: float | None = None) -> int:
-        code = self.process.wait(timeout)
-        self._stdout.close()
-        return code
 
     def error(self) -> str:
         """The child's last 'error: ...' line (the CLI's one-line message), or ''."""
