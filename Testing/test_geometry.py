@@ -109,3 +109,31 @@ def test_bad_inputs_name_the_problem(tmp_path):
     (tmp_path / "bad.nrrd").write_bytes(b"NRRD0004\ntruncated")
     with pytest.raises(InputError, match="cannot read"):
         read_volume(tmp_path / "bad.nrrd")
+
+
+def test_more_bad_inputs_name_the_problem(tmp_path):
+    """4D input, an image and label on different grids, label values beyond the model's classes."""
+    import SimpleITK as sitk
+
+    from SemiSupCardiacSegLib.data import find_cases, load_case
+    from SemiSupCardiacSegLib.io import write_volume
+
+    four_d = sitk.GetImageFromArray(np.zeros((2, 4, 4, 4), np.float32), isVector=False)
+    sitk.WriteImage(four_d, str(tmp_path / "cine4d.nii.gz"))
+    with pytest.raises(InputError, match="expected a 3D image, got 4D"):
+        read_volume(tmp_path / "cine4d.nii.gz")
+    img = Volume(np.random.default_rng(0).normal(size=(10, 10, 10)).astype(np.float32), spacing=(1.0, 1.0, 1.0))
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[3:6, 3:6, 3:6] = 1
+    (tmp_path / "a").mkdir()
+    write_volume(img, tmp_path / "a" / "c.nrrd")
+    write_volume(Volume(lab, spacing=(2.0, 1.0, 1.0)), tmp_path / "a" / "c_label.nrrd")
+    (case,) = find_cases(tmp_path / "a")
+    with pytest.raises(InputError, match="different geometry"):
+        load_case(case, Preprocessing(spacing=(1.0, 1.0, 1.0)), 2)
+    (tmp_path / "b").mkdir()
+    write_volume(img, tmp_path / "b" / "c.nrrd")
+    write_volume(Volume(lab * 5, spacing=(1.0, 1.0, 1.0)), tmp_path / "b" / "c_label.nrrd")
+    (case,) = find_cases(tmp_path / "b")
+    with pytest.raises(InputError, match="label values up to 5 but the model has 2 classes"):
+        load_case(case, Preprocessing(spacing=(1.0, 1.0, 1.0)), 2)
