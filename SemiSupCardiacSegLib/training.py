@@ -270,10 +270,10 @@ class Trainer:
                 o.load_state_dict(ck["optimizers"][k])
             torch.set_rng_state(ck["torch_rng"])
             start, history = int(ck["iteration"]), ck["history"]
-        if dist.enabled:  # identical weights on every rank, different dropout masks
-            torch.manual_seed(int(cfg["seed"]) + 1000003 * dist.rank + start)
         elif not resume and (self.out / "last.pt").exists():
             raise InputError(f"{self.out} already holds a training run (last.pt); use --resume or another --out")
+        if dist.enabled:  # identical weights on every rank, different dropout masks
+            torch.manual_seed(int(cfg["seed"]) + 1000003 * dist.rank + start)
         if main:
             atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
 
