@@ -147,7 +147,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.segmentButton.toolTip = "Segment the input volume" if ready else "Select an input volume"
         self.ui.addToLibraryButton.enabled = ready and bool(self._parameterNode.libraryFolder)
         self.ui.fineTuneButton.enabled = bool(self._parameterNode and self._parameterNode.libraryFolder)
-        if self._parameterNode:  # the button says what the selected model segments
+        if self._parameterNode and self._segmentJob is None:  # the button says what the model segments (or "Cancel")
             self.ui.segmentButton.text = self.logic.segment_button_text(self._parameterNode.model or None)
 
     def _ensureTorch(self) -> bool:

@@ -73,6 +73,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import find_cases
     from .inference import model_flip_axes, predict_with_model
+    import numpy as np
+
     from .io import CINE_H5_NOMINAL_SPACING_MM, file_suffix, read_h5_case, read_label, read_volume
     from .metrics import binary_metrics, brier_score, summarize
     from .atomic import atomic_write_text
@@ -87,7 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for case in tqdm(cases, desc="evaluate", disable=args.quiet):
         if file_suffix(case.image) in (".h5", ".hdf5"):
             image, label = read_h5_case(case.image)
-            nominal |= image.spacing.tolist() == list(CINE_H5_NOMINAL_SPACING_MM) and image.shape[2] < min(image.shape[:2])
+            nominal |= bool(np.allclose(image.spacing, CINE_H5_NOMINAL_SPACING_MM))  # LA .h5 is read at 0.625 mm
         else:
             image, label = read_volume(case.image), read_label(case.label)
         pred = predict_with_model(model, meta, image, mc_samples=args.mc_samples, tta=not args.no_tta,

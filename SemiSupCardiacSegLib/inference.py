@@ -294,7 +294,8 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
         raise InputError(f"this is a 2D cine model for short-axis stacks (at most {MAX_CINE_SLICES} slices along k), "
                          f"but the input has {volume.shape[2]} slices: a 3D volume needs a 3D model (e.g. 'la')")
     t0 = time.perf_counter()
-    check_memory(volume.shape, tuple(round(n * s / m) for n, s, m in zip(volume.shape, volume.spacing, prep.model_spacing(volume.shape, volume.spacing))), num_classes)
+    model_spacing = prep.model_spacing(volume.shape, volume.spacing)  # axis order aside: only the voxel count matters
+    check_memory(volume.shape, tuple(round(n * s / m) for n, s, m in zip(volume.shape, volume.spacing, model_spacing)), num_classes)
     msi = to_model_space(volume, prep)
     t1 = time.perf_counter()
     devices = [dev.index or 0] if dev.type == "cuda" else []
