@@ -78,6 +78,26 @@ class DistContext:
             p.grad = flat[offset:offset + n].view_as(p).clone()
             offset += n
 
+    def parameter_divergence(self, module: torch.nn.Module) -> float:
+        """Largest |p - p on rank 0| over every parameter of ``module`` on every rank (0.0 alone).
+
+        Checks the promise above: segmenter, discriminator and EMA teacher (a module whose
+        parameters take no gradient) are bit-identical across ranks. A collective: every rank calls it.
+        """
+        if not self.enabled:
+            return 0.0
+        import torch.distributed as dist
+
+        params = [p.detach().reshape(-1).float() for p in module.parameters()]
+        if not params:
+            return 0.0
+        flat = torch.cat(params)
+        ref = flat.clone()
+        dist.broadcast(ref, src=0)
+        worst = (flat - ref).abs().max().reshape(1)
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        return float(worst.item())
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

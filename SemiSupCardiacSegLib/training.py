@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -359,6 +360,14 @@ class Trainer:
             log.close()
             for s, h in old.items():
                 signal.signal(s, h)
+        if dist.enabled and not self._stop:  # a collective: only where every rank finished the loop
+            divergence = dist.parameter_divergence(method)
+            if main:
+                with open(self.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps({"iteration": it, "rank_parameter_divergence": divergence}) + "\n")
+                if divergence > 0:
+                    warnings.warn(f"parameters differ across the {dist.world_size} ranks by up to {divergence:.3g} "
+                                  "after training; rank 0's copy is the one saved")
         # model.pt: the best validated weights, or the last ones when there is no validation.
         if not main:
             pass
