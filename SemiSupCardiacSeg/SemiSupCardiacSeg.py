@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Annotated, Optional
 
 import qt
 import slicer
 import vtk
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -58,17 +58,26 @@ class SemiSupCardiacSeg(ScriptedLoadableModule):
 class SemiSupCardiacSegParameterNode:
     """Typed parameter node, bound to the .ui widgets by their SlicerParameterName property.
 
-    inputVolume: the MR volume to segment. roi: optional markups ROI restricting the work. model: shipped model name ('la', 'cine') or checkpoint path.
+    inputVolume: the MR volume to segment (for a cine model: the end-diastolic frame). roi: optional
+    markups ROI restricting the work. esVolume: optional end-systolic frame for cine ED/ES indices.
+    model: shipped model name ('la', 'cine') or checkpoint path.
     mcSamples: Monte-Carlo dropout passes. device: 'auto', 'cpu' or 'cuda'.
+    heatmapOpacity: foreground opacity of the uncertainty heatmap in the slice views.
     libraryFolder: where "Add to training library" writes cases.
     """
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     roi: Optional[slicer.vtkMRMLMarkupsROINode] = None
+    esVolume: Optional[slicer.vtkMRMLScalarVolumeNode] = None
     model: str = "la"
     mcSamples: int = 10
     device: str = "auto"
+    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     libraryFolder: str = ""
+
+
+#: QSettings key holding the checkpoints registered in the model list (fine-tuned models).
+REGISTERED_MODELS_KEY = "SemiSupCardiacSeg/registeredModels"
 
 
 class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -84,6 +93,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regions: list = []
         self._regionIndex = -1
         self._fineTuneJob = None
+        self._fineTuneFrom = None
         self._fineTuneTimer = None
         self._segmentJob = None
         self._segmentTimer = None
@@ -103,7 +113,24 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.addToLibraryButton.connect("clicked(bool)", self.onAddToLibraryButton)
         self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegionButton)
         self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTuneButton)
+        self.ui.heatmapOpacitySlider.connect("valueChanged(double)", self.logic.set_heatmap_opacity)
+        self.ui.modelListComboBox.connect("activated(int)", self.onModelListActivated)
+        self._fillModelList()
         self.initializeParameterNode()
+
+    def _registeredModels(self) -> list:
+        value = qt.QSettings().value(REGISTERED_MODELS_KEY)
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _fillModelList(self) -> None:
+        """Shipped models plus the checkpoints registered by earlier fine-tunes (that still exist)."""
+        self.ui.modelListComboBox.clear()
+        for name in self.logic.model_choices(self._registeredModels()):
+            self.ui.modelListComboBox.addItem(name)
+
+    def onModelListActivated(self, index: int) -> None:
+        if self._parameterNode:
+            self._parameterNode.model = self.ui.modelListComboBox.itemText(index)
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -212,10 +239,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if code != 0:
             self._finishSegment(f"Segmentation failed: {job.error() or f'exit code {code}'}")
             return
+        self._finishSegment("")  # stop polling first: tryWithErrorDisplay re-raises after its dialog
         with slicer.util.tryWithErrorDisplay("Loading the results failed.", waitCursor=True):
-            result = self.logic.import_outputs(self._segmentInput, job.out)
-            self._finishSegment("")
-            self._showResult(result)
+            self._showResult(self.logic.import_outputs(self._segmentInput, job.out))
 
     def _finishSegment(self, message: str) -> None:
         if self._segmentTimer is not None:
@@ -230,10 +256,13 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         """Overlays, results table, uncertain regions and the status line of a finished segmentation."""
         p = self._parameterNode
         self._lastResult = result
-        slicer.util.setSliceViewerLayers(background=p.inputVolume, foreground=result.uncertainty, foregroundOpacity=0.4)
+        self.logic.show_overlays(p.inputVolume, result, p.heatmapOpacity)
         table = self.logic.results_table(result)  # volumes, boundary uncertainty, quality flag
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
-        slicer.app.applicationLogic().PropagateTableSelection()
+        if p.esVolume is not None and set(result.report["structures"]) >= {"left ventricle", "right ventricle", "myocardium"}:
+            # Cine ED/ES pair: segment the end-systolic frame too (slice-wise, quick) and tabulate the indices.
+            es = self.logic.segment(p.esVolume, model=p.model or None, mc_samples=p.mcSamples, device=p.device)
+            table, _ = self.logic.cardiac_table(result, es, p.inputVolume)
+        self._showTable(table)
         volumes = {k: round(v["volume_ml"], 1) for k, v in result.report["structures"].items()}
         num_classes = len(result.report["structures"]) + 1
         self._regions = self.logic.uncertain_regions(result.uncertainty, num_classes)
@@ -242,6 +271,11 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         doubtful = [k for k, v in result.report["structures"].items() if v.get("doubtful")]
         self.ui.statusLabel.text = (f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
                                     + (f". Doubtful: {', '.join(doubtful)}; review before use" if doubtful else ""))
+
+    @staticmethod
+    def _showTable(table) -> None:
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
 
     def onNextRegionButton(self) -> None:
         if not self._regions:
@@ -273,6 +307,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         out = os.path.join(p.libraryFolder, "fine_tuned", time.strftime("%Y%m%d-%H%M%S"))
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
+            self._fineTuneFrom = p.model or None  # compared with the new model when the job ends
             self._fineTuneJob = self.logic.fine_tune(p.libraryFolder, out, model=p.model or None,
                                                      slicer_executable=slicer.app.applicationFilePath())
             self.ui.fineTuneButton.text = "Cancel fine-tuning"
@@ -291,8 +326,17 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         model = os.path.join(str(job.out), "model.pt")
         if code == 0 and os.path.exists(model):
+            old = self._fineTuneFrom
+            qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [model])
+            self._fillModelList()
             self._parameterNode.model = model  # the new checkpoint becomes the selected model
-            self._finishFineTune(f"Fine-tuned model: {model} (selected)")
+            self._finishFineTune(f"Fine-tuned model: {model} (registered and selected)")  # stops polling first
+            with slicer.util.tryWithErrorDisplay("Comparing the old and new model failed.", waitCursor=True):
+                table, results = self.logic.compare_models(old, model, device=self._parameterNode.device)
+                if table is not None:  # validation metrics before / after, on the held-out library case
+                    self._showTable(table)
+                    dice = {w: sum(s["dice"]["mean"] for s in r["mean"].values()) / len(r["mean"]) for w, r in results.items()}
+                    self.ui.statusLabel.text += f"; held-out Dice {dice['old']:.3f} before, {dice['new']:.3f} after"
         else:
             self._finishFineTune(f"Fine-tuning failed (exit {code}); see {job.out}/fine_tune_stdout.txt")
 

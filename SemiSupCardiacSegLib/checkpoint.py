@@ -23,11 +23,9 @@ import torch
 from .atomic import atomic_write_bytes
 from .io import InputError
 from .networks import build_network
+from .shipped import MODELS_DIR, SHIPPED_MODELS
 
 FORMAT = "semisupcardiacseg-checkpoint/1"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-#: Short names of the models shipped in ``models/``.
-SHIPPED_MODELS = {"la": "la_sassnet.pt", "cine": "acdc_bmtctl.pt"}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:

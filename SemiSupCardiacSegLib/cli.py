@@ -56,7 +56,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             bar.close()
     report = segmentation_report(pred, meta["labels"], meta)
     report["input"] = str(args.input)
-    write_outputs(pred, report, out, overwrite=args.overwrite)
+    write_outputs(pred, report, out, overwrite=args.overwrite, compact=args.compact)
     if args.montage:
         from .montage import save_montage
 
@@ -70,42 +70,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .atomic import atomic_write_text
     from .checkpoint import load_model
     from .data import find_cases
-    from .inference import model_flip_axes, predict_with_model
-    import numpy as np
-
-    from .io import CINE_H5_NOMINAL_SPACING_MM, file_suffix, read_h5_case, read_label, read_volume
-    from .metrics import binary_metrics, brier_score, summarize
-    from .atomic import atomic_write_text
+    from .evaluation import evaluate_cases
 
     model, meta = load_model(args.model)
-    k = int(meta["network"]["num_classes"])
     cases = [c for src in args.data for c in find_cases(src) if c.label is not None]
     if not cases:
         raise InputError("no labeled cases found in --data")
-    per_case = {}
-    nominal = False  # cine .h5 files store no spacing: distances are then in voxels (SSL4MIS's convention)
-    for case in tqdm(cases, desc="evaluate", disable=args.quiet):
-        if file_suffix(case.image) in (".h5", ".hdf5"):
-            image, label = read_h5_case(case.image)
-            nominal |= bool(np.allclose(image.spacing, CINE_H5_NOMINAL_SPACING_MM))  # LA .h5 is read at 0.625 mm
-        else:
-            image, label = read_volume(case.image), read_label(case.label)
-        pred = predict_with_model(model, meta, image, mc_samples=args.mc_samples, tta=not args.no_tta,
-                                  overlap=args.overlap, device=args.device)
-        per_case[case.name] = {meta["labels"].get(str(c), str(c)): {**binary_metrics(pred.labels.array == c, label.array == c, image.spacing),
-                                                                     "brier": brier_score(pred.probs, label.array, c)}
-                               for c in range(1, k)}
-        per_case[case.name]["seconds"] = pred.timings["total_s"]
-    names = [meta["labels"].get(str(c), str(c)) for c in range(1, k)]
-    mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
-    result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, "n_cases": len(per_case),
-              "distance_unit": "voxel" if nominal else "mm",
-              "mc_samples": args.mc_samples, "tta_flip_axes": [] if args.no_tta else model_flip_axes(meta), "mean": mean, "per_case": per_case}
+    with tqdm(total=len(cases), desc="evaluate", disable=args.quiet) as bar:
+        result = evaluate_cases(model, meta, cases, mc_samples=args.mc_samples, tta=not args.no_tta, overlap=args.overlap,
+                                device=args.device, progress=lambda f: bar.update(round(f * len(cases)) - bar.n))
+    result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2))
-    print(json.dumps({n: {m: round(v["mean"], 4) for m, v in mean[n].items()} for n in names}))
+    print(json.dumps({n: {m: round(v["mean"], 4) for m, v in s.items()} for n, s in result["mean"].items()}))
     return 0
 
 
@@ -158,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--montage", action="store_true", help="also write montage.png")
+    s.add_argument("--compact", action="store_true",
+                   help="store the float maps as uint8 codes (scale and offset in report.json; smaller, faster to load)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS <fraction>' lines on stdout (for a parent process)")

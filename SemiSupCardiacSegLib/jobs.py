@@ -27,7 +27,8 @@ TRAIN_SCRIPT = REPO / "Training" / "train.py"
 
 def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1000, labeled: int | None = None,
                      lr: float | None = None) -> dict:
-    """Training config continuing ``meta``'s model on ``library`` (every labeled case labeled by default).
+    """Training config continuing ``meta``'s model on ``library`` (every labeled case labeled by default;
+    with three or more, the last labeled one by name is held out for validation).
 
     The model's method is kept when the library also holds unlabeled cases; with labeled cases only
     the run is supervised (same network and losses minus the unlabeled terms).
@@ -44,6 +45,11 @@ def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1
     if not any(c.label is not None for c in cases):
         raise InputError(f"{library} holds no labeled case (NAME.nrrd with NAME_label.nrrd); add a corrected segmentation first")
     method = meta["method"]
+    labeled_cases = [c for c in cases if c.label is not None]
+    # With 3+ labeled cases the last one (by name) is held out, so the new model can be compared with
+    # the old one on a case neither trained on; validated only at the end (model.pt = last weights,
+    # not picked on that case).
+    validation = {"cases": [labeled_cases[-1].name], "every": int(iterations)} if len(labeled_cases) >= 3 else {"last": 0}
     if all(c.label is not None for c in cases):
         method = "supervised"  # no unlabeled case: the semi-supervised terms have nothing to work on
     opt_type = "adam" if meta.get("arch") == "unet2d" else "sgd"
@@ -52,7 +58,7 @@ def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1
         "data": str(library), "method": method, "method_params": meta.get("method_params", {}) if method == meta["method"] else {},
         "arch": meta["arch"], "network": meta["network"], "preprocessing": meta["preprocessing"],
         "patch_size": meta["patch_size"], "labels": meta["labels"], "labeled": labeled,
-        "iterations": int(iterations), "validation": {"last": 0}, "num_workers": 0,
+        "iterations": int(iterations), "validation": validation, "num_workers": 0,
         "batch_size": 4 if meta.get("arch") != "unet2d" else 8,
         "labeled_per_batch": 2 if meta.get("arch") != "unet2d" else 4,
         "optim": {"model": {"type": opt_type, "lr": lr or base_lr, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}},
@@ -142,7 +148,7 @@ class SegmentJob(ChildJob):
         import sys
 
         argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(input_path), "--out", str(out),
-                "--mc-samples", str(int(mc_samples)), "--device", device, "--progress-lines", *extra]
+                "--mc-samples", str(int(mc_samples)), "--device", device, "--progress-lines", "--compact", *extra]
         if model:
             argv += ["--model", str(model)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}

@@ -11,6 +11,13 @@ Outputs (all on the input's grid, geometry copied from the input):
     report.json             volumes (mL), boundary-band uncertainty, quality flag, timings, model id
 Existing files are never overwritten unless ``overwrite=True``.
 
+Compact outputs (``compact=True``, ``segment --compact``; what the Slicer module's background job
+asks for, so the files it loads stay small and fast to read): the four float maps are stored as
+uint8 codes over their known range (probability [0, 1], SDM [-1, 1], entropy and MI [0, ln K]),
+value = offset + scale * code, with scale and offset recorded in report.json under "stored";
+``read_output_map`` turns them back into float32. The step is (range)/255: 0.0039 in probability,
+0.0078 in SDM, 0.0027 nats of entropy for 2 classes - below what the maps are read for.
+
 Quality flag: a checkpoint may carry ``quality = {"score": "mean_boundary_mutual_info", "threshold": t,
 "min_mc_samples": n, ...}``, chosen by ``benchmarks/uncertainty_quality.py`` on held-out cases.
 A structure is flagged ``doubtful`` when its score exceeds t; with fewer MC samples than the
@@ -79,8 +86,17 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
     }
 
 
-def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
-    """Write the NRRD outputs and report.json into ``out_dir`` (created if missing)."""
+def _quantized(volume, lo: float, hi: float):
+    """(uint8 Volume of codes, {"dtype", "scale", "offset"}) for values in [lo, hi] (clipped)."""
+    scale = (hi - lo) / 255.0
+    codes = np.rint((np.clip(volume.array, lo, hi) - lo) / scale).astype(np.uint8)
+    return volume.with_array(codes), {"dtype": "uint8", "scale": scale, "offset": lo}
+
+
+def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite: bool = False, compact: bool = False) -> list[Path]:
+    """Write the NRRD outputs and report.json into ``out_dir`` (created if missing).
+
+    compact: store the float maps as uint8 codes (see the module docstring; ``read_output_map``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not overwrite:
@@ -88,12 +104,34 @@ def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite
         if clash:
             raise InputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
     grid = pred.labels
-    paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=overwrite),
-             write_volume(grid.with_array(pred.foreground_probability()), out / "probability.nrrd", overwrite=overwrite)]
+    max_nats = float(np.log(pred.probs.shape[0]))
+    maps = [("probability.nrrd", grid.with_array(pred.foreground_probability()), 0.0, 1.0)]
     if pred.sdm is not None:
-        paths.append(write_volume(grid.with_array(pred.foreground_sdm()), out / "distance.nrrd", overwrite=overwrite))
-    paths.append(write_volume(pred.entropy, out / "uncertainty.nrrd", overwrite=overwrite))
-    paths.append(write_volume(pred.mutual_info, out / "mutual_information.nrrd", overwrite=overwrite))
+        maps.append(("distance.nrrd", grid.with_array(pred.foreground_sdm()), -1.0, 1.0))
+    maps += [("uncertainty.nrrd", pred.entropy, 0.0, max_nats), ("mutual_information.nrrd", pred.mutual_info, 0.0, max_nats)]
+    paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=overwrite)]
+    stored = {}
+    for name, volume, lo, hi in maps:
+        if compact:
+            volume, stored[name] = _quantized(volume, lo, hi)
+        paths.append(write_volume(volume, out / name, overwrite=overwrite))
+    if stored:
+        report = {**report, "stored": stored}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2), overwrite=overwrite)
     paths.append(out / "report.json")
     return paths
+
+
+def read_output_map(out_dir: str | Path, name: str, report: dict | None = None):
+    """A float map written by ``write_outputs`` (``name`` e.g. 'uncertainty.nrrd') as a float32 Volume,
+    decoding compact uint8 files with the scale and offset of report.json."""
+    from .io import read_volume
+
+    out = Path(out_dir)
+    if report is None:
+        report = json.loads((out / "report.json").read_text())
+    volume = read_volume(out / name)
+    code = report.get("stored", {}).get(name)
+    if code is None:
+        return volume.with_array(volume.array.astype(np.float32))
+    return volume.with_array((code["offset"] + code["scale"] * volume.array.astype(np.float32)).astype(np.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -134,16 +135,30 @@ def test_add_to_library_round_trip_and_never_overwrites(logic, tmp_path):
 def test_fine_tune_from_the_module_logic_gives_a_loadable_model(logic, trained, phantom_folder, tmp_path):
     """A short real fine-tune, started by the Logic in a child process, on a library it exported."""
     lib = tmp_path / "lib"
-    for i, seed in enumerate((1, 2)):
-        ph = make_la_phantom(shape=(80, 72, 40), spacing=(1.25, 1.25, 1.25), seed=seed)
+    for i, seed in enumerate((1, 2, 3, 4)):  # 3 labeled (the last held out for validation), 1 unlabeled
+        ph = make_la_phantom(shape=(64, 64, 32), spacing=(1.5, 1.5, 1.5), seed=seed)
         node = logic.add_volume_node(Volume(ph.image, ph.spacing), f"case{i}")
-        seg = logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}") if i == 0 else None
+        seg = logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}") if i < 3 else None
         logic.add_to_library(node, lib, seg)
     job = logic.fine_tune(lib, tmp_path / "ft", model=str(trained / "model.pt"), iterations=2, threads=1)
     assert job.wait(600) == 0, (tmp_path / "ft" / "fine_tune_stdout.txt").read_text()[-2000:]
     new_model = str(tmp_path / "ft" / "model.pt")
-    assert logic.load_model(new_model)[1]["iteration"] == 2
+    meta = logic.load_model(new_model)[1]
+    assert meta["iteration"] == 2
+    assert meta["training_data"]["validation_cases"] == ["case2"] and "case2" not in meta["training_data"]["labeled_cases"]
     assert logic.segment_button_text(new_model) == "Segment LA"
+    # Validation metrics of the old and the new model side by side, on the held-out case.
+    table, results = logic.compare_models(str(trained / "model.pt"), new_model, device="cpu")
+    assert results["old"]["per_case"].keys() == results["new"]["per_case"].keys() == {"case2"}
+    rows = {(table.GetCellText(r, 0), table.GetCellText(r, 1)): (table.GetCellText(r, 2), table.GetCellText(r, 3))
+            for r in range(table.GetNumberOfRows())}
+    before, after = rows[("left atrium", "dice")]
+    assert float(before) == pytest.approx(results["old"]["mean"]["left atrium"]["dice"]["mean"], abs=5e-4)
+    assert float(after) == pytest.approx(results["new"]["mean"]["left atrium"]["dice"]["mean"], abs=5e-4)
+    # The model list: shipped names, then registered checkpoints that exist.
+    choices = logic.model_choices([new_model, str(tmp_path / "gone.pt"), new_model])
+    assert choices[-1] == new_model and choices.count(new_model) == 1 and str(tmp_path / "gone.pt") not in choices
+    assert "la" in choices
 
 
 def test_bad_input_names_the_problem(logic):
@@ -178,7 +193,13 @@ def test_scene_with_overlays_saves_and_reloads(logic, trained, tmp_path):
     vol = _oblique_phantom(seed=2)
     node = logic.add_volume_node(vol, "patient")
     result = logic.segment(node, model=str(trained / "model.pt"), mc_samples=1, device="cpu")
-    assert logic.show_overlays(node, result) == 3
+    assert logic.show_overlays(node, result, opacity=0.7) == 3
+    composites = [logic.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(3)]
+    assert [c.GetForegroundOpacity() for c in composites] == pytest.approx([0.7] * 3)
+    assert logic.set_heatmap_opacity(0.25) == 3
+    assert [c.GetForegroundOpacity() for c in composites] == pytest.approx([0.25] * 3)
+    with pytest.raises(ValueError, match="opacity"):
+        logic.set_heatmap_opacity(1.5)
     nodes = [node, result.segmentation, result.distance, result.uncertainty]
     scene_file = logic.save_scene(tmp_path / "scene", nodes)
     with pytest.raises(FileExistsError):
@@ -238,6 +259,13 @@ def test_cardiac_table_from_ed_es_segmentations(logic):
     assert values["lv_ef_percent"] == pytest.approx(expected["lv_ef_percent"])
     rows = {table.GetCellText(r, 0): float(table.GetCellText(r, 1)) for r in range(table.GetNumberOfRows())}
     assert rows["lv_ef"] == pytest.approx(expected["lv_ef_percent"], abs=0.05) and rows["myo_mass"] > 0
+    # Each segment carries its standard (SNOMED CT) terminology entry.
+    seg = results[0].segmentation.GetSegmentation()
+    tags = {seg.GetNthSegment(i).GetName(): seg.GetNthSegment(i).GetTerminology() for i in range(3)}
+    assert tags["right ventricle"].split("~")[2] == "SCT^53085002^Right ventricle"
+    assert tags["myocardium"].split("~")[2] == "SCT^74281007^Myocardium"
+    assert tags["left ventricle"].split("~")[2] == "SCT^87878005^Left ventricle"
+    assert all(t.split("~")[1] == "SCT^123037004^Anatomical Structure" and len(t.split("~")) == 7 for t in tags.values())
 
 
 def test_logic_imports_without_torch():
@@ -262,6 +290,13 @@ def test_background_segment_job_streams_progress_and_imports(logic, trained, tmp
     a = logic.labels_from_segmentation(result.segmentation, node).array
     b = logic.labels_from_segmentation(direct.segmentation, node).array
     assert np.array_equal(a, b)  # same seeded MC masks: the child process gives the in-process result
+    # Compact outputs: the maps travel as uint8 codes and decode to the in-process values within half a step.
+    report = json.loads((tmp_path / "job" / "result" / "report.json").read_text())
+    assert read_volume(tmp_path / "job" / "result" / "uncertainty.nrrd").array.dtype == np.uint8
+    for name, node_of in (("uncertainty.nrrd", lambda r: r.uncertainty), ("distance.nrrd", lambda r: r.distance)):
+        step = report["stored"][name]["scale"]
+        diff = np.abs(volume_from_node(node_of(result)).array - volume_from_node(node_of(direct)).array)
+        assert diff.max() <= step / 2 + 1e-6, name
     # Cancel: a job killed at once ends and leaves no outputs behind.
     slow = logic.start_segment_job(node, tmp_path / "job2", model=str(trained / "model.pt"), mc_samples=50, device="cpu")
     slow.cancel()

@@ -63,3 +63,16 @@ def test_cmake_lists_name_existing_files():
     for needed in ("project(SemiSupCardiacSeg)", "find_package(Slicer", "add_subdirectory(SemiSupCardiacSeg)",
                    "EXTENSION_DEPENDS", "EXTENSION_CATEGORY"):
         assert needed in top
+
+
+def test_every_mrml_widget_of_the_ui_gets_the_scene():
+    """A qMRMLNodeComboBox lists nodes only once it has the scene: the .ui must forward the module
+    widget's mrmlSceneChanged to each one (a selector without it shows an empty list in Slicer)."""
+    root = ET.parse(UI_FILE).getroot()
+    selectors = {w.get("name") for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
+    connected = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert selectors and selectors <= connected, f"no scene for {sorted(selectors - connected)}"
+    custom = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    assert {c for c in used if c.startswith(("ctk", "qMRML"))} <= custom

@@ -32,6 +32,26 @@ STRUCTURE_COLORS = {
 }
 DEFAULT_COLOR = (0.5, 0.8, 0.5)
 
+# SNOMED CT codes (category "Anatomical Structure", SCT 123037004) of the structures the shipped
+# models segment, as in DICOM's and Slicer's "Segmentation category and type - DICOM master list".
+STRUCTURE_CODES = {
+    "left atrium": ("82471001", "Left atrium"),
+    "right ventricle": ("53085002", "Right ventricle"),
+    "myocardium": ("74281007", "Myocardium"),
+    "left ventricle": ("87878005", "Left ventricle"),
+}
+
+
+def terminology_entry(structure: str) -> str | None:
+    """Slicer's serialized terminology entry (the segment tag 'TerminologyEntry') for ``structure``,
+    or None when it has no standard code here. Fields, '~'-separated: context, category, type, type
+    modifier, anatomic context, anatomic region, region modifier; codes as scheme^value^meaning."""
+    code = STRUCTURE_CODES.get(structure)
+    if code is None:
+        return None
+    return ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+            f"~SCT^{code[0]}^{code[1]}~^^~Anatomic codes - DICOM master list~^^~^^")
+
 
 @dataclass
 class SegmentResult:
@@ -140,6 +160,9 @@ class SemiSupCardiacSegLogic:
         for value, structure in sorted(names.items()):
             segment_id = segmentation.AddEmptySegment(structure.replace(" ", "_"), structure,
                                                       STRUCTURE_COLORS.get(structure, DEFAULT_COLOR))
+            entry = terminology_entry(structure)
+            if entry is not None:
+                segmentation.GetSegment(segment_id).SetTag("TerminologyEntry", entry)  # = SetTerminology (Slicer >= 5.6)
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segment_id)
             # Import one label value into its own segment so names follow the model's labels.
@@ -228,26 +251,28 @@ class SemiSupCardiacSegLogic:
         return SegmentResult(segmentation=seg_node, distance=distance_node, uncertainty=uncertainty_node, report=report)
 
     def import_outputs(self, input_node, out_dir: str | Path) -> SegmentResult:
-        """Load what ``python -m SemiSupCardiacSegLib segment`` wrote into ``out_dir`` as new nodes.
+        """Load what ``python -m SemiSupCardiacSegLib segment`` wrote into ``out_dir`` as new nodes
+        (compact uint8 maps are decoded to float32).
 
         Segment names and label values come from its report.json; all files must be on the input
         node's grid (the command guarantees it), else ValueError names the file.
         """
         import json  # noqa: PLC0415
 
-        from SemiSupCardiacSegLib.io import read_label, read_volume  # noqa: PLC0415
+        from SemiSupCardiacSegLib.io import read_label  # noqa: PLC0415
+        from SemiSupCardiacSegLib.reporting import read_output_map  # noqa: PLC0415
 
         out = Path(out_dir)
         report = json.loads((out / "report.json").read_text())
         grid = volume_from_node(input_node)
         loaded = {}
-        for name, reader in (("segmentation", read_label), ("distance", read_volume), ("uncertainty", read_volume)):
+        for name in ("segmentation", "distance", "uncertainty"):
             path = out / f"{name}.nrrd"
             if not path.is_file():
                 if name == "distance":
                     continue
                 raise ValueError(f"{path} is missing")
-            vol = reader(path)
+            vol = read_label(path) if name == "segmentation" else read_output_map(out, path.name, report)
             if not vol.same_grid(grid):
                 raise ValueError(f"{path.name} is not on the grid of volume '{input_node.GetName()}'")
             loaded[name] = vol
@@ -305,8 +330,18 @@ class SemiSupCardiacSegLogic:
         for view in views:
             view.SetBackgroundVolumeID(input_node.GetID())
             view.SetForegroundVolumeID(result.uncertainty.GetID())
-            view.SetForegroundOpacity(float(opacity))
+        self.set_heatmap_opacity(opacity)
         return len(views)
+
+    def set_heatmap_opacity(self, opacity: float) -> int:
+        """Foreground (heatmap) opacity in [0, 1] of every slice view; returns how many views changed."""
+        opacity = float(opacity)
+        if not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"heatmap opacity must be within [0, 1], got {opacity}")
+        n = self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")
+        for i in range(n):
+            self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode").SetForegroundOpacity(opacity)
+        return n
 
     def save_scene(self, folder: str | Path, nodes: list) -> Path:
         """Write ``nodes`` (volumes as .nrrd, segmentations as .seg.nrrd) and ``scene.mrml`` into ``folder``.
@@ -433,6 +468,50 @@ class SemiSupCardiacSegLogic:
         _, meta = self.load_model(model)
         return start_fine_tune(meta, resolve_model_path(model), library_dir, out_dir, iterations,
                                python=python_executable, slicer=slicer_executable, threads=threads)
+
+    def compare_models(self, old_model: str | None, new_model: str, mc_samples: int = 1, device: str = "auto"):
+        """Validation metrics of the model before and after fine-tuning, on the cases the new model held
+        out (its checkpoint's ``training_data.validation_cases`` in its training library).
+
+        Returns (table node: structure, metric, old, new; the dict of both evaluations), or
+        (None, None) when the fine-tune held out no case (fewer than three labeled cases in the library).
+        """
+        from SemiSupCardiacSegLib.data import find_cases  # noqa: PLC0415
+        from SemiSupCardiacSegLib.evaluation import evaluate_cases  # noqa: PLC0415
+
+        _, new_meta = self.load_model(new_model)
+        held_out = set(new_meta.get("training_data", {}).get("validation_cases") or [])
+        source = new_meta.get("training_data", {}).get("source")
+        sources = [source] if isinstance(source, str) else list(source or [])
+        if not held_out or not sources:
+            return None, None
+        cases = [c for src in sources for c in find_cases(src) if c.name in held_out and c.label is not None]
+        if not cases:
+            raise ValueError(f"the held-out cases {sorted(held_out)} are no longer in {source}")
+        results = {}
+        for which, model in (("old", old_model), ("new", new_model)):
+            net, meta = self.load_model(model)
+            results[which] = evaluate_cases(net, meta, cases, mc_samples=mc_samples, device=device)
+        rows = []
+        for structure, summary in results["new"]["mean"].items():
+            for metric in ("dice", "hd95"):
+                old = results["old"]["mean"].get(structure, {}).get(metric, {}).get("mean")
+                rows.append([structure, metric, "-" if old is None else f"{old:.3f}", f"{summary[metric]['mean']:.3f}"])
+        table = self._table(f"fine-tune validation ({len(cases)} held-out case{'s' if len(cases) > 1 else ''})",
+                            ["structure", "metric", "before", "after"], rows)
+        return table, results
+
+    @staticmethod
+    def model_choices(registered: list[str] = ()) -> list[str]:
+        """The model list: shipped model names present in ``models/``, then the ``registered``
+        checkpoint paths (e.g. fine-tuned models) that still exist, without duplicates."""
+        from SemiSupCardiacSegLib.shipped import MODELS_DIR, SHIPPED_MODELS  # noqa: PLC0415
+
+        names = [n for n, f in SHIPPED_MODELS.items() if (MODELS_DIR / f).is_file()]
+        for path in registered:
+            if path and path not in names and Path(path).is_file():
+                names.append(path)
+        return names
 
     def segment_button_text(self, model: str | None = None) -> str:
         """What the Segment button says for ``model``: 'Segment LA', or the structures of another model."""

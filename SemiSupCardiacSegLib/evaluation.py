@@ -1,0 +1,48 @@
+"""Held-out evaluation of a model on labeled cases: the one implementation behind the ``evaluate``
+command, the Slicer module's old-vs-new comparison after fine-tuning and the benchmarks."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .data.datasets import CaseFile
+from .inference import model_flip_axes, predict_with_model
+from .io import CINE_H5_NOMINAL_SPACING_MM, InputError, file_suffix, read_h5_case, read_label, read_volume
+from .metrics import binary_metrics, brier_score, summarize
+
+
+def evaluate_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseFile], mc_samples: int = 1, tta: bool = True,
+                   overlap: float = 0.5, device: str = "auto", progress: Callable[[float], None] | None = None) -> dict:
+    """Per-case and mean metrics (Dice, Jaccard, HD95, ASD, RAVD, precision, recall, Brier) per structure.
+
+    cases: labeled ``CaseFile``s (image + label files). Distances are in mm, except for cine .h5 files,
+    which store no spacing: then in voxels ("distance_unit": "voxel", SSL4MIS's convention).
+    Returns {"n_cases", "distance_unit", "mc_samples", "tta_flip_axes", "mean": {structure: {metric:
+    {"mean", "std", ...}}}, "per_case": {case: {structure: {metric: value}, "seconds": s}}}.
+    """
+    cases = [c for c in cases if c.label is not None]
+    if not cases:
+        raise InputError("no labeled cases to evaluate on")
+    k = int(meta["network"]["num_classes"])
+    names = [meta["labels"].get(str(c), str(c)) for c in range(1, k)]
+    per_case: dict[str, dict] = {}
+    nominal = False
+    for i, case in enumerate(cases):
+        if file_suffix(case.image) in (".h5", ".hdf5"):
+            image, label = read_h5_case(case.image)
+            nominal |= bool(np.allclose(image.spacing, CINE_H5_NOMINAL_SPACING_MM))  # LA .h5 is read at 0.625 mm
+        else:
+            image, label = read_volume(case.image), read_label(case.label)
+        pred = predict_with_model(model, meta, image, mc_samples=mc_samples, tta=tta, overlap=overlap, device=device)
+        per_case[case.name] = {names[c - 1]: {**binary_metrics(pred.labels.array == c, label.array == c, image.spacing),
+                                              "brier": brier_score(pred.probs, label.array, c)}
+                               for c in range(1, k)}
+        per_case[case.name]["seconds"] = pred.timings["total_s"]
+        if progress is not None:
+            progress((i + 1) / len(cases))
+    mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
+    return {"n_cases": len(per_case), "distance_unit": "voxel" if nominal else "mm", "mc_samples": int(mc_samples),
+            "tta_flip_axes": model_flip_axes(meta) if tta else [], "mean": mean, "per_case": per_case}
