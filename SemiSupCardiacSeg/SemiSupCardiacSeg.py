@@ -78,6 +78,8 @@ class SemiSupCardiacSegParameterNode:
 
 #: QSettings key holding the checkpoints registered in the model list (fine-tuned models).
 REGISTERED_MODELS_KEY = "SemiSupCardiacSeg/registeredModels"
+#: QSettings key of the training-library folder: chosen once, remembered across sessions.
+LIBRARY_FOLDER_KEY = "SemiSupCardiacSeg/libraryFolder"
 
 
 class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -153,6 +155,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.libraryFolder:
+            self._parameterNode.libraryFolder = str(qt.QSettings().value(LIBRARY_FOLDER_KEY) or "")
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first:
@@ -291,6 +295,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         segmentation = self._lastResult.segmentation if self._lastResult else None
         with slicer.util.tryWithErrorDisplay("Adding the case to the training library failed.", waitCursor=True):
             image_path, label_path = self.logic.add_to_library(p.inputVolume, p.libraryFolder, segmentation)
+            qt.QSettings().setValue(LIBRARY_FOLDER_KEY, p.libraryFolder)
             self.ui.statusLabel.text = f"Added {os.path.basename(image_path)}" + (" (labeled)" if label_path else "")
 
 

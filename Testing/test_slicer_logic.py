@@ -66,6 +66,11 @@ def test_segment_matches_library_on_input_grid(logic, trained):
         v = volume_from_node(out)
         assert v.same_grid(vol) and v.array.dtype == np.float32 and np.isfinite(v.array).all()
     assert np.allclose(volume_from_node(result.uncertainty).array, pred.entropy.array, atol=1e-6)
+    # Colour tables: Inferno for the heatmap, DivergingBlueRed for the SDM with its window centred on 0.
+    assert result.uncertainty.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"
+    sdm_display = result.distance.GetDisplayNode()
+    assert sdm_display.GetColorNodeID() == "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
+    assert sdm_display.GetLevel() == 0.0 and sdm_display.GetWindow() == 2.0 and not sdm_display.GetAutoWindowLevel()
     assert np.allclose(volume_from_node(result.distance).array, pred.foreground_sdm(), atol=1e-6)
     assert result.report["structures"]["left atrium"]["volume_ml"] == pytest.approx(
         labels.array.sum() * vol.voxel_volume_ml())
@@ -215,6 +220,9 @@ def test_scene_with_overlays_saves_and_reloads(logic, trained, tmp_path):
     red = [reloaded.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(3)]
     fg = {reloaded.GetNodeByID(v.GetForegroundVolumeID()).GetName() for v in red}
     assert fg == {"patient uncertainty"}
+    assert {v.GetForegroundOpacity() for v in red} == {0.25}
+    heat = reloaded.GetFirstNodeByName("patient uncertainty").GetDisplayNode()
+    assert heat.GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"  # resolves when Slicer opens the scene
     seg = reloaded.GetFirstNodeByClass("vtkMRMLSegmentationNode")
     reloaded_logic = SemiSupCardiacSegLogic(reloaded)
     labels = reloaded_logic.labels_from_segmentation(seg, reloaded.GetFirstNodeByName("patient"))

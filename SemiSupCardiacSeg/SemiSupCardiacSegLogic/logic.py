@@ -31,6 +31,10 @@ STRUCTURE_COLORS = {
     "left ventricle": (0.85, 0.33, 0.30),
 }
 DEFAULT_COLOR = (0.5, 0.8, 0.5)
+# Node IDs of Slicer's default colour tables read from its ColorFiles (vtkMRMLColorLogic names
+# file-based tables 'vtkMRMLColorTableNodeFile' + file name).
+HEATMAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"
+SDM_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
 
 # SNOMED CT codes (category "Anatomical Structure", SCT 123037004) of the structures the shipped
 # models segment, as in DICOM's and Slicer's "Segmentation category and type - DICOM master list".
@@ -245,9 +249,9 @@ class SemiSupCardiacSegLogic:
         seg_node = self.add_segmentation_node(labels, input_node, names, f"{base} segmentation")
         distance_node = self.add_volume_node(distance, f"{base} distance") if distance is not None else None
         uncertainty_node = self.add_volume_node(uncertainty, f"{base} uncertainty")
-        self._set_color(uncertainty_node, "vtkMRMLColorTableNodeInferno")
+        self._set_color(uncertainty_node, HEATMAP_COLOR_NODE_ID)
         if distance_node is not None:
-            self._set_color(distance_node, "vtkMRMLColorTableNodeDivergingBlueRed", window_center=0.0)
+            self._set_color(distance_node, SDM_COLOR_NODE_ID, window_center=0.0)
         return SegmentResult(segmentation=seg_node, distance=distance_node, uncertainty=uncertainty_node, report=report)
 
     def import_outputs(self, input_node, out_dir: str | Path) -> SegmentResult:
@@ -281,12 +285,13 @@ class SemiSupCardiacSegLogic:
                                       loaded["uncertainty"], report)
 
     def _set_color(self, node, color_node_id: str, window_center: float | None = None) -> None:
-        """Assign a colour table when the scene has it (Slicer's colours module adds them)."""
+        """Assign a colour table by its node ID. Slicer's Colors module creates its default tables at
+        startup; a headless slicer-core scene has none of the file-based ones, but the reference is
+        kept and resolves when a saved scene is opened in Slicer."""
         display = node.GetDisplayNode()
         if display is None:
             return
-        if self.scene.GetNodeByID(color_node_id) is not None:
-            display.SetAndObserveColorNodeID(color_node_id)
+        display.SetAndObserveColorNodeID(color_node_id)
         if window_center is not None:
             display.AutoWindowLevelOff()
             display.SetWindowLevel(2.0, window_center)
