@@ -20,12 +20,14 @@ from SemiSupCardiacSegLib.volume import Volume
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed for the Logic tests")
 sys.path.insert(0, str(REPO / "SemiSupCardiacSeg"))
-from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic, volume_from_node  # noqa: E402
+from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic, headless_slicer, volume_from_node  # noqa: E402
 
 
 @pytest.fixture()
 def logic():
-    return SemiSupCardiacSegLogic(slicer.vtkMRMLScene())
+    """The module's Logic on a headless Slicer core (scene + application, volumes, colors and
+    segmentations logics), as the README demo uses it."""
+    return headless_slicer().logic()
 
 
 def _oblique_phantom(seed: int = 5) -> Volume:
