@@ -115,6 +115,38 @@ def test_cli_bad_input_one_line_and_exit_code(tmp_path):
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
+def test_unwritable_output_is_named(trained, tmp_path):
+    """An output folder that cannot be created (a file is in the way): one error line naming the
+    path, exit code 2."""
+
+    image = write_volume(Volume(make_la_phantom(shape=(40, 40, 20), seed=1).image, (2.5, 2.5, 2.5)), tmp_path / "in.nrrd")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    proc = subprocess.run([sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(image), "--out", str(blocker / "out"),
+                           "--model", str(trained / "model.pt"), "--mc-samples", "1", "--device", "cpu", "--quiet"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:") and "blocker" in proc.stderr
+
+
+def test_read_only_output_folder_is_named(tmp_path):
+    import os
+
+    from SemiSupCardiacSegLib.atomic import atomic_write_text
+
+    if os.geteuid() == 0:
+        pytest.skip("running as root: file permissions do not stop root, so this check cannot fail here")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match="not writable"):
+            atomic_write_text(ro / "x.json", "{}")
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
 def test_train_script_runs_headless(phantom_folder, tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**TINY, "iterations": 3, "validation": {"last": 0}}))
