@@ -7,7 +7,10 @@ batches of ``window_batch``; accumulators live on the CPU in float32, so memory 
 (classes + SDM channels + 2) x voxels x 4 bytes plus one window batch on the device.
 
 MC dropout (``mc_samples`` = N >= 1): per window, the encoder runs once and the decoder (which
-holds every dropout layer) N times with dropout on (``networks.set_mc_dropout``). We accumulate:
+holds every dropout layer) N times with dropout on (``networks.set_mc_dropout``), one sample at a
+time or ``mc_chunk`` samples as one batch. (Spreading the N samples over overlapping windows does
+not keep N: the Gaussian window weights (sigma = 1/8) leave each voxel dominated by its nearest
+window.) We accumulate:
 * mean probability  p_bar = 1/N sum_t p_t                      (blended across windows)
 * expected entropy  E_H   = 1/N sum_t H(p_t)                    (blended across windows)
 * mean SDM          1/N sum_t s_t
@@ -31,6 +34,10 @@ from scipy import ndimage
 from .networks import set_mc_dropout
 from .preprocessing import to_model_space
 from .volume import Volume
+
+
+#: MC samples decoded per batch by default (``sliding_window_predict``'s ``mc_chunk``).
+MC_CHUNK = 1
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -80,10 +87,12 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
                            overlap: float = 0.5, mc_samples: int = 1, window_batch: int = 2,
                            device: torch.device | str = "cpu",
                            progress: Callable[[float], None] | None = None,
-                           dropout: bool | None = None) -> ModelSpaceOutput:
+                           dropout: bool | None = None, mc_chunk: int = MC_CHUNK) -> ModelSpaceOutput:
     """Run ``model`` (with ``encode``/``decode``) over a model-space image (X, Y, Z).
 
     dropout: MC dropout on or off; None = on exactly when ``mc_samples`` > 1.
+    mc_chunk: MC samples decoded together, as one batch of ``mc_chunk x window_batch`` (the encoder
+    features repeated); each sample still draws its own dropout masks. 1 decodes them one by one.
     """
     device = torch.device(device)
     patch = tuple(int(p) for p in patch_size)
@@ -111,16 +120,24 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
             x = x[:, None].to(device=device, dtype=torch.float32)
             feats = model.encode(x)
             p_sum = h_sum = s_sum = None
-            for _ in range(max(1, mc_samples)):
-                out = model.decode(feats)
+            nb = x.shape[0]
+            left = n_window = max(1, mc_samples)
+            chunk_size = max(1, int(mc_chunk)) if _tensors_only(feats) else 1
+            while left > 0:
+                m = min(left, chunk_size)
+                left -= m
+                out = model.decode(_repeat_batch(feats, m) if m > 1 else feats)
                 p = torch.softmax(out["seg"].float(), dim=1)
                 h = -(p.clamp_min(1e-12).log() * p).sum(1)
                 s = out.get("sdm")
+                # rows are sample-major: (m * nb, ...) -> sum over the m samples
+                p, h = p.reshape((m, nb) + p.shape[1:]).sum(0), h.reshape((m, nb) + h.shape[1:]).sum(0)
                 p_sum = p if p_sum is None else p_sum + p
                 h_sum = h if h_sum is None else h_sum + h
                 if s is not None:
-                    s_sum = s.float() if s_sum is None else s_sum + s.float()
-            n = float(max(1, mc_samples))
+                    s = s.float().reshape((m, nb) + s.shape[1:]).sum(0)
+                    s_sum = s if s_sum is None else s_sum + s
+            n = float(n_window)
             p_w = (p_sum / n * weight_t).cpu().numpy()
             h_w = (h_sum / n * weight_t).cpu().numpy()
             s_w = (s_sum / n * weight_t).cpu().numpy() if s_sum is not None else None
@@ -149,6 +166,21 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     pred_h = entropy(probs, axis=0).astype(np.float32)
     mi = np.maximum(pred_h - exp_h, 0.0).astype(np.float32) if mc else np.zeros_like(pred_h)
     return ModelSpaceOutput(probs.astype(np.float32), sdm, pred_h, mi)
+
+
+def _tensors_only(feats) -> bool:
+    """True when ``feats`` is a tensor or nested lists/tuples of tensors (V-Net, dual V-Net); the 2D
+    U-Net's features carry their stack shape and are decoded one MC sample at a time."""
+    if torch.is_tensor(feats):
+        return True
+    return isinstance(feats, (list, tuple)) and all(_tensors_only(f) for f in feats)
+
+
+def _repeat_batch(feats, m: int):
+    """Every tensor of ``feats`` repeated ``m`` times along the batch (sample-major order)."""
+    if torch.is_tensor(feats):
+        return feats.repeat((m,) + (1,) * (feats.dim() - 1))
+    return type(feats)(_repeat_batch(f, m) for f in feats)
 
 
 def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:

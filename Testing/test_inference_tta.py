@@ -68,3 +68,17 @@ def test_mc_passes_are_shared_out_over_flips(net, monkeypatch):
     calls.clear()
     inf.predict_model_space(net, x, (32, 32, 16), mc_samples=1, flip_axes=(0, 1))
     assert [c[0] for c in calls] == [1, 1, 1, 1] and all(c[1] is False for c in calls)
+
+
+def test_mc_samples_decoded_as_one_batch_match_one_by_one(net):
+    """mc_chunk > 1 decodes the samples as one batch: with dropout off every sample is the same
+    pass, so the result must equal the one-by-one path exactly (a window/sample mix-up would not);
+    with dropout on the samples differ (MI > 0) and probabilities still sum to 1."""
+    img = np.random.default_rng(3).normal(size=(40, 36, 20)).astype(np.float32)
+    one = sliding_window_predict(net, img, (32, 32, 16), mc_samples=4, window_batch=3, dropout=False, mc_chunk=1)
+    batched = sliding_window_predict(net, img, (32, 32, 16), mc_samples=4, window_batch=3, dropout=False, mc_chunk=4)
+    np.testing.assert_allclose(batched.probs, one.probs, atol=1e-5)
+    np.testing.assert_allclose(batched.sdm, one.sdm, atol=1e-5)
+    torch.manual_seed(0)
+    mc = sliding_window_predict(net, img, (32, 32, 16), mc_samples=4, window_batch=3, mc_chunk=3)
+    assert mc.mutual_info.max() > 0 and np.allclose(mc.probs.sum(0), 1.0, atol=1e-4)
