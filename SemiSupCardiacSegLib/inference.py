@@ -84,12 +84,14 @@ class ModelSpaceOutput:
 
 @torch.inference_mode()
 def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size: tuple[int, int, int],
-                           overlap: float = 0.5, mc_samples: int = 1, window_batch: int = 2,
+                           overlap: float | Sequence[float] = 0.5, mc_samples: int = 1, window_batch: int = 2,
                            device: torch.device | str = "cpu",
                            progress: Callable[[float], None] | None = None,
                            dropout: bool | None = None, mc_chunk: int = MC_CHUNK) -> ModelSpaceOutput:
     """Run ``model`` (with ``encode``/``decode``) over a model-space image (X, Y, Z).
 
+    overlap: fraction of the window shared by neighbours (stride = patch x (1 - overlap)), one value
+    or one per axis.
     dropout: MC dropout on or off; None = on exactly when ``mc_samples`` > 1.
     mc_chunk: MC samples decoded together, as one batch of ``mc_chunk x window_batch`` (the encoder
     features repeated); each sample still draws its own dropout masks. 1 decodes them one by one.
@@ -100,7 +102,8 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     pads = [(max(0, p - n) // 2, max(0, p - n) - max(0, p - n) // 2) for n, p in zip(orig_shape, patch)]
     img = np.pad(image, pads, mode="constant") if any(a or b for a, b in pads) else image
     shape = img.shape
-    stride = [max(1, int(round(p * (1.0 - overlap)))) for p in patch]
+    overlaps = [float(o) for o in overlap] if isinstance(overlap, (list, tuple)) else [float(overlap)] * 3
+    stride = [max(1, int(round(p * (1.0 - o)))) for p, o in zip(patch, overlaps)]
     starts = [(x, y, z) for x in window_starts(shape[0], patch[0], stride[0])
               for y in window_starts(shape[1], patch[1], stride[1])
               for z in window_starts(shape[2], patch[2], stride[2])]
@@ -382,7 +385,7 @@ def estimate_inference_bytes(input_shape: Sequence[int], model_shape: Sequence[i
     a flipped copy under TTA). Input grid: K probabilities (and a copy while normalising), K-1
     SDMs, entropy, MI, labels; plus 10 % and a fixed 600 MiB for the torch runtime, the model and
     temporaries, calibrated on the measured peak of a 576 x 576 x 88 LA volume
-    (benchmarks/inference_memory.py: 1.8 GB measured, 1.8 GB estimated).
+    (benchmarks/inference_speed.py: 1.8 GB measured, 1.8 GB estimated).
     """
     k = int(num_classes)
     n_model = int(np.prod(model_shape))

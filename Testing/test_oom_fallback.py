@@ -69,7 +69,7 @@ def test_volume_too_large_for_memory_is_refused_with_numbers():
     from SemiSupCardiacSegLib.io import InputError
 
     need = estimate_inference_bytes((576, 576, 88), (288, 288, 44), 2)
-    assert 1.4e9 < need < 2.4e9  # the measured peak of this case is 1.8 GB (benchmarks/inference_memory.py)
+    assert 1.4e9 < need < 2.4e9  # the measured peak of this case is 1.8 GB (benchmarks/inference_speed.py)
     check_memory((576, 576, 88), (288, 288, 44), 2, available=8 * 2**30)  # fits: no error
     with pytest.raises(InputError, match=r"volume too large for available memory: .* needs about .* GiB, 0.5 GiB available"):
         check_memory((2048, 2048, 400), (2048, 2048, 400), 2, available=2**29)

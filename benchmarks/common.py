@@ -7,7 +7,10 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+_STARTED = time.perf_counter()
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -52,15 +55,18 @@ def write_result(profile: str, name: str, result: dict, table: str) -> Path:
     return out / f"{name}.json"
 
 
-def publish(profile: str, name: str, rows: dict, header: list[str], cells) -> Path:
+def publish(profile: str, name: str, rows: dict, header: list[str], cells, extra_lines: list[str] = ()) -> Path:
     """Write rows (name -> measurement dict) as JSON + a Markdown table and print the table.
 
-    header: column titles; cells(row_name, row) -> the row's cells as strings, in header order.
+    header: column titles; cells(row_name, row) -> the row's cells as strings, in header order, or
+    None to keep the row out of the table (JSON only). extra_lines: Markdown after the table.
+    The wall time since the benchmark started (this module's import) is recorded.
     """
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(cells(k, v)) + " |" for k, v in rows.items()]
-    text = "\n".join(table) + "\n"
-    result = {"benchmark": name, "command": "python " + " ".join(sys.argv), "environment": environment(), "results": rows}
+    table += ["| " + " | ".join(c) + " |" for c in (cells(k, v) for k, v in rows.items()) if c is not None]
+    text = "\n".join(table + list(extra_lines)) + "\n"
+    result = {"benchmark": name, "command": "python " + " ".join(sys.argv), "environment": environment(),
+              "wall_s": round(time.perf_counter() - _STARTED, 1), "results": rows}
     path = write_result(profile, name, result, text)
     print(path)
     print(text)

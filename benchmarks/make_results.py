@@ -22,7 +22,8 @@ def section(json_path) -> list[str]:
         f", GPU {env['gpu']}" if env.get("gpu") else ", no GPU")
     lines = [f"### {data.get('benchmark', json_path.stem)}", "",
              f"`{data.get('command', '?')}` at commit `{env.get('commit')}`; {hw}; torch {env.get('torch')}.", ""]
-    walls = [r.get("wall_s") for r in data.get("results", {}).values() if isinstance(r, dict) and r.get("wall_s")]
+    walls = [data["wall_s"]] if data.get("wall_s") else [
+        r.get("wall_s") for r in data.get("results", {}).values() if isinstance(r, dict) and r.get("wall_s")]
     if walls:
         lines += [f"Wall time: {sum(walls) / 60:.1f} min in all.", ""]
     return lines + [table, ""]

@@ -1,0 +1,276 @@
+"""Inference speed and peak memory of the uncertainty path, against a plain pass, naive MC dropout,
+MONAI's sliding window and the reference code's dense window.
+
+    python benchmarks/inference_speed.py [--profile cpu-small] [--mc-samples 10] [--model la] [--smoke]
+
+Inputs: a real LA case (the first of the 12 held out of the shipped LA model, from ../shared, else an
+LA-sized phantom) and a 576x576x88 phantom volume at 0.625 mm (the LA2018 scanner grid). Timed, each in
+a fresh child process that reads the input from a file (its peak RSS, VmHWM, is then its own):
+  (a) one deterministic sliding-window pass (overlap 0.5, no TTA);
+  (b) naive MC dropout: N full network passes (encoder and decoder) per window;
+  (c) the project's uncertainty path: encoder once per window, the dropout-bearing decoder N times;
+  (c, batched) the same with the N decoder passes as one batch (``mc_chunk = N``);
+  segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA).
+Seconds are end to end (resampling to model space and back included) and of the sliding window
+alone ("network s"). On the LA case, also in model space: MONAI's ``sliding_window_inference``
+(installed for this benchmark only: ``pip install monai``; the row is skipped without it) on the
+same network, window and overlap, and the reference code's window stride (18/18/4 voxels at
+0.625 mm with 112x112x80 windows; the same stride in mm for the shipped model's grid), each
+against our deterministic pass in the same process: seconds and the ratio. Finally, window overlap
+vs accuracy: deterministic Dice on held-out LA cases and seconds per case for several overlaps.
+Writes benchmarks/results/<profile>/inference_speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, benchmark_parser, publish
+
+LA_DIR = ROOT.parent / "shared" / "data" / "LA2018"
+REFERENCE_STRIDE_MM = (18 * 0.625, 18 * 0.625, 4 * 0.625)  # kleinzcy/SASSnet test_single_case stride_xy 18, stride_z 4
+
+
+def _hwm_mb() -> float:
+    """VmHWM: this process's peak RSS (unlike ru_maxrss, not inherited across fork/exec)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class FullPass:
+    """Wraps a network so that ``sliding_window_predict``'s 'decode' is a full forward pass: the
+    naive MC dropout baseline (b), where every sample re-runs the encoder too."""
+
+    def __new__(cls, net):
+        import torch
+
+        class _Full(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def encode(self, x):
+                return x
+
+            def decode(self, x):
+                return self.inner(x)
+
+        return _Full(net)
+
+
+def child(mode: str, path: str, model_name: str, mc: int, threads: int) -> dict:
+    """One measurement on the volume file ``path`` (run in a fresh process)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from SemiSupCardiacSegLib.checkpoint import load_model
+    from SemiSupCardiacSegLib.inference import predict_with_model
+    from SemiSupCardiacSegLib import inference
+    from SemiSupCardiacSegLib.io import read_volume
+
+    vol = read_volume(path)
+    net, meta = load_model(model_name)
+    base = _hwm_mb()
+    kwargs = {"a": dict(mc_samples=1, tta=False), "b": dict(mc_samples=mc, tta=False),
+              "c": dict(mc_samples=mc, tta=False), "c_batched": dict(mc_samples=mc, tta=False),
+              "segment": dict(mc_samples=mc, tta=True)}[mode]
+    original = inference.sliding_window_predict
+    if mode == "b":  # every MC sample is a full pass: wrap the network
+        def naive(model, *args, **kw):
+            return original(FullPass(model), *args, **kw)
+        inference.sliding_window_predict = naive
+    elif mode == "c_batched":
+        def batched(*args, **kw):
+            return original(*args, **{**kw, "mc_chunk": mc})
+        inference.sliding_window_predict = batched
+    t = time.perf_counter()
+    with torch.inference_mode():
+        pred = predict_with_model(net, meta, vol, device="cpu", **kwargs)
+    sec = time.perf_counter() - t
+    return {"seconds": sec, "network_s": pred.timings["network_s"], "peak_rss_mb": _hwm_mb(), "rss_before_mb": base,
+            "shape": list(vol.shape), "foreground_voxels": int((pred.labels.array > 0).sum()),
+            "mean_entropy": float(np.mean(pred.entropy.array))}
+
+
+def run_child(mode: str, path: Path, model: str, mc: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(path), "--model", model, "--mc-samples", str(mc),
+                          "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} on {path.name} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def model_space_comparisons(image_volume, model_name: str, threads: int, repeats: int = 1) -> dict:
+    """In model space, same process: ours (deterministic) vs MONAI and vs the reference stride."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from SemiSupCardiacSegLib.checkpoint import load_model
+    from SemiSupCardiacSegLib.inference import sliding_window_predict
+    from SemiSupCardiacSegLib.preprocessing import Preprocessing, to_model_space
+
+    net, meta = load_model(model_name)
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    image = to_model_space(image_volume, prep).array.astype(np.float32)
+    patch = tuple(meta["patch_size"])
+    spacing = prep.model_spacing(image_volume.shape, image_volume.spacing)
+
+    def timed(fn):
+        best = None
+        for _ in range(repeats):
+            t = time.perf_counter()
+            value = fn()
+            dt = time.perf_counter() - t
+            best = dt if best is None else min(best, dt)
+        return best, value
+
+    with torch.inference_mode():
+        ours_s, ours = timed(lambda: sliding_window_predict(net, image, patch, 0.5, mc_samples=1))
+        rows = {"ours, overlap 0.5": {"seconds": ours_s, "ratio": 1.0, "model_shape": list(image.shape)}}
+        try:
+            from monai.inferers import sliding_window_inference
+        except ImportError:
+            rows["MONAI sliding_window_inference"] = {"skipped": "monai not installed (pip install monai)"}
+        else:
+            x = torch.from_numpy(image)[None, None]
+            mon_s, logits = timed(lambda: sliding_window_inference(x, patch, 2, lambda t: net(t)["seg"], overlap=0.5,
+                                                                   mode="gaussian", sigma_scale=0.125))
+            agree = float((logits[0].argmax(0).numpy() == ours.probs.argmax(0)).mean())
+            rows["MONAI sliding_window_inference (gaussian, overlap 0.5, batch 2)"] = {
+                "seconds": mon_s, "ratio": mon_s / ours_s, "label_agreement": agree}
+        stride = [max(1, round(mm / s)) for mm, s in zip(REFERENCE_STRIDE_MM, spacing)]
+        ref_overlap = [1.0 - st / p for st, p in zip(stride, patch)]
+        ref_s, _ = timed(lambda: sliding_window_predict(net, image, patch, ref_overlap, mc_samples=1))
+        rows[f"reference stride {stride[0]}/{stride[1]}/{stride[2]} voxels (18/18/4 at 0.625 mm)"] = {
+            "seconds": ref_s, "ratio": ref_s / ours_s, "stride_voxels": stride}
+    return rows
+
+
+def overlap_sweep(cases: list, model_name: str, threads: int, overlaps=(0.0, 0.25, 0.5, 0.75)) -> dict:
+    """Deterministic Dice and seconds per case for each window overlap (held-out LA cases)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from SemiSupCardiacSegLib.checkpoint import load_model
+    from SemiSupCardiacSegLib.inference import predict_with_model
+    from SemiSupCardiacSegLib.io import read_h5_case
+    from SemiSupCardiacSegLib.metrics import dice
+
+    net, meta = load_model(model_name)
+    data = [read_h5_case(c) for c in cases]
+    rows = {}
+    for ov in overlaps:
+        dices, secs = [], []
+        for image, label in data:
+            t = time.perf_counter()
+            pred = predict_with_model(net, meta, image, mc_samples=1, tta=False, overlap=ov, device="cpu")
+            secs.append(time.perf_counter() - t)
+            dices.append(dice(pred.labels.array == 1, label.array == 1))
+        rows[f"overlap {ov}"] = {"dice_mean": float(np.mean(dices)), "dice_std": float(np.std(dices)),
+                                 "seconds_per_case": float(np.mean(secs)), "n_cases": len(data)}
+    return rows
+
+
+def held_out_cases(model_name: str, n: int) -> list[Path]:
+    from SemiSupCardiacSegLib.checkpoint import load_model
+
+    if not (LA_DIR / "train").is_dir():
+        return []
+    _, meta = load_model(model_name)
+    names = (meta.get("training_data") or {}).get("validation_cases") or []
+    return [LA_DIR / "train" / f"{c}.h5" for c in names if (LA_DIR / "train" / f"{c}.h5").is_file()][:n]
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        import argparse
+
+        p = argparse.ArgumentParser()
+        p.add_argument("mode")
+        p.add_argument("path")
+        p.add_argument("--model", default="la")
+        p.add_argument("--mc-samples", type=int, default=10)
+        p.add_argument("--threads", type=int, default=2)
+        a = p.parse_args(argv[1:])
+        print(json.dumps(child(a.mode, a.path, a.model, a.mc_samples, a.threads)))
+        return 0
+    p = benchmark_parser(__doc__)
+    p.add_argument("--mc-samples", type=int, default=10)
+    p.add_argument("--model", default="la")
+    p.add_argument("--sweep-cases", type=int, default=4, help="held-out LA cases in the overlap sweep")
+    args = p.parse_args(argv)
+    from SemiSupCardiacSegLib.io import read_h5_case, write_volume
+    from SemiSupCardiacSegLib.phantoms import make_la_phantom
+    from SemiSupCardiacSegLib.volume import Volume
+
+    mc = 2 if args.smoke else args.mc_samples
+    threads = 1 if args.smoke else args.threads
+    held = [] if args.smoke else held_out_cases(args.model, args.sweep_cases)
+    result = {"mc_samples": mc, "inputs": {}, "paths": {}, "model_space": {}, "overlap_sweep": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = {}
+        if held:
+            image, _ = read_h5_case(held[0])
+            inputs[f"real LA case {held[0].stem} {'x'.join(map(str, image.shape))}"] = image
+        elif not args.smoke:
+            ph = make_la_phantom(shape=(176, 144, 88), spacing=(0.625,) * 3, seed=3)
+            inputs["LA-sized phantom 176x144x88"] = Volume(ph.image, ph.spacing)
+        shape = (48, 40, 24) if args.smoke else (576, 576, 88)
+        ph = make_la_phantom(shape=shape, spacing=(0.625,) * 3 if not args.smoke else (2.0,) * 3, seed=4)
+        inputs[f"phantom {'x'.join(map(str, shape))}"] = Volume(ph.image, ph.spacing)
+        modes = ("a", "c") if args.smoke else ("a", "b", "c", "c_batched", "segment")
+        for name, vol in inputs.items():
+            path = write_volume(vol, Path(tmp) / f"{len(result['paths'])}.nrrd")
+            rows = {m: run_child(m, path, args.model, mc, threads) for m in modes}
+            for m in modes:
+                rows[m]["ratio_to_a"] = rows[m]["seconds"] / rows["a"]["seconds"]
+                rows[m]["network_ratio_to_a"] = rows[m]["network_s"] / rows["a"]["network_s"]
+            result["paths"][name] = rows
+        first = next(iter(inputs))
+        result["model_space"] = model_space_comparisons(inputs[first], args.model, threads)
+        if held:
+            result["overlap_sweep"] = overlap_sweep(held, args.model, threads)
+    if args.smoke:
+        print(json.dumps(result)[:2000])
+        return 0
+    labels = {"a": "(a) deterministic pass", "b": f"(b) naive MC, N={mc}", "c": f"(c) encoder once + N={mc} decoder passes",
+              "c_batched": f"(c) with the {mc} decoder passes batched", "segment": f"segment default: N={mc} shared over flip TTA"}
+    flat = {}
+    for name, rows in result["paths"].items():
+        for m, v in rows.items():
+            flat[f"{name} | {labels[m]}"] = v
+    extra = ["", "Model space, same process (seconds of the sliding window; ratio to ours):", "",
+             "| window | seconds | ratio | note |", "|---|---|---|---|"]
+    for k, v in result["model_space"].items():
+        if "skipped" in v:
+            extra.append(f"| {k} | - | - | {v['skipped']} |")
+        else:
+            note = f"label agreement with ours {v['label_agreement']:.4f}" if "label_agreement" in v else (
+                f"model grid {v['model_shape']}" if "model_shape" in v else "")
+            extra.append(f"| {k} | {v['seconds']:.2f} | {v['ratio']:.2f} | {note} |")
+    if result["overlap_sweep"]:
+        extra += ["", f"Window overlap vs accuracy (deterministic, no TTA, {len(held)} held-out LA cases):", "",
+                  "| overlap | Dice | s / case |", "|---|---|---|"]
+        extra += [f"| {k.split()[1]} | {v['dice_mean']:.4f} ± {v['dice_std']:.4f} | {v['seconds_per_case']:.2f} |"
+                  for k, v in result["overlap_sweep"].items()]
+    publish(args.profile, "inference_speed", {**flat, "_details": result},
+            ["input | path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB"],
+            lambda k, v: None if k == "_details" else [k, f"{v['seconds']:.2f}", f"{v['network_s']:.2f}", f"{v['ratio_to_a']:.2f}",
+                                                       f"{v['network_ratio_to_a']:.2f}", f"{v['peak_rss_mb']:.0f}"],
+            extra_lines=extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
