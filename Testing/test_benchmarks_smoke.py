@@ -12,7 +12,7 @@ from conftest import REPO, SHARED
 NEEDS_REAL_DATA = {"method_comparison.py": SHARED / "data", "cine_indices.py": SHARED / "data" / "ACDC"}
 
 
-@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_speed.py", "uncertainty_quality.py",
+@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_speed.py", "loop_throughput.py", "uncertainty_quality.py",
                                     "method_comparison.py --task la", "method_comparison.py --task cine",
                                     "cine_indices.py --model {cine_model}"])
 def test_benchmark_smoke(script):

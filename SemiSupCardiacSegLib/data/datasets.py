@@ -127,11 +127,13 @@ class CropDataset(Dataset):
     labeled: bool. SDM targets are computed here, i.e. in the DataLoader workers.
     """
 
-    def __init__(self, cases: Sequence[Case], crop_size: tuple[int, int, int], num_classes: int, augment: bool = True):
+    def __init__(self, cases: Sequence[Case], crop_size: tuple[int, int, int], num_classes: int, augment: bool = True,
+                 with_sdm: bool = True):
         self.cases = list(cases)
         self.crop_size = tuple(int(c) for c in crop_size)
         self.num_classes = num_classes
         self.augment = augment
+        self.with_sdm = with_sdm  # False: no 'sdm' key (a caller computing SDM targets itself)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -147,8 +149,9 @@ class CropDataset(Dataset):
         out = {"image": torch.from_numpy(image[None].astype(np.float32)), "labeled": label is not None}
         if label is not None:
             out["label"] = torch.from_numpy(label.astype(np.int64))
-            out["sdm"] = torch.from_numpy(multiclass_sdm(label, self.num_classes))
         else:
             out["label"] = torch.zeros(self.crop_size, dtype=torch.int64)
-            out["sdm"] = torch.zeros((self.num_classes - 1,) + self.crop_size, dtype=torch.float32)
+        if self.with_sdm:
+            out["sdm"] = (torch.from_numpy(multiclass_sdm(label, self.num_classes)) if label is not None
+                          else torch.zeros((self.num_classes - 1,) + self.crop_size, dtype=torch.float32))
         return out
