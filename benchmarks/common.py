@@ -62,7 +62,7 @@ def publish(profile: str, name: str, rows: dict, header: list[str], cells, extra
     None to keep the row out of the table (JSON only). extra_lines: Markdown after the table.
     The wall time since the benchmark started (this module's import) is recorded.
     """
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] if header else []
     table += ["| " + " | ".join(c) + " |" for c in (cells(k, v) for k, v in rows.items()) if c is not None]
     text = "\n".join(table + list(extra_lines)) + "\n"
     result = {"benchmark": name, "command": "python " + " ".join(sys.argv), "environment": environment(),

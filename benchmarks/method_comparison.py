@@ -1,18 +1,26 @@
-"""Validation Dice and training speed of every method trained the same short way (the small profile).
+"""Accuracy table of every method at two labeled fractions, with lower and upper bounds (Table 1 of the seeds).
 
-    python benchmarks/method_comparison.py --task la   [--iterations 500] [--methods supervised,sassnet,...]
-    python benchmarks/method_comparison.py --task cine [--iterations 1000] [--methods supervised,bmtctl,mtn]
+    python benchmarks/method_comparison.py --task la   [--profile cpu-small|gpu-full] [--labeled 8,16] [--seeds 1337]
+                                                       [--iterations 600] [--methods supervised,sassnet,...]
+    python benchmarks/method_comparison.py --task cine [--labeled 6,14] [--iterations 600] [--methods supervised,bmtctl,mtn]
 
-Each method is trained by ``training.Trainer`` from the shipped models' CPU configurations, made
-cheaper (``la_sassnet_cpu.json`` at 2 mm instead of 1.25, 48 x 48 x 32 crops, V-Net width 8; 16
-labeled of the first 68 LA2018 cases, the last 12 held out, Dice in model space at 2 mm;
-``acdc_bmtctl_cpu.json``: slices resized to 192 x 192, 128 x 128 crops, U-Net width 16, 7 labeled
-ACDC patients, the 10 val.list patients held out), with only the
-method (and the method's own network options: dual V-Net for DTML, separate SDM decoder for
-MTCTL/BMT-CTL, area head for MTN) changed, and ``iterations`` short enough for a 2-core CPU. The
-learning rate steps x0.1 at 85 % of the run. ``supervised_all`` (LA) is the upper bound: the
-supervised V-Net with every training case labeled. The figures rank methods under a small budget;
-they are not the papers' 6000-iteration numbers (see the gpu-full profile for those settings).
+Each method is trained by ``training.Trainer`` with only the method (and its own network options:
+dual V-Net for DTML, separate SDM decoder for MTCTL/BMT-CTL, area head for MTN) changed:
+* profile ``cpu-small`` (2 CPU cores): the shipped models' CPU configurations made cheaper
+  (``la_sassnet_cpu.json`` at 2 mm, 48 x 48 x 32 crops, V-Net width 8; ``acdc_bmtctl_cpu.json``:
+  192 x 192 slices, 128 x 128 crops, U-Net width 16), ``iterations`` short, the learning rate
+  stepped x0.1 at 85 % of the run;
+* profile ``gpu-full``: each method's paper configuration (``configs/NAME.json``: 112 x 112 x 80
+  crops at 0.625 mm, batch 4 with 2 labeled, 6000 iterations, SGD 0.01 x0.1 every 2500) on CUDA.
+Split (recorded): LA2018 - the first 68 cases of train.list train (``--labeled`` of them labeled,
+8 = 10 % and 16 = 20 % of the 80 as in the papers), the last 12 are held out; ACDC - train.list
+(70 patients; ``--labeled`` counts frames, 2 per patient: 6 = 3 patients, 14 = 7), val.list (10
+patients) held out. Bounds: ``supervised`` at each labeled count (lower) and ``supervised_all``
+(every training case labeled; upper). Each trained model is evaluated on the held-out cases
+(``evaluation.evaluate_cases``, deterministic, no TTA): Dice, Jaccard, HD95, ASD (mm; voxels for the
+ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
+structure; "gain recovered" = (method - lower) / (upper - lower) on mean Dice. With several
+``--seeds`` each row also gives the spread (std) of the mean Dice over seeds.
 Writes benchmarks/results/<profile>/method_comparison_<task>.json and .md; runs go to runs/bench/.
 Real data is read from ../shared and never copied; without it the benchmark says so and stops.
 """
@@ -31,56 +39,85 @@ TASKS = {
     # LA at 2 mm with a width-8 V-Net: ~4x cheaper per iteration than the shipped 1.25 mm model, so
     # every method gets 600 iterations within minutes on 2 cores.
     "la": {"base": "la_sassnet_cpu.json", "data": ROOT.parent / "shared" / "data" / "LA2018" / "train.list",
-           "methods": "supervised,sassnet,dtc,mtctl,uamt,dtml,supervised_all", "iterations": 600,
+           "methods": "supervised,sassnet,dtc,mtctl,uamt,dtml,supervised_all", "iterations": 600, "labeled": "8,16",
            "overrides": {"preprocessing": {"spacing": [2.0, 2.0, 2.0], "normalization": "zscore"},
                          "patch_size": [48, 48, 32], "n_filters": 8}},
     "cine": {"base": "acdc_bmtctl_cpu.json", "data": ROOT.parent / "shared" / "data" / "ACDC" / "train.list",
-             "methods": "supervised,bmtctl,mtn", "iterations": 600, "overrides": {}},
+             "methods": "supervised,bmtctl,mtn,supervised_all", "iterations": 600, "labeled": "6,14", "overrides": {}},
 }
+#: The paper configuration of the supervised bounds, per task (gpu-full profile).
+SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
 
-def method_config(task: str, method: str, iterations: int) -> dict:
-    """The task's CPU base config with ``method`` swapped in (its paper method_params, CPU-sized D)."""
-    base = json.loads((CONFIGS / TASKS[task]["base"]).read_text())
+def _paper(name: str) -> dict:
+    return {k: v for k, v in json.loads((CONFIGS / name).read_text()).items() if not k.startswith("_")}
+
+
+def method_config(task: str, method: str, iterations: int | None, labeled: int | None = None, seed: int | None = None,
+                  profile: str = "cpu-small") -> dict:
+    """The training config of ``method`` on ``task``: the profile's base with the method swapped in.
+
+    labeled: labeled training cases (frames for cine); ignored for ``supervised_all`` (all labeled).
+    """
     name = "supervised" if method == "supervised_all" else method
-    paper = json.loads((CONFIGS / f"{name}.json").read_text())
-    cfg = {k: v for k, v in base.items() if not k.startswith("_")}
-    cfg["method"] = name
-    params = dict(paper.get("method_params", {}))
-    if "disc_filters" in params:
-        params["disc_filters"] = 32
-    if "mc_passes" in params and task == "cine":
-        params["mc_passes"] = base["method_params"].get("mc_passes", params["mc_passes"])
-    if task == "cine" and "seg_loss" in params and name != "mtn":
-        params["seg_loss"] = "dice_ce"
-    cfg["method_params"] = params
-    if paper.get("arch") == "dual_vnet":
-        cfg["arch"] = "dual_vnet"
-    net = dict(base["network"])
-    for key in ("sdm_decoder", "area_head"):
-        if key in paper.get("network", {}):
-            net[key] = paper["network"][key]
-    over = TASKS[task]["overrides"]
-    if "n_filters" in over:
-        net["n_filters"] = over["n_filters"]
-    for key in ("preprocessing", "patch_size"):
-        if key in over:
-            cfg[key] = over[key]
-    cfg["network"] = net
-    cfg["iterations"] = iterations
-    cfg["optim"] = json.loads(json.dumps(base["optim"]))
-    cfg["optim"]["model"].update(schedule="step", step=max(1, int(0.85 * iterations)))
-    cfg["validation"] = {**base["validation"], "every": iterations}
+    if profile == "gpu-full":
+        cfg = _paper(SUPERVISED_PAPER[task] if (name == "supervised" and task == "cine") else f"{name}.json")
+        if name == "supervised":
+            cfg["method"] = "supervised"
+        cfg["validation"] = {**cfg.get("validation", {}), "every": int(iterations or cfg["iterations"])}
+        if iterations:
+            cfg["iterations"] = iterations
+    else:
+        base = json.loads((CONFIGS / TASKS[task]["base"]).read_text())
+        paper = _paper(f"{name}.json")
+        cfg = {k: v for k, v in base.items() if not k.startswith("_")}
+        cfg["method"] = name
+        params = dict(paper.get("method_params", {}))
+        if "disc_filters" in params:
+            params["disc_filters"] = 32
+        if "mc_passes" in params and task == "cine":
+            params["mc_passes"] = base["method_params"].get("mc_passes", params["mc_passes"])
+        if task == "cine" and "seg_loss" in params and name != "mtn":
+            params["seg_loss"] = "dice_ce"
+        cfg["method_params"] = params
+        if paper.get("arch") == "dual_vnet":
+            cfg["arch"] = "dual_vnet"
+        net = dict(base["network"])
+        for key in ("sdm_decoder", "area_head"):
+            if key in paper.get("network", {}):
+                net[key] = paper["network"][key]
+        over = TASKS[task]["overrides"]
+        if "n_filters" in over:
+            net["n_filters"] = over["n_filters"]
+        for key in ("preprocessing", "patch_size"):
+            if key in over:
+                cfg[key] = over[key]
+        cfg["network"] = net
+        iterations = iterations or TASKS[task]["iterations"]
+        cfg["iterations"] = iterations
+        cfg["optim"] = json.loads(json.dumps(base["optim"]))
+        cfg["optim"]["model"].update(schedule="step", step=max(1, int(0.85 * iterations)))
+        cfg["validation"] = {**base["validation"], "every": iterations}
+    if labeled is not None:
+        cfg["labeled"] = int(labeled)
+    if seed is not None:
+        cfg["seed"] = int(seed)
     if method == "supervised_all":
         cfg["labeled"] = None  # every training case with a label
     return cfg
 
 
-def run_one(task: str, method: str, iterations: int, out_root: Path, device: str, progress: bool) -> dict:
+def run_one(task: str, method: str, labeled: int | None, seed: int | None, iterations: int | None, out_root: Path,
+            device: str, profile: str, progress: bool) -> dict:
+    """Train (or reuse a finished run) and evaluate on the held-out cases."""
+    from SemiSupCardiacSegLib.checkpoint import load_model
+    from SemiSupCardiacSegLib.data import find_cases
+    from SemiSupCardiacSegLib.evaluation import evaluate_cases
     from SemiSupCardiacSegLib.training import Trainer
 
-    out = out_root / f"{task}_{method}_{iterations}"
-    cfg = method_config(task, method, iterations)
+    cfg = method_config(task, method, iterations, labeled, seed, profile)
+    tag = "all" if method == "supervised_all" else f"l{cfg['labeled']}"
+    out = out_root / profile / f"{task}_{method}_{tag}_s{cfg.get('seed', 'default')}_{cfg['iterations']}"
     data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
     cfg["data"] = [str((ROOT / d).resolve()) for d in data]
     if "list" in cfg["validation"]:
@@ -91,17 +128,71 @@ def run_one(task: str, method: str, iterations: int, out_root: Path, device: str
     wall = time.perf_counter() - t0
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r["step_s"] for r in logs if "step_s" in r]
-    vals = [r for r in logs if "val_dice" in r]
-    return {"method": cfg["method"], "labeled": cfg["labeled"], "iterations": iterations,
-            "val_dice": vals[-1]["val_dice"] if vals else None, "s_per_it": steps[-1] if steps else None,
-            "wall_s": wall, "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
+    net, meta = load_model(out / "model.pt")
+    td = meta["training_data"]
+    held = set(td["validation_cases"])
+    cases = [c for src in cfg["data"] + ([cfg["validation"]["list"]] if "list" in cfg["validation"] else [])
+             for c in find_cases(src) if c.name in held]
+    evaluation = evaluate_cases(net, meta, list({c.name: c for c in cases}.values()), mc_samples=1, tta=False, device=device)
+    return {"method": cfg["method"], "variant": method, "labeled": td["n_labeled"], "seed": cfg.get("seed"),
+            "iterations": cfg["iterations"], "s_per_it": steps[-1] if steps else None, "wall_s": wall,
+            "held_out": sorted(held), "distance_unit": evaluation["distance_unit"], "mean": evaluation["mean"],
+            "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
+
+
+METRICS = ("dice", "jaccard", "hd95", "asd", "ravd", "precision", "recall")
+
+
+def mean_dice(row: dict) -> float:
+    """Mean over structures of the held-out mean Dice."""
+    return sum(s["dice"]["mean"] for s in row["mean"].values()) / len(row["mean"])
+
+
+def summarize(rows: dict) -> dict:
+    """Per (variant, labeled): mean and spread over seeds of the mean Dice, and gain recovered."""
+    import numpy as np
+
+    groups: dict[tuple, list] = {}
+    for r in rows.values():
+        groups.setdefault((r["variant"], r["labeled"]), []).append(r)
+    upper = [mean_dice(r) for (v, _), rs in groups.items() if v == "supervised_all" for r in rs]
+    summary = {}
+    for (variant, lab), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        d = [mean_dice(r) for r in rs]
+        lower = [mean_dice(r) for r in groups.get(("supervised", lab), [])]
+        entry = {"variant": variant, "labeled": lab, "n_seeds": len(d), "dice_mean": float(np.mean(d)),
+                 "dice_seed_std": float(np.std(d)) if len(d) > 1 else None}
+        if upper and lower and variant not in ("supervised", "supervised_all") and np.mean(upper) != np.mean(lower):
+            entry["gain_recovered"] = float((np.mean(d) - np.mean(lower)) / (np.mean(upper) - np.mean(lower)))
+        summary[f"{variant} @ {lab}"] = entry
+    return summary
+
+
+def table_lines(rows: dict, summary: dict) -> list[str]:
+    """Markdown: the summary (mean Dice, spread over seeds, gain recovered), then every run's metrics
+    (mean +- std over held-out cases) per structure."""
+    lines = ["| method | labeled | seeds | mean Dice | std over seeds | gain recovered |", "|---|---|---|---|---|---|"]
+    for v in summary.values():
+        spread = "-" if v["dice_seed_std"] is None else format(v["dice_seed_std"], ".3f")
+        gain = format(v["gain_recovered"], ".2f") if "gain_recovered" in v else "-"
+        lines.append(f"| {v['variant']} | {v['labeled']} | {v['n_seeds']} | {v['dice_mean']:.3f} | {spread} | {gain} |")
+    unit = next(iter(rows.values()))["distance_unit"] if rows else "mm"
+    lines += ["", f"Per run, held-out mean ± std over cases (HD95 and ASD in {unit}):", "",
+              "| run | structure | " + " | ".join(METRICS) + " | s / it |", "|---|---|" + "---|" * (len(METRICS) + 1)]
+    for key, r in rows.items():
+        for structure, m in r["mean"].items():
+            cells = [f"{m[k]['mean']:.3f} ± {m[k]['std']:.3f}" for k in METRICS]
+            lines.append(f"| {key} | {structure} | " + " | ".join(cells) + f" | {r['s_per_it']:.2f} |")
+    return lines
 
 
 def main(argv=None) -> int:
     p = benchmark_parser(__doc__)
     p.add_argument("--task", choices=sorted(TASKS), required=True)
-    p.add_argument("--methods", help="comma-separated; default: every method of the task")
-    p.add_argument("--iterations", type=int, help="training iterations per method")
+    p.add_argument("--methods", help="comma-separated; default: every method of the task and the bounds")
+    p.add_argument("--labeled", help="comma-separated labeled counts (LA cases, ACDC frames); default 10 %% and 20 %%")
+    p.add_argument("--seeds", default="1337", help="comma-separated training seeds")
+    p.add_argument("--iterations", type=int, help="training iterations per run (default: the profile's)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     import torch
@@ -112,23 +203,30 @@ def main(argv=None) -> int:
         print(f"real data not found at {task['data']} (kept outside the repository); nothing to benchmark", file=sys.stderr)
         return 0 if args.smoke else 2
     methods = (args.methods or task["methods"]).split(",")
-    iterations = args.iterations or task["iterations"]
-    if args.smoke:  # configuration check only: every method's config builds its method
+    labeled = [int(x) for x in (args.labeled or task["labeled"]).split(",")]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    if args.smoke:  # configuration check only: every method's config builds its method, both profiles
         from SemiSupCardiacSegLib.methods import get_method
         from SemiSupCardiacSegLib.training import DEFAULTS, merge_config
 
-        for m in methods:
-            get_method(method_config(args.task, m, 10)["method"])(merge_config(DEFAULTS, method_config(args.task, m, 10)))
-        print({"methods": methods, "ok": True})
+        for profile in ("cpu-small", "gpu-full"):
+            for m in methods:
+                cfg = method_config(args.task, m, 10, labeled[0], seeds[0], profile)
+                get_method(cfg["method"])(merge_config(DEFAULTS, cfg))
+        fake = {f"{v} {l}": {"variant": v, "labeled": l, "mean": {"x": {"dice": {"mean": d}}}}
+                for v, l, d in (("supervised", 8, 0.6), ("sassnet", 8, 0.7), ("supervised_all", 68, 0.9))}
+        print({"methods": methods, "gain": summarize(fake)["sassnet @ 8"]["gain_recovered"], "ok": True})
         return 0
+    runs = [(m, None if m == "supervised_all" else n, s) for s in seeds for n in labeled for m in methods
+            if not (m == "supervised_all" and n != labeled[0])]
     rows = {}
-    for m in methods:  # results are published after every method, so a stopped run keeps what it measured
-        rows[m] = run_one(args.task, m, iterations, ROOT / "runs" / "bench", args.device, progress=True)
-        print(json.dumps({m: rows[m]}), flush=True)
-        publish(args.profile, f"method_comparison_{args.task}", rows,
-                ["method", "labeled", "iterations", "validation Dice", "s / iteration (training log)"],
-                lambda k, v: [k, str(v["labeled"] if v["labeled"] is not None else "all"), str(v["iterations"]),
-                              f"{v['val_dice']:.3f}" if v["val_dice"] is not None else "-", f"{v['s_per_it']:.2f}" if v["s_per_it"] else "-"])
+    for m, n, s in runs:  # published after every run, so a stopped benchmark keeps what it measured
+        key = f"{m}, {'all' if n is None else n} labeled, seed {s}"
+        rows[key] = run_one(args.task, m, n, s, args.iterations, ROOT / "runs" / "bench", args.device, args.profile, progress=True)
+        print(json.dumps({key: round(mean_dice(rows[key]), 4)}), flush=True)
+        summary = summarize(rows)
+        publish(args.profile, f"method_comparison_{args.task}", {**rows, "_summary": summary}, [], lambda k, v: None,
+                extra_lines=table_lines(rows, summary))
     return 0
 
 
