@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 import time
 
-from common import ROOT, benchmark_parser, publish
+from common import ROOT, benchmark_parser, optimisation_step, publish
 
 import numpy as np
 import torch
@@ -92,12 +92,7 @@ def run_loop(kind: str, method_name: str, cases, prof: dict, iterations: int, wo
         t1 = time.perf_counter()
         batch = {k: v.to(prof["device"]) if torch.is_tensor(v) else v for k, v in batch.items()}
         batch["n_labeled"] = 2
-        losses, _ = method.training_step(batch, 3000)
-        for k, loss in losses.items():
-            opts[k].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[k].step()
-        method.after_step(it + 1)
+        optimisation_step(method, opts, batch, 3000)
         sync()
         t2 = time.perf_counter()
         if it >= 2:  # two warm-up iterations

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import publish
+from common import optimisation_step, publish
 
 import torch
 
@@ -76,12 +76,7 @@ def time_method(name: str, prof: dict, steps: int) -> dict:
         sync = torch.cuda.synchronize if prof["device"] == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
-        losses, _ = method.training_step(batch, 3000)
-        for k, loss in losses.items():
-            opts[k].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[k].step()
-        method.after_step(it + 1)
+        optimisation_step(method, opts, batch, 3000)
         sync()
         if it >= 2:
             times.append(time.perf_counter() - t0)
