@@ -195,8 +195,12 @@ def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
 def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, overlap: float = 0.5,
                         mc_samples: int = 1, flip_axes: Sequence[int] = (), window_batch: int = 2,
                         device: torch.device | str = "cpu",
-                        progress: Callable[[float], None] | None = None) -> ModelSpaceOutput:
+                        progress: Callable[[float], None] | None = None, rot90: bool = False) -> ModelSpaceOutput:
     """Sliding window with MC dropout and flip test-time augmentation (TTA), in model space.
+
+    rot90: TTA over the 8 symmetries of the square in the (0, 1) plane (rotations by k x 90 degrees,
+    each with and without a flip of axis 0) instead of the flips of ``flip_axes``: for networks
+    trained with ``random_rot_flip``, which draws exactly these.
 
     The ensemble is the set of (flip, dropout mask) passes: F = 2^len(flip_axes) flips of the
     model-space image, and max(N, F) passes shared out over the flips as evenly as possible (so
@@ -206,23 +210,28 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
     ``sliding_window_predict`` (with flips only, MI measures the flips' disagreement).
     Use flips the network was trained to be invariant to (``data.transforms``: axes 0 and 1).
     """
-    flips = flip_sets(flip_axes)
+    flips = [(k, axes) for axes in ((), (0,)) for k in range(4)] if rot90 else [(0, axes) for axes in flip_sets(flip_axes)]
     if len(flips) == 1:
         return sliding_window_predict(model, image, patch_size, overlap, mc_samples, window_batch, device, progress)
     total = max(int(mc_samples), len(flips))
     counts = [total // len(flips) + (1 if i < total % len(flips) else 0) for i in range(len(flips))]
+
+    def undo(a: np.ndarray, k: int, axes: tuple, channels: bool) -> np.ndarray:
+        """Inverse of x -> flip(rot90(x, k), axes) on an output (channel axis first when ``channels``)."""
+        c = 1 if channels else 0
+        return np.rot90(np.flip(a, tuple(x + c for x in axes)), -k, axes=(c, c + 1))
+
     acc_p = acc_h = acc_s = None
-    for f, (axes, n) in enumerate(zip(flips, counts)):
+    for f, ((k, axes), n) in enumerate(zip(flips, counts)):
         def sub_progress(frac: float, f=f) -> None:
             if progress is not None:
                 progress((f + frac) / len(flips))
 
-        out = sliding_window_predict(model, np.ascontiguousarray(np.flip(image, axes)), patch_size, overlap, n,
-                                     window_batch, device, sub_progress, dropout=mc_samples > 1)
-        back = tuple(a + 1 for a in axes)  # channel axis first in probs / sdm
-        p = np.flip(out.probs, back)
-        h = np.flip(out.entropy - out.mutual_info, axes)  # this flip's expected entropy E_t[H(p_t)]
-        sd = None if out.sdm is None else np.flip(out.sdm, back)
+        x = np.ascontiguousarray(np.flip(np.rot90(image, k, axes=(0, 1)), axes))
+        out = sliding_window_predict(model, x, patch_size, overlap, n, window_batch, device, sub_progress, dropout=mc_samples > 1)
+        p = undo(out.probs, k, axes, True)
+        h = undo(out.entropy - out.mutual_info, k, axes, False)  # this pass set's expected entropy E_t[H(p_t)]
+        sd = None if out.sdm is None else undo(out.sdm, k, axes, True)
         w = n / total
         acc_p = p * w if acc_p is None else acc_p + p * w
         acc_h = h * w if acc_h is None else acc_h + h * w
@@ -312,11 +321,12 @@ MAX_CINE_SLICES = 40
 def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
                    mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
                    postprocess: bool = True, progress: Callable[[float], None] | None = None,
-                   seed: int | None = 0, flip_axes: Sequence[int] = ()) -> Prediction:
+                   seed: int | None = 0, flip_axes: Sequence[int] = (), rot90_tta: bool = False) -> Prediction:
     """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back).
 
     flip_axes: model-space axes for flip TTA (``predict_model_space``); a model's checkpoint gives
-    its default as ``inference.tta_flip_axes``.
+    its default as ``inference.tta_flip_axes``. rot90_tta: the 8 in-plane rotations and flips instead
+    (``inference.tta_rot90`` of a checkpoint).
     seed: the MC-dropout masks are drawn from torch's RNG seeded with ``seed`` inside a forked RNG
     state (the caller's RNG is untouched), so the same input and model give the same output;
     None draws from the current global state.
@@ -338,7 +348,8 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            return predict_model_space(model.to(device), msi.array, patch_size, overlap, mc_samples, flip_axes, batch, device, progress)
+            return predict_model_space(model.to(device), msi.array, patch_size, overlap, mc_samples, flip_axes, batch, device,
+                                       progress, rot90=rot90_tta)
 
     out, dev = run_with_oom_fallback(run, window_batch, dev)
     t2 = time.perf_counter()
@@ -357,7 +368,8 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
         sdm=None if sdm is None else sdm.astype(np.float32),
         entropy=grid.with_array(ent.astype(np.float32)), mutual_info=grid.with_array(mi.astype(np.float32)),
         timings={"preprocess_s": t1 - t0, "network_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
-                 "device": str(dev), "mc_samples": int(mc_samples), "tta_flip_axes": list(flip_axes)},
+                 "device": str(dev), "mc_samples": int(mc_samples), "tta_flip_axes": list(flip_axes),
+                 "tta_rot90": bool(rot90_tta)},
     )
 
 
@@ -434,12 +446,17 @@ def model_flip_axes(meta: dict) -> list[int]:
     return [int(a) for a in (meta.get("inference") or {}).get("tta_flip_axes", [])]
 
 
+def model_rot90_tta(meta: dict) -> bool:
+    """Whether a checkpoint asks for the 8-fold in-plane rotation/flip TTA (``inference.tta_rot90``)."""
+    return bool((meta.get("inference") or {}).get("tta_rot90", False))
+
+
 def predict_with_model(model: torch.nn.Module, meta: dict, volume: Volume, mc_samples: int = 10, tta: bool = True,
                        **kwargs) -> Prediction:
     """``predict_volume`` with everything a checkpoint fixes taken from its metadata ``meta``
-    (preprocessing, patch size, classes, flip TTA unless ``tta`` is False); kwargs go through."""
+    (preprocessing, patch size, classes, flip or rotation TTA unless ``tta`` is False); kwargs go through."""
     from .preprocessing import Preprocessing
 
     return predict_volume(model, volume, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
                           int(meta["network"]["num_classes"]), mc_samples=mc_samples,
-                          flip_axes=model_flip_axes(meta) if tta else (), **kwargs)
+                          flip_axes=model_flip_axes(meta) if tta else (), rot90_tta=tta and model_rot90_tta(meta), **kwargs)

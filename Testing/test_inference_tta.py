@@ -82,3 +82,24 @@ def test_mc_samples_decoded_as_one_batch_match_one_by_one(net):
     torch.manual_seed(0)
     mc = sliding_window_predict(net, img, (32, 32, 16), mc_samples=4, window_batch=3, mc_chunk=3)
     assert mc.mutual_info.max() > 0 and np.allclose(mc.probs.sum(0), 1.0, atol=1e-4)
+
+
+def test_rot90_tta_is_rotation_equivariant_and_the_mean_of_the_eight(net):
+    """The 8-fold TTA (rotations by k x 90 degrees in the (0, 1) plane, with and without a flip):
+    rotating the input rotates the output, and the result is the mean of the 8 mapped-back passes."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 32, 16)).astype(np.float32)
+    patch = (32, 32, 16)
+    d4 = predict_model_space(net, x, patch, rot90=True)
+    d4_r = predict_model_space(net, np.ascontiguousarray(np.rot90(x, 1, axes=(0, 1))), patch, rot90=True)
+    assert np.allclose(d4_r.probs, np.rot90(d4.probs, 1, axes=(1, 2)), atol=1e-5)
+    assert np.allclose(d4_r.sdm, np.rot90(d4.sdm, 1, axes=(1, 2)), atol=1e-5)
+    outs = []
+    for k in range(4):
+        for axes in ((), (0,)):
+            o = sliding_window_predict(net, np.ascontiguousarray(np.flip(np.rot90(x, k, axes=(0, 1)), axes)), patch)
+            outs.append(np.rot90(np.flip(o.probs, tuple(a + 1 for a in axes)), -k, axes=(1, 2)))
+    assert np.allclose(d4.probs, np.mean(outs, axis=0), atol=1e-6)
+    # On a non-square grid the rotated passes map back onto the input's shape.
+    y = rng.normal(size=(40, 32, 16)).astype(np.float32)
+    assert predict_model_space(net, y, patch, rot90=True).probs.shape == (2, 40, 32, 16)
