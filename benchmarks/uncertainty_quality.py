@@ -1,9 +1,10 @@
 """Does the uncertainty heatmap say where the model is wrong? Calibration and error detection of a model
-on its held-out LA cases (those its checkpoint lists as validation cases, never trained on).
+on its held-out cases (those its checkpoint lists as validation cases, never trained on): LA2018
+cases for the LA model, ACDC frames for the cine model, per structure (RV, myocardium, LV).
 
-    python benchmarks/uncertainty_quality.py [--model la] [--mc-samples 10] [--profile cpu-small] [--smoke]
+    python benchmarks/uncertainty_quality.py [--model la|cine|PATH] [--mc-samples 10] [--profile cpu-small] [--smoke]
 
-Per case, with the `segment` defaults (MC dropout, the model's flip TTA), on the input grid:
+Per case and structure, with the `segment` defaults (MC dropout, the model's TTA), on the input grid:
 * voxel Brier score and expected calibration error (15 equal-width bins of the foreground
   probability) inside a region of interest: reference or prediction dilated by 5 mm (the whole
   volume would be dominated by trivially certain background); a reliability diagram (PNG);
@@ -11,8 +12,11 @@ Per case, with the `segment` defaults (MC dropout, the model's flip TTA), on the
   the fraction of uncertain voxels that are errors, of error voxels that are uncertain, and Dice;
 * per-case scores: mean entropy and mean mutual information in the +-2 mm boundary band (report.json's),
   and summed entropy / predicted volume. Across cases: Spearman correlation of each with 1 - Dice,
-  and the AUROC of each for flagging cases with Dice < 0.85 (undefined when all cases fall on one side).
-Writes benchmarks/results/<profile>/uncertainty_quality.json, .md and reliability.png.
+  and the AUROC of each for flagging cases with Dice < 0.85 (undefined when all cases fall on one side);
+  for the best-correlated score, the threshold with the highest Youden index (a candidate for the
+  checkpoint's quality flag, chosen on the same cases it is judged on).
+For a multi-class model each (case, structure) pair is one sample; probabilities are one-vs-rest.
+Writes benchmarks/results/<profile>/uncertainty_quality[_<model>].json, .md and reliability[_<model>].png.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.reporting import segmentation_report
 
 LA_TRAIN = ROOT.parent / "shared" / "data" / "LA2018" / "train"
+ACDC = ROOT.parent / "shared" / "data" / "ACDC"
 N_BINS = 15
 FLAG_DICE = 0.85
 
@@ -71,30 +76,59 @@ def auroc(scores, positives) -> float:
 
 
 def evaluate_case(net, meta, path: Path, mc: int) -> tuple[dict, tuple]:
+    """Rows per structure ({structure: measures}) of one held-out case, and its pooled calibration counts."""
     image, label = read_h5_case(path)
     pred = predict_with_model(net, meta, image, mc_samples=mc, device="cpu")
-    seg, ref = pred.labels.array == 1, label.array == 1
-    prob = pred.foreground_probability()
     ent = pred.entropy.array
-    roi = roi_mask(seg, ref, image.spacing)
-    counts = calibration_counts(prob[roi], ref[roi])
-    uncertain, errors = ent > 0.5 * math.log(2), seg != ref
-    both = float((uncertain & errors).sum())
-    structure = segmentation_report(pred, meta["labels"], meta)["structures"][meta["labels"]["1"]]
-    row = {
-        "dice": dice(seg, ref),
-        "brier_roi": float(np.mean((prob[roi] - ref[roi]) ** 2)),
-        "ece_roi": ece(*counts),
-        "uncertain_that_are_errors": both / max(1.0, float(uncertain.sum())),
-        "errors_that_are_uncertain": both / max(1.0, float(errors.sum())),
-        "uncertain_error_dice": 2 * both / max(1.0, float(uncertain.sum() + errors.sum())),
-        # The scores `segment` writes to report.json, so the chosen one can be its quality flag.
-        "score_boundary_entropy": structure["mean_boundary_entropy"] or math.nan,
-        "score_boundary_mi": structure["mean_boundary_mutual_info"] or math.nan,
-        "score_entropy_per_volume": float(ent.sum() / max(1.0, float(seg.sum()))),
-        "seconds": pred.timings["total_s"],
-    }
-    return row, counts
+    report = segmentation_report(pred, meta["labels"], meta)["structures"]
+    k = int(meta["network"]["num_classes"])
+    uncertain = ent > 0.5 * math.log(k)
+    rows, pooled = {}, np.zeros((3, N_BINS))
+    for c in range(1, k):
+        name = meta["labels"][str(c)]
+        seg, ref, prob = pred.labels.array == c, label.array == c, pred.probs[c]
+        roi = roi_mask(seg, ref, image.spacing)
+        counts = calibration_counts(prob[roi], ref[roi])
+        pooled += np.array(counts)
+        errors = seg != ref
+        both = float((uncertain & errors & roi).sum())
+        unc_roi, err_roi = float((uncertain & roi).sum()), float((errors & roi).sum())
+        structure = report[name]
+        rows[name] = {
+            "dice": dice(seg, ref),
+            "brier_roi": float(np.mean((prob[roi] - ref[roi]) ** 2)),
+            "ece_roi": ece(*counts),
+            "uncertain_that_are_errors": both / max(1.0, unc_roi),
+            "errors_that_are_uncertain": both / max(1.0, err_roi),
+            "uncertain_error_dice": 2 * both / max(1.0, unc_roi + err_roi),
+            # The scores `segment` writes to report.json, so the chosen one can be its quality flag.
+            "score_boundary_entropy": structure["mean_boundary_entropy"] or math.nan,
+            "score_boundary_mi": structure["mean_boundary_mutual_info"] or math.nan,
+            "score_entropy_per_volume": float(ent[roi].sum() / max(1.0, float(seg.sum()))),
+            "seconds": pred.timings["total_s"],
+        }
+    return rows, tuple(pooled)
+
+
+def youden_threshold(scores, positives) -> dict:
+    """The score threshold (flag when score > t) with the highest sensitivity + specificity - 1."""
+    s, y = np.asarray(scores, float), np.asarray(positives, bool)
+    best = {"threshold": math.nan, "youden": -1.0}
+    for t in np.unique(s):
+        flag = s > t
+        sens = (flag & y).sum() / max(1, y.sum())
+        spec = (~flag & ~y).sum() / max(1, (~y).sum())
+        if sens + spec - 1 > best["youden"]:
+            best = {"threshold": float(t), "youden": float(sens + spec - 1), "flagged": int(flag.sum()),
+                    "flagged_below": int((flag & y).sum()), "below": int(y.sum())}
+    return best
+
+
+def held_out_paths(meta) -> list[Path]:
+    """The files of the checkpoint's validation cases (LA2018 train/, ACDC train/ or val/)."""
+    names = meta["training_data"]["validation_cases"]
+    roots = [LA_TRAIN, ACDC / "train", ACDC / "val"]
+    return [next((r / f"{n}.h5" for r in roots if (r / f"{n}.h5").is_file()), LA_TRAIN / f"{n}.h5") for n in names]
 
 
 def reliability_plot(count, psum, ysum, out: Path) -> None:
@@ -134,17 +168,19 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     net, meta = load_model(args.model)
-    names = meta["training_data"]["validation_cases"]
-    paths = [LA_TRAIN / f"{n}.h5" for n in names]
+    paths = held_out_paths(meta)
     if not all(p.is_file() for p in paths):
-        print(f"LA2018 held-out cases not found under {LA_TRAIN}; nothing to measure")
+        print("the model's held-out cases were not found under ../shared (kept outside the repository); nothing to measure")
         return 0
     if args.smoke:
         paths, args.mc_samples = paths[:1], 2
     t0 = time.perf_counter()
     per_case, pooled = {}, np.zeros((3, N_BINS))
     for path in paths:
-        per_case[path.stem], counts = evaluate_case(net, meta, path, args.mc_samples)
+        rows, counts = evaluate_case(net, meta, path, args.mc_samples)
+        multi = len(rows) > 1
+        for structure, row in rows.items():
+            per_case[f"{path.stem}/{structure}" if multi else path.stem] = row
         pooled += np.array(counts)
     if args.smoke:
         print(per_case)
@@ -157,28 +193,36 @@ def main(argv=None) -> int:
         rho, pval = stats.spearmanr(s, 1 - dices)
         across[k] = {"spearman_vs_1_minus_dice": float(rho), "p_value": float(pval),
                      f"auroc_dice_below_{FLAG_DICE}": auroc(s, dices < FLAG_DICE)}
+    best = max(across, key=lambda k: across[k]["spearman_vs_1_minus_dice"])
+    suggestion = {"score": best.removeprefix("score_"), **youden_threshold([r[best] for r in per_case.values()], dices < FLAG_DICE)}
     means = {k: float(np.mean([r[k] for r in per_case.values()])) for k in next(iter(per_case.values()))}
+    suffix = "" if str(args.model) == "la" else "_" + Path(str(args.model)).stem
     out_dir = ROOT / "benchmarks" / "results" / args.profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    reliability_plot(*pooled, out_dir / "reliability.png")
-    result = {"benchmark": "uncertainty_quality", "command": "python " + " ".join(sys.argv), "environment": environment(),
-              "model": {"id": meta["model_id"], "mc_samples": args.mc_samples, "tta_flip_axes": meta.get("inference", {})},
-              "n_cases": len(per_case), "n_cases_below_flag": int((dices < FLAG_DICE).sum()),
-              "pooled_ece_roi": ece(*pooled), "mean": means, "per_case_scores": across, "per_case": per_case,
-              "wall_s": time.perf_counter() - t0}
-    lines = [f"Model `{meta['model_id']}`, {len(per_case)} held-out LA cases, MC {args.mc_samples}, "
-             f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plot: reliability.png", "",
-             "| voxel measure (mean over cases) | value |", "|---|---|",
+    reliability_plot(*pooled, out_dir / f"reliability{suffix}.png")
+    result = {"benchmark": f"uncertainty_quality{suffix}", "command": "python " + " ".join(sys.argv), "environment": environment(),
+              "model": {"id": meta["model_id"], "mc_samples": args.mc_samples, "inference": meta.get("inference", {})},
+              "n_cases": len(paths), "n_samples": len(per_case), "n_samples_below_flag": int((dices < FLAG_DICE).sum()),
+              "pooled_ece_roi": ece(*pooled), "mean": means, "per_case_scores": across, "suggested_flag": suggestion,
+              "per_case": per_case, "wall_s": time.perf_counter() - t0}
+    unit = "(case, structure) pairs" if len(per_case) > len(paths) else "cases"
+    lines = [f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), MC {args.mc_samples}, "
+             f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plot: reliability{suffix}.png", "",
+             "| voxel measure (mean) | value |", "|---|---|",
              f"| Dice | {means['dice']:.3f} |", f"| Brier score in ROI | {means['brier_roi']:.4f} |",
-             f"| ECE in ROI (per case / pooled) | {means['ece_roi']:.4f} / {result['pooled_ece_roi']:.4f} |",
+             f"| ECE in ROI (per sample / pooled) | {means['ece_roi']:.4f} / {result['pooled_ece_roi']:.4f} |",
              f"| uncertain voxels that are errors | {means['uncertain_that_are_errors']:.3f} |",
              f"| error voxels that are uncertain | {means['errors_that_are_uncertain']:.3f} |",
              f"| Dice(uncertain, errors) | {means['uncertain_error_dice']:.3f} |", "",
              f"| per-case score | Spearman vs 1 - Dice | AUROC for Dice < {FLAG_DICE} |", "|---|---|---|"]
     lines += [f"| {k.removeprefix('score_')} | {v['spearman_vs_1_minus_dice']:.2f} (p {v['p_value']:.2f}) | "
               f"{v[f'auroc_dice_below_{FLAG_DICE}']:.2f} |" for k, v in across.items()]
+    if suggestion.get("flagged") is not None:
+        lines += ["", f"Suggested quality flag: {suggestion['score']} > {suggestion['threshold']:.3f} (Youden "
+                      f"{suggestion['youden']:.2f}; flags {suggestion['flagged']}, of which {suggestion['flagged_below']} "
+                      f"of the {suggestion['below']} below {FLAG_DICE})."]
     text = "\n".join(lines) + "\n"
-    print(write_result(args.profile, "uncertainty_quality", result, text))
+    print(write_result(args.profile, f"uncertainty_quality{suffix}", result, text))
     print(text)
     return 0
 
