@@ -65,7 +65,7 @@ class FullPass:
         return _Full(net)
 
 
-def child(mode: str, path: str, model_name: str, mc: int, threads: int) -> dict:
+def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: str = "cpu") -> dict:
     """One measurement on the volume file ``path`` (run in a fresh process)."""
     import numpy as np
     import torch
@@ -93,16 +93,16 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int) -> dict:
         inference.sliding_window_predict = batched
     t = time.perf_counter()
     with torch.inference_mode():
-        pred = predict_with_model(net, meta, vol, device="cpu", **kwargs)
+        pred = predict_with_model(net, meta, vol, device=device, **kwargs)
     sec = time.perf_counter() - t
     return {"seconds": sec, "network_s": pred.timings["network_s"], "peak_rss_mb": _hwm_mb(), "rss_before_mb": base,
             "shape": list(vol.shape), "foreground_voxels": int((pred.labels.array > 0).sum()),
             "mean_entropy": float(np.mean(pred.entropy.array))}
 
 
-def run_child(mode: str, path: Path, model: str, mc: int, threads: int) -> dict:
+def run_child(mode: str, path: Path, model: str, mc: int, threads: int, device: str = "cpu") -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", mode, str(path), "--model", model, "--mc-samples", str(mc),
-                          "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT)
+                          "--threads", str(threads), "--device", device], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"{mode} on {path.name} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -202,13 +202,15 @@ def main(argv=None) -> int:
         p.add_argument("--model", default="la")
         p.add_argument("--mc-samples", type=int, default=10)
         p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--device", default="cpu")
         a = p.parse_args(argv[1:])
-        print(json.dumps(child(a.mode, a.path, a.model, a.mc_samples, a.threads)))
+        print(json.dumps(child(a.mode, a.path, a.model, a.mc_samples, a.threads, a.device)))
         return 0
     p = benchmark_parser(__doc__)
     p.add_argument("--mc-samples", type=int, default=10)
     p.add_argument("--model", default="la")
     p.add_argument("--sweep-cases", type=int, default=4, help="held-out LA cases in the overlap sweep")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the gpu-full profile (peak RSS is then host memory)")
     args = p.parse_args(argv)
     from SemiSupCardiacSegLib.io import read_h5_case, write_volume
     from SemiSupCardiacSegLib.phantoms import make_la_phantom
@@ -232,7 +234,7 @@ def main(argv=None) -> int:
         modes = ("a", "c") if args.smoke else ("a", "b", "c", "c_batched", "segment")
         for name, vol in inputs.items():
             path = write_volume(vol, Path(tmp) / f"{len(result['paths'])}.nrrd")
-            rows = {m: run_child(m, path, args.model, mc, threads) for m in modes}
+            rows = {m: run_child(m, path, args.model, mc, threads, args.device) for m in modes}
             for m in modes:
                 rows[m]["ratio_to_a"] = rows[m]["seconds"] / rows["a"]["seconds"]
                 rows[m]["network_ratio_to_a"] = rows[m]["network_s"] / rows["a"]["network_s"]
