@@ -29,6 +29,35 @@ def section(json_path) -> list[str]:
     return lines + [table, ""]
 
 
+def speed_bars(profile: Path) -> None:
+    """Bar charts of the measured speeds (train_speed.png, inference_speed.png) from the JSON results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from SemiSupCardiacSegLib.atomic import atomic_path
+
+    charts = []
+    train = profile / "train_speed.json"
+    if train.exists():
+        rows = json.loads(train.read_text())["results"]
+        charts.append(("train_speed.png", "seconds per training iteration", {k: v["median_s_per_it"] for k, v in rows.items()}))
+    infer = profile / "inference_speed.json"
+    if infer.exists():
+        rows = {k: v for k, v in json.loads(infer.read_text())["results"].items() if not k.startswith("_")}
+        charts.append(("inference_speed.png", "seconds (end to end)", {k.replace(" | ", "\n"): v["seconds"] for k, v in rows.items()}))
+    for name, label, values in charts:
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(values) + 1.2))
+        ax.barh(list(values)[::-1], list(values.values())[::-1], color="#4c72b0")
+        ax.set_xlabel(label)
+        ax.tick_params(axis="y", labelsize=7)
+        fig.tight_layout()
+        with atomic_path(profile / name) as tmp:
+            fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+
+
 def main() -> int:
     from SemiSupCardiacSegLib.atomic import atomic_write_text
 
@@ -38,6 +67,7 @@ def main() -> int:
            "commit named beside them, not targets.", ""]
     for profile in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
         out += [f"## Profile `{profile.name}`", ""]
+        speed_bars(profile)
         for j in sorted(profile.glob("*.json")):
             out += section(j)
         for png in sorted(profile.glob("*.png")):

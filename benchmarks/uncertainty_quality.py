@@ -159,6 +159,28 @@ def reliability_plot(count, psum, ysum, out: Path) -> None:
     plt.close(fig)
 
 
+def scatter_plot(per_case: dict, scores: list[str], out: Path) -> None:
+    """Each per-case score against Dice (one point per case or (case, structure) pair)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.6 * len(scores), 3.3), squeeze=False)
+    dices = np.array([r["dice"] for r in per_case.values()])
+    for ax, k in zip(axes[0], scores):
+        ax.scatter([r[k] for r in per_case.values()], dices, s=14, color="#1f77b4")
+        ax.axhline(FLAG_DICE, color="k", ls="--", lw=0.8)
+        ax.set_xlabel(k.removeprefix("score_").replace("_", " "))
+        ax.set_ylabel("Dice")
+    fig.tight_layout()
+    from SemiSupCardiacSegLib.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = benchmark_parser(__doc__, "one case, MC 2, writes nothing (skips without data)")
     p.add_argument("--model", default="la")
@@ -200,6 +222,7 @@ def main(argv=None) -> int:
     out_dir = ROOT / "benchmarks" / "results" / args.profile
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_plot(*pooled, out_dir / f"reliability{suffix}.png")
+    scatter_plot(per_case, scores, out_dir / f"uncertainty_vs_dice{suffix}.png")
     result = {"benchmark": f"uncertainty_quality{suffix}", "command": "python " + " ".join(sys.argv), "environment": environment(),
               "model": {"id": meta["model_id"], "mc_samples": args.mc_samples, "inference": meta.get("inference", {})},
               "n_cases": len(paths), "n_samples": len(per_case), "n_samples_below_flag": int((dices < FLAG_DICE).sum()),
@@ -207,7 +230,7 @@ def main(argv=None) -> int:
               "per_case": per_case, "wall_s": time.perf_counter() - t0}
     unit = "(case, structure) pairs" if len(per_case) > len(paths) else "cases"
     lines = [f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), MC {args.mc_samples}, "
-             f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plot: reliability{suffix}.png", "",
+             f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png", "",
              "| voxel measure (mean) | value |", "|---|---|",
              f"| Dice | {means['dice']:.3f} |", f"| Brier score in ROI | {means['brier_roi']:.4f} |",
              f"| ECE in ROI (per sample / pooled) | {means['ece_roi']:.4f} / {result['pooled_ece_roi']:.4f} |",
