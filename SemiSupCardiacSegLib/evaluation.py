@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .data.datasets import CaseFile
-from .inference import model_flip_axes, predict_with_model
+from .inference import model_flip_axes, model_rot90_tta, predict_with_model
 from .io import CINE_H5_NOMINAL_SPACING_MM, InputError, file_suffix, read_h5_case, read_label, read_volume
 from .metrics import binary_metrics, brier_score, summarize
 
@@ -45,4 +45,5 @@ def evaluate_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseFile]
             progress((i + 1) / len(cases))
     mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
     return {"n_cases": len(per_case), "distance_unit": "voxel" if nominal else "mm", "mc_samples": int(mc_samples),
-            "tta_flip_axes": model_flip_axes(meta) if tta else [], "mean": mean, "per_case": per_case}
+            "tta_flip_axes": model_flip_axes(meta) if tta else [], "tta_rot90": bool(tta and model_rot90_tta(meta)),
+            "mean": mean, "per_case": per_case}

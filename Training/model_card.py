@@ -72,7 +72,9 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
                  if unit == "voxel" else "distances in mm")
     lines += ["", "## Held-out evaluation (input grid, full resolution)", "",
               f"`python -m SemiSupCardiacSegLib evaluate` on the {evaluation['n_cases']} held-out cases, "
-              f"MC samples {evaluation['mc_samples']}, flip TTA axes {evaluation.get('tta_flip_axes', [])}; "
+              f"MC samples {evaluation['mc_samples']}, "
+              + ("TTA over the 8 in-plane rotations and flips" if evaluation.get("tta_rot90")
+                 else f"flip TTA axes {evaluation.get('tta_flip_axes', [])}") + "; "
               f"mean ± std over cases; {unit_note}.", "",
               f"| structure | Dice | Jaccard | HD95 {unit} | ASD {unit} | RAVD | precision | recall | Brier |", "|---|---|---|---|---|---|---|---|---|"]
     for name, summary in evaluation["mean"].items():
