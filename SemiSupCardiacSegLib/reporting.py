@@ -50,6 +50,26 @@ def boundary_band(mask: np.ndarray, spacing, width_mm: float = 2.0) -> np.ndarra
     return ((~mask) & (d_out <= width_mm)) | (mask & (d_in <= width_mm))
 
 
+#: Margin (mm) around a structure within which ``entropy_per_volume`` sums the entropy.
+NEAR_MM = 5.0
+
+
+def near_region(mask: np.ndarray, spacing, margin_mm: float = NEAR_MM) -> np.ndarray:
+    """The mask and every voxel within ``margin_mm`` (mm) of it, computed in the mask's bounding box
+    grown by the margin (cheap for a small structure in a large volume). Empty mask -> empty."""
+    mask = mask.astype(bool)
+    out = np.zeros_like(mask)
+    if not mask.any():
+        return out
+    sp = np.array([float(x) for x in spacing])
+    grow = np.ceil(margin_mm / sp).astype(int) + 1
+    idx = np.nonzero(mask)
+    box = tuple(slice(max(0, int(i.min()) - g), min(n, int(i.max()) + g + 1)) for i, g, n in zip(idx, grow, mask.shape))
+    sub = mask[box]
+    out[box] = ndimage.distance_transform_edt(~sub, sampling=tuple(sp)) <= margin_mm
+    return out
+
+
 def quality_flag(structure: dict, quality: dict | None, mc_samples: int) -> bool | None:
     """True when the structure's quality score exceeds the model's threshold; None if not assessable."""
     if not quality or mc_samples < int(quality.get("min_mc_samples", 2)):
@@ -67,12 +87,15 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
     for value, name in sorted(((int(k), v) for k, v in labels.items())):
         mask = pred.labels.array == value
         band = boundary_band(mask, pred.labels.spacing, band_mm)
+        near = near_region(mask, pred.labels.spacing, NEAR_MM)
         structures[name] = {
             "label": value,
             "volume_ml": float(mask.sum() * vox_ml),
             "boundary_band_mm": band_mm,
             "mean_boundary_entropy": float(pred.entropy.array[band].mean()) if band.any() else None,
             "mean_boundary_mutual_info": float(pred.mutual_info.array[band].mean()) if band.any() else None,
+            # entropy (nats) summed within NEAR_MM of the structure, per voxel of the structure
+            "entropy_per_volume": float(pred.entropy.array[near].sum() / mask.sum()) if mask.any() else None,
         }
         structures[name]["doubtful"] = quality_flag(structures[name], meta.get("quality"),
                                                     int(pred.timings.get("mc_samples", 1)))

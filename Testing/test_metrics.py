@@ -108,3 +108,18 @@ def test_brier_score_by_hand():
     assert brier_score(probs, labels, 0) == pytest.approx((0.01 + 0.64) / 2)
     with pytest.raises(ValueError, match="do not match"):
         brier_score(probs, np.zeros(3, int), 1)
+
+
+def test_near_region_equals_the_full_volume_distance_transform():
+    """reporting.near_region works in a bounding box; it must equal the EDT over the whole volume,
+    also for a structure touching the volume's faces, on an anisotropic grid."""
+    from scipy import ndimage
+
+    from SemiSupCardiacSegLib.reporting import near_region
+
+    sp = (1.0, 1.5, 2.0)
+    for box in ((slice(10, 15), slice(12, 20), slice(5, 9)), (slice(0, 4), slice(25, 30), slice(0, 20))):
+        m = np.zeros((40, 30, 20), bool)
+        m[box] = True
+        assert np.array_equal(near_region(m, sp, 5.0), ndimage.distance_transform_edt(~m, sampling=sp) <= 5.0)
+    assert not near_region(np.zeros((5, 5, 5), bool), sp).any()

@@ -10,8 +10,9 @@ Per case and structure, with the `segment` defaults (MC dropout, the model's TTA
   volume would be dominated by trivially certain background); a reliability diagram (PNG);
 * overlap of uncertain voxels (entropy > 0.5 ln 2) with error voxels (prediction != reference):
   the fraction of uncertain voxels that are errors, of error voxels that are uncertain, and Dice;
-* per-case scores: mean entropy and mean mutual information in the +-2 mm boundary band (report.json's),
-  and summed entropy / predicted volume. Across cases: Spearman correlation of each with 1 - Dice,
+* per-case scores (report.json's, computable without a reference): mean entropy and mean mutual
+  information in the +-2 mm boundary band, and the entropy summed within 5 mm of the predicted
+  structure per predicted voxel (``entropy_per_volume``). Across cases: Spearman correlation of each with 1 - Dice,
   and the AUROC of each for flagging cases with Dice < 0.85 (undefined when all cases fall on one side);
   for the best-correlated score, the threshold with the highest Youden index (a candidate for the
   checkpoint's quality flag, chosen on the same cases it is judged on).
@@ -104,7 +105,7 @@ def evaluate_case(net, meta, path: Path, mc: int) -> tuple[dict, tuple]:
             # The scores `segment` writes to report.json, so the chosen one can be its quality flag.
             "score_boundary_entropy": structure["mean_boundary_entropy"] or math.nan,
             "score_boundary_mi": structure["mean_boundary_mutual_info"] or math.nan,
-            "score_entropy_per_volume": float(ent[roi].sum() / max(1.0, float(seg.sum()))),
+            "score_entropy_per_volume": structure["entropy_per_volume"] or math.nan,
             "seconds": pred.timings["total_s"],
         }
     return rows, tuple(pooled)
