@@ -267,7 +267,7 @@ def main(argv=None) -> int:
         extra += [f"| {k.split()[1]} | {v['dice_mean']:.4f} ± {v['dice_std']:.4f} | {v['seconds_per_case']:.2f} |"
                   for k, v in result["overlap_sweep"].items()]
     publish(args.profile, "inference_speed", {**flat, "_details": result},
-            ["input | path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB"],
+            ["input", "path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB"],
             lambda k, v: None if k == "_details" else [k, f"{v['seconds']:.2f}", f"{v['network_s']:.2f}", f"{v['ratio_to_a']:.2f}",
                                                        f"{v['network_ratio_to_a']:.2f}", f"{v['peak_rss_mb']:.0f}"],
             extra_lines=extra)

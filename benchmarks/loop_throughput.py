@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         print(rows)
         return 0
     publish(args.profile, "loop_throughput", {**rows, "_source": source},
-            ["method | loop", "workers", "s / iteration", "data wait", "SDM targets", "step", "reference / project"],
+            ["method", "loop", "workers", "s / iteration", "data wait", "SDM targets", "step", "reference / project"],
             lambda k, v: None if k.startswith("_") else [
                 k, str(v["workers"]), f"{v['s_per_it']:.3f}", f"{100 * v['data_share']:.0f}%", f"{100 * v['sdm_share']:.0f}%",
                 f"{100 * v['step_share']:.0f}%", f"{v['ratio_to_project']:.2f}" if "ratio_to_project" in v else "-"],
