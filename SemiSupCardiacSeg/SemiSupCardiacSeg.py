@@ -228,9 +228,15 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                                                             python_executable=sys.executable)
             self._segmentInput = p.inputVolume
             self.ui.segmentButton.text = "Cancel"
-            self._segmentTimer = qt.QTimer()
-            self._segmentTimer.timeout.connect(self._pollSegment)
-            self._segmentTimer.start(500)
+            self._segmentTimer = self._startPolling(self._pollSegment, 500)
+
+    @staticmethod
+    def _startPolling(callback, interval_ms: int):
+        """A started QTimer calling ``callback`` every ``interval_ms`` (a child job's progress poll)."""
+        timer = qt.QTimer()
+        timer.timeout.connect(callback)
+        timer.start(interval_ms)
+        return timer
 
     def _pollSegment(self) -> None:
         job = self._segmentJob
@@ -317,9 +323,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                                                      slicer_executable=slicer.app.applicationFilePath())
             self.ui.fineTuneButton.text = "Cancel fine-tuning"
             self.ui.statusLabel.text = f"Fine-tuning into {out}"
-            self._fineTuneTimer = qt.QTimer()
-            self._fineTuneTimer.timeout.connect(self._pollFineTune)
-            self._fineTuneTimer.start(2000)
+            self._fineTuneTimer = self._startPolling(self._pollFineTune, 2000)
 
     def _pollFineTune(self) -> None:
         job = self._fineTuneJob

@@ -124,7 +124,8 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
             feats = model.encode(x)
             p_sum = h_sum = s_sum = None
             nb = x.shape[0]
-            left = n_window = max(1, mc_samples)
+            n = max(1, mc_samples)
+            left = n
             chunk_size = max(1, int(mc_chunk)) if _tensors_only(feats) else 1
             while left > 0:
                 m = min(left, chunk_size)
@@ -140,7 +141,6 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
                 if s is not None:
                     s = s.float().reshape((m, nb) + s.shape[1:]).sum(0)
                     s_sum = s if s_sum is None else s_sum + s
-            n = float(n_window)
             p_w = (p_sum / n * weight_t).cpu().numpy()
             h_w = (h_sum / n * weight_t).cpu().numpy()
             s_w = (s_sum / n * weight_t).cpu().numpy() if s_sum is not None else None

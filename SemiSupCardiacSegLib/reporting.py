@@ -39,15 +39,29 @@ from .io import InputError, write_volume
 OUTPUT_FILES = ("segmentation.nrrd", "probability.nrrd", "distance.nrrd", "uncertainty.nrrd", "mutual_information.nrrd", "report.json")
 
 
+def _box_around(mask: np.ndarray, spacing: np.ndarray, margin_mm: float) -> tuple[slice, ...]:
+    """The mask's bounding box grown by ``margin_mm`` (plus one voxel), clipped to the volume: every
+    voxel within ``margin_mm`` of the mask lies inside it, so distance transforms can run there."""
+    grow = np.ceil(margin_mm / spacing).astype(int) + 1
+    idx = np.nonzero(mask)
+    return tuple(slice(max(0, int(i.min()) - g), min(n, int(i.max()) + g + 1)) for i, g, n in zip(idx, grow, mask.shape))
+
+
 def boundary_band(mask: np.ndarray, spacing, width_mm: float = 2.0) -> np.ndarray:
-    """Voxels within ``width_mm`` (mm, physical) of the mask's surface, on both sides. Empty mask -> empty band."""
+    """Voxels within ``width_mm`` (mm, physical) of the mask's surface, on both sides. Empty mask -> empty band.
+
+    Computed in the mask's bounding box grown by the width (exact: nothing farther can be in the band)."""
     mask = mask.astype(bool)
+    out = np.zeros_like(mask)
     if not mask.any() or mask.all():
-        return np.zeros_like(mask)
-    sp = tuple(float(s) for s in spacing)
-    d_out = ndimage.distance_transform_edt(~mask, sampling=sp)  # outside voxels: distance to the mask
-    d_in = ndimage.distance_transform_edt(mask, sampling=sp)    # inside voxels: distance to background
-    return ((~mask) & (d_out <= width_mm)) | (mask & (d_in <= width_mm))
+        return out
+    sp = np.array([float(s) for s in spacing])
+    box = _box_around(mask, sp, width_mm)
+    sub = mask[box]
+    d_out = ndimage.distance_transform_edt(~sub, sampling=tuple(sp))  # outside voxels: distance to the mask
+    d_in = ndimage.distance_transform_edt(sub, sampling=tuple(sp))    # inside voxels: distance to background
+    out[box] = ((~sub) & (d_out <= width_mm)) | (sub & (d_in <= width_mm))
+    return out
 
 
 #: Margin (mm) around a structure within which ``entropy_per_volume`` sums the entropy.
@@ -62,11 +76,8 @@ def near_region(mask: np.ndarray, spacing, margin_mm: float = NEAR_MM) -> np.nda
     if not mask.any():
         return out
     sp = np.array([float(x) for x in spacing])
-    grow = np.ceil(margin_mm / sp).astype(int) + 1
-    idx = np.nonzero(mask)
-    box = tuple(slice(max(0, int(i.min()) - g), min(n, int(i.max()) + g + 1)) for i, g, n in zip(idx, grow, mask.shape))
-    sub = mask[box]
-    out[box] = ndimage.distance_transform_edt(~sub, sampling=tuple(sp)) <= margin_mm
+    box = _box_around(mask, sp, margin_mm)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=tuple(sp)) <= margin_mm
     return out
 
 

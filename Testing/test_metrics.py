@@ -123,3 +123,21 @@ def test_near_region_equals_the_full_volume_distance_transform():
         m[box] = True
         assert np.array_equal(near_region(m, sp, 5.0), ndimage.distance_transform_edt(~m, sampling=sp) <= 5.0)
     assert not near_region(np.zeros((5, 5, 5), bool), sp).any()
+
+
+def test_boundary_band_equals_the_full_volume_distance_transforms():
+    """reporting.boundary_band runs its two EDTs in the mask's grown bounding box; the band must be
+    the one of the whole-volume transforms, also for masks touching the faces, on anisotropic grids."""
+    from scipy import ndimage
+
+    from SemiSupCardiacSegLib.reporting import boundary_band
+
+    rng = np.random.default_rng(0)
+    for t in range(12):
+        m = ndimage.binary_dilation(rng.random((30, 26, 18)) > 0.995, iterations=int(rng.integers(1, 4)))
+        if t % 3 == 0:
+            m[:5, :, :4] = True
+        sp, w = tuple(rng.uniform(0.5, 2.5, 3)), float(rng.uniform(0.5, 5.0))
+        d_out = ndimage.distance_transform_edt(~m, sampling=sp)
+        d_in = ndimage.distance_transform_edt(m, sampling=sp)
+        assert np.array_equal(boundary_band(m, sp, w), ((~m) & (d_out <= w)) | (m & (d_in <= w)))

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from common import ROOT, benchmark_parser, publish
 
 LA_DIR = ROOT.parent / "shared" / "data" / "LA2018"
@@ -44,25 +46,19 @@ def _hwm_mb() -> float:
     return float("nan")
 
 
-class FullPass:
+class FullPass(torch.nn.Module):
     """Wraps a network so that ``sliding_window_predict``'s 'decode' is a full forward pass: the
     naive MC dropout baseline (b), where every sample re-runs the encoder too."""
 
-    def __new__(cls, net):
-        import torch
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
 
-        class _Full(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+    def encode(self, x):
+        return x
 
-            def encode(self, x):
-                return x
-
-            def decode(self, x):
-                return self.inner(x)
-
-        return _Full(net)
+    def decode(self, x):
+        return self.inner(x)
 
 
 def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: str = "cpu") -> dict:

@@ -6,7 +6,6 @@ Inside Slicer use ``slicer.mrmlScene`` and the modules' own logics instead.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 
@@ -42,5 +41,4 @@ def headless_slicer() -> HeadlessSlicer:
         logic.SetMRMLApplicationLogic(app)
         logic.SetMRMLScene(scene)  # the colors logic adds its built-in tables here
         logics.append(logic)
-    logging.getLogger(__name__).debug("headless Slicer core ready: %d colour tables", scene.GetNumberOfNodesByClass("vtkMRMLColorNode"))
     return HeadlessSlicer(scene, app, *logics)
