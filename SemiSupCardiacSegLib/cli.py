@@ -50,7 +50,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         bar, update = _progress_bar("segment", not args.quiet)
     try:
         pred = predict_with_model(model, meta, volume, mc_samples=args.mc_samples, tta=not args.no_tta,
-                                  overlap=args.overlap, device=args.device, progress=update)
+                                  overlap=args.overlap, device=args.device, progress=update, mc_scope=args.mc_scope)
     finally:
         if bar is not None:
             bar.close()
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--model", default=None, help="shipped model name ('la': left atrium, 3D LGE; 'cine': LV/RV/myocardium, short-axis cine) or checkpoint path; default: la")
     s.add_argument("--mc-samples", type=int, default=10, help="MC-dropout samples (1 = deterministic)")
+    s.add_argument("--mc-scope", choices=("decoder", "head"), default=None,
+                   help="dropout layers sampled: 'decoder' (every decoder pass re-run per sample) or 'head' (only the "
+                        "last dropout; V-Net models, about the cost of one pass); default: the model's")
     s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
     s.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")

@@ -87,7 +87,7 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
                            overlap: float | Sequence[float] = 0.5, mc_samples: int = 1, window_batch: int = 2,
                            device: torch.device | str = "cpu",
                            progress: Callable[[float], None] | None = None,
-                           dropout: bool | None = None, mc_chunk: int = MC_CHUNK) -> ModelSpaceOutput:
+                           dropout: bool | None = None, mc_chunk: int = MC_CHUNK, mc_scope: str = "decoder") -> ModelSpaceOutput:
     """Run ``model`` (with ``encode``/``decode``) over a model-space image (X, Y, Z).
 
     overlap: fraction of the window shared by neighbours (stride = patch x (1 - overlap)), one value
@@ -95,7 +95,13 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     dropout: MC dropout on or off; None = on exactly when ``mc_samples`` > 1.
     mc_chunk: MC samples decoded together, as one batch of ``mc_chunk x window_batch`` (the encoder
     features repeated); each sample still draws its own dropout masks. 1 decodes them one by one.
+    mc_scope: which dropout layers are sampled. "decoder" (the training posterior): every dropout
+    after the encoder, so each sample re-runs the decoder. "head": only the last dropout before the
+    1x1 heads, for networks with ``decode_trunk``/``decode_heads`` (V-Net): the decoder runs once
+    with dropout off and each sample costs a dropout and the heads - near the price of one pass, at
+    the cost of an approximate posterior (its uncertainty quality is measured in the benchmarks).
     """
+    check_mc_scope(model, mc_scope)
     device = torch.device(device)
     patch = tuple(int(p) for p in patch_size)
     orig_shape = image.shape
@@ -122,6 +128,12 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
             x = torch.from_numpy(np.stack([img[sx:sx + patch[0], sy:sy + patch[1], sz:sz + patch[2]] for sx, sy, sz in chunk]))
             x = x[:, None].to(device=device, dtype=torch.float32)
             feats = model.encode(x)
+            decode = model.decode
+            if mc and mc_scope == "head":
+                set_mc_dropout(model, False)
+                feats = model.decode_trunk(feats)
+                set_mc_dropout(model, True)
+                decode = model.decode_heads
             p_sum = h_sum = s_sum = None
             nb = x.shape[0]
             n = max(1, mc_samples)
@@ -130,7 +142,7 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
             while left > 0:
                 m = min(left, chunk_size)
                 left -= m
-                out = model.decode(_repeat_batch(feats, m) if m > 1 else feats)
+                out = decode(_repeat_batch(feats, m) if m > 1 else feats)
                 p = torch.softmax(out["seg"].float(), dim=1)
                 h = -(p.clamp_min(1e-12).log() * p).sum(1)
                 s = out.get("sdm")
@@ -171,16 +183,33 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     return ModelSpaceOutput(probs.astype(np.float32), sdm, pred_h, mi)
 
 
+MC_SCOPES = ("decoder", "head")
+
+
+def check_mc_scope(model: torch.nn.Module, mc_scope: str) -> None:
+    """InputError (a ValueError) unless ``mc_scope`` is one of MC_SCOPES and ``model`` supports it."""
+    from .io import InputError
+
+    if mc_scope not in MC_SCOPES:
+        raise InputError(f"mc_scope must be one of {MC_SCOPES}, got '{mc_scope}'")
+    if mc_scope == "head" and not (hasattr(model, "decode_trunk") and hasattr(model, "decode_heads")):
+        raise InputError(f"head-only MC dropout needs a network with decode_trunk/decode_heads (V-Net); "
+                         f"{type(model).__name__} has none: use mc_scope 'decoder'")
+
+
 def _tensors_only(feats) -> bool:
-    """True when ``feats`` is a tensor or nested lists/tuples of tensors (V-Net, dual V-Net); the 2D
-    U-Net's features carry their stack shape and are decoded one MC sample at a time."""
-    if torch.is_tensor(feats):
+    """True when ``feats`` is a tensor or nested lists/tuples of tensors (None allowed: V-Net, dual
+    V-Net, V-Net trunk); the 2D U-Net's features carry their stack shape and are decoded one MC
+    sample at a time."""
+    if feats is None or torch.is_tensor(feats):
         return True
     return isinstance(feats, (list, tuple)) and all(_tensors_only(f) for f in feats)
 
 
 def _repeat_batch(feats, m: int):
     """Every tensor of ``feats`` repeated ``m`` times along the batch (sample-major order)."""
+    if feats is None:
+        return None
     if torch.is_tensor(feats):
         return feats.repeat((m,) + (1,) * (feats.dim() - 1))
     return type(feats)(_repeat_batch(f, m) for f in feats)
@@ -195,7 +224,8 @@ def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
 def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, overlap: float = 0.5,
                         mc_samples: int = 1, flip_axes: Sequence[int] = (), window_batch: int = 2,
                         device: torch.device | str = "cpu",
-                        progress: Callable[[float], None] | None = None, rot90: bool = False) -> ModelSpaceOutput:
+                        progress: Callable[[float], None] | None = None, rot90: bool = False,
+                        mc_scope: str = "decoder") -> ModelSpaceOutput:
     """Sliding window with MC dropout and flip test-time augmentation (TTA), in model space.
 
     rot90: TTA over the 8 symmetries of the square in the (0, 1) plane (rotations by k x 90 degrees,
@@ -212,7 +242,8 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
     """
     flips = [(k, axes) for axes in ((), (0,)) for k in range(4)] if rot90 else [(0, axes) for axes in flip_sets(flip_axes)]
     if len(flips) == 1:
-        return sliding_window_predict(model, image, patch_size, overlap, mc_samples, window_batch, device, progress)
+        return sliding_window_predict(model, image, patch_size, overlap, mc_samples, window_batch, device, progress,
+                                      mc_scope=mc_scope)
     total = max(int(mc_samples), len(flips))
     counts = [total // len(flips) + (1 if i < total % len(flips) else 0) for i in range(len(flips))]
 
@@ -228,7 +259,8 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
                 progress((f + frac) / len(flips))
 
         x = np.ascontiguousarray(np.flip(np.rot90(image, k, axes=(0, 1)), axes))
-        out = sliding_window_predict(model, x, patch_size, overlap, n, window_batch, device, sub_progress, dropout=mc_samples > 1)
+        out = sliding_window_predict(model, x, patch_size, overlap, n, window_batch, device, sub_progress, dropout=mc_samples > 1,
+                                     mc_scope=mc_scope)
         p = undo(out.probs, k, axes, True)
         h = undo(out.entropy - out.mutual_info, k, axes, False)  # this pass set's expected entropy E_t[H(p_t)]
         sd = None if out.sdm is None else undo(out.sdm, k, axes, True)
@@ -321,12 +353,13 @@ MAX_CINE_SLICES = 40
 def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
                    mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
                    postprocess: bool = True, progress: Callable[[float], None] | None = None,
-                   seed: int | None = 0, flip_axes: Sequence[int] = (), rot90_tta: bool = False) -> Prediction:
+                   seed: int | None = 0, flip_axes: Sequence[int] = (), rot90_tta: bool = False,
+                   mc_scope: str = "decoder") -> Prediction:
     """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back).
 
     flip_axes: model-space axes for flip TTA (``predict_model_space``); a model's checkpoint gives
     its default as ``inference.tta_flip_axes``. rot90_tta: the 8 in-plane rotations and flips instead
-    (``inference.tta_rot90`` of a checkpoint).
+    (``inference.tta_rot90`` of a checkpoint). mc_scope: see ``sliding_window_predict``.
     seed: the MC-dropout masks are drawn from torch's RNG seeded with ``seed`` inside a forked RNG
     state (the caller's RNG is untouched), so the same input and model give the same output;
     None draws from the current global state.
@@ -349,7 +382,7 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
             if seed is not None:
                 torch.manual_seed(seed)
             return predict_model_space(model.to(device), msi.array, patch_size, overlap, mc_samples, flip_axes, batch, device,
-                                       progress, rot90=rot90_tta)
+                                       progress, rot90=rot90_tta, mc_scope=mc_scope)
 
     out, dev = run_with_oom_fallback(run, window_batch, dev)
     t2 = time.perf_counter()
@@ -451,12 +484,20 @@ def model_rot90_tta(meta: dict) -> bool:
     return bool((meta.get("inference") or {}).get("tta_rot90", False))
 
 
+def model_mc_scope(meta: dict) -> str:
+    """The MC-dropout scope a checkpoint asks for (``inference.mc_scope``; "decoder" if absent)."""
+    return str((meta.get("inference") or {}).get("mc_scope", "decoder"))
+
+
 def predict_with_model(model: torch.nn.Module, meta: dict, volume: Volume, mc_samples: int = 10, tta: bool = True,
                        **kwargs) -> Prediction:
     """``predict_volume`` with everything a checkpoint fixes taken from its metadata ``meta``
-    (preprocessing, patch size, classes, flip or rotation TTA unless ``tta`` is False); kwargs go through."""
+    (preprocessing, patch size, classes, flip or rotation TTA unless ``tta`` is False, MC scope
+    unless ``mc_scope`` is given); other kwargs go through."""
     from .preprocessing import Preprocessing
 
+    if kwargs.get("mc_scope") is None:
+        kwargs["mc_scope"] = model_mc_scope(meta)
     return predict_volume(model, volume, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
                           int(meta["network"]["num_classes"]), mc_samples=mc_samples,
                           flip_axes=model_flip_axes(meta) if tta else (), rot90_tta=tta and model_rot90_tta(meta), **kwargs)

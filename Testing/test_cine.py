@@ -196,3 +196,9 @@ def test_model_dimension_mismatches_are_named(cine_run, tmp_path, capsys):
                  str(tmp_path / "afile" / "out"), "--quiet", "--mc-samples", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+    # Head-only MC dropout needs a V-Net: asked of the cine U-Net, one line naming the network.
+    assert main(["segment", str(tmp_path / "cine.nrrd"), "--model", str(out / "model.pt"), "--out", str(tmp_path / "o3"),
+                 "--quiet", "--mc-samples", "2", "--mc-scope", "head"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "UNet2D" in err[0] and "decoder" in err[0]
+    assert not (tmp_path / "o3" / "segmentation.nrrd").exists()

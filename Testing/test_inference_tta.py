@@ -103,3 +103,54 @@ def test_rot90_tta_is_rotation_equivariant_and_the_mean_of_the_eight(net):
     # On a non-square grid the rotated passes map back onto the input's shape.
     y = rng.normal(size=(40, 32, 16)).astype(np.float32)
     assert predict_model_space(net, y, patch, rot90=True).probs.shape == (2, 40, 32, 16)
+
+
+@pytest.mark.parametrize("sdm_decoder", ["shared", "separate"])
+def test_head_only_mc_runs_the_decoder_once_and_samples_the_heads(sdm_decoder):
+    """mc_scope "head": ``decode_heads(decode_trunk(f))`` is ``decode(f)``; the decoder stages run once
+    per window batch (not once per sample, as with the "decoder" scope), only the last dropout is
+    sampled (MI > 0), and with dropout off both scopes give the same output."""
+    from SemiSupCardiacSegLib.inference import predict_with_model
+    from SemiSupCardiacSegLib.preprocessing import Preprocessing
+    from SemiSupCardiacSegLib.volume import Volume
+
+    torch.manual_seed(0)
+    model = build_network("vnet", {**NET, "sdm_decoder": sdm_decoder}).eval()
+    feats = model.encode(torch.randn(1, 1, 32, 32, 16))
+    with torch.no_grad():
+        whole, split = model.decode(feats), model.decode_heads(model.decode_trunk(feats))
+    assert set(whole) == set(split) == {"seg", "sdm"}
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    calls = []
+    model.dec1.register_forward_hook(lambda *a: calls.append(1))
+    img = np.random.default_rng(5).normal(size=(40, 36, 20)).astype(np.float32)  # 2 x 2 x 2 windows
+    plain = sliding_window_predict(model, img, (32, 32, 16), mc_samples=1, window_batch=8)
+    calls.clear()
+    head = sliding_window_predict(model, img, (32, 32, 16), mc_samples=5, window_batch=8, mc_scope="head")
+    assert len(calls) == 1
+    calls.clear()
+    full = sliding_window_predict(model, img, (32, 32, 16), mc_samples=5, window_batch=8, mc_scope="decoder")
+    assert len(calls) == 5
+    assert head.mutual_info.max() > 0 and full.mutual_info.max() > 0
+    assert np.allclose(head.probs.sum(0), 1.0, atol=1e-4)
+    off = sliding_window_predict(model, img, (32, 32, 16), mc_samples=5, window_batch=8, mc_scope="head", dropout=False)
+    np.testing.assert_allclose(off.probs, plain.probs, atol=1e-5)
+    # A checkpoint's inference.mc_scope is the default of predict_with_model.
+    meta = {"preprocessing": Preprocessing(spacing=(1.0, 1.0, 1.0)).to_dict(), "patch_size": [32, 32, 16],
+            "network": {"num_classes": 2}, "inference": {"mc_scope": "head"}}
+    vol = Volume(img, (1.0, 1.0, 1.0))
+    calls.clear()
+    predict_with_model(model, meta, vol, mc_samples=4, tta=False, window_batch=8)
+    assert len(calls) == 1
+    calls.clear()
+    predict_with_model(model, meta, vol, mc_samples=4, tta=False, window_batch=8, mc_scope="decoder")
+    assert len(calls) == 4
+
+
+def test_head_only_mc_is_refused_by_name_where_the_network_has_no_trunk():
+    net2d = build_network("unet2d", {"in_channels": 1, "num_classes": 4, "n_filters": 4})
+    img = np.zeros((32, 32, 2), np.float32)
+    with pytest.raises(ValueError, match="UNet2D.*decoder"):
+        sliding_window_predict(net2d, img, (32, 32, 1), mc_samples=2, mc_scope="head")
+    with pytest.raises(ValueError, match="mc_scope must be one of"):
+        sliding_window_predict(net2d, img, (32, 32, 1), mc_samples=2, mc_scope="encoder")

@@ -10,6 +10,8 @@ a fresh child process that reads the input from a file (its peak RSS, VmHWM, is 
   (b) naive MC dropout: N full network passes (encoder and decoder) per window;
   (c) the project's uncertainty path: encoder once per window, the dropout-bearing decoder N times;
   (c, batched) the same with the N decoder passes as one batch (``mc_chunk = N``);
+  (c, head-only) ``mc_scope = "head"``: encoder and decoder once, only the last dropout and the
+  1x1 heads sampled N times (an approximate posterior; its quality: uncertainty_quality.py --mc-scope head);
   segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA).
 Seconds are end to end (resampling to model space and back included) and of the sliding window
 alone ("network s"). On the LA case, also in model space: MONAI's ``sliding_window_inference``
@@ -75,9 +77,9 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
     vol = read_volume(path)
     net, meta = load_model(model_name)
     base = _hwm_mb()
-    kwargs = {"a": dict(mc_samples=1, tta=False), "b": dict(mc_samples=mc, tta=False),
-              "c": dict(mc_samples=mc, tta=False), "c_batched": dict(mc_samples=mc, tta=False),
-              "segment": dict(mc_samples=mc, tta=True)}[mode]
+    kwargs = {"a": dict(mc_samples=1, tta=False), "b": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
+              "c": dict(mc_samples=mc, tta=False, mc_scope="decoder"), "c_batched": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
+              "c_head": dict(mc_samples=mc, tta=False, mc_scope="head"), "segment": dict(mc_samples=mc, tta=True)}[mode]
     original = inference.sliding_window_predict
     if mode == "b":  # every MC sample is a full pass: wrap the network
         def naive(model, *args, **kw):
@@ -105,7 +107,8 @@ def run_child(mode: str, path: Path, model: str, mc: int, threads: int, device: 
 
 
 def model_space_comparisons(image_volume, model_name: str, threads: int, repeats: int = 1) -> dict:
-    """In model space, same process: ours (deterministic) vs MONAI and vs the reference stride."""
+    """In model space, same process: ours (deterministic) vs MONAI and vs the reference stride; each
+    timing the best of ``repeats`` runs (the first run of a process pays one-off allocations)."""
     import numpy as np
     import torch
 
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
         shape = (48, 40, 24) if args.smoke else (576, 576, 88)
         ph = make_la_phantom(shape=shape, spacing=(0.625,) * 3 if not args.smoke else (2.0,) * 3, seed=4)
         inputs[f"phantom {'x'.join(map(str, shape))}"] = Volume(ph.image, ph.spacing)
-        modes = ("a", "c") if args.smoke else ("a", "b", "c", "c_batched", "segment")
+        modes = ("a", "c", "c_head") if args.smoke else ("a", "b", "c", "c_batched", "c_head", "segment")
         for name, vol in inputs.items():
             path = write_volume(vol, Path(tmp) / f"{len(result['paths'])}.nrrd")
             rows = {m: run_child(m, path, args.model, mc, threads, args.device) for m in modes}
@@ -236,14 +239,16 @@ def main(argv=None) -> int:
                 rows[m]["network_ratio_to_a"] = rows[m]["network_s"] / rows["a"]["network_s"]
             result["paths"][name] = rows
         first = next(iter(inputs))
-        result["model_space"] = model_space_comparisons(inputs[first], args.model, threads)
+        result["model_space"] = model_space_comparisons(inputs[first], args.model, threads, repeats=1 if args.smoke else 3)
         if held:
             result["overlap_sweep"] = overlap_sweep(held, args.model, threads)
     if args.smoke:
         print(json.dumps(result)[:2000])
         return 0
     labels = {"a": "(a) deterministic pass", "b": f"(b) naive MC, N={mc}", "c": f"(c) encoder once + N={mc} decoder passes",
-              "c_batched": f"(c) with the {mc} decoder passes batched", "segment": f"segment default: N={mc} shared over flip TTA"}
+              "c_batched": f"(c) with the {mc} decoder passes batched",
+              "c_head": f"(c) head-only MC: decoder once + N={mc} samples of the last dropout and the heads",
+              "segment": f"segment default: N={mc} shared over flip TTA"}
     flat = {}
     for name, rows in result["paths"].items():
         for m, v in rows.items():

@@ -134,7 +134,12 @@ def run_one(task: str, method: str, labeled: int | None, seed: int | None, itera
     cases = [c for src in cfg["data"] + ([cfg["validation"]["list"]] if "list" in cfg["validation"] else [])
              for c in find_cases(src) if c.name in held]
     evaluation = evaluate_cases(net, meta, list({c.name: c for c in cases}.values()), mc_samples=1, tta=False, device=device)
-    return {"method": cfg["method"], "variant": method, "labeled": td["n_labeled"], "seed": cfg.get("seed"),
+    extra = {}
+    if task == "cine":  # ejection-fraction error from the predicted ED + ES frames of each held-out patient
+        from cine_indices import ef_mean_absolute_error, ef_per_patient, validation_patients
+
+        extra["ef_abs_error"] = ef_mean_absolute_error(ef_per_patient(net, meta, validation_patients(), device=device))
+    return {**extra, "method": cfg["method"], "variant": method, "labeled": td["n_labeled"], "seed": cfg.get("seed"),
             "iterations": cfg["iterations"], "s_per_it": steps[-1] if steps else None, "wall_s": wall,
             "held_out": sorted(held), "distance_unit": evaluation["distance_unit"], "mean": evaluation["mean"],
             "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
@@ -162,6 +167,10 @@ def summarize(rows: dict) -> dict:
         lower = [mean_dice(r) for r in groups.get(("supervised", lab), [])]
         entry = {"variant": variant, "labeled": lab, "n_seeds": len(d), "dice_mean": float(np.mean(d)),
                  "dice_seed_std": float(np.std(d)) if len(d) > 1 else None}
+        for side in ("lv", "rv"):
+            errors = [r["ef_abs_error"][side] for r in rs if "ef_abs_error" in r]
+            if errors:
+                entry[f"{side}_ef_mae"] = float(np.mean(errors))
         if upper and lower and variant not in ("supervised", "supervised_all") and np.mean(upper) != np.mean(lower):
             entry["gain_recovered"] = float((np.mean(d) - np.mean(lower)) / (np.mean(upper) - np.mean(lower)))
         summary[f"{variant} @ {lab}"] = entry
@@ -171,11 +180,19 @@ def summarize(rows: dict) -> dict:
 def table_lines(rows: dict, summary: dict) -> list[str]:
     """Markdown: the summary (mean Dice, spread over seeds, gain recovered), then every run's metrics
     (mean +- std over held-out cases) per structure."""
-    lines = ["| method | labeled | seeds | mean Dice | std over seeds | gain recovered |", "|---|---|---|---|---|---|"]
+    ef = any("lv_ef_mae" in v for v in summary.values())
+    head = "| method | labeled | seeds | mean Dice | std over seeds | gain recovered |" + (" LV EF error | RV EF error |" if ef else "")
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
     for v in summary.values():
         spread = "-" if v["dice_seed_std"] is None else format(v["dice_seed_std"], ".3f")
         gain = format(v["gain_recovered"], ".2f") if "gain_recovered" in v else "-"
-        lines.append(f"| {v['variant']} | {v['labeled']} | {v['n_seeds']} | {v['dice_mean']:.3f} | {spread} | {gain} |")
+        cells = [v["variant"], v["labeled"], v["n_seeds"], f"{v['dice_mean']:.3f}", spread, gain]
+        if ef:
+            cells += [f"{v[k]:.1f} %" if k in v else "-" for k in ("lv_ef_mae", "rv_ef_mae")]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    if ef:
+        lines += ["", "EF error: mean absolute difference (percentage points) between the ejection fraction from the "
+                  "predicted and from the reference ED + ES segmentations of each held-out patient."]
     unit = next(iter(rows.values()))["distance_unit"] if rows else "mm"
     lines += ["", f"Per run, held-out mean ± std over cases (HD95 and ASD in {unit}):", "",
               "| run | structure | " + " | ".join(METRICS) + " | s / it |", "|---|---|" + "---|" * (len(METRICS) + 1)]
@@ -199,13 +216,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     task = TASKS[args.task]
-    if not Path(task["data"]).is_file():
-        print(f"real data not found at {task['data']} (kept outside the repository); nothing to benchmark", file=sys.stderr)
-        return 0 if args.smoke else 2
     methods = (args.methods or task["methods"]).split(",")
     labeled = [int(x) for x in (args.labeled or task["labeled"]).split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
-    if args.smoke:  # configuration check only: every method's config builds its method, both profiles
+    if args.smoke:  # no data needed: every method's config builds its method (both profiles), and the table code runs
         from SemiSupCardiacSegLib.methods import get_method
         from SemiSupCardiacSegLib.training import DEFAULTS, merge_config
 
@@ -213,10 +227,17 @@ def main(argv=None) -> int:
             for m in methods:
                 cfg = method_config(args.task, m, 10, labeled[0], seeds[0], profile)
                 get_method(cfg["method"])(merge_config(DEFAULTS, cfg))
-        fake = {f"{v} {l}": {"variant": v, "labeled": l, "mean": {"x": {"dice": {"mean": d}}}}
+        fake = {f"{v} {l}": {"variant": v, "labeled": l, "s_per_it": 1.0, "distance_unit": "mm", "ef_abs_error": {"lv": 2.0, "rv": 5.0},
+                             "mean": {"x": {k: {"mean": d, "std": 0.0} for k in METRICS}}}
                 for v, l, d in (("supervised", 8, 0.6), ("sassnet", 8, 0.7), ("supervised_all", 68, 0.9))}
-        print({"methods": methods, "gain": summarize(fake)["sassnet @ 8"]["gain_recovered"], "ok": True})
+        summary = summarize(fake)
+        table = table_lines(fake, summary)
+        assert abs(summary["sassnet @ 8"]["gain_recovered"] - 1 / 3) < 1e-9 and "2.0 %" in table[2], table
+        print({"methods": methods, "gain": summary["sassnet @ 8"]["gain_recovered"], "ok": True})
         return 0
+    if not Path(task["data"]).is_file():
+        print(f"real data not found at {task['data']} (kept outside the repository); nothing to benchmark", file=sys.stderr)
+        return 2
     runs = [(m, None if m == "supervised_all" else n, s) for s in seeds for n in labeled for m in methods
             if not (m == "supervised_all" and n != labeled[0])]
     rows = {}

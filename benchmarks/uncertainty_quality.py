@@ -2,7 +2,7 @@
 on its held-out cases (those its checkpoint lists as validation cases, never trained on): LA2018
 cases for the LA model, ACDC frames for the cine model, per structure (RV, myocardium, LV).
 
-    python benchmarks/uncertainty_quality.py [--model la|cine|PATH] [--mc-samples 10] [--profile cpu-small] [--smoke]
+    python benchmarks/uncertainty_quality.py [--model la|cine|PATH] [--mc-samples 10] [--mc-scope decoder|head] [--profile cpu-small] [--smoke]
 
 Per case and structure, with the `segment` defaults (MC dropout, the model's TTA), on the input grid:
 * voxel Brier score and expected calibration error (15 equal-width bins of the foreground
@@ -33,7 +33,7 @@ from scipy import ndimage, stats
 from common import ROOT, benchmark_parser, environment, write_result
 
 from SemiSupCardiacSegLib.checkpoint import load_model
-from SemiSupCardiacSegLib.inference import predict_with_model
+from SemiSupCardiacSegLib.inference import model_mc_scope, predict_with_model
 from SemiSupCardiacSegLib.io import read_h5_case
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.reporting import segmentation_report
@@ -76,10 +76,11 @@ def auroc(scores, positives) -> float:
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def evaluate_case(net, meta, path: Path, mc: int) -> tuple[dict, tuple]:
-    """Rows per structure ({structure: measures}) of one held-out case, and its pooled calibration counts."""
+def evaluate_case(net, meta, path: Path, mc: int, mc_scope: str | None = None) -> tuple[dict, tuple]:
+    """Rows per structure ({structure: measures}) of one held-out case, and its pooled calibration counts
+    (mc_scope None: the checkpoint's)."""
     image, label = read_h5_case(path)
-    pred = predict_with_model(net, meta, image, mc_samples=mc, device="cpu")
+    pred = predict_with_model(net, meta, image, mc_samples=mc, device="cpu", mc_scope=mc_scope)
     ent = pred.entropy.array
     report = segmentation_report(pred, meta["labels"], meta)["structures"]
     k = int(meta["network"]["num_classes"])
@@ -109,6 +110,31 @@ def evaluate_case(net, meta, path: Path, mc: int) -> tuple[dict, tuple]:
             "seconds": pred.timings["total_s"],
         }
     return rows, tuple(pooled)
+
+
+def measure_model(net, meta, paths: list[Path], mc: int, mc_scope: str | None = None) -> tuple[dict, np.ndarray]:
+    """``evaluate_case`` over ``paths`` -> ({case or case/structure: measures}, pooled calibration counts (3, N_BINS))."""
+    per_case, pooled = {}, np.zeros((3, N_BINS))
+    for path in paths:
+        rows, counts = evaluate_case(net, meta, path, mc, mc_scope)
+        multi = len(rows) > 1
+        for structure, row in rows.items():
+            per_case[f"{path.stem}/{structure}" if multi else path.stem] = row
+        pooled += np.array(counts)
+    return per_case, pooled
+
+
+def score_quality(per_case: dict) -> dict:
+    """Per per-case score (``score_*``): Spearman with 1 - Dice (and its p-value) and the AUROC for
+    flagging Dice < FLAG_DICE."""
+    dices = np.array([r["dice"] for r in per_case.values()])
+    across = {}
+    for k in [k for k in next(iter(per_case.values())) if k.startswith("score_")]:
+        s = np.array([r[k] for r in per_case.values()])
+        rho, pval = stats.spearmanr(s, 1 - dices)
+        across[k] = {"spearman_vs_1_minus_dice": float(rho), "p_value": float(pval),
+                     f"auroc_dice_below_{FLAG_DICE}": auroc(s, dices < FLAG_DICE)}
+    return across
 
 
 def youden_threshold(scores, positives) -> dict:
@@ -186,6 +212,8 @@ def main(argv=None) -> int:
     p = benchmark_parser(__doc__, "one case, MC 2, writes nothing (skips without data)")
     p.add_argument("--model", default="la")
     p.add_argument("--mc-samples", type=int, default=10)
+    p.add_argument("--mc-scope", choices=("decoder", "head"), help="MC-dropout scope (default: the checkpoint's); "
+                   "given, it is added to the result's name")
     args = p.parse_args(argv)
     import torch
 
@@ -198,39 +226,29 @@ def main(argv=None) -> int:
     if args.smoke:
         paths, args.mc_samples = paths[:1], 2
     t0 = time.perf_counter()
-    per_case, pooled = {}, np.zeros((3, N_BINS))
-    for path in paths:
-        rows, counts = evaluate_case(net, meta, path, args.mc_samples)
-        multi = len(rows) > 1
-        for structure, row in rows.items():
-            per_case[f"{path.stem}/{structure}" if multi else path.stem] = row
-        pooled += np.array(counts)
+    per_case, pooled = measure_model(net, meta, paths, args.mc_samples, args.mc_scope)
     if args.smoke:
         print(per_case)
         return 0
     dices = np.array([r["dice"] for r in per_case.values()])
     scores = [k for k in next(iter(per_case.values())) if k.startswith("score_")]
-    across = {}
-    for k in scores:
-        s = np.array([r[k] for r in per_case.values()])
-        rho, pval = stats.spearmanr(s, 1 - dices)
-        across[k] = {"spearman_vs_1_minus_dice": float(rho), "p_value": float(pval),
-                     f"auroc_dice_below_{FLAG_DICE}": auroc(s, dices < FLAG_DICE)}
+    across = score_quality(per_case)
     best = max(across, key=lambda k: across[k]["spearman_vs_1_minus_dice"])
     suggestion = {"score": best.removeprefix("score_"), **youden_threshold([r[best] for r in per_case.values()], dices < FLAG_DICE)}
     means = {k: float(np.mean([r[k] for r in per_case.values()])) for k in next(iter(per_case.values()))}
-    suffix = "" if str(args.model) == "la" else "_" + Path(str(args.model)).stem
+    suffix = ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem) + (f"_mc_{args.mc_scope}" if args.mc_scope else "")
+    scope = args.mc_scope or model_mc_scope(meta)
     out_dir = ROOT / "benchmarks" / "results" / args.profile
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_plot(*pooled, out_dir / f"reliability{suffix}.png")
     scatter_plot(per_case, scores, out_dir / f"uncertainty_vs_dice{suffix}.png")
     result = {"benchmark": f"uncertainty_quality{suffix}", "command": "python " + " ".join(sys.argv), "environment": environment(),
-              "model": {"id": meta["model_id"], "mc_samples": args.mc_samples, "inference": meta.get("inference", {})},
+              "model": {"id": meta["model_id"], "mc_samples": args.mc_samples, "mc_scope": scope, "inference": meta.get("inference", {})},
               "n_cases": len(paths), "n_samples": len(per_case), "n_samples_below_flag": int((dices < FLAG_DICE).sum()),
               "pooled_ece_roi": ece(*pooled), "mean": means, "per_case_scores": across, "suggested_flag": suggestion,
               "per_case": per_case, "wall_s": time.perf_counter() - t0}
     unit = "(case, structure) pairs" if len(per_case) > len(paths) else "cases"
-    lines = [f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), MC {args.mc_samples}, "
+    lines = [f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), MC {args.mc_samples} ({scope} scope), "
              f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png", "",
              "| voxel measure (mean) | value |", "|---|---|",
              f"| Dice | {means['dice']:.3f} |", f"| Brier score in ROI | {means['brier_roi']:.4f} |",

@@ -8,7 +8,8 @@ doubled per level (16 in the papers).
 Dropout (``nn.Dropout3d``, rate ``dropout``) sits where the reference places it: on the bottleneck
 features and on the last decoder features before the heads. Both are after the encoder, so MC
 dropout can run the encoder once and sample only the decoder (``decode``), which is what
-``inference.mc_predict`` does. Dropout is active in training, and at inference only when MC
+``inference.sliding_window_predict`` does. Head-only MC (``mc_scope = "head"`` there) samples only
+the last dropout: ``decode_trunk`` once with dropout off, then ``decode_heads`` per sample. Dropout is active in training, and at inference only when MC
 sampling asks for it (``set_mc_dropout``); normalization layers stay in eval mode.
 
 Heads: ``seg`` = 1x1x1 conv to ``num_classes`` logits (softmax over classes, background = 0);
@@ -104,15 +105,16 @@ class VNetDecoder(nn.Module):
         return run_decoder(self, feats)
 
 
-def run_decoder(m: nn.Module, feats: list[torch.Tensor]) -> torch.Tensor:
-    """Decoder stages of ``m`` (a VNet or VNetDecoder) on encoder features -> (B, f, X, Y, Z)."""
+def run_decoder(m: nn.Module, feats: list[torch.Tensor], final_dropout: bool = True) -> torch.Tensor:
+    """Decoder stages of ``m`` (a VNet or VNetDecoder) on encoder features -> (B, f, X, Y, Z);
+    final_dropout False leaves out the dropout before the heads (``VNet.decode_trunk``)."""
     x1, x2, x3, x4, x5 = feats
     x = m.dropout(x5)
     x = m.dec4(m.up5(x) + x4)
     x = m.dec3(m.up4(x) + x3)
     x = m.dec2(m.up3(x) + x2)
     x = m.dec1(m.up2(x) + x1)
-    return m.dropout(x)
+    return m.dropout(x) if final_dropout else x
 
 
 class VNet(nn.Module):
@@ -150,9 +152,31 @@ class VNet(nn.Module):
     def decode(self, feats: list[torch.Tensor], seg_only: bool = False) -> dict[str, torch.Tensor]:
         """Features -> {'seg': (B, K, X, Y, Z) logits, 'sdm': (B, K-1, X, Y, Z) in [-1, 1]}; seg_only: no 'sdm'."""
         x = run_decoder(self, feats)
-        out = {"seg": self.seg_head(x)}
+        xs = None
         if self.sdm_head is not None and not seg_only:
             xs = self.sdm_branch(feats) if self.sdm_branch is not None else x
+        return self._heads(x, xs)
+
+    def decode_trunk(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoder up to, not including, its last dropout: (seg features (B, f, X, Y, Z), the
+        separate SDM decoder's features or None). ``decode_heads(decode_trunk(f))`` is ``decode(f)``;
+        head-only MC dropout runs the trunk once and samples only ``decode_heads``."""
+        xs = run_decoder(self.sdm_branch, feats, final_dropout=False) if self.sdm_branch is not None else None
+        return run_decoder(self, feats, final_dropout=False), xs
+
+    def decode_heads(self, trunk: tuple[torch.Tensor, torch.Tensor | None], seg_only: bool = False) -> dict[str, torch.Tensor]:
+        """The last dropout and the 1x1x1 heads on ``decode_trunk``'s features -> the ``decode`` dict."""
+        x, xs = trunk
+        x = self.dropout(x)
+        if self.sdm_head is None or seg_only:
+            xs = None
+        else:
+            xs = x if xs is None else self.sdm_branch.dropout(xs)
+        return self._heads(x, xs)
+
+    def _heads(self, x: torch.Tensor, xs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        out = {"seg": self.seg_head(x)}
+        if xs is not None:
             out["sdm"] = torch.tanh(self.sdm_head(xs))
         return out
 
