@@ -275,20 +275,23 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
                             None if acc_s is None else np.ascontiguousarray(acc_s, dtype=np.float32), pred_h, mi)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 26-connected component of a binary mask (empty stays empty)."""
+def largest_component(mask: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """Keep the largest 26-connected component of a binary mask (empty stays empty); with ``weight``
+    (same shape, e.g. the class probability) the component of largest total weight."""
     lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if n <= 1:
         return mask.astype(bool)
-    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    sizes = ndimage.sum_labels(np.ones_like(lab) if weight is None else weight, lab, index=np.arange(1, n + 1))
     return lab == (1 + int(np.argmax(sizes)))
 
 
-def keep_largest_per_class(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Largest-connected-component cleanup for every foreground class of a label map."""
+def keep_largest_per_class(labels: np.ndarray, num_classes: int, probs: np.ndarray | None = None) -> np.ndarray:
+    """Largest-connected-component cleanup for every foreground class of a label map; with
+    ``probs`` (K, ...) each class keeps its component of largest probability mass instead of the
+    most voxels (a confident structure over a larger doubtful one)."""
     out = np.zeros_like(labels)
     for c in range(1, num_classes):
-        out[largest_component(labels == c)] = c
+        out[largest_component(labels == c, None if probs is None else probs[c])] = c
     return out
 
 
@@ -402,7 +405,7 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
         entropy=grid.with_array(ent.astype(np.float32)), mutual_info=grid.with_array(mi.astype(np.float32)),
         timings={"preprocess_s": t1 - t0, "network_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
                  "device": str(dev), "mc_samples": int(mc_samples), "tta_flip_axes": list(flip_axes),
-                 "tta_rot90": bool(rot90_tta)},
+                 "tta_rot90": bool(rot90_tta), "mc_scope": mc_scope},
     )
 
 

@@ -81,9 +81,13 @@ def near_region(mask: np.ndarray, spacing, margin_mm: float = NEAR_MM) -> np.nda
     return out
 
 
-def quality_flag(structure: dict, quality: dict | None, mc_samples: int) -> bool | None:
-    """True when the structure's quality score exceeds the model's threshold; None if not assessable."""
+def quality_flag(structure: dict, quality: dict | None, mc_samples: int, mc_scope: str = "decoder") -> bool | None:
+    """True when the structure's quality score exceeds the model's threshold; None if not assessable:
+    too few MC samples, or MC dropout of another scope than the threshold was chosen with
+    (``quality["mc_scope"]``, "decoder" if absent: head-only MC gives other uncertainty values)."""
     if not quality or mc_samples < int(quality.get("min_mc_samples", 2)):
+        return None
+    if mc_scope != quality.get("mc_scope", "decoder"):
         return None
     score = structure.get(quality["score"])
     if score is None:  # empty structure: nothing to judge by uncertainty
@@ -109,7 +113,7 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
             "entropy_per_volume": float(pred.entropy.array[near].sum() / mask.sum()) if mask.any() else None,
         }
         structures[name]["doubtful"] = quality_flag(structures[name], meta.get("quality"),
-                                                    int(pred.timings.get("mc_samples", 1)))
+                                                    int(pred.timings.get("mc_samples", 1)), pred.timings.get("mc_scope", "decoder"))
     return {
         "structures": structures,
         "mean_entropy": float(pred.entropy.array.mean()),

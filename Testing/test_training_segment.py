@@ -199,6 +199,10 @@ def test_quality_flag_rules():
     assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 1) is None  # MI needs MC sampling
     assert quality_flag({"mean_boundary_mutual_info": None}, q, 10) is None  # empty structure
     assert quality_flag({"mean_boundary_mutual_info": 0.30}, None, 10) is None  # model without a threshold
+    # A threshold chosen with decoder-scope MC says nothing about head-only MC values, and the reverse.
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 10, "head") is None
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, {**q, "mc_scope": "head"}, 10, "head") is True
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, {**q, "mc_scope": "head"}, 10) is None
 
 
 def test_empty_label_map_in_training_is_named(tmp_path):

@@ -203,6 +203,43 @@ def table_lines(rows: dict, summary: dict) -> list[str]:
     return lines
 
 
+def learning_curves(rows: dict, out: Path) -> None:
+    """One panel per labeled count: each run's supervised segmentation loss (``loss_seg`` of its
+    log.jsonl, a running mean over 5 logged points) against the iteration; the upper bound
+    (``supervised_all``, dashed like the lower bound) in every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from SemiSupCardiacSegLib.atomic import atomic_path
+
+    counts = sorted({r["labeled"] for r in rows.values() if r["variant"] != "supervised_all"}) or [0]
+    colors = {v: f"C{i}" for i, v in enumerate(sorted({r["variant"] for r in rows.values()}))}
+    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 3.6), squeeze=False, sharey=True)
+    for ax, n in zip(axes[0], counts):
+        for key, r in rows.items():
+            if r["labeled"] != n and r["variant"] != "supervised_all":  # the upper bound is drawn in every panel
+                continue
+            logs = [json.loads(line) for line in (ROOT / r["run"] / "log.jsonl").read_text().splitlines()]
+            pts = [(g["iteration"], g["loss_seg"]) for g in logs if "loss_seg" in g]
+            if len(pts) < 2:
+                continue
+            it, loss = map(np.array, zip(*pts))
+            smooth = np.convolve(loss, np.ones(5) / 5, mode="valid") if len(loss) >= 5 else loss
+            ax.plot(it[len(it) - len(smooth):], smooth, lw=1.2, label=r["variant"], color=colors[r["variant"]], ls="--" if r["variant"].startswith("supervised") else "-")
+        ax.set_title(f"{n} labeled", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("supervised segmentation loss (training)")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = benchmark_parser(__doc__)
     p.add_argument("--task", choices=sorted(TASKS), required=True)
@@ -233,6 +270,16 @@ def main(argv=None) -> int:
         summary = summarize(fake)
         table = table_lines(fake, summary)
         assert abs(summary["sassnet @ 8"]["gain_recovered"] - 1 / 3) < 1e-9 and "2.0 %" in table[2], table
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, row in enumerate(fake.values()):
+                (Path(tmp) / str(i)).mkdir()
+                (Path(tmp) / str(i) / "log.jsonl").write_text("".join(json.dumps({"iteration": 10 * j, "loss_seg": 1.0 / j}) + "\n"
+                                                                      for j in range(1, 12)))
+                row["run"] = str(Path(tmp) / str(i))
+            learning_curves(fake, Path(tmp) / "curves.png")
+            assert (Path(tmp) / "curves.png").stat().st_size > 1000
         print({"methods": methods, "gain": summary["sassnet @ 8"]["gain_recovered"], "ok": True})
         return 0
     if not Path(task["data"]).is_file():
@@ -246,8 +293,10 @@ def main(argv=None) -> int:
         rows[key] = run_one(args.task, m, n, s, args.iterations, ROOT / "runs" / "bench", args.device, args.profile, progress=True)
         print(json.dumps({key: round(mean_dice(rows[key]), 4)}), flush=True)
         summary = summarize(rows)
+        curves = f"method_comparison_{args.task}_curves.png"
+        learning_curves(rows, ROOT / "benchmarks" / "results" / args.profile / curves)
         publish(args.profile, f"method_comparison_{args.task}", {**rows, "_summary": summary}, [], lambda k, v: None,
-                extra_lines=table_lines(rows, summary))
+                extra_lines=table_lines(rows, summary) + ["", f"Learning curves: {curves}."])
     return 0
 
 
