@@ -154,3 +154,35 @@ def test_head_only_mc_is_refused_by_name_where_the_network_has_no_trunk():
         sliding_window_predict(net2d, img, (32, 32, 1), mc_samples=2, mc_scope="head")
     with pytest.raises(ValueError, match="mc_scope must be one of"):
         sliding_window_predict(net2d, img, (32, 32, 1), mc_samples=2, mc_scope="encoder")
+
+
+def test_head_mask_folded_into_the_weights_equals_dropout_then_heads():
+    """Head-only MC folds the Dropout3d channel mask into the 1x1x1 weights: for a given mask the
+    result equals masking the features and convolving; masks drop whole channels at rate p."""
+    from SemiSupCardiacSegLib.networks.vnet import channel_mask, masked_pointwise_conv
+
+    torch.manual_seed(3)
+    x = torch.randn(3, 6, 5, 4, 3)
+    conv = torch.nn.Conv3d(6, 2, 1)
+    mask = channel_mask(x, 0.5)
+    assert set(mask.unique().tolist()) <= {0.0, 2.0} and mask.shape == (3, 6)
+    with torch.no_grad():
+        expected = conv(x * mask[:, :, None, None, None])
+        folded = masked_pointwise_conv(x, mask, conv.weight, conv.bias)
+    assert torch.allclose(folded, expected, atol=1e-5)
+    big = channel_mask(torch.zeros(400, 50), 0.3)
+    assert abs(float((big == 0).float().mean()) - 0.3) < 0.02
+    # In the network: with MC on, decode_heads draws masks (outputs differ between calls); off, it is decode.
+    for sdm_decoder in ("shared", "separate"):
+        model = build_network("vnet", {**NET, "sdm_decoder": sdm_decoder}).eval()
+        with torch.no_grad():
+            trunk = model.decode_trunk(model.encode(torch.randn(2, 1, 32, 32, 16)))
+            plain = model.decode_heads(trunk)
+            from SemiSupCardiacSegLib.inference import set_mc_dropout
+
+            set_mc_dropout(model, True)
+            a, b = model.decode_heads(trunk), model.decode_heads(trunk)
+            set_mc_dropout(model, False)
+        assert a["seg"].shape == plain["seg"].shape and a["sdm"].shape == plain["sdm"].shape
+        assert not torch.equal(a["seg"], b["seg"]) and not torch.equal(a["sdm"], b["sdm"])
+        assert float(a["sdm"].abs().max()) <= 1.0

@@ -14,7 +14,7 @@ a fresh child process that reads the input from a file (its peak RSS, VmHWM, is 
   1x1 heads sampled N times (an approximate posterior; its quality: uncertainty_quality.py --mc-scope head);
   segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA).
 Seconds are end to end (resampling to model space and back included) and of the sliding window
-alone ("network s"). On the LA case, also in model space: MONAI's ``sliding_window_inference``
+alone ("network s"), the best of 3 runs in the child for the LA case (1 for the large volume). On the LA case, also in model space: MONAI's ``sliding_window_inference``
 (installed for this benchmark only: ``pip install monai``; the row is skipped without it) on the
 same network, window and overlap, and the reference code's window stride (18/18/4 voxels at
 0.625 mm with 112x112x80 windows; the same stride in mm for the shipped model's grid), each
@@ -89,11 +89,18 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
         def batched(*args, **kw):
             return original(*args, **{**kw, "mc_chunk": mc})
         inference.sliding_window_predict = batched
-    t = time.perf_counter()
-    with torch.inference_mode():
-        pred = predict_with_model(net, meta, vol, device=device, **kwargs)
-    sec = time.perf_counter() - t
-    return {"seconds": sec, "network_s": pred.timings["network_s"], "peak_rss_mb": _hwm_mb(), "rss_before_mb": base,
+    # Best of a few runs on inputs that take seconds: the first run of a process pays one-off costs
+    # (allocator growth, oneDNN kernel selection) that measured up to 1 s on the LA case.
+    repeats = 3 if vol.array.size < 10_000_000 else 1
+    sec = net_s = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        with torch.inference_mode():
+            pred = predict_with_model(net, meta, vol, device=device, **kwargs)
+        dt = time.perf_counter() - t
+        if sec is None or dt < sec:
+            sec, net_s = dt, pred.timings["network_s"]
+    return {"seconds": sec, "network_s": net_s, "repeats": repeats, "peak_rss_mb": _hwm_mb(), "rss_before_mb": base,
             "shape": list(vol.shape), "foreground_voxels": int((pred.labels.array > 0).sum()),
             "mean_entropy": float(np.mean(pred.entropy.array))}
 

@@ -296,7 +296,8 @@ def main(argv=None) -> int:
         curves = f"method_comparison_{args.task}_curves.png"
         learning_curves(rows, ROOT / "benchmarks" / "results" / args.profile / curves)
         publish(args.profile, f"method_comparison_{args.task}", {**rows, "_summary": summary}, [], lambda k, v: None,
-                extra_lines=table_lines(rows, summary) + ["", f"Learning curves: {curves}."])
+                extra_lines=table_lines(rows, summary) + ["", f"Learning curves: {curves} (each method's own supervised "
+                                                             "loss, e.g. cross-entropy for MTN: compare curves' shapes, not levels across methods)."])
     return 0
 
 

@@ -165,14 +165,36 @@ class VNet(nn.Module):
         return run_decoder(self, feats, final_dropout=False), xs
 
     def decode_heads(self, trunk: tuple[torch.Tensor, torch.Tensor | None], seg_only: bool = False) -> dict[str, torch.Tensor]:
-        """The last dropout and the 1x1x1 heads on ``decode_trunk``'s features -> the ``decode`` dict."""
+        """The last dropout and the 1x1x1 heads on ``decode_trunk``'s features -> the ``decode`` dict.
+
+        With MC dropout on, the channel mask of ``Dropout3d`` (one Bernoulli(1 - p) draw per sample
+        and channel, scaled by 1 / (1 - p)) is folded into the 1x1x1 head weights instead of being
+        applied to the full-resolution features: the same distribution, without the (B, f, X, Y, Z)
+        multiply, and the seg and SDM heads of a shared decoder read the features once."""
         x, xs = trunk
+        if _sampling(self.dropout):
+            return self._sampled_heads(x, xs, seg_only)
         x = self.dropout(x)
         if self.sdm_head is None or seg_only:
             xs = None
         else:
             xs = x if xs is None else self.sdm_branch.dropout(xs)
         return self._heads(x, xs)
+
+    def _sampled_heads(self, x: torch.Tensor, xs: torch.Tensor | None, seg_only: bool) -> dict[str, torch.Tensor]:
+        k = self.seg_head.out_channels
+        with_sdm = self.sdm_head is not None and not seg_only
+        mask = channel_mask(x, self.dropout.p)
+        if with_sdm and xs is None:  # shared decoder: one convolution for both heads
+            y = masked_pointwise_conv(x, mask, torch.cat([self.seg_head.weight, self.sdm_head.weight]),
+                                      torch.cat([self.seg_head.bias, self.sdm_head.bias]))
+            return {"seg": y[:, :k], "sdm": torch.tanh(y[:, k:])}
+        out = {"seg": masked_pointwise_conv(x, mask, self.seg_head.weight, self.seg_head.bias)}
+        if with_sdm:
+            drop = self.sdm_branch.dropout
+            ms = channel_mask(xs, drop.p) if _sampling(drop) else torch.ones(xs.shape[:2], dtype=xs.dtype, device=xs.device)
+            out["sdm"] = torch.tanh(masked_pointwise_conv(xs, ms, self.sdm_head.weight, self.sdm_head.bias))
+        return out
 
     def _heads(self, x: torch.Tensor, xs: torch.Tensor | None) -> dict[str, torch.Tensor]:
         out = {"seg": self.seg_head(x)}
@@ -182,6 +204,27 @@ class VNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.encode(x))
+
+
+def _sampling(drop: nn.Module) -> bool:
+    """True for a Dropout3d layer that is drawing masks (train mode, p > 0)."""
+    return isinstance(drop, nn.Dropout3d) and drop.training and drop.p > 0
+
+
+def channel_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A ``Dropout3d`` mask for x (B, C, ...): (B, C), each entry 0 with probability p, else 1 / (1 - p)."""
+    keep = torch.full(x.shape[:2], 1.0 - p, dtype=x.dtype, device=x.device)
+    return torch.bernoulli(keep) / (1.0 - p)
+
+
+def masked_pointwise_conv(x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv3d(x * mask[:, :, None, None, None], weight, bias)`` for a 1x1x1 ``weight`` (K, C, 1, 1, 1),
+    computed as one grouped convolution with per-sample weights W * mask[b] (x: (B, C, X, Y, Z) -> (B, K, X, Y, Z))."""
+    b, c = x.shape[:2]
+    w = weight.reshape(weight.shape[0], c)
+    per_sample = (w[None] * mask[:, None, :]).reshape(b * w.shape[0], c, 1, 1, 1)
+    y = nn.functional.conv3d(x.reshape(1, b * c, *x.shape[2:]), per_sample, None if bias is None else bias.repeat(b), groups=b)
+    return y.reshape(b, w.shape[0], *x.shape[2:])
 
 
 def set_mc_dropout(model: nn.Module, enabled: bool) -> None:
