@@ -23,3 +23,23 @@ def test_benchmark_smoke(script):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
+
+
+def test_accuracy_table_keeps_earlier_rows_of_the_same_protocol(tmp_path, monkeypatch):
+    """Separate method_comparison invocations add up: rows already published with the same iteration
+    count and an existing run folder are kept; other iteration counts and vanished runs are not."""
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import method_comparison
+
+    monkeypatch.setattr(method_comparison, "ROOT", tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "model.pt").write_bytes(b"x")
+    results = tmp_path / "benchmarks" / "results" / "cpu-small"
+    results.mkdir(parents=True)
+    rows = {"kept": {"iterations": 600, "run": "runs/a"}, "other length": {"iterations": 20, "run": "runs/a"},
+            "vanished": {"iterations": 600, "run": "runs/b"}, "_summary": {}}
+    (results / "method_comparison_la.json").write_text(json.dumps({"results": rows}))
+    assert list(method_comparison.earlier_rows("cpu-small", "la", 600)) == ["kept"]
+    assert method_comparison.earlier_rows("cpu-small", "cine", 600) == {}

@@ -21,7 +21,9 @@ patients) held out. Bounds: ``supervised`` at each labeled count (lower) and ``s
 ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
 structure; "gain recovered" = (method - lower) / (upper - lower) on mean Dice. With several
 ``--seeds`` each row also gives the spread (std) of the mean Dice over seeds.
-Writes benchmarks/results/<profile>/method_comparison_<task>.json and .md; runs go to runs/bench/.
+Writes benchmarks/results/<profile>/method_comparison_<task>.json and .md, merged with the rows
+already there (same iterations, run folder present), so seeds or fractions run separately add up;
+runs go to runs/bench/.
 Real data is read from ../shared and never copied; without it the benchmark says so and stops.
 """
 
@@ -203,6 +205,18 @@ def table_lines(rows: dict, summary: dict) -> list[str]:
     return lines
 
 
+def earlier_rows(profile: str, task: str, iterations: int) -> dict:
+    """The rows already in results/<profile>/method_comparison_<task>.json with the same iteration
+    count whose run folder still exists: separate invocations (other seeds, fractions, methods) add
+    up to one table; a row measured again replaces its earlier self (same key)."""
+    path = ROOT / "benchmarks" / "results" / profile / f"method_comparison_{task}.json"
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text()).get("results", {})
+    return {k: v for k, v in old.items() if not k.startswith("_") and v.get("iterations") == iterations
+            and (ROOT / v.get("run", "")).joinpath("model.pt").is_file()}
+
+
 def learning_curves(rows: dict, out: Path) -> None:
     """One panel per labeled count: each run's supervised segmentation loss (``loss_seg`` of its
     log.jsonl, a running mean over 5 logged points) against the iteration; the upper bound
@@ -287,7 +301,7 @@ def main(argv=None) -> int:
         return 2
     runs = [(m, None if m == "supervised_all" else n, s) for s in seeds for n in labeled for m in methods
             if not (m == "supervised_all" and n != labeled[0])]
-    rows = {}
+    rows = earlier_rows(args.profile, args.task, args.iterations or TASKS[args.task]["iterations"])
     for m, n, s in runs:  # published after every run, so a stopped benchmark keeps what it measured
         key = f"{m}, {'all' if n is None else n} labeled, seed {s}"
         rows[key] = run_one(args.task, m, n, s, args.iterations, ROOT / "runs" / "bench", args.device, args.profile, progress=True)
