@@ -14,7 +14,8 @@ a fresh child process that reads the input from a file (its peak RSS, VmHWM, is 
   1x1 heads sampled N times (an approximate posterior; its quality: uncertainty_quality.py --mc-scope head);
   segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA).
 Seconds are end to end (resampling to model space and back included) and of the sliding window
-alone ("network s"), the best of 3 runs in the child for the LA case (1 for the large volume). On the LA case, also in model space: MONAI's ``sliding_window_inference``
+alone ("network s"), the best of 3 runs in the child for the LA case (1 for the large volume).
+On the LA case, also in model space: MONAI's ``sliding_window_inference``
 (installed for this benchmark only: ``pip install monai``; the row is skipped without it) on the
 same network, window and overlap, and the reference code's window stride (18/18/4 voxels at
 0.625 mm with 112x112x80 windows; the same stride in mm for the shipped model's grid), each

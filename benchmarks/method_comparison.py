@@ -137,7 +137,7 @@ def run_one(task: str, method: str, labeled: int | None, seed: int | None, itera
              for c in find_cases(src) if c.name in held]
     evaluation = evaluate_cases(net, meta, list({c.name: c for c in cases}.values()), mc_samples=1, tta=False, device=device)
     extra = {}
-    if task == "cine":  # ejection-fraction error from the predicted ED + ES frames of each held-out patient
+    if task == "cine":  # EF error from each held-out patient's ED + ES frames (segmented as `segment` does: its TTA)
         from cine_indices import ef_mean_absolute_error, ef_per_patient, validation_patients
 
         extra["ef_abs_error"] = ef_mean_absolute_error(ef_per_patient(net, meta, validation_patients(), device=device))
@@ -301,7 +301,9 @@ def main(argv=None) -> int:
         return 2
     runs = [(m, None if m == "supervised_all" else n, s) for s in seeds for n in labeled for m in methods
             if not (m == "supervised_all" and n != labeled[0])]
-    rows = earlier_rows(args.profile, args.task, args.iterations or TASKS[args.task]["iterations"])
+    # the profile's iteration count (600 at cpu-small, the paper config's at gpu-full), as run_one will use it
+    iterations = method_config(args.task, methods[0], args.iterations, labeled[0], seeds[0], args.profile)["iterations"]
+    rows = earlier_rows(args.profile, args.task, iterations)
     for m, n, s in runs:  # published after every run, so a stopped benchmark keeps what it measured
         key = f"{m}, {'all' if n is None else n} labeled, seed {s}"
         rows[key] = run_one(args.task, m, n, s, args.iterations, ROOT / "runs" / "bench", args.device, args.profile, progress=True)

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     import torch
 
     from SemiSupCardiacSegLib.checkpoint import load_model
-    from uncertainty_quality import held_out_paths, measure_model, score_quality, ece
+    from uncertainty_quality import FLAG_DICE, ece, held_out_paths, measure_model, score_quality
 
     torch.set_num_threads(args.threads)
     table = ROOT / "benchmarks" / "results" / args.profile / f"method_comparison_{args.task}.json"
@@ -74,11 +74,11 @@ def main(argv=None) -> int:
     def fmt(k: str, v: dict) -> list:
         best = v["scores"]["score_" + v["best_score"]]
         return [k, f"{v['dice']:.3f}", f"{v['pooled_ece_roi']:.4f}", f"{v['brier_roi']:.4f}", f"{v['uncertain_error_dice']:.3f}",
-                v["best_score"], f"{best['spearman_vs_1_minus_dice']:.2f}", f"{best['auroc_dice_below_0.85']:.2f}"]
+                v["best_score"], f"{best['spearman_vs_1_minus_dice']:.2f}", f"{best[f'auroc_dice_below_{FLAG_DICE}']:.2f}"]
 
     publish(args.profile, f"uncertainty_by_method_{args.task}", rows,
             ["run", "Dice (MC)", "ECE (ROI, pooled)", "Brier (ROI)", "Dice(uncertain, errors)", "best per-case score",
-             "Spearman vs 1 - Dice", "AUROC Dice < 0.85"], fmt,
+             "Spearman vs 1 - Dice", f"AUROC Dice < {FLAG_DICE}"], fmt,
             extra_lines=["", f"MC dropout with {args.mc_samples} samples and each checkpoint's TTA, on each run's held-out cases "
                          "(for cine: per (case, structure) pair). Runs: method_comparison_" + args.task + ".json."])
     return 0

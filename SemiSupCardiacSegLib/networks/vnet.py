@@ -9,8 +9,9 @@ Dropout (``nn.Dropout3d``, rate ``dropout``) sits where the reference places it:
 features and on the last decoder features before the heads. Both are after the encoder, so MC
 dropout can run the encoder once and sample only the decoder (``decode``), which is what
 ``inference.sliding_window_predict`` does. Head-only MC (``mc_scope = "head"`` there) samples only
-the last dropout: ``decode_trunk`` once with dropout off, then ``decode_heads`` per sample. Dropout is active in training, and at inference only when MC
-sampling asks for it (``set_mc_dropout``); normalization layers stay in eval mode.
+the last dropout: ``decode_trunk`` once with dropout off, then ``decode_heads`` per sample. Dropout
+is active in training, and at inference only when MC sampling asks for it (``set_mc_dropout``);
+normalization layers stay in eval mode.
 
 Heads: ``seg`` = 1x1x1 conv to ``num_classes`` logits (softmax over classes, background = 0);
 ``sdm`` = 1x1x1 conv to ``num_classes - 1`` channels followed by tanh (SASSNet: "a 3D convolution
@@ -190,9 +191,8 @@ class VNet(nn.Module):
                                       torch.cat([self.seg_head.bias, self.sdm_head.bias]))
             return {"seg": y[:, :k], "sdm": torch.tanh(y[:, k:])}
         out = {"seg": masked_pointwise_conv(x, mask, self.seg_head.weight, self.seg_head.bias)}
-        if with_sdm:
-            drop = self.sdm_branch.dropout
-            ms = channel_mask(xs, drop.p) if _sampling(drop) else torch.ones(xs.shape[:2], dtype=xs.dtype, device=xs.device)
+        if with_sdm:  # the separate SDM decoder has its own last dropout (same rate, built from the same config)
+            ms = channel_mask(xs, self.sdm_branch.dropout.p)
             out["sdm"] = torch.tanh(masked_pointwise_conv(xs, ms, self.sdm_head.weight, self.sdm_head.bias))
         return out
 
