@@ -12,8 +12,14 @@ Config (a dict, usually a JSON file in ``configs/``; every default states its so
     batch_size, labeled_per_batch, iterations, seed, num_workers
     optim: {"model": {...}, "discriminator": {...}} with type sgd|adam|rmsprop, lr, momentum, weight_decay,
            betas, schedule step|poly|exp|constant, step (iterations), gamma
-Outputs in ``out``: ``last.pt`` (resume), ``best.pt`` / ``model.pt`` (model checkpoints),
-``log.jsonl`` (one JSON line per logged iteration and per validation), ``config.json``.
+    swa:         optional {"start": S, "every": E, "bn_batches": B}: stochastic weight averaging
+                 (Izmailov et al., UAI 2018) of the inference network - the equal-weight mean of its
+                 parameters after iterations S + E, S + 2E, ... (``torch.optim.swa_utils.AveragedModel``);
+                 at the end BatchNorm statistics are recomputed for the averaged weights over B
+                 training batches (``update_bn``, train mode as in torch's recipe), and the averaged
+                 network becomes ``swa.pt`` and ``model.pt``.
+Outputs in ``out``: ``last.pt`` (resume), ``best.pt`` / ``model.pt`` (model checkpoints; ``swa.pt``
+with ``swa``), ``log.jsonl`` (one JSON line per logged iteration and per validation), ``config.json``.
 """
 
 from __future__ import annotations
@@ -160,9 +166,10 @@ class Trainer:
         return [loaded[c.name] for c in lab], [strip(c) for c in unl], [loaded[c.name] for c in val]
 
     # ----------------------------------------------------------------- checkpoints
-    def _model_payload(self, method, iteration: int, validation: dict | None) -> dict:
+    def _model_payload(self, method, iteration: int, validation: dict | None, model: torch.nn.Module | None = None) -> dict:
+        """model: the network to export (default ``method.model``; the SWA average at the end)."""
         cfg = self.config
-        sd = state_dict_for_export(method.model, cfg.get("export_dtype", "float32"))
+        sd = state_dict_for_export(model if model is not None else method.model, cfg.get("export_dtype", "float32"))
         return {
             "kind": "model", "arch": method.arch, "network": method.network_params, "state_dict": sd,
             "preprocessing": cfg["preprocessing"], "patch_size": list(cfg.get("inference_patch_size") or cfg["patch_size"]),
@@ -180,7 +187,41 @@ class Trainer:
         payload.update(kind="resume", method_state=method.state_dict(),
                        optimizers={k: o.state_dict() for k, o in optimizers.items()},
                        torch_rng=torch.get_rng_state(), history=history, config=json.dumps(self.config))
+        if self.swa_model is not None:
+            payload["swa_state"] = self.swa_model.state_dict()
         save_checkpoint(self.out / "last.pt", payload)
+
+    def _finish_swa(self, method, dataset, iteration: int, val: list, history: dict) -> dict:
+        """BatchNorm statistics for the averaged weights, validation, ``swa.pt``; -> its validation record."""
+        from torch.optim.swa_utils import update_bn
+
+        cfg, spec = self.config, self.config["swa"]
+        n_batches = int(spec.get("bn_batches", 50))
+        bs = int(cfg["batch_size"])
+        rng = np.random.default_rng(int(cfg["seed"]) + 1)
+        seeds = rng.integers(0, 2**31 - 1, size=(n_batches, bs))
+        rows = rng.integers(0, len(dataset.cases), size=(n_batches, bs))
+        crops = CropDataset(dataset.cases, dataset.crop_size, dataset.num_classes, augment=True, with_sdm=False)
+
+        def batches():
+            for b in range(n_batches):
+                yield torch.stack([crops[(int(r), int(s))]["image"] for r, s in zip(rows[b], seeds[b])]).to(self.device)
+
+        net = self.swa_model.module
+        update_bn(batches(), net)  # leaves the network in train mode
+        net.eval()
+        k = int(cfg["network"]["num_classes"])
+        rec = {"iteration": iteration, "swa_n_averaged": int(self.swa_model.n_averaged)}
+        if val:
+            res = validate(net, val, tuple(cfg.get("inference_patch_size") or cfg["patch_size"]), k, self.device,
+                           cfg["validation"].get("overlap", 0.5))
+            rec.update(swa_val_dice=res["dice"], per_case=res["per_case"])
+        payload = self._model_payload(method, iteration, {"dice": rec.get("swa_val_dice"), "iteration": iteration,
+                                                          "per_case": rec.get("per_case", {})} if val else None, model=net)
+        payload["swa"] = {"start": int(spec["start"]), "every": int(spec["every"]), "n_averaged": rec["swa_n_averaged"],
+                          "bn_batches": n_batches}
+        save_checkpoint(self.out / "swa.pt", payload)
+        return rec
 
     # ----------------------------------------------------------------- main loop
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
@@ -262,6 +303,15 @@ class Trainer:
         main = dist.is_main
         groups = method.optimizer_groups()
         optimizers = {k: _make_optimizer(p, cfg["optim"][k]) for k, p in groups.items()}
+        swa = cfg.get("swa") or None
+        if swa is not None:
+            from torch.optim.swa_utils import AveragedModel
+
+            if int(swa.get("every", 0)) < 1 or int(swa.get("start", -1)) < 0:
+                raise InputError(f"swa needs start >= 0 and every >= 1 (got {swa})")
+            self.swa_model = AveragedModel(method.model, use_buffers=False)
+        else:
+            self.swa_model = None
         total = int(cfg["iterations"])
         start, history = 0, {"best": None, "validations": []}
         if resume and (self.out / "last.pt").exists():
@@ -271,6 +321,8 @@ class Trainer:
                 o.load_state_dict(ck["optimizers"][k])
             torch.set_rng_state(ck["torch_rng"])
             start, history = int(ck["iteration"]), ck["history"]
+            if self.swa_model is not None and "swa_state" in ck:
+                self.swa_model.load_state_dict(ck["swa_state"])
         elif not resume and (self.out / "last.pt").exists():
             raise InputError(f"{self.out} already holds a training run (last.pt); use --resume or another --out")
         if dist.enabled:  # identical weights on every rank, different dropout masks
@@ -327,6 +379,8 @@ class Trainer:
                     raise RuntimeError(self._oom_message(method, optimizers, batch, it, history)) from None
                 it += 1
                 method.after_step(it)
+                if swa is not None and it > int(swa["start"]) and (it - int(swa["start"])) % int(swa["every"]) == 0:
+                    self.swa_model.update_parameters(method.model)
                 t_last = time.perf_counter()
                 t_step += t_last - t0
                 bar.update(1)
@@ -368,9 +422,15 @@ class Trainer:
                 if divergence > 0:
                     warnings.warn(f"parameters differ across the {dist.world_size} ranks by up to {divergence:.3g} "
                                   "after training; rank 0's copy is the one saved")
-        # model.pt: the best validated weights, or the last ones when there is no validation.
+        # model.pt: the SWA average when configured, else the best validated weights, or the last
+        # ones when there is no validation.
         if not main:
             pass
+        elif self.swa_model is not None and not self._stop and int(self.swa_model.n_averaged) > 0:
+            rec = self._finish_swa(method, dataset, it, val, history)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps({k: v for k, v in rec.items() if k != "per_case"}) + "\n")
+            save_checkpoint(self.out / "model.pt", load_checkpoint(self.out / "swa.pt"))
         elif history["best"] is not None:
             save_checkpoint(self.out / "model.pt", load_checkpoint(self.out / "best.pt"))
         else:

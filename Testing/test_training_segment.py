@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from SemiSupCardiacSegLib.cli import main as cli_main
-from SemiSupCardiacSegLib.io import read_label, read_volume, write_volume
+from SemiSupCardiacSegLib.io import InputError, read_label, read_volume, write_volume
 from SemiSupCardiacSegLib.phantoms import make_la_phantom
 from SemiSupCardiacSegLib.training import Trainer
 from SemiSupCardiacSegLib.volume import Volume
@@ -217,3 +218,61 @@ def test_empty_label_map_in_training_is_named(tmp_path):
     (case,) = find_cases(tmp_path)
     with pytest.raises(InputError, match="label map is empty"):
         load_case(case, Preprocessing(spacing=(1.0, 1.0, 1.0)), 2)
+
+
+def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_folder, tmp_path):
+    """With ``swa``, model.pt holds the equal-weight mean of the weights after iterations start + every, ...
+    (checked against snapshots taken by separate runs stopped at those iterations), with BatchNorm
+    statistics recomputed; a stop + resume in the middle of averaging gives the same average."""
+    from SemiSupCardiacSegLib.checkpoint import load_checkpoint
+
+    base = {**TINY, "data": str(phantom_folder), "method": "supervised", "method_params": {}, "iterations": 8,
+            "validation": {"last": 1, "every": 100}, "checkpoint_every": 100}
+    swa_cfg = {**base, "swa": {"start": 4, "every": 2, "bn_batches": 3}}
+    Trainer(swa_cfg, tmp_path / "swa", device="cpu", progress=False).run()
+    snapshots = []
+    for n in (6, 8):  # iterations 4 + 2 and 4 + 4
+        Trainer({**base, "iterations": 8}, tmp_path / f"plain{n}", device="cpu", progress=False).run(stop_after=n)
+        state = torch.load(tmp_path / f"plain{n}" / "last.pt", weights_only=True)["method_state"]
+        snapshots.append({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    swa = load_checkpoint(tmp_path / "swa" / "model.pt")
+    assert swa["swa"]["n_averaged"] == 2 and (tmp_path / "swa" / "swa.pt").is_file()
+    params = dict(_network_of(swa).named_parameters())
+    assert params, "no parameters"
+    for name in params:
+        expected = (snapshots[0][name] + snapshots[1][name]) / 2
+        assert torch.allclose(swa["state_dict"][name].float(), expected, atol=1e-6), name
+    bn_mean = next(k for k in swa["state_dict"] if k.endswith("running_mean"))
+    assert not torch.allclose(swa["state_dict"][bn_mean].float(), snapshots[1][bn_mean])  # recomputed, not copied
+    assert np.isfinite(swa["validation"]["dice"])
+    logs = [json.loads(x) for x in (tmp_path / "swa" / "log.jsonl").read_text().splitlines()]
+    assert logs[-1]["swa_n_averaged"] == 2 and "swa_val_dice" in logs[-1]
+
+    # The model card names the averaging and shows the averaged network's validation row.
+    metrics = tmp_path / "metrics.json"
+    assert cli_main(["evaluate", "--model", str(tmp_path / "swa" / "model.pt"), "--data", str(phantom_folder), "--out", str(metrics),
+                     "--mc-samples", "2", "--device", "cpu", "--quiet"]) == 0
+    sys.path.insert(0, str(REPO / "Training"))
+    import model_card
+
+    assert model_card.main(["--run", str(tmp_path / "swa"), "--model", str(tmp_path / "swa" / "model.pt"), "--eval", str(metrics),
+                            "--hardware", "test CPU", "--command", "test", "--out", str(tmp_path / "card.md")]) == 0
+    text = (tmp_path / "card.md").read_text()
+    assert "mean of the weights after iterations 6, 8 (2 snapshots" in text
+    assert f"| 8, weight average of 2 | {logs[-1]['swa_val_dice']:.4f} |" in text
+
+    Trainer(swa_cfg, tmp_path / "sliced", device="cpu", progress=False).run(stop_after=7)
+    Trainer(swa_cfg, tmp_path / "sliced", device="cpu", progress=False).run(resume=True)
+    resumed = load_checkpoint(tmp_path / "sliced" / "model.pt")
+    for name in params:
+        assert torch.allclose(resumed["state_dict"][name], swa["state_dict"][name]), name
+
+    with pytest.raises(InputError, match="swa"):
+        Trainer({**swa_cfg, "swa": {"start": 0, "every": 0}}, tmp_path / "bad", device="cpu", progress=False).run()
+
+
+def _network_of(checkpoint: dict) -> torch.nn.Module:
+    """The network a model checkpoint describes (its parameter names are what SWA averages)."""
+    from SemiSupCardiacSegLib.checkpoint import build_model_from_checkpoint
+
+    return build_model_from_checkpoint(checkpoint)

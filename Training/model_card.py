@@ -58,15 +58,22 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         f"- hardware: {hardware}; mean step time {steps[-1]['step_s']:.2f} s/iteration (data {steps[-1]['data_s']:.3f} s)"
         if steps else f"- hardware: {hardware}",
         f"- command: `{command}`",
-        "- the shipped weights are those of the last iteration (no checkpoint was picked on the held-out cases, so the "
-        "figures below are not selection-biased)",
-        "",
-        "Validation Dice during training (model space, sliding window, no MC):",
-        "",
-        "| iteration | Dice |",
-        "|---|---|",
     ]
+    swa = meta.get("swa")
+    if swa:  # stochastic weight averaging (training.py's ``swa``)
+        its = [swa["start"] + swa["every"] * (i + 1) for i in range(swa["n_averaged"])]
+        shown = ", ".join(map(str, its)) if len(its) <= 3 else f"{its[0]}, {its[1]}, ..., {its[-1]}"
+        lines.append(f"- the shipped weights are the mean of the weights after iterations {shown} "
+                     f"({swa['n_averaged']} snapshots, stochastic weight averaging), "
+                     f"BatchNorm statistics recomputed on {swa['bn_batches']} training batches; no checkpoint was picked on the "
+                     "held-out cases, so the figures below are not selection-biased")
+    else:
+        lines.append("- the shipped weights are those of the last iteration (no checkpoint was picked on the held-out cases, so "
+                     "the figures below are not selection-biased)")
+    lines += ["", "Validation Dice during training (model space, sliding window, no MC):", "", "| iteration | Dice |", "|---|---|"]
     lines += [f"| {r['iteration']} | {r['val_dice']:.4f} |" for r in vals]
+    lines += [f"| {r['iteration']}, weight average of {r['swa_n_averaged']} | {r['swa_val_dice']:.4f} |"
+              for r in log if "swa_val_dice" in r]
     unit = evaluation.get("distance_unit", "mm")
     unit_note = ("distances in voxels: the cine .h5 files store no spacing (SSL4MIS's ACDC convention)"
                  if unit == "voxel" else "distances in mm")
