@@ -191,7 +191,7 @@ class Trainer:
             payload["swa_state"] = self.swa_model.state_dict()
         save_checkpoint(self.out / "last.pt", payload)
 
-    def _finish_swa(self, method, dataset, iteration: int, val: list, history: dict) -> dict:
+    def _finish_swa(self, method, dataset, iteration: int, val: list) -> dict:
         """BatchNorm statistics for the averaged weights, validation, ``swa.pt``; -> its validation record."""
         from torch.optim.swa_utils import update_bn
 
@@ -427,7 +427,7 @@ class Trainer:
         if not main:
             pass
         elif self.swa_model is not None and not self._stop and int(self.swa_model.n_averaged) > 0:
-            rec = self._finish_swa(method, dataset, it, val, history)
+            rec = self._finish_swa(method, dataset, it, val)
             with open(self.out / "log.jsonl", "a") as f:
                 f.write(json.dumps({k: v for k, v in rec.items() if k != "per_case"}) + "\n")
             save_checkpoint(self.out / "model.pt", load_checkpoint(self.out / "swa.pt"))
