@@ -307,7 +307,8 @@ class Trainer:
         if swa is not None:
             from torch.optim.swa_utils import AveragedModel
 
-            if int(swa.get("every", 0)) < 1 or int(swa.get("start", -1)) < 0:
+            swa_start, swa_every = int(swa.get("start", -1)), int(swa.get("every", 0))
+            if swa_every < 1 or swa_start < 0:
                 raise InputError(f"swa needs start >= 0 and every >= 1 (got {swa})")
             self.swa_model = AveragedModel(method.model, use_buffers=False)
         else:
@@ -379,7 +380,7 @@ class Trainer:
                     raise RuntimeError(self._oom_message(method, optimizers, batch, it, history)) from None
                 it += 1
                 method.after_step(it)
-                if swa is not None and it > int(swa["start"]) and (it - int(swa["start"])) % int(swa["every"]) == 0:
+                if swa is not None and it > swa_start and (it - swa_start) % swa_every == 0:
                     self.swa_model.update_parameters(method.model)
                 t_last = time.perf_counter()
                 t_step += t_last - t0

@@ -224,7 +224,7 @@ def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_fold
     """With ``swa``, model.pt holds the equal-weight mean of the weights after iterations start + every, ...
     (checked against snapshots taken by separate runs stopped at those iterations), with BatchNorm
     statistics recomputed; a stop + resume in the middle of averaging gives the same average."""
-    from SemiSupCardiacSegLib.checkpoint import load_checkpoint
+    from SemiSupCardiacSegLib.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     base = {**TINY, "data": str(phantom_folder), "method": "supervised", "method_params": {}, "iterations": 8,
             "validation": {"last": 1, "every": 100}, "checkpoint_every": 100}
@@ -237,7 +237,7 @@ def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_fold
         snapshots.append({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     swa = load_checkpoint(tmp_path / "swa" / "model.pt")
     assert swa["swa"]["n_averaged"] == 2 and (tmp_path / "swa" / "swa.pt").is_file()
-    params = dict(_network_of(swa).named_parameters())
+    params = dict(build_model_from_checkpoint(swa).named_parameters())
     assert params, "no parameters"
     for name in params:
         expected = (snapshots[0][name] + snapshots[1][name]) / 2
@@ -270,9 +270,3 @@ def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_fold
     with pytest.raises(InputError, match="swa"):
         Trainer({**swa_cfg, "swa": {"start": 0, "every": 0}}, tmp_path / "bad", device="cpu", progress=False).run()
 
-
-def _network_of(checkpoint: dict) -> torch.nn.Module:
-    """The network a model checkpoint describes (its parameter names are what SWA averages)."""
-    from SemiSupCardiacSegLib.checkpoint import build_model_from_checkpoint
-
-    return build_model_from_checkpoint(checkpoint)
