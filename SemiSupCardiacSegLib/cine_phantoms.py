@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_write_text
 from .volume import Volume
 
 CINE_LABELS = {1: "right ventricle", 2: "myocardium", 3: "left ventricle"}
@@ -119,13 +119,7 @@ def write_acdc_patient(root: str | os.PathLike, patient: int, seed: int | None =
 
 def write_acdc_h5(phantom: CinePhantom, path: str | os.PathLike) -> Path:
     """Write the SSL4MIS/../shared ACDC layout: image (slices, H, W) in [0, 1], label uint8, gzip."""
-    import h5py
+    from .io import write_h5_case
 
-    img = phantom.image.transpose(2, 1, 0)
-    img = (img - img.min()) / (img.max() - img.min())
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=img.astype(np.float32), compression="gzip")
-            f.create_dataset("label", data=phantom.label.transpose(2, 1, 0).astype(np.uint8), compression="gzip")
-    return path
+    img = (phantom.image - phantom.image.min()) / (phantom.image.max() - phantom.image.min())
+    return write_h5_case(path, img, phantom.label, layout="slices_first", overwrite=True)

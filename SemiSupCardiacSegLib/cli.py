@@ -1,4 +1,4 @@
-"""Command line: ``python -m SemiSupCardiacSegLib segment|evaluate|indices ...``.
+"""Command line: ``python -m SemiSupCardiacSegLib segment|evaluate|pseudo-label|indices ...``.
 
 Bad input ends with one line ``error: ...`` on stderr and exit code 2; nothing is overwritten
 unless ``--overwrite`` is given.
@@ -89,6 +89,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import load_model
+    from .data import find_cases
+    from .pseudo_labels import pseudo_label_cases
+
+    model, meta = load_model(args.model)
+    cases = [c for src in args.data for c in find_cases(src)]
+    with tqdm(total=len(cases), desc="pseudo-label", disable=args.quiet) as bar:
+        manifest = pseudo_label_cases(model, meta, cases, args.out, mc_samples=args.mc_samples,
+                                      keep_doubtful=args.keep_doubtful, keep_fraction=args.keep_fraction,
+                                      overwrite=args.overwrite, device=args.device,
+                                      progress=lambda f: bar.update(round(f * len(cases)) - bar.n))
+    dropped = {n: r["reason"] for n, r in manifest["cases"].items() if not r["kept"]}
+    print(json.dumps({"out": str(args.out), "kept": manifest["n_kept"], "of": manifest["n_cases"], "dropped": dropped}))
+    return 0
+
+
 def cmd_indices(args: argparse.Namespace) -> int:
     from .atomic import atomic_write_text
     from .cardiac import cardiac_indices
@@ -157,6 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    q = sub.add_parser("pseudo-label", help="segment unlabeled cases with a model and write the trusted ones as "
+                                            "labeled cases (self-training; images only are read)")
+    q.add_argument("--model", default=None)
+    q.add_argument("--data", nargs="+", required=True, help="folder(s), .list file(s) or image file(s)")
+    q.add_argument("--out", required=True, help="folder for the pseudo-labeled cases and pseudo_labels.json")
+    q.add_argument("--mc-samples", type=int, default=10)
+    q.add_argument("--keep-doubtful", action="store_true", help="also keep cases the quality flag marks doubtful")
+    q.add_argument("--keep-fraction", type=float, default=None,
+                   help="instead of the flag: keep this fraction of the cases, the most reliable by the quality score")
+    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_pseudo_label)
     c = sub.add_parser("indices", help="LV/RV volumes, ejection fractions, myocardial mass and areas from ED + ES")
     c.add_argument("--ed", help="end-diastolic segmentation (labels 1 RV, 2 Myo, 3 LV)")
     c.add_argument("--es", help="end-systolic segmentation on the same grid")

@@ -117,6 +117,30 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
     return img_vol, lab_vol
 
 
+def write_h5_case(path: str | os.PathLike, image: np.ndarray, label: np.ndarray | None = None,
+                  layout: str = "xyz", overwrite: bool = False) -> Path:
+    """Write a case as ``.h5`` (gzip, atomically): the inverse of ``read_h5_case``.
+
+    image: float array in Volume order [i, j, k]; label: uint8, same shape, or None (unlabeled).
+    layout: "xyz" (LA2018: stored as is) or "slices_first" (ACDC cine: stored transposed to
+    (slices, H, W)). Refuses to replace an existing file unless ``overwrite``.
+    """
+    import h5py
+
+    if layout not in ("xyz", "slices_first"):
+        raise ValueError(f"layout must be 'xyz' or 'slices_first', got {layout!r}")
+    if label is not None and label.shape != image.shape:
+        raise InputError(f"label shape {label.shape} differs from image shape {image.shape}")
+    order = (2, 1, 0) if layout == "slices_first" else (0, 1, 2)
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("image", data=np.ascontiguousarray(image.transpose(order)).astype(np.float32), compression="gzip")
+            if label is not None:
+                f.create_dataset("label", data=np.ascontiguousarray(label.transpose(order)).astype(np.uint8), compression="gzip")
+    return path
+
+
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read an image volume from .nrrd/.nhdr/.nii/.nii.gz/.mha/.mhd or .h5 (its 'image')."""
     path = Path(path)

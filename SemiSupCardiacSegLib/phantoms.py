@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .atomic import atomic_path
 
 
 @dataclass
@@ -129,11 +128,6 @@ def make_la_dataset(n: int, seed: int = 0, **kw) -> list[Phantom]:
 
 def write_phantom_h5(phantom: Phantom, path: str | os.PathLike) -> Path:
     """Write as an LA-challenge style .h5 ('image' float32, 'label' uint8, gzip), atomically."""
-    import h5py
+    from .io import write_h5_case
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=phantom.image, compression="gzip")
-            f.create_dataset("label", data=phantom.label, compression="gzip")
-    return path
+    return write_h5_case(path, phantom.image, phantom.label, layout="xyz", overwrite=True)

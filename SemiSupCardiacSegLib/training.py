@@ -3,6 +3,8 @@
 Config (a dict, usually a JSON file in ``configs/``; every default states its source):
     data:        folder, .list file, or list of either (cases; labeled where a label exists)
     labeled:     how many labeled cases to use as labeled (the first N by listing order); others unlabeled
+    pseudo_labels: optional folder / .list (or list of them) of pseudo-labeled cases
+                 (``pseudo_labels.py``): trained on as labeled; their namesakes leave the unlabeled set
     validation:  {"cases": [names]}, {"list": path of a .list file} or {"last": N} (held out of
                  training), "every": iterations
     inference_patch_size: sliding-window size for validation and in the exported model (default
@@ -94,8 +96,13 @@ def _lr_at(spec: dict, iteration: int, total: int) -> float:
     return spec["lr"]
 
 
-def split_cases(cases: list, config: dict) -> tuple[list, list, list]:
-    """-> (labeled, unlabeled, validation) CaseFiles following config['labeled'] and ['validation']."""
+def split_cases(cases: list, config: dict, pseudo: list | None = None) -> tuple[list, list, list]:
+    """-> (labeled, unlabeled, validation) CaseFiles following config['labeled'] and ['validation'].
+
+    pseudo: pseudo-labeled cases (config ``pseudo_labels``, made by ``pseudo_labels.pseudo_label_cases``):
+    appended to the labeled cases, and the cases of the same names leave the unlabeled ones (the
+    same image is not used twice); one named like a validation or a truly labeled case is refused.
+    """
     val_cfg = config.get("validation", {})
     names = [c.name for c in cases]
     if val_cfg.get("list"):  # a .list file naming the validation cases (e.g. ACDC's val.list)
@@ -121,6 +128,16 @@ def split_cases(cases: list, config: dict) -> tuple[list, list, list]:
     labeled = with_label[:n_lab]
     lab_names = {c.name for c in labeled}
     unlabeled = [c for c in rest if c.name not in lab_names]
+    if pseudo:
+        unlabeled_pseudo = [c.name for c in pseudo if c.label is None]
+        if unlabeled_pseudo:
+            raise InputError(f"pseudo-labeled case '{unlabeled_pseudo[0]}' has no label")
+        clash = sorted({c.name for c in pseudo} & (val_names | lab_names))
+        if clash:
+            raise InputError(f"pseudo-labeled case '{clash[0]}' is also a validation or labeled case")
+        pseudo_names = {c.name for c in pseudo}
+        labeled = labeled + list(pseudo)
+        unlabeled = [c for c in unlabeled if c.name not in pseudo_names]
     return labeled, unlabeled, val
 
 
@@ -147,6 +164,7 @@ class Trainer:
         self.progress = progress
         self._stop = False
         self._preloaded = preloaded
+        self._pseudo_names: list[str] = []  # labeled cases whose labels are a teacher's (config pseudo_labels)
 
     # ----------------------------------------------------------------- data
     def _load_data(self):
@@ -155,7 +173,10 @@ class Trainer:
             return self._preloaded["labeled"], self._preloaded["unlabeled"], self._preloaded["val"]
         sources = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
         cases = [c for s in sources for c in find_cases(s)]
-        lab, unl, val = split_cases(cases, cfg)
+        pseudo_src = cfg.get("pseudo_labels") or []
+        pseudo = [c for s in (pseudo_src if isinstance(pseudo_src, list) else [pseudo_src]) for c in find_cases(s)]
+        self._pseudo_names = [c.name for c in pseudo]
+        lab, unl, val = split_cases(cases, cfg, pseudo)
         prep = Preprocessing.from_dict(cfg["preprocessing"])
         k = int(cfg["network"]["num_classes"])
         from tqdm import tqdm
@@ -288,8 +309,10 @@ class Trainer:
         np.random.seed(int(cfg["seed"]) % 2**32)
         labeled, unlabeled, val = self._load_data()
         self.data_summary = {
-            "n_labeled": len(labeled), "n_unlabeled": len(unlabeled), "n_validation": len(val),
-            "labeled_cases": [c.name for c in labeled], "validation_cases": [c.name for c in val],
+            "n_labeled": len(labeled) - len(self._pseudo_names), "n_pseudo_labeled": len(self._pseudo_names),
+            "n_unlabeled": len(unlabeled), "n_validation": len(val),
+            "labeled_cases": [c.name for c in labeled if c.name not in set(self._pseudo_names)],
+            "pseudo_labeled_cases": self._pseudo_names, "validation_cases": [c.name for c in val],
             "source": cfg.get("data") if isinstance(cfg.get("data"), (str, list)) else None,
         }
         method = get_method(cfg["method"])(cfg).to(self.device)

@@ -62,3 +62,27 @@ def la_dir() -> Path:
     if not (LA_DIR / "train.list").is_file():
         pytest.skip(f"real LA2018 data not found at {LA_DIR} (it is kept outside the repository)")
     return LA_DIR
+
+
+# A tiny BMT-CTL configuration for 2D cine phantoms (test_cine; test_pseudo_labels derives its teacher).
+CINE_TINY = {
+    "method": "bmtctl", "arch": "unet2d", "labeled": 4, "iterations": 60, "seed": 0, "num_workers": 0,
+    "network": {"in_channels": 1, "num_classes": 4, "n_filters": 4, "dropout": 0.1},
+    "method_params": {"disc_filters": 4, "mc_passes": 2, "seg_loss": "dice_ce"},
+    "labels": {"1": "right ventricle", "2": "myocardium", "3": "left ventricle"},
+    "preprocessing": {"in_plane_shape": [48, 48], "reorient": False}, "patch_size": [32, 32, 1],
+    "inference_patch_size": [48, 48, 1], "batch_size": 8, "labeled_per_batch": 4,
+    "validation": {"last": 2, "every": 30}, "log_every": 1, "checkpoint_every": 30,
+    "optim": {"model": {"type": "adam", "lr": 0.003, "schedule": "constant"}},
+}
+
+
+def write_cine_frames(folder: Path, patients: int = 6) -> Path:
+    """ED and ES phantom frames of ``patients`` patients as ACDC .h5 files (96 x 80 x 6, 2 x 2 x 10 mm)."""
+    from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom, write_acdc_h5
+
+    for p in range(patients):
+        for phase, frame in (("ED", 1), ("ES", 2)):
+            write_acdc_h5(make_cine_phantom(p, phase, shape=(96, 80, 6), spacing=(2.0, 2.0, 10.0)),
+                          folder / f"patient{p:03d}_frame{frame:02d}.h5")
+    return folder

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from SemiSupCardiacSegLib.cardiac import cardiac_indices, ejection_fraction
+from conftest import CINE_TINY, write_cine_frames
 from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom, write_acdc_h5, write_acdc_patient
 from SemiSupCardiacSegLib.data import find_cases
 from SemiSupCardiacSegLib.data.acdc import read_acdc_patient
@@ -119,27 +120,12 @@ def test_indices_cli_on_acdc_patient_reference(tmp_path, capsys):
     assert len(r["myo_area_mm2"]["ED"]) == 10 and r["spacing_mm"] == [1.5, 1.5, 8.0]
 
 
-CINE_TINY = {
-    "method": "bmtctl", "arch": "unet2d", "labeled": 4, "iterations": 60, "seed": 0, "num_workers": 0,
-    "network": {"in_channels": 1, "num_classes": 4, "n_filters": 4, "dropout": 0.1},
-    "method_params": {"disc_filters": 4, "mc_passes": 2, "seg_loss": "dice_ce"},
-    "labels": {"1": "right ventricle", "2": "myocardium", "3": "left ventricle"},
-    "preprocessing": {"in_plane_shape": [48, 48], "reorient": False}, "patch_size": [32, 32, 1],
-    "inference_patch_size": [48, 48, 1], "batch_size": 8, "labeled_per_batch": 4,
-    "validation": {"last": 2, "every": 30}, "log_every": 1, "checkpoint_every": 30,
-    "optim": {"model": {"type": "adam", "lr": 0.003, "schedule": "constant"}},
-}
-
-
 @pytest.fixture(scope="module")
 def cine_run(tmp_path_factory):
     """Six phantom patients as ACDC h5 frames; a tiny BMT-CTL run on them."""
     from SemiSupCardiacSegLib.training import Trainer
 
-    data = tmp_path_factory.mktemp("acdc")
-    for p in range(6):
-        for phase, frame in (("ED", 1), ("ES", 2)):
-            write_acdc_h5(make_cine_phantom(p, phase, shape=(96, 80, 6), spacing=(2.0, 2.0, 10.0)), data / f"patient{p:03d}_frame{frame:02d}.h5")
+    data = write_cine_frames(tmp_path_factory.mktemp("acdc"))
     out = tmp_path_factory.mktemp("cine_run")
     result = Trainer({**CINE_TINY, "data": str(data)}, out, device="cpu", progress=False).run()
     return data, out, result

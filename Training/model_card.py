@@ -49,9 +49,16 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         "",
         "## Training protocol",
         "",
-        f"- data: `{td.get('source')}`; {td['n_labeled']} labeled, {td['n_unlabeled']} unlabeled, "
-        f"{td['n_validation']} held out for validation (never trained on)",
+        f"- data: `{td.get('source')}`; {td['n_labeled']} labeled, "
+        + (f"{td['n_pseudo_labeled']} pseudo-labeled (a teacher's segmentations, `pseudo_labels.py`), "
+           if td.get("n_pseudo_labeled") else "")
+        + f"{td['n_unlabeled']} unlabeled, {td['n_validation']} held out for validation (never trained on)",
         f"- labeled cases: {', '.join(td['labeled_cases'])}",
+    ]
+    if td.get("pseudo_labeled_cases"):
+        lines.append(f"- pseudo-labeled cases (images of unlabeled cases, labels from the teacher): "
+                     f"{', '.join(td['pseudo_labeled_cases'])}")
+    lines += [
         f"- held-out cases: {', '.join(td['validation_cases'])}",
         f"- iterations: {meta['iteration']} (batch {config['batch_size']}, {config['labeled_per_batch']} labeled per batch); "
         f"optimizers `{json.dumps(config['optim'])}`; seed {config['seed']}",
