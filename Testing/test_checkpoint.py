@@ -95,3 +95,35 @@ def test_model_payload_from_resume_keeps_weights_and_drops_training_state(tmp_pa
     assert model["kind"] == "model" and model["iteration"] == 7 and torch.equal(model["state_dict"]["w"], torch.ones(2))
     assert not set(RESUME_ONLY_KEYS) & set(model)
     assert resume["kind"] == "resume"  # the input is not modified
+
+
+def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, capsys):
+    import json
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "Training"))
+    import export_model
+
+    src = trained / "model.pt"
+    _, meta = load_model(src)
+    out = tmp_path / "shipped.pt"
+    assert export_model.main(["--model", str(src), "--out", str(out), "--tta-rot90", "--choice", "why"]) == 0
+    _, new = load_model(out)
+    assert new["model_id"] == meta["model_id"] and new["inference"]["tta_rot90"] is True
+    assert new["inference"]["tta_flip_axes"] == meta["inference"]["tta_flip_axes"] and new["inference_choice"] == "why"
+    bench = {"command": "python benchmarks/uncertainty_quality.py", "n_cases": 3, "n_samples": 3,
+             "model": {"id": meta["model_id"], "mc_samples": 10, "mc_scope": "decoder"},
+             "suggested_flag": {"score": "entropy_per_volume", "threshold": 0.61234, "youden": 0.8, "flagged": 1,
+                                "flagged_below": 1, "below": 1}}
+    (tmp_path / "q.json").write_text(json.dumps(bench))
+    args = ["--model", str(out), "--out", str(out), "--quality", str(tmp_path / "q.json")]
+    assert export_model.main(args) == 2 and "--overwrite" in capsys.readouterr().err  # never replaced silently
+    assert export_model.main(args + ["--overwrite"]) == 0
+    _, flagged = load_model(out)
+    assert flagged["quality"]["threshold"] == 0.612 and flagged["quality"]["min_mc_samples"] == 10
+    assert flagged["inference"]["tta_rot90"] is True  # kept from the first export
+    (tmp_path / "other.json").write_text(json.dumps({**bench, "model": {**bench["model"], "id": "0123456789ab"}}))
+    assert export_model.main(["--model", str(src), "--out", str(tmp_path / "x.pt"), "--quality", str(tmp_path / "other.json")]) == 2
+    assert "belongs to other weights" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

@@ -1,0 +1,82 @@
+"""Turn a trained checkpoint into a shipped one: the inference settings chosen after training
+(rotation TTA) and the quality flag measured by ``benchmarks/uncertainty_quality.py`` are written
+into its metadata, so ``segment`` applies them. Weights are copied unchanged (same model id).
+
+    python Training/export_model.py --model runs/x/model.pt --out models/acdc_bmtctl.pt --tta-rot90 \
+        [--quality benchmarks/results/cpu-small/uncertainty_quality_cine.json] [--choice "why"] [--overwrite]
+
+The quality flag is taken from the benchmark's ``suggested_flag`` and only when the benchmark
+measured this very model (its model id): a threshold belongs to the weights it was chosen for.
+Refuses to overwrite --out unless --overwrite is given (the export of a model onto itself, to add
+the flag after the benchmark, is such an overwrite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def export(model: Path, out: Path, tta_rot90: bool = False, quality: Path | None = None, choice: str | None = None,
+           overwrite: bool = False) -> dict:
+    """Write ``out`` from ``model`` with the given settings; -> the new metadata (without weights)."""
+    from SemiSupCardiacSegLib.checkpoint import load_checkpoint, model_payload_from_resume, save_checkpoint
+    from SemiSupCardiacSegLib.io import InputError
+
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    ckpt = model_payload_from_resume(load_checkpoint(model))
+    inference = dict(ckpt.get("inference") or {})
+    if tta_rot90:
+        inference["tta_rot90"] = True
+    ckpt["inference"] = inference
+    if quality is not None:
+        result = json.loads(Path(quality).read_text())
+        measured = result.get("model", {}).get("id")
+        if measured != ckpt["model_id"]:
+            raise InputError(f"{Path(quality).name} measured model {measured}, not {ckpt['model_id']}: its threshold "
+                             "belongs to other weights")
+        flag = result["suggested_flag"]
+        ckpt["quality"] = {
+            "score": flag["score"], "threshold": round(float(flag["threshold"]), 3),
+            "min_mc_samples": int(result["model"]["mc_samples"]), "mc_scope": result["model"].get("mc_scope", "decoder"),
+            "source": (f"{result['command']} on {result['n_cases']} held-out cases ({result['n_samples']} samples): "
+                       f"{flag['score']} > {flag['threshold']:.3f} (highest Youden index, {flag['youden']:.2f}) flags "
+                       f"{flag['flagged']}, {flag['flagged_below']} of the {flag['below']} below the benchmark's Dice "
+                       "cut among them; set on the same cases it is judged on."),
+        }
+    if choice:
+        ckpt["inference_choice"] = choice
+    save_checkpoint(out, ckpt)
+    return {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="trained checkpoint (model.pt, swa.pt or last.pt)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--tta-rot90", action="store_true", help="infer with the 8 in-plane rotations/flips")
+    p.add_argument("--quality", type=Path, help="uncertainty_quality result JSON of this model: its suggested flag")
+    p.add_argument("--choice", help="how the shipped settings were chosen (stored as inference_choice)")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    from SemiSupCardiacSegLib.io import InputError
+
+    try:
+        meta = export(args.model, args.out, args.tta_rot90, args.quality, args.choice, args.overwrite)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(args.out), "model_id": meta["model_id"], "inference": meta["inference"],
+                      "quality": meta.get("quality", {}).get("threshold")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
