@@ -50,7 +50,7 @@ class SemiSupCardiacSeg(ScriptedLoadableModule):
         self.parent.acknowledgementText = (
             "Methods: SASSNet (Li et al., MICCAI 2020) and related multi-task semi-supervised methods. "
             "Shipped LA model trained on the 2018 Atrial Segmentation Challenge data (Xiong et al., "
-            "Medical Image Analysis 2021); shipped cine model (BMT-CTL) trained on ACDC (Bernard et al., IEEE TMI 2018)."
+            "Medical Image Analysis 2021); shipped cine model (BMT-CTL, then self-training) trained on ACDC (Bernard et al., IEEE TMI 2018)."
         )
 
 

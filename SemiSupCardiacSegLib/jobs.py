@@ -31,7 +31,9 @@ def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1
     with three or more, the last labeled one by name is held out for validation).
 
     The model's method is kept when the library also holds unlabeled cases; with labeled cases only
-    the run is supervised (same network and losses minus the unlabeled terms).
+    the run is supervised (same network and losses minus the unlabeled terms). A self-trained model
+    (method ``supervised``, see ``pseudo_labels``) names in ``fine_tune`` the semi-supervised method
+    (and its parameters) of the teacher it came from, used instead.
 
     lr: the model optimizer's learning rate; default a tenth of the paper's (0.001 for SGD, 1e-4 Adam):
     fine-tuning starts from trained weights.
@@ -44,7 +46,8 @@ def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1
     cases = find_cases(library)
     if not any(c.label is not None for c in cases):
         raise InputError(f"{library} holds no labeled case (NAME.nrrd with NAME_label.nrrd); add a corrected segmentation first")
-    method = meta["method"]
+    own = meta.get("fine_tune") or {"method": meta["method"], "method_params": meta.get("method_params", {})}
+    method = own["method"]
     labeled_cases = [c for c in cases if c.label is not None]
     # With 3+ labeled cases the last one (by name) is held out, so the new model can be compared with
     # the old one on a case neither trained on; validated only at the end (model.pt = last weights,
@@ -55,7 +58,7 @@ def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1
     opt_type = "adam" if meta.get("arch") == "unet2d" else "sgd"
     base_lr = 1e-4 if opt_type == "adam" else 1e-3
     return {
-        "data": str(library), "method": method, "method_params": meta.get("method_params", {}) if method == meta["method"] else {},
+        "data": str(library), "method": method, "method_params": own.get("method_params", {}) if method == own["method"] else {},
         "arch": meta["arch"], "network": meta["network"], "preprocessing": meta["preprocessing"],
         "patch_size": meta["patch_size"], "labels": meta["labels"], "labeled": labeled,
         "iterations": int(iterations), "validation": validation, "num_workers": 0,

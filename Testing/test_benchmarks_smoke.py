@@ -27,7 +27,8 @@ def test_benchmark_smoke(script):
 
 def test_accuracy_table_keeps_earlier_rows_of_the_same_protocol(tmp_path, monkeypatch):
     """Separate method_comparison invocations add up: rows already published with the same iteration
-    count and an existing run folder are kept; other iteration counts and vanished runs are not."""
+    count are kept, also when their run folder is gone (runs/ does not outlive a session); other
+    iteration counts are not. A kept row's learning curve comes from the row, else from its run's log."""
     import json
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -41,5 +42,9 @@ def test_accuracy_table_keeps_earlier_rows_of_the_same_protocol(tmp_path, monkey
     rows = {"kept": {"iterations": 600, "run": "runs/a"}, "other length": {"iterations": 20, "run": "runs/a"},
             "vanished": {"iterations": 600, "run": "runs/b"}, "_summary": {}}
     (results / "method_comparison_la.json").write_text(json.dumps({"results": rows}))
-    assert list(method_comparison.earlier_rows("cpu-small", "la", 600)) == ["kept"]
+    assert sorted(method_comparison.earlier_rows("cpu-small", "la", 600)) == ["kept", "vanished"]
     assert method_comparison.earlier_rows("cpu-small", "cine", 600) == {}
+    (tmp_path / "runs" / "a" / "log.jsonl").write_text('{"iteration": 10, "loss_seg": 0.5}\n{"iteration": 20, "step_s": 1}\n')
+    assert method_comparison.loss_curve(rows["kept"]) == [[10, 0.5]]
+    assert method_comparison.loss_curve(rows["vanished"]) == []
+    assert method_comparison.loss_curve({**rows["vanished"], "loss_seg_curve": [[5, 0.7]]}) == [[5, 0.7]]

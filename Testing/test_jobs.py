@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from SemiSupCardiacSegLib.checkpoint import load_model
+from SemiSupCardiacSegLib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from SemiSupCardiacSegLib.jobs import TRAIN_SCRIPT, fine_tune_command, fine_tune_config, start_fine_tune
 from SemiSupCardiacSegLib.io import InputError
 
@@ -28,6 +28,35 @@ def test_config_and_command_line(trained, phantom_folder, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no images"):
         fine_tune_config(meta, tmp_path / "empty")
+
+
+def test_self_trained_model_fine_tunes_with_its_teachers_method(trained, phantom_folder, tmp_path):
+    """A student (method supervised) exported with --fine-tune-from its teacher: a library with unlabeled
+    cases is trained with the teacher's semi-supervised method and parameters; labeled-only stays supervised."""
+    import shutil
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "Training"))
+    import export_model
+
+    _, teacher = load_model(trained / "model.pt")
+    student = tmp_path / "student.pt"
+    payload = {**load_checkpoint(trained / "model.pt"), "method": "supervised", "method_params": {"sdm_weight": 0.3}}
+    save_checkpoint(tmp_path / "plain_student.pt", payload)
+    assert export_model.main(["--model", str(tmp_path / "plain_student.pt"), "--out", str(student),
+                              "--fine-tune-from", str(trained / "model.pt")]) == 0
+    _, meta = load_model(student)
+    assert meta["fine_tune"]["from_model_id"] == teacher["model_id"]
+    cfg = fine_tune_config(meta, phantom_folder, iterations=5)  # the folder has unlabeled cases
+    assert cfg["method"] == "sassnet" and cfg["method_params"] == teacher["method_params"]
+    labeled_only = tmp_path / "lib"
+    labeled_only.mkdir()
+    for name in ("case0.h5", "case1.h5", "case9.h5"):
+        shutil.copy(phantom_folder / name, labeled_only / name)
+    assert fine_tune_config(meta, labeled_only, iterations=5)["method"] == "supervised"
+    _, plain = load_model(tmp_path / "plain_student.pt")
+    assert fine_tune_config(plain, phantom_folder, iterations=5)["method"] == "supervised"  # no teacher named
 
 
 def test_short_real_fine_tune_gives_loadable_checkpoint(trained, phantom_folder, tmp_path):

@@ -3,7 +3,8 @@
 into its metadata, so ``segment`` applies them. Weights are copied unchanged (same model id).
 
     python Training/export_model.py --model runs/x/model.pt --out models/acdc_bmtctl.pt --tta-rot90 \
-        [--quality benchmarks/results/cpu-small/uncertainty_quality_cine.json] [--choice "why"] [--overwrite]
+        [--quality benchmarks/results/cpu-small/uncertainty_quality_cine.json] [--choice "why"] \
+        [--fine-tune-from TEACHER.pt] [--overwrite]
 
 The quality flag is taken from the benchmark's ``suggested_flag`` and only when the benchmark
 measured this very model (its model id): a threshold belongs to the weights it was chosen for.
@@ -24,8 +25,11 @@ if str(REPO) not in sys.path:
 
 
 def export(model: Path, out: Path, tta_rot90: bool = False, quality: Path | None = None, choice: str | None = None,
-           overwrite: bool = False) -> dict:
-    """Write ``out`` from ``model`` with the given settings; -> the new metadata (without weights)."""
+           overwrite: bool = False, fine_tune_from: Path | None = None) -> dict:
+    """Write ``out`` from ``model`` with the given settings; -> the new metadata (without weights).
+
+    fine_tune_from: a checkpoint (a self-trained model's teacher) whose method and parameters the
+    Slicer module's fine-tuning uses on libraries with unlabeled cases (``jobs.fine_tune_config``)."""
     from SemiSupCardiacSegLib.checkpoint import load_checkpoint, model_payload_from_resume, save_checkpoint
     from SemiSupCardiacSegLib.io import InputError
 
@@ -53,6 +57,10 @@ def export(model: Path, out: Path, tta_rot90: bool = False, quality: Path | None
         }
     if choice:
         ckpt["inference_choice"] = choice
+    if fine_tune_from is not None:
+        teacher = load_checkpoint(fine_tune_from)
+        ckpt["fine_tune"] = {"method": teacher["method"], "method_params": teacher.get("method_params", {}),
+                             "from_model_id": teacher.get("model_id")}
     save_checkpoint(out, ckpt)
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
 
@@ -64,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tta-rot90", action="store_true", help="infer with the 8 in-plane rotations/flips")
     p.add_argument("--quality", type=Path, help="uncertainty_quality result JSON of this model: its suggested flag")
     p.add_argument("--choice", help="how the shipped settings were chosen (stored as inference_choice)")
+    p.add_argument("--fine-tune-from", type=Path,
+                   help="teacher checkpoint whose (semi-supervised) method fine-tuning on unlabeled cases uses")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     from SemiSupCardiacSegLib.io import InputError
 
     try:
-        meta = export(args.model, args.out, args.tta_rot90, args.quality, args.choice, args.overwrite)
+        meta = export(args.model, args.out, args.tta_rot90, args.quality, args.choice, args.overwrite, args.fine_tune_from)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std ov
 structure; "gain recovered" = (method - lower) / (upper - lower) on mean Dice. With several
 ``--seeds`` each row also gives the spread (std) of the mean Dice over seeds.
 Writes benchmarks/results/<profile>/method_comparison_<task>.json and .md, merged with the rows
-already there (same iterations, run folder present), so seeds or fractions run separately add up;
+already there (same iterations), so seeds or fractions run separately add up;
 runs go to runs/bench/.
 Real data is read from ../shared and never copied; without it the benchmark says so and stops.
 """
@@ -141,8 +141,10 @@ def run_one(task: str, method: str, labeled: int | None, seed: int | None, itera
         from cine_indices import ef_mean_absolute_error, ef_per_patient, validation_patients
 
         extra["ef_abs_error"] = ef_mean_absolute_error(ef_per_patient(net, meta, validation_patients(), device=device))
+    curve = [[r["iteration"], r["loss_seg"]] for r in logs if "loss_seg" in r]
     return {**extra, "method": cfg["method"], "variant": method, "labeled": td["n_labeled"], "seed": cfg.get("seed"),
             "iterations": cfg["iterations"], "s_per_it": steps[-1] if steps else None, "wall_s": wall,
+            "loss_seg_curve": curve,
             "held_out": sorted(held), "distance_unit": evaluation["distance_unit"], "mean": evaluation["mean"],
             "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
 
@@ -207,14 +209,25 @@ def table_lines(rows: dict, summary: dict) -> list[str]:
 
 def earlier_rows(profile: str, task: str, iterations: int) -> dict:
     """The rows already in results/<profile>/method_comparison_<task>.json with the same iteration
-    count whose run folder still exists: separate invocations (other seeds, fractions, methods) add
-    up to one table; a row measured again replaces its earlier self (same key)."""
+    count: separate invocations (other seeds, fractions, methods, sessions) add up to one table; a
+    row measured again replaces its earlier self (same key). A row is kept when its run folder is
+    gone (runs/ is not kept between sessions): the row holds its metrics and its loss curve."""
     path = ROOT / "benchmarks" / "results" / profile / f"method_comparison_{task}.json"
     if not path.is_file():
         return {}
     old = json.loads(path.read_text()).get("results", {})
-    return {k: v for k, v in old.items() if not k.startswith("_") and v.get("iterations") == iterations
-            and (ROOT / v.get("run", "")).joinpath("model.pt").is_file()}
+    return {k: v for k, v in old.items() if not k.startswith("_") and v.get("iterations") == iterations}
+
+
+def loss_curve(row: dict) -> list:
+    """[[iteration, loss_seg], ...] of a row: stored in it, or read from its run's log.jsonl (rows
+    measured before curves were stored); [] when neither is there."""
+    if row.get("loss_seg_curve"):
+        return row["loss_seg_curve"]
+    log = ROOT / row.get("run", "") / "log.jsonl"
+    if not row.get("run") or not log.is_file():
+        return []
+    return [[g["iteration"], g["loss_seg"]] for g in map(json.loads, log.read_text().splitlines()) if "loss_seg" in g]
 
 
 def learning_curves(rows: dict, out: Path) -> None:
@@ -236,8 +249,7 @@ def learning_curves(rows: dict, out: Path) -> None:
         for key, r in rows.items():
             if r["labeled"] != n and r["variant"] != "supervised_all":  # the upper bound is drawn in every panel
                 continue
-            logs = [json.loads(line) for line in (ROOT / r["run"] / "log.jsonl").read_text().splitlines()]
-            pts = [(g["iteration"], g["loss_seg"]) for g in logs if "loss_seg" in g]
+            pts = loss_curve(r)
             if len(pts) < 2:
                 continue
             it, loss = map(np.array, zip(*pts))
