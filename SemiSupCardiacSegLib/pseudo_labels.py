@@ -107,11 +107,10 @@ def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseF
         records[case.name] = {"kept": False, "reason": reason,
                               "structures": {n: {k: s[k] for k in ("volume_ml", "entropy_per_volume", "doubtful")}
                                              for n, s in report["structures"].items()}}
-        if reason is not None and reason.startswith("missing"):
-            pass
-        elif keep_fraction is not None:
+        missing = reason is not None and reason.startswith("missing")
+        if not missing and keep_fraction is not None:
             held[case.name] = (case, image, pred.labels.array, _worst_score(report, meta["quality"]["score"]))
-        elif reason is None or keep_doubtful:
+        elif not missing and (reason is None or keep_doubtful):
             _write_case(case, image, pred.labels.array, out, overwrite)
             records[case.name]["kept"] = True
         if progress is not None:

@@ -308,10 +308,11 @@ class Trainer:
         torch.manual_seed(int(cfg["seed"]))
         np.random.seed(int(cfg["seed"]) % 2**32)
         labeled, unlabeled, val = self._load_data()
+        pseudo = set(self._pseudo_names)
         self.data_summary = {
             "n_labeled": len(labeled) - len(self._pseudo_names), "n_pseudo_labeled": len(self._pseudo_names),
             "n_unlabeled": len(unlabeled), "n_validation": len(val),
-            "labeled_cases": [c.name for c in labeled if c.name not in set(self._pseudo_names)],
+            "labeled_cases": [c.name for c in labeled if c.name not in pseudo],
             "pseudo_labeled_cases": self._pseudo_names, "validation_cases": [c.name for c in val],
             "source": cfg.get("data") if isinstance(cfg.get("data"), (str, list)) else None,
         }
