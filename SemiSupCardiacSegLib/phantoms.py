@@ -28,7 +28,6 @@ import numpy as np
 from scipy import ndimage
 
 
-
 @dataclass
 class Phantom:
     """image: float32 (X, Y, Z) z-scored; label: uint8 (X, Y, Z), 1 = LA cavity; spacing in mm."""

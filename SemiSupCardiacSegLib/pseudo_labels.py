@@ -43,15 +43,10 @@ from .reporting import segmentation_report
 MANIFEST = "pseudo_labels.json"
 
 
-def _rejection(report: dict) -> str | None:
-    """Why a case's pseudo-label is not kept by the quality-flag rule (None: kept)."""
-    missing = [name for name, s in report["structures"].items() if s["volume_ml"] == 0]
-    if missing:
-        return "missing: " + ", ".join(missing)
-    doubtful = [name for name, s in report["structures"].items() if s["doubtful"]]
-    if doubtful:
-        return "doubtful: " + ", ".join(doubtful)
-    return None
+def _problems(report: dict) -> tuple[list[str], list[str]]:
+    """(structures missing from the segmentation, structures the quality flag marks doubtful)."""
+    structures = report["structures"].items()
+    return [n for n, s in structures if s["volume_ml"] == 0], [n for n, s in structures if s["doubtful"]]
 
 
 def _worst_score(report: dict, score: str) -> float:
@@ -103,14 +98,15 @@ def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseF
         image = read_volume(case.image)  # the image only: a reference label in the file is never read
         pred = predict_with_model(model, meta, image, mc_samples=mc_samples, device=device)
         report = segmentation_report(pred, meta["labels"], meta)
-        reason = _rejection(report)
+        missing, doubtful = _problems(report)
+        reason = ("missing: " + ", ".join(missing) if missing else
+                  "doubtful: " + ", ".join(doubtful) if doubtful else None)
         records[case.name] = {"kept": False, "reason": reason,
                               "structures": {n: {k: s[k] for k in ("volume_ml", "entropy_per_volume", "doubtful")}
                                              for n, s in report["structures"].items()}}
-        missing = reason is not None and reason.startswith("missing")
         if not missing and keep_fraction is not None:
             held[case.name] = (case, image, pred.labels.array, _worst_score(report, meta["quality"]["score"]))
-        elif not missing and (reason is None or keep_doubtful):
+        elif not missing and (not doubtful or keep_doubtful):
             _write_case(case, image, pred.labels.array, out, overwrite)
             records[case.name]["kept"] = True
         if progress is not None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SemiSupCardiacSegLib.cardiac import cardiac_indices, ejection_fraction
 from conftest import CINE_TINY, write_cine_frames
+from SemiSupCardiacSegLib.cardiac import cardiac_indices, ejection_fraction
 from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom, write_acdc_h5, write_acdc_patient
 from SemiSupCardiacSegLib.data import find_cases
 from SemiSupCardiacSegLib.data.acdc import read_acdc_patient

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"out": str(args.out), "model_id": meta["model_id"], "inference": meta["inference"],
-                      "quality": meta.get("quality", {}).get("threshold")}))
+                      "quality": (meta.get("quality") or {}).get("threshold")}))
     return 0
 
 
