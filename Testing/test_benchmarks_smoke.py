@@ -48,3 +48,17 @@ def test_accuracy_table_keeps_earlier_rows_of_the_same_protocol(tmp_path, monkey
     assert method_comparison.loss_curve(rows["kept"]) == [[10, 0.5]]
     assert method_comparison.loss_curve(rows["vanished"]) == []
     assert method_comparison.loss_curve({**rows["vanished"], "loss_seg_curve": [[5, 0.7]]}) == [[5, 0.7]]
+
+
+def test_uncertainty_table_keeps_rows_whose_runs_are_gone_and_remeasures_new_weights():
+    """uncertainty_by_method measures a run when it is here and its row is missing or from other
+    weights; keeps a row whose run is gone; drops a row that left the accuracy table."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import uncertainty_by_method
+
+    table = {k: {} for k in ("gone", "same weights", "retrained", "new")}
+    earlier = {"gone": {"model_id": "a"}, "same weights": {"model_id": "b"}, "retrained": {"model_id": "c"},
+               "left the table": {"model_id": "d"}}
+    keep, measure = uncertainty_by_method.plan(table, earlier, {"same weights": "b", "retrained": "c2", "new": "e"})
+    assert sorted(keep) == ["gone", "same weights"]
+    assert measure == ["retrained", "new"]

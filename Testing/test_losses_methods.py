@@ -279,9 +279,9 @@ def test_mtn_uncertainty_weights_by_hand_and_log_sigma_learns():
     l1, l2, s1, s2 = torch.tensor(2.0), torch.tensor(0.5), torch.tensor(0.3), torch.tensor(-0.2)
     expected = math.exp(-0.3) * 2.0 + math.exp(0.4) * 0.5 + 0.3 - 0.2
     assert uncertainty_weighted_loss(l1, l2, s1, s2).item() == pytest.approx(expected, rel=1e-6)
-    lab = torch.zeros(2, 10, 10, 1, dtype=torch.long)
-    lab[0, :5, :4] = 2  # 20 pixels
-    assert myocardial_area(lab, 2)[:, 0].tolist() == pytest.approx([0.2, 0.0])
+    lab = torch.zeros(2, 10, 8, 1, dtype=torch.long)
+    lab[0, :5, :4] = 2  # 20 of the slice's 80 pixels
+    assert myocardial_area(lab, 2)[:, 0].tolist() == pytest.approx([0.25, 0.0])
     torch.manual_seed(0)
     m = get_method("mtn")({**TINY_2D})
     assert not m.uses_unlabeled and m.model.config.area_head
@@ -294,6 +294,29 @@ def test_mtn_uncertainty_weights_by_hand_and_log_sigma_learns():
     opt.step()
     assert not torch.equal(before, m.log_sigma.detach())
     assert {"loss_area", "log_sigma_area", "log_sigma_seg"} <= set(logs)
+
+
+def test_mtn_area_head_learns_the_area():
+    """The regression path reaches the area within a few dozen steps (with the area in hundreds of
+    pixels it could not: its L1 stayed flat and pulled the shared decoder instead)."""
+    from SemiSupCardiacSegLib.methods.mtn import myocardial_area
+
+    torch.manual_seed(0)
+    m = get_method("mtn")({**TINY_2D, "network": {**TINY_2D["network"], "dropout": 0.0}})
+    batch = _batch_2d(n=2, n_lab=2)
+    target = myocardial_area(batch["label"], 2)
+    opt = torch.optim.Adam(m.optimizer_groups()["model"], lr=1e-2)
+    first = None
+    for step in range(60):
+        losses, logs = m.training_step(batch, step)
+        opt.zero_grad()
+        losses["model"].backward()
+        opt.step()
+        first = logs["loss_area"] if first is None else first
+    with torch.no_grad():
+        area = m.model(batch["image"])["area"]
+    assert first > 0.05 and logs["loss_area"] < 0.25 * first
+    assert torch.allclose(area, target, atol=0.03)
 
 
 def test_unet2d_treats_each_slice_independently():
