@@ -2,10 +2,15 @@
 
     python benchmarks/method_comparison.py --task la   [--profile cpu-small|gpu-full] [--labeled 8,16] [--seeds 1337]
                                                        [--iterations 600] [--methods supervised,sassnet,...]
-    python benchmarks/method_comparison.py --task cine [--labeled 6,14] [--iterations 600] [--methods supervised,bmtctl,mtn]
+    python benchmarks/method_comparison.py --task cine [--labeled 6,14] [--iterations 600] [--methods supervised,bmtctl,mtn,dtc,...]
 
 Each method is trained by ``training.Trainer`` with only the method (and its own network options:
-dual V-Net for DTML, separate SDM decoder for MTCTL/BMT-CTL, area head for MTN) changed:
+dual V-Net for DTML, separate SDM decoder for MTCTL/BMT-CTL, area head for MTN) changed. Cine rows:
+the 2D U-Net's own methods (BMT-CTL, MTN) and the 3D methods' 2D counterparts where they apply: DTC,
+UA-MT (3 teacher passes, as BMT-CTL's 3 MC passes at this profile) and SASSNet (its discriminator
+from 2D convolutions) run unchanged on the U-Net, the SDM head on the segmentation decoder as in
+their papers (the base's separate SDM decoder is BMT-CTL's); DTML's network pair is 3D only, and MTCTL's 2D
+counterpart is BMT-CTL:
 * profile ``cpu-small`` (2 CPU cores): the shipped models' CPU configurations made cheaper
   (``la_sassnet_cpu.json`` at 2 mm, 48 x 48 x 32 crops, V-Net width 8; ``acdc_bmtctl_cpu.json``:
   192 x 192 slices, 128 x 128 crops, U-Net width 16, every method's supervised term 0.5 (CE + Dice),
@@ -46,8 +51,11 @@ TASKS = {
            "overrides": {"preprocessing": {"spacing": [2.0, 2.0, 2.0], "normalization": "zscore"},
                          "patch_size": [48, 48, 32], "n_filters": 8}},
     "cine": {"base": "acdc_bmtctl_cpu.json", "data": ROOT.parent / "shared" / "data" / "ACDC" / "train.list",
-             "methods": "supervised,bmtctl,mtn,supervised_all", "iterations": 600, "labeled": "6,14", "overrides": {}},
+             "methods": "supervised,bmtctl,mtn,dtc,uamt,sassnet,supervised_all", "iterations": 600, "labeled": "6,14", "overrides": {}},
 }
+#: 3D methods whose 2D counterparts run on the cine U-Net as they are (with the SDM head on the
+#: segmentation decoder, as in their papers' V-Net).
+COUNTERPARTS_2D = ("dtc", "sassnet", "uamt")
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
@@ -89,6 +97,8 @@ def method_config(task: str, method: str, iterations: int | None, labeled: int |
         for key in ("sdm_decoder", "area_head"):
             if key in paper.get("network", {}):
                 net[key] = paper["network"][key]
+        if task == "cine" and name in COUNTERPARTS_2D:  # their papers' one network with two heads
+            net["sdm_decoder"] = "shared"
         over = TASKS[task]["overrides"]
         if "n_filters" in over:
             net["n_filters"] = over["n_filters"]

@@ -15,6 +15,8 @@ Choices the paper leaves open, taken from its reference code's behaviour: D sees
 foreground class and the image, each through its own first conv, fused by addition
 (``networks.discriminator``); D is trained with Adam (lr 1e-4, betas (0.9, 0.99)), the segmenter
 with SGD; in a batch the first rows are labeled (2 of 4).
+On a 2D network (``arch`` 'unet2d', the cine counterpart of the accuracy table) D is the same
+network built from 2D convolutions, scoring each slice, as BMT-CTL's.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class SASSNet(Supervised):
     def __init__(self, config: dict):
         super().__init__(config)
         k = int(self.network_params.get("num_classes", 2))
-        self.discriminator = SDMDiscriminator(k - 1, int(self.network_params.get("in_channels", 1)), int(self.config["disc_filters"]))
+        self.discriminator = SDMDiscriminator(k - 1, int(self.network_params.get("in_channels", 1)), int(self.config["disc_filters"]),
+                                              spatial_dims=2 if self.arch == "unet2d" else 3)
 
     def optimizer_groups(self):
         return {"model": list(self.model.parameters()), "discriminator": list(self.discriminator.parameters())}
