@@ -22,10 +22,11 @@ Split (recorded): LA2018 - the first 68 cases of train.list train (``--labeled``
 8 = 10 % and 16 = 20 % of the 80 as in the papers), the last 12 are held out; ACDC - train.list
 (70 patients; ``--labeled`` counts frames, 2 per patient: 6 = 3 patients, 14 = 7), val.list (10
 patients) held out. Bounds: ``supervised`` at each labeled count (lower) and ``supervised_all``
-(every training case labeled; upper). A control, ``supervised_half`` (not in the default list):
-supervised with a batch of only the labeled images a semi-supervised batch holds (4 of the cine
-rows' 8), which tells the cost of seeing fewer labeled images per step from that of the methods'
-unlabeled terms. Each trained model is evaluated on the held-out cases
+(every training case labeled; upper). Controls (``CONTROLS``, not in the default lists):
+``supervised_half``, supervised with a batch of only the labeled images a semi-supervised batch
+holds (4 of the cine rows' 8), which tells the cost of seeing fewer labeled images per step from
+that of the methods' unlabeled terms; ``supervised_half_shared``, the same with the SDM head on the
+segmentation decoder (the cine counterparts' network). Each trained model is evaluated on the held-out cases
 (``evaluation.evaluate_cases``, deterministic, no TTA): Dice, Jaccard, HD95, ASD (mm; voxels for the
 ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
 structure; "gain recovered" = (method - lower) / (upper - lower) on mean Dice. With several
@@ -59,6 +60,9 @@ TASKS = {
 #: 3D methods whose 2D counterparts run on the cine U-Net as they are (with the SDM head on the
 #: segmentation decoder, as in their papers' V-Net).
 COUNTERPARTS_2D = ("dtc", "sassnet", "uamt")
+#: Controls (not in the default lists): supervised on a batch of only the labeled images a
+#: semi-supervised batch holds, with the profile's network changed as given.
+CONTROLS = {"supervised_half": {}, "supervised_half_shared": {"sdm_decoder": "shared"}}
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
@@ -73,7 +77,7 @@ def method_config(task: str, method: str, iterations: int | None, labeled: int |
 
     labeled: labeled training cases (frames for cine); ignored for ``supervised_all`` (all labeled).
     """
-    name = "supervised" if method in ("supervised_all", "supervised_half") else method
+    name = "supervised" if method == "supervised_all" or method in CONTROLS else method
     if profile == "gpu-full":
         cfg = _paper(SUPERVISED_PAPER[task] if (name == "supervised" and task == "cine") else f"{name}.json")
         if name == "supervised":
@@ -120,8 +124,9 @@ def method_config(task: str, method: str, iterations: int | None, labeled: int |
         cfg["seed"] = int(seed)
     if method == "supervised_all":
         cfg["labeled"] = None  # every training case with a label
-    if method == "supervised_half":  # as many labeled images per step as the semi-supervised rows see
+    if method in CONTROLS:  # as many labeled images per step as the semi-supervised rows see
         cfg["batch_size"] = cfg["labeled_per_batch"]
+        cfg["network"] = {**cfg["network"], **CONTROLS[method]}
     return cfg
 
 
@@ -303,7 +308,7 @@ def main(argv=None) -> int:
         from SemiSupCardiacSegLib.training import DEFAULTS, merge_config
 
         for profile in ("cpu-small", "gpu-full"):
-            for m in methods:
+            for m in methods + [c for c in CONTROLS if c not in methods]:
                 cfg = method_config(args.task, m, 10, labeled[0], seeds[0], profile)
                 get_method(cfg["method"])(merge_config(DEFAULTS, cfg))
         fake = {f"{v} {l}": {"variant": v, "labeled": l, "s_per_it": 1.0, "distance_unit": "mm", "ef_abs_error": {"lv": 2.0, "rv": 5.0},
