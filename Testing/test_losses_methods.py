@@ -1,13 +1,18 @@
 """Losses against hand-computed values; methods change exactly the parameters they should."""
 
 import math
+import sys
 
 import pytest
 import torch
 
+from conftest import REPO
 from SemiSupCardiacSegLib.losses import dice_ce_loss, discriminator_loss, generator_loss, soft_dice_loss
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.schedules import poly_lr, sigmoid_rampup, step_lr
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from method_comparison import COUNTERPARTS_2D  # noqa: E402  the 3D methods the cine accuracy table runs on the U-Net
 
 TINY = {"network": {"in_channels": 1, "num_classes": 2, "n_filters": 2, "dropout": 0.5}, "iterations": 100}
 
@@ -332,10 +337,6 @@ def test_unet2d_treats_each_slice_independently():
     assert torch.allclose(out5["area"][:, 1], out4["area"], atol=1e-5)
     with pytest.raises(ValueError, match="expects"):
         net(torch.zeros(1, 32, 32))
-
-
-#: The 3D methods that also run on the 2D U-Net (the cine counterparts of the accuracy table).
-COUNTERPARTS_2D = ("dtc", "sassnet", "uamt")
 
 
 @pytest.mark.parametrize("name,two_d", [(n, n in ("bmtctl", "mtn")) for n in sorted(METHODS)] + [(n, True) for n in COUNTERPARTS_2D])

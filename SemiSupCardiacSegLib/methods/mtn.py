@@ -32,6 +32,7 @@ from ..losses import segmentation_loss
 from .base import register
 from .supervised import Supervised
 
+
 def myocardial_area(label: torch.Tensor, area_class: int) -> torch.Tensor:
     """(B, X, Y[, Z]) labels -> (B[, Z]) area of ``area_class`` per slice as a fraction of the slice's pixels."""
     return (label == area_class).to(torch.float32).mean(dim=(1, 2))
