@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from SemiSupCardiacSegLib.inference import flip_sets, model_flip_axes, predict_model_space, sliding_window_predict
+from SemiSupCardiacSegLib.inference import MC_GATE_SAMPLES, flip_sets, model_flip_axes, predict_model_space, sliding_window_predict
 from SemiSupCardiacSegLib.networks import build_network
 
 NET = {"in_channels": 1, "num_classes": 2, "n_filters": 4, "dropout": 0.5}
@@ -186,3 +186,62 @@ def test_head_mask_folded_into_the_weights_equals_dropout_then_heads():
         assert a["seg"].shape == plain["seg"].shape and a["sdm"].shape == plain["sdm"].shape
         assert not torch.equal(a["seg"], b["seg"]) and not torch.equal(a["sdm"], b["sdm"])
         assert float(a["sdm"].abs().max()) <= 1.0
+
+
+class _GateToy(torch.nn.Module):
+    """encode = identity; decode: foreground logit 80 x dropout(x) - 20. Where x = 0 every sample
+    is background at p > 1 - 1e-8; where x = 1 each sample is sure (p 1 - 2e-9 or 1 - 1e-61) but
+    the samples disagree (dropout keeps or zeroes x): a gate on one sample's confidence would miss it."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+        self.decodes = 0
+
+    def encode(self, x):
+        return x
+
+    def decode(self, f):
+        self.decodes += f.shape[0]
+        z = 80.0 * self.drop(f) - 20.0
+        return {"seg": torch.cat([torch.zeros_like(z), z], dim=1)}
+
+
+def test_mc_gate_samples_only_windows_where_a_sample_is_unsure():
+    x = np.zeros((32, 16, 8), np.float32)
+    x[16:] = 1.0  # windows (overlap 0, 8 voxels) over x >= 16 are unsure, the rest are confident background
+    patch, n = (8, 8, 8), 10
+    toy = _GateToy()
+    full = sliding_window_predict(toy, x, patch, overlap=0.0, mc_samples=n)
+    full_decodes, toy.decodes = toy.decodes, 0
+    gated = sliding_window_predict(toy, x, patch, overlap=0.0, mc_samples=n, mc_gate=0.01)
+    windows = 4 * 2
+    assert full_decodes == windows * n and full.mc_window_share == 1.0
+    assert toy.decodes == windows // 2 * n + windows // 2 * MC_GATE_SAMPLES  # the confident half stops early
+    assert gated.mc_window_share == 0.5
+    # the confident half is background either way; the unsure half keeps its full MC uncertainty
+    assert np.allclose(gated.probs[:, :16], full.probs[:, :16], atol=1e-6) and gated.mutual_info[:16].max() < 1e-6
+    assert gated.mutual_info[16:].mean() > 0.4 and full.mutual_info[16:].mean() > 0.4
+
+
+@pytest.mark.parametrize("arch", ["vnet", "unet2d"])
+def test_mc_gate_changes_nothing_where_no_window_is_confident(arch, net):
+    """An untrained network is unsure everywhere: with the gate every window gets all N samples,
+    drawn in the same order, so the output is the ungated one (V-Net: features sliced per window;
+    2D U-Net: its opaque features re-encoded)."""
+    model = net if arch == "vnet" else build_network("unet2d", {**NET, "dropout_encoder": False}).eval()
+    x = np.random.default_rng(1).normal(size=(48, 48, 16)).astype(np.float32)
+    patch = (32, 32, 16) if arch == "vnet" else (32, 32, 1)
+    outs = []
+    for gate in (0.0, 0.01):
+        torch.manual_seed(3)
+        outs.append(sliding_window_predict(model, x, patch, mc_samples=4, mc_gate=gate))
+    assert outs[1].mc_window_share == 1.0
+    assert np.allclose(outs[0].probs, outs[1].probs, atol=1e-6) and np.allclose(outs[0].mutual_info, outs[1].mutual_info, atol=1e-6)
+
+
+def test_mc_gate_out_of_range_is_refused_by_name(net):
+    from SemiSupCardiacSegLib.io import InputError
+
+    with pytest.raises(InputError, match="mc_gate"):
+        sliding_window_predict(net, np.zeros((32, 32, 16), np.float32), (32, 32, 16), mc_samples=2, mc_gate=1.0)

@@ -64,7 +64,7 @@ def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
     inp = write_volume(vol, tmp_path / "in.nrrd")
     out = tmp_path / "out"
     code = cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--mc-samples", "3",
-                     "--device", "cpu", "--montage", "--quiet"])
+                     "--mc-gate", "0.01", "--device", "cpu", "--montage", "--quiet"])
     assert code == 0
     for name in ("segmentation.nrrd", "probability.nrrd", "distance.nrrd", "uncertainty.nrrd", "report.json", "montage.png"):
         assert (out / name).is_file(), name
@@ -83,10 +83,14 @@ def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
     la = report["structures"]["left atrium"]
     assert la["volume_ml"] == pytest.approx(seg.array.sum() * np.prod(ph.spacing) / 1000, rel=1e-6)
     assert report["timings_s"]["mc_samples"] == 3 and report["model"]["id"]
+    assert report["timings_s"]["mc_gate"] == 0.01 and 0.0 <= report["timings_s"]["mc_window_share"] <= 1.0
     # A second run into the same folder refuses to overwrite.
     capsys.readouterr()
     assert cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--quiet"]) == 2
     assert "already holds" in capsys.readouterr().err
+    assert cli_main(["segment", str(inp), "--out", str(tmp_path / "gate"), "--model", str(trained / "model.pt"),
+                     "--mc-gate", "1.5", "--quiet"]) == 2
+    assert "mc_gate" in capsys.readouterr().err and not (tmp_path / "gate" / "report.json").exists()
 
 
 def test_segment_h5_and_evaluate(trained, phantom_folder, tmp_path):

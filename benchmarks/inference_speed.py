@@ -12,7 +12,10 @@ a fresh child process that reads the input from a file (its peak RSS, VmHWM, is 
   (c, batched) the same with the N decoder passes as one batch (``mc_chunk = N``);
   (c, head-only) ``mc_scope = "head"``: encoder and decoder once, only the last dropout and the
   1x1 heads sampled N times (an approximate posterior; its quality: uncertainty_quality.py --mc-scope head);
-  segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA).
+  (c, seed 1) (c) with other dropout masks: the noise floor of what a second MC draw changes;
+  (c, gate) (c) with ``mc_gate`` (``sliding_window_predict``): a window whose first two samples
+  agree and are sure everywhere stops there; its fidelity against (c) is set beside (c, seed 1)'s;
+  segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA), and with the gate.
 Seconds are end to end (resampling to model space and back included) and of the sliding window
 alone ("network s"), the best of 3 runs in the child for the LA case (1 for the large volume).
 On the LA case, also in model space: MONAI's ``sliding_window_inference``
@@ -80,7 +83,10 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
     base = _hwm_mb()
     kwargs = {"a": dict(mc_samples=1, tta=False), "b": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
               "c": dict(mc_samples=mc, tta=False, mc_scope="decoder"), "c_batched": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
-              "c_head": dict(mc_samples=mc, tta=False, mc_scope="head"), "segment": dict(mc_samples=mc, tta=True)}[mode]
+              "c_seed1": dict(mc_samples=mc, tta=False, mc_scope="decoder", seed=1),
+              "c_gate": dict(mc_samples=mc, tta=False, mc_scope="decoder", mc_gate=GATE),
+              "c_head": dict(mc_samples=mc, tta=False, mc_scope="head"), "segment": dict(mc_samples=mc, tta=True),
+              "segment_gate": dict(mc_samples=mc, tta=True, mc_gate=GATE)}[mode]
     original = inference.sliding_window_predict
     if mode == "b":  # every MC sample is a full pass: wrap the network
         def naive(model, *args, **kw):
@@ -101,9 +107,40 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
         dt = time.perf_counter() - t
         if sec is None or dt < sec:
             sec, net_s = dt, pred.timings["network_s"]
+    if mode in FIDELITY_MODES:  # the maps, for the gate's fidelity (compared in the parent)
+        np.savez(f"{path}.{mode}.npz", labels=pred.labels.array, entropy=pred.entropy.array, mi=pred.mutual_info.array)
+    from SemiSupCardiacSegLib.reporting import segmentation_report
+
+    score_name = (meta.get("quality") or {}).get("score", "mean_boundary_mutual_info")
+    report = segmentation_report(pred, (meta.get("labels") or {"1": "foreground"}), meta)
     return {"seconds": sec, "network_s": net_s, "repeats": repeats, "peak_rss_mb": _hwm_mb(), "rss_before_mb": base,
             "shape": list(vol.shape), "foreground_voxels": int((pred.labels.array > 0).sum()),
-            "mean_entropy": float(np.mean(pred.entropy.array))}
+            "mean_entropy": float(np.mean(pred.entropy.array)), "mc_window_share": pred.timings.get("mc_window_share", 1.0),
+            "quality_score": {score_name: {k: v.get(score_name) for k, v in report["structures"].items()}}}
+
+
+#: ``mc_gate`` of the gated rows, and the modes whose maps are kept for ``gate_fidelity``.
+GATE = 0.01
+FIDELITY_MODES = ("c", "c_seed1", "c_gate", "segment", "segment_gate")
+
+
+def gate_fidelity(path: Path, pairs=(("c", "c_seed1"), ("c", "c_gate"), ("segment", "segment_gate"))) -> dict:
+    """What the gate changes, against what a second MC draw changes (c vs c_seed1, the noise floor):
+    label agreement, total MI and total entropy of the second map relative to the first, and the
+    99.9th percentile of the voxelwise |MI difference| (nats)."""
+    import numpy as np
+
+    out = {}
+    for a, b in pairs:
+        fa, fb = Path(f"{path}.{a}.npz"), Path(f"{path}.{b}.npz")
+        if not (fa.is_file() and fb.is_file()):
+            continue
+        x, y = np.load(fa), np.load(fb)
+        out[f"{b} vs {a}"] = {"label_agreement": float((x["labels"] == y["labels"]).mean()),
+                              "mi_total_ratio": float(y["mi"].sum() / max(x["mi"].sum(), 1e-12)),
+                              "entropy_total_ratio": float(y["entropy"].sum() / max(x["entropy"].sum(), 1e-12)),
+                              "mi_abs_diff_p999": float(np.quantile(np.abs(y["mi"] - x["mi"]), 0.999))}
+    return out
 
 
 def run_child(mode: str, path: Path, model: str, mc: int, threads: int, device: str = "cpu") -> dict:
@@ -198,6 +235,12 @@ def held_out_cases(model_name: str, n: int) -> list[Path]:
     return [LA_DIR / "train" / f"{c}.h5" for c in names if (LA_DIR / "train" / f"{c}.h5").is_file()][:n]
 
 
+def _score_cell(row: dict) -> str:
+    """The quality-flag score per structure of one path's prediction, e.g. 'left atrium 0.0123'."""
+    per = next(iter(row.get("quality_score", {}).values()), {})
+    return ", ".join(f"{k} {v:.4f}" for k, v in per.items() if v is not None) or "-"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -238,7 +281,8 @@ def main(argv=None) -> int:
         shape = (48, 40, 24) if args.smoke else (576, 576, 88)
         ph = make_la_phantom(shape=shape, spacing=(0.625,) * 3 if not args.smoke else (2.0,) * 3, seed=4)
         inputs[f"phantom {'x'.join(map(str, shape))}"] = Volume(ph.image, ph.spacing)
-        modes = ("a", "c", "c_head") if args.smoke else ("a", "b", "c", "c_batched", "c_head", "segment")
+        modes = ("a", "c", "c_gate", "c_head") if args.smoke else ("a", "b", "c", "c_seed1", "c_gate", "c_batched", "c_head",
+                                                                  "segment", "segment_gate")
         for name, vol in inputs.items():
             path = write_volume(vol, Path(tmp) / f"{len(result['paths'])}.nrrd")
             rows = {m: run_child(m, path, args.model, mc, threads, args.device) for m in modes}
@@ -246,6 +290,7 @@ def main(argv=None) -> int:
                 rows[m]["ratio_to_a"] = rows[m]["seconds"] / rows["a"]["seconds"]
                 rows[m]["network_ratio_to_a"] = rows[m]["network_s"] / rows["a"]["network_s"]
             result["paths"][name] = rows
+            result.setdefault("gate_fidelity", {})[name] = gate_fidelity(path)
         first = next(iter(inputs))
         result["model_space"] = model_space_comparisons(inputs[first], args.model, threads, repeats=1 if args.smoke else 3)
         if held:
@@ -256,7 +301,10 @@ def main(argv=None) -> int:
     labels = {"a": "(a) deterministic pass", "b": f"(b) naive MC, N={mc}", "c": f"(c) encoder once + N={mc} decoder passes",
               "c_batched": f"(c) with the {mc} decoder passes batched",
               "c_head": f"(c) head-only MC: decoder once + N={mc} samples of the last dropout and the heads",
-              "segment": f"segment default: N={mc} shared over flip TTA"}
+              "c_seed1": f"(c) again, other dropout masks (seed 1)",
+              "c_gate": f"(c) + mc_gate {GATE}: windows sure in 2 agreeing samples stop there",
+              "segment": f"segment default: N={mc} shared over flip TTA",
+              "segment_gate": f"segment default + mc_gate {GATE}"}
     flat = {}
     for name, rows in result["paths"].items():
         for m, v in rows.items():
@@ -275,10 +323,20 @@ def main(argv=None) -> int:
                   "| overlap | Dice | s / case |", "|---|---|---|"]
         extra += [f"| {k.split()[1]} | {v['dice_mean']:.4f} ± {v['dice_std']:.4f} | {v['seconds_per_case']:.2f} |"
                   for k, v in result["overlap_sweep"].items()]
+    extra += ["", f"What mc_gate {GATE} changes, against a second MC draw (seed 1) of the same path: share of windows given "
+              "all N samples; label agreement; total MI and entropy relative to the first map; 99.9th percentile of |MI difference| (nats):",
+              "", "| input | comparison | windows sampled | label agreement | MI total ratio | entropy total ratio | |dMI| p99.9 |",
+              "|---|---|---|---|---|---|---|"]
+    for name, comps in result.get("gate_fidelity", {}).items():
+        for comp, v in comps.items():
+            share = result["paths"][name][comp.split()[0]]["mc_window_share"]
+            extra.append(f"| {name} | {comp} | {share:.2f} | {v['label_agreement']:.5f} | {v['mi_total_ratio']:.3f} | "
+                         f"{v['entropy_total_ratio']:.3f} | {v['mi_abs_diff_p999']:.4f} |")
     publish(args.profile, "inference_speed", {**flat, "_details": result},
-            ["input", "path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB"],
+            ["input", "path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB", "quality score"],
             lambda k, v: None if k == "_details" else [k, f"{v['seconds']:.2f}", f"{v['network_s']:.2f}", f"{v['ratio_to_a']:.2f}",
-                                                       f"{v['network_ratio_to_a']:.2f}", f"{v['peak_rss_mb']:.0f}"],
+                                                       f"{v['network_ratio_to_a']:.2f}", f"{v['peak_rss_mb']:.0f}",
+                                                       _score_cell(v)],
             extra_lines=extra)
     return 0
 
