@@ -62,3 +62,22 @@ def test_uncertainty_table_keeps_rows_whose_runs_are_gone_and_remeasures_new_wei
     keep, measure = uncertainty_by_method.plan(table, earlier, {"same weights": "b", "retrained": "c2", "new": "e"})
     assert sorted(keep) == ["gone", "same weights"]
     assert measure == ["retrained", "new"]
+
+
+def test_per_case_scores_skip_structures_predicted_empty():
+    """A structure predicted empty has no score (NaN): the correlation and AUROC are over the others
+    (one NaN made the whole column NaN, and the 'best' score an arbitrary pick)."""
+    import math
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import uncertainty_quality as uq
+
+    dice = [0.95, 0.9, 0.8, 0.6, 0.3, 0.0]
+    per_case = {str(i): {"dice": d, "score_rank": 1 - d, "score_noise": [0.3, 0.1, 0.5, 0.2, 0.4, math.nan][i]}
+                for i, d in enumerate(dice)}
+    per_case["5"]["score_rank"] = math.nan  # the Dice-0 case: its structure was predicted empty
+    q = uq.score_quality(per_case)
+    assert q["score_rank"]["n_scored"] == 5 and q["score_rank"]["spearman_vs_1_minus_dice"] == pytest.approx(1.0)
+    assert q["score_rank"]["auroc_dice_below_0.85"] == 1.0
+    assert uq.best_score(q) == "score_rank"
+    assert uq._or_nan(None) != uq._or_nan(None) and uq._or_nan(0.0) == 0.0  # a zero score stays a score

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     import torch
 
     from SemiSupCardiacSegLib.checkpoint import load_model
-    from uncertainty_quality import FLAG_DICE, ece, held_out_paths, measure_model, score_quality
+    from uncertainty_quality import FLAG_DICE, best_score, ece, held_out_paths, measure_model, score_quality
 
     torch.set_num_threads(args.threads)
     table = ROOT / "benchmarks" / "results" / args.profile / f"method_comparison_{args.task}.json"
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             print({key: per_case})
             return 0
         across = score_quality(per_case)
-        best = max(across, key=lambda k: across[k]["spearman_vs_1_minus_dice"])
+        best = best_score(across)
         rows[key] = {"variant": run["variant"], "labeled": run["labeled"], "model_id": meta["model_id"], "n_samples": len(per_case),
                      "dice": float(np.mean([r["dice"] for r in per_case.values()])),
                      "pooled_ece_roi": ece(*pooled), "brier_roi": float(np.mean([r["brier_roi"] for r in per_case.values()])),

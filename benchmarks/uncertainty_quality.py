@@ -104,9 +104,9 @@ def evaluate_case(net, meta, path: Path, mc: int, mc_scope: str | None = None) -
             "errors_that_are_uncertain": both / max(1.0, err_roi),
             "uncertain_error_dice": 2 * both / max(1.0, unc_roi + err_roi),
             # The scores `segment` writes to report.json, so the chosen one can be its quality flag.
-            "score_boundary_entropy": structure["mean_boundary_entropy"] or math.nan,
-            "score_boundary_mi": structure["mean_boundary_mutual_info"] or math.nan,
-            "score_entropy_per_volume": structure["entropy_per_volume"] or math.nan,
+            "score_boundary_entropy": _or_nan(structure["mean_boundary_entropy"]),
+            "score_boundary_mi": _or_nan(structure["mean_boundary_mutual_info"]),
+            "score_entropy_per_volume": _or_nan(structure["entropy_per_volume"]),
             "seconds": pred.timings["total_s"],
         }
     return rows, tuple(pooled)
@@ -124,16 +124,30 @@ def measure_model(net, meta, paths: list[Path], mc: int, mc_scope: str | None = 
     return per_case, pooled
 
 
+def _or_nan(score: float | None) -> float:
+    """A report score, NaN where the structure was predicted empty (None)."""
+    return math.nan if score is None else float(score)
+
+
+def best_score(across: dict) -> str:
+    """The score with the highest Spearman correlation with 1 - Dice (NaN counts as lowest)."""
+    return max(across, key=lambda k: -math.inf if math.isnan(across[k]["spearman_vs_1_minus_dice"])
+               else across[k]["spearman_vs_1_minus_dice"])
+
+
 def score_quality(per_case: dict) -> dict:
     """Per per-case score (``score_*``): Spearman with 1 - Dice (and its p-value) and the AUROC for
-    flagging Dice < FLAG_DICE."""
+    flagging Dice < FLAG_DICE, over the cases that have the score: a structure predicted empty has
+    none (NaN; ``segment`` leaves its flag unset), and one such case would make both NaN.
+    ``n_scored``: the cases counted."""
     dices = np.array([r["dice"] for r in per_case.values()])
     across = {}
     for k in [k for k in next(iter(per_case.values())) if k.startswith("score_")]:
-        s = np.array([r[k] for r in per_case.values()])
-        rho, pval = stats.spearmanr(s, 1 - dices)
-        across[k] = {"spearman_vs_1_minus_dice": float(rho), "p_value": float(pval),
-                     f"auroc_dice_below_{FLAG_DICE}": auroc(s, dices < FLAG_DICE)}
+        s = np.array([r[k] for r in per_case.values()], float)
+        ok = np.isfinite(s)
+        rho, pval = stats.spearmanr(s[ok], 1 - dices[ok]) if ok.sum() > 2 else (math.nan, math.nan)
+        across[k] = {"spearman_vs_1_minus_dice": float(rho), "p_value": float(pval), "n_scored": int(ok.sum()),
+                     f"auroc_dice_below_{FLAG_DICE}": auroc(s[ok], dices[ok] < FLAG_DICE)}
     return across
 
 
@@ -233,7 +247,7 @@ def main(argv=None) -> int:
     dices = np.array([r["dice"] for r in per_case.values()])
     scores = [k for k in next(iter(per_case.values())) if k.startswith("score_")]
     across = score_quality(per_case)
-    best = max(across, key=lambda k: across[k]["spearman_vs_1_minus_dice"])
+    best = best_score(across)
     suggestion = {"score": best.removeprefix("score_"), **youden_threshold([r[best] for r in per_case.values()], dices < FLAG_DICE)}
     means = {k: float(np.mean([r[k] for r in per_case.values()])) for k in next(iter(per_case.values()))}
     suffix = ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem) + (f"_mc_{args.mc_scope}" if args.mc_scope else "")
