@@ -81,3 +81,18 @@ def test_per_case_scores_skip_structures_predicted_empty():
     assert q["score_rank"]["auroc_dice_below_0.85"] == 1.0
     assert uq.best_score(q) == "score_rank"
     assert uq._or_nan(None) != uq._or_nan(None) and uq._or_nan(0.0) == 0.0  # a zero score stays a score
+
+
+def test_controls_change_only_what_they_name():
+    """Each control is its base method's cine config with the named changes: supervised_half* a
+    labeled-only batch (and the shared SDM head), sassnet_no_adv SASSNet with a zero adversarial weight."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import method_comparison as mc
+
+    sup, sassnet = mc.method_config("cine", "supervised", None, 14, 1), mc.method_config("cine", "sassnet", None, 14, 1)
+    half, shared = mc.method_config("cine", "supervised_half", None, 14, 1), mc.method_config("cine", "supervised_half_shared", None, 14, 1)
+    no_adv = mc.method_config("cine", "sassnet_no_adv", None, 14, 1)
+    assert half["batch_size"] == sup["labeled_per_batch"] < sup["batch_size"] and half["network"] == sup["network"]
+    assert shared["network"] == {**sup["network"], "sdm_decoder": "shared"} == sassnet["network"]
+    assert no_adv["method"] == "sassnet" and no_adv["method_params"] == {**sassnet["method_params"], "adv_weight": 0.0}
+    assert {k: v for k, v in no_adv.items() if k != "method_params"} == {k: v for k, v in sassnet.items() if k != "method_params"}

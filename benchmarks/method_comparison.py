@@ -26,7 +26,8 @@ patients) held out. Bounds: ``supervised`` at each labeled count (lower) and ``s
 ``supervised_half``, supervised with a batch of only the labeled images a semi-supervised batch
 holds (4 of the cine rows' 8), which tells the cost of seeing fewer labeled images per step from
 that of the methods' unlabeled terms; ``supervised_half_shared``, the same with the SDM head on the
-segmentation decoder (the cine counterparts' network). Each trained model is evaluated on the held-out cases
+segmentation decoder (the cine counterparts' network); ``sassnet_no_adv``, SASSNet with its
+adversarial weight at 0 (the unlabeled images only pass through the network's BatchNorm). Each trained model is evaluated on the held-out cases
 (``evaluation.evaluate_cases``, deterministic, no TTA): Dice, Jaccard, HD95, ASD (mm; voxels for the
 ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
 structure; "gain recovered" = (method - lower) / (upper - lower) on mean Dice. With several
@@ -60,9 +61,14 @@ TASKS = {
 #: 3D methods whose 2D counterparts run on the cine U-Net as they are (with the SDM head on the
 #: segmentation decoder, as in their papers' V-Net).
 COUNTERPARTS_2D = ("dtc", "sassnet", "uamt")
-#: Controls (not in the default lists): supervised on a batch of only the labeled images a
-#: semi-supervised batch holds, with the profile's network changed as given.
-CONTROLS = {"supervised_half": {}, "supervised_half_shared": {"sdm_decoder": "shared"}}
+#: Controls (not in the default lists): a base method ("method", default supervised) with its
+#: network and method parameters changed as given; "labeled_only" batches hold only the labeled
+#: images a semi-supervised batch holds.
+CONTROLS = {"supervised_half": {"labeled_only": True},
+            "supervised_half_shared": {"labeled_only": True, "network": {"sdm_decoder": "shared"}},
+            # SASSNet without its adversarial term: the unlabeled half of the batch only passes
+            # through the network (its BatchNorm statistics), no loss on it
+            "sassnet_no_adv": {"method": "sassnet", "method_params": {"adv_weight": 0.0}}}
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
@@ -77,7 +83,7 @@ def method_config(task: str, method: str, iterations: int | None, labeled: int |
 
     labeled: labeled training cases (frames for cine); ignored for ``supervised_all`` (all labeled).
     """
-    name = "supervised" if method == "supervised_all" or method in CONTROLS else method
+    name = "supervised" if method == "supervised_all" else CONTROLS[method].get("method", "supervised") if method in CONTROLS else method
     if profile == "gpu-full":
         cfg = _paper(SUPERVISED_PAPER[task] if (name == "supervised" and task == "cine") else f"{name}.json")
         if name == "supervised":
@@ -124,9 +130,12 @@ def method_config(task: str, method: str, iterations: int | None, labeled: int |
         cfg["seed"] = int(seed)
     if method == "supervised_all":
         cfg["labeled"] = None  # every training case with a label
-    if method in CONTROLS:  # as many labeled images per step as the semi-supervised rows see
-        cfg["batch_size"] = cfg["labeled_per_batch"]
-        cfg["network"] = {**cfg["network"], **CONTROLS[method]}
+    if method in CONTROLS:
+        control = CONTROLS[method]
+        if control.get("labeled_only"):  # as many labeled images per step as the semi-supervised rows see
+            cfg["batch_size"] = cfg["labeled_per_batch"]
+        cfg["network"] = {**cfg["network"], **control.get("network", {})}
+        cfg["method_params"] = {**cfg.get("method_params", {}), **control.get("method_params", {})}
     return cfg
 
 
