@@ -107,13 +107,14 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
         dt = time.perf_counter() - t
         if sec is None or dt < sec:
             sec, net_s = dt, pred.timings["network_s"]
+    peak = _hwm_mb()  # before the report and the saved maps below, which are not the path's cost
     if mode in FIDELITY_MODES:  # the maps, for the gate's fidelity (compared in the parent)
         np.savez(f"{path}.{mode}.npz", labels=pred.labels.array, entropy=pred.entropy.array, mi=pred.mutual_info.array)
     from SemiSupCardiacSegLib.reporting import segmentation_report
 
     score_name = (meta.get("quality") or {}).get("score", "mean_boundary_mutual_info")
     report = segmentation_report(pred, (meta.get("labels") or {"1": "foreground"}), meta)
-    return {"seconds": sec, "network_s": net_s, "repeats": repeats, "peak_rss_mb": _hwm_mb(), "rss_before_mb": base,
+    return {"seconds": sec, "network_s": net_s, "repeats": repeats, "peak_rss_mb": peak, "rss_before_mb": base,
             "shape": list(vol.shape), "foreground_voxels": int((pred.labels.array > 0).sum()),
             "mean_entropy": float(np.mean(pred.entropy.array)), "mc_window_share": pred.timings.get("mc_window_share", 1.0),
             "quality_score": {score_name: {k: v.get(score_name) for k, v in report["structures"].items()}}}
