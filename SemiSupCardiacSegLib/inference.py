@@ -108,10 +108,11 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     mc_gate: early stop of MC per window (0 = off). After the first ``MC_GATE_SAMPLES`` samples, a
     window where every one of them gives every voxel the same label with a top-class probability
     >= 1 - mc_gate keeps those samples alone (its MI is then ~0: they agree and are sure
-    everywhere); the other windows get all N. Windows far from any structure (most of an uncropped
-    576 x 576 x 88 LGE volume) then cost the encoder and two decoder passes instead of N; where
-    every window holds the structure nothing is saved (nor lost). The sampled share is
-    ``ModelSpaceOutput.mc_window_share``; what the gate changes is measured in inference_speed.
+    everywhere); the other windows get all N. Surely-empty windows then cost the encoder and two
+    decoder passes instead of N; where every window holds something unsure nothing is saved (nor
+    lost). Measured (inference_speed): the shipped LA model is unsure somewhere in nearly every
+    window of a 576 x 576 x 88 phantom, so there it saves nothing; off by default. The sampled
+    share is ``ModelSpaceOutput.mc_window_share``.
     """
     check_mc_scope(model, mc_scope)
     if not 0.0 <= float(mc_gate) < 1.0:
