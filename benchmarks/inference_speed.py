@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     labels = {"a": "(a) deterministic pass", "b": f"(b) naive MC, N={mc}", "c": f"(c) encoder once + N={mc} decoder passes",
               "c_batched": f"(c) with the {mc} decoder passes batched",
               "c_head": f"(c) head-only MC: decoder once + N={mc} samples of the last dropout and the heads",
-              "c_seed1": f"(c) again, other dropout masks (seed 1)",
+              "c_seed1": "(c) again, other dropout masks (seed 1)",
               "c_gate": f"(c) + mc_gate {GATE}: windows sure in 2 agreeing samples stop there",
               "segment": f"segment default: N={mc} shared over flip TTA",
               "segment_gate": f"segment default + mc_gate {GATE}"}
