@@ -50,6 +50,27 @@ def test_accuracy_table_keeps_earlier_rows_of_the_same_protocol(tmp_path, monkey
     assert method_comparison.loss_curve({**rows["vanished"], "loss_seg_curve": [[5, 0.7]]}) == [[5, 0.7]]
 
 
+def test_reused_run_reports_its_training_wall_time(tmp_path):
+    """A run reused from an earlier invocation reports the wall time its training took, not the
+    instant its reuse took; a run finished before that time was kept reports None, not a guess."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import method_comparison
+
+    calls = []
+
+    def train():
+        calls.append(1)
+        (tmp_path / "run" / "model.pt").write_bytes(b"x")
+
+    (tmp_path / "run").mkdir()
+    first = method_comparison.train_or_reuse(tmp_path / "run", train)
+    again = method_comparison.train_or_reuse(tmp_path / "run", train)
+    assert calls == [1] and first is not None and again == first
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "model.pt").write_bytes(b"x")
+    assert method_comparison.train_or_reuse(tmp_path / "old", train) is None and calls == [1]
+
+
 def test_uncertainty_table_keeps_rows_whose_runs_are_gone_and_remeasures_new_weights():
     """uncertainty_by_method measures a run when it is here and its row is missing or from other
     weights; keeps a row whose run is gone; drops a row that left the accuracy table."""

@@ -44,6 +44,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from common import ROOT, benchmark_parser, publish
 
@@ -139,6 +140,20 @@ def method_config(task: str, method: str, iterations: int | None, labeled: int |
     return cfg
 
 
+def train_or_reuse(out: Path, train: Callable[[], object]) -> float | None:
+    """Run ``train`` unless ``out`` holds a finished run (``model.pt``); the training's wall time in
+    seconds, kept in ``out/bench_wall_s.json`` so that a reused run reports it too (the last part's
+    if the training was resumed; None for a run finished before the time was kept)."""
+    from SemiSupCardiacSegLib.atomic import atomic_write_text
+
+    wall_file = out / "bench_wall_s.json"
+    if not (out / "model.pt").exists():
+        t0 = time.perf_counter()
+        train()
+        atomic_write_text(wall_file, json.dumps({"wall_s": time.perf_counter() - t0}))
+    return float(json.loads(wall_file.read_text())["wall_s"]) if wall_file.exists() else None
+
+
 def run_one(task: str, method: str, labeled: int | None, seed: int | None, iterations: int | None, out_root: Path,
             device: str, profile: str, progress: bool) -> dict:
     """Train (or reuse a finished run) and evaluate on the held-out cases."""
@@ -154,10 +169,7 @@ def run_one(task: str, method: str, labeled: int | None, seed: int | None, itera
     cfg["data"] = [str((ROOT / d).resolve()) for d in data]
     if "list" in cfg["validation"]:
         cfg["validation"]["list"] = str((ROOT / cfg["validation"]["list"]).resolve())
-    t0 = time.perf_counter()
-    if not (out / "model.pt").exists():
-        Trainer(cfg, out, device=device, progress=progress).run(resume=(out / "last.pt").exists())
-    wall = time.perf_counter() - t0
+    wall = train_or_reuse(out, lambda: Trainer(cfg, out, device=device, progress=progress).run(resume=(out / "last.pt").exists()))
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r["step_s"] for r in logs if "step_s" in r]
     net, meta = load_model(out / "model.pt")
