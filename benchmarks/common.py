@@ -28,8 +28,27 @@ def benchmark_parser(doc: str | None, smoke_help: str = "tiny run for the test s
     return p
 
 
+def speed_probe(repeats: int = 5) -> float:
+    """Seconds of a fixed CPU workload (one 3x3x3 convolution, 16 -> 16 channels, on 2 x 64 x 64 x 32
+    voxels, at the current torch thread count; best of ``repeats`` after a warm-up). This shared VM's
+    speed drifts between runs (the same code measured 1.3-1.6x slower on another day), so every
+    result records it: compare absolute seconds across runs only through it, ratios within a run directly."""
+    import torch
+
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1)
+    x = torch.randn(2, 16, 64, 64, 32, generator=torch.Generator().manual_seed(0))
+    best = float("inf")
+    with torch.inference_mode():
+        conv(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def environment() -> dict:
-    """Commit, CPU/GPU, thread count and library versions, recorded with every result."""
+    """Commit, CPU/GPU, thread count, library versions and ``speed_probe`` seconds, recorded with every result."""
     import torch
 
     try:
@@ -41,6 +60,7 @@ def environment() -> dict:
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_probe_s": round(speed_probe(), 4),
     }
 
 

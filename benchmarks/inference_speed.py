@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, benchmark_parser, publish
+from common import ROOT, benchmark_parser, publish, speed_probe
 
 LA_DIR = ROOT.parent / "shared" / "data" / "LA2018"
 REFERENCE_STRIDE_MM = (18 * 0.625, 18 * 0.625, 4 * 0.625)  # kleinzcy/SASSnet test_single_case stride_xy 18, stride_z 4
@@ -270,7 +270,9 @@ def main(argv=None) -> int:
     mc = 2 if args.smoke else args.mc_samples
     threads = 1 if args.smoke else args.threads
     held = [] if args.smoke else held_out_cases(args.model, args.sweep_cases)
-    result = {"mc_samples": mc, "inputs": {}, "paths": {}, "model_space": {}, "overlap_sweep": {}}
+    torch.set_num_threads(threads)
+    result = {"mc_samples": mc, "cpu_probe_s_start": round(speed_probe(), 4), "inputs": {}, "paths": {}, "model_space": {},
+              "overlap_sweep": {}}  # the environment's cpu_probe_s is read at the end
     with tempfile.TemporaryDirectory() as tmp:
         inputs = {}
         if held:
@@ -333,6 +335,9 @@ def main(argv=None) -> int:
             share = result["paths"][name][comp.split()[0]]["mc_window_share"]
             extra.append(f"| {name} | {comp} | {share:.2f} | {v['label_agreement']:.5f} | {v['mi_total_ratio']:.3f} | "
                          f"{v['entropy_total_ratio']:.3f} | {v['mi_abs_diff_p999']:.4f} |")
+    result["cpu_probe_s_end"] = round(speed_probe(), 4)
+    extra += ["", f"Machine speed probe (`common.speed_probe`, seconds of a fixed convolution; compare other runs' seconds through it): "
+              f"{result['cpu_probe_s_start']:.4f} at the start, {result['cpu_probe_s_end']:.4f} at the end."]
     publish(args.profile, "inference_speed", {**flat, "_details": result},
             ["input", "path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB", "quality score"],
             lambda k, v: None if k == "_details" else [k, f"{v['seconds']:.2f}", f"{v['network_s']:.2f}", f"{v['ratio_to_a']:.2f}",

@@ -288,6 +288,7 @@ def learning_curves(rows: dict, out: Path) -> None:
     colors = {v: f"C{i}" for i, v in enumerate(sorted({r["variant"] for r in rows.values()}))}
     fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 3.6), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], counts):
+        seeds = {}  # variant -> seeds drawn in this panel (one legend entry per variant)
         for key, r in rows.items():
             if r["labeled"] != n and r["variant"] != "supervised_all":  # the upper bound is drawn in every panel
                 continue
@@ -296,11 +297,15 @@ def learning_curves(rows: dict, out: Path) -> None:
                 continue
             it, loss = map(np.array, zip(*pts))
             smooth = np.convolve(loss, np.ones(5) / 5, mode="valid") if len(loss) >= 5 else loss
-            ax.plot(it[len(it) - len(smooth):], smooth, lw=1.2, label=r["variant"], color=colors[r["variant"]], ls="--" if r["variant"].startswith("supervised") else "-")
+            lines = ax.plot(it[len(it) - len(smooth):], smooth, lw=1.2, color=colors[r["variant"]],
+                            ls="--" if r["variant"].startswith("supervised") else "-")
+            seeds.setdefault(r["variant"], [lines[0]]).append(r.get("seed"))
         ax.set_title(f"{n} labeled", fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        if seeds:
+            ax.legend([v[0] for v in seeds.values()],
+                      [f"{k} (seed {', '.join(map(str, v[1:]))})" for k, v in seeds.items()], fontsize=7)
     axes[0][0].set_ylabel("supervised segmentation loss (training)")
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -333,6 +338,7 @@ def main(argv=None) -> int:
                 cfg = method_config(args.task, m, 10, labeled[0], seeds[0], profile)
                 get_method(cfg["method"])(merge_config(DEFAULTS, cfg))
         fake = {f"{v} {l}": {"variant": v, "labeled": l, "s_per_it": 1.0, "distance_unit": "mm", "ef_abs_error": {"lv": 2.0, "rv": 5.0},
+                             "seed": 1, "loss_seg_curve": [[10 * i, 1.0 / i] for i in range(1, 8)],
                              "mean": {"x": {k: {"mean": d, "std": 0.0} for k in METRICS}}}
                 for v, l, d in (("supervised", 8, 0.6), ("sassnet", 8, 0.7), ("supervised_all", 68, 0.9))}
         summary = summarize(fake)
