@@ -117,3 +117,29 @@ def test_controls_change_only_what_they_name():
     assert shared["network"] == {**sup["network"], "sdm_decoder": "shared"} == sassnet["network"]
     assert no_adv["method"] == "sassnet" and no_adv["method_params"] == {**sassnet["method_params"], "adv_weight": 0.0}
     assert {k: v for k, v in no_adv.items() if k != "method_params"} == {k: v for k, v in sassnet.items() if k != "method_params"}
+
+
+def test_inference_chart_has_a_panel_per_input(tmp_path):
+    """make_results draws inference_speed.png with one panel per input of the table (each its own
+    seconds axis), from rows named 'INPUT | PATH'; rows without a path (details) are left out."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import make_results
+
+    rows = {f"{name} | {path}": {"seconds": s, "ratio_to_a": r}
+            for name, scale in (("real LA case X 10x10x10", 1.0), ("phantom 576x576x88", 20.0))
+            for path, s, r in (("(a) deterministic pass", scale, 1.0), ("(c) encoder once", 3.6 * scale, 3.6))}
+    rows["_details"] = {"seconds": 1.0}
+    out = tmp_path / "inference_speed.png"
+    assert make_results.inference_bars(rows, out) == ["real LA case X 10x10x10", "phantom 576x576x88"]
+    assert out.stat().st_size > 1000
+    assert make_results.inference_bars({"_details": {}}, tmp_path / "none.png") == [] and not (tmp_path / "none.png").exists()
+
+
+def test_speed_probe_times_a_fixed_workload():
+    """The machine-speed probe recorded with every benchmark result: positive seconds, and part of
+    the environment block."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import common
+
+    assert 0 < common.speed_probe(repeats=2) < 60
+    assert common.environment()["cpu_probe_s"] > 0
