@@ -288,7 +288,7 @@ def learning_curves(rows: dict, out: Path) -> None:
     colors = {v: f"C{i}" for i, v in enumerate(sorted({r["variant"] for r in rows.values()}))}
     fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 3.6), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], counts):
-        seeds = {}  # variant -> seeds drawn in this panel (one legend entry per variant)
+        handles, seeds = {}, {}  # variant -> its first line / the seeds drawn in this panel (one legend entry per variant)
         for key, r in rows.items():
             if r["labeled"] != n and r["variant"] != "supervised_all":  # the upper bound is drawn in every panel
                 continue
@@ -299,13 +299,13 @@ def learning_curves(rows: dict, out: Path) -> None:
             smooth = np.convolve(loss, np.ones(5) / 5, mode="valid") if len(loss) >= 5 else loss
             lines = ax.plot(it[len(it) - len(smooth):], smooth, lw=1.2, color=colors[r["variant"]],
                             ls="--" if r["variant"].startswith("supervised") else "-")
-            seeds.setdefault(r["variant"], [lines[0]]).append(r.get("seed"))
+            handles.setdefault(r["variant"], lines[0])
+            seeds.setdefault(r["variant"], []).append(r.get("seed"))
         ax.set_title(f"{n} labeled", fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_yscale("log")
-        if seeds:
-            ax.legend([v[0] for v in seeds.values()],
-                      [f"{k} (seed {', '.join(map(str, v[1:]))})" for k, v in seeds.items()], fontsize=7)
+        if handles:
+            ax.legend(list(handles.values()), [f"{k} (seed {', '.join(map(str, seeds[k]))})" for k in handles], fontsize=7)
     axes[0][0].set_ylabel("supervised segmentation loss (training)")
     fig.tight_layout()
     with atomic_path(out) as tmp:
