@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import qt
 import slicer
 import vtk
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -31,6 +32,7 @@ if os.path.isdir(os.path.join(_REPO_ROOT, "SemiSupCardiacSegLib")) and _REPO_ROO
     sys.path.append(_REPO_ROOT)
 
 from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic as _SceneLogic  # noqa: E402
+from SemiSupCardiacSegLogic.logic import SOURCE_VOLUME_ATTRIBUTE  # noqa: E402
 
 
 class SemiSupCardiacSeg(ScriptedLoadableModule):
@@ -45,7 +47,7 @@ class SemiSupCardiacSeg(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segments the left atrium in cardiac MR with a semi-supervised multi-task network and shows "
             "the signed distance map and a Monte-Carlo-dropout uncertainty heatmap. Correct the mask where "
-            "the heatmap is bright, add the case to a training library, and fine-tune with Training/train.py."
+            "the heatmap is bright, add the case to a training library, and fine-tune the model on it."
         )
         self.parent.acknowledgementText = (
             "Methods: SASSNet (Li et al., MICCAI 2020) and related multi-task semi-supervised methods. "
@@ -61,29 +63,41 @@ class SemiSupCardiacSegParameterNode:
     inputVolume: the MR volume to segment (for a cine model: the end-diastolic frame). roi: optional
     markups ROI restricting the work. esVolume: optional end-systolic frame for cine ED/ES indices.
     model: shipped model name ('la', 'cine') or checkpoint path.
-    mcSamples: Monte-Carlo dropout passes. device: 'auto', 'cpu' or 'cuda'.
+    mcSamples: Monte-Carlo dropout passes (1..64). device: 'auto', 'cpu' or 'cuda'.
     heatmapOpacity: foreground opacity of the uncertainty heatmap in the slice views.
-    libraryFolder: where "Add to training library" writes cases.
+    libraryFolder: where "Add to training library" writes cases; an empty field (``Path(".")``) means
+    none chosen, never the current folder. fineTuneIterations: iterations of a fine-tune.
     """
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     roi: Optional[slicer.vtkMRMLMarkupsROINode] = None
     esVolume: Optional[slicer.vtkMRMLScalarVolumeNode] = None
     model: str = "la"
-    mcSamples: int = 10
-    device: str = "auto"
+    mcSamples: Annotated[int, WithinRange(1, 64)] = 10
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
-    libraryFolder: str = ""
+    libraryFolder: Path = Path()
+    fineTuneIterations: Annotated[int, WithinRange(10, 100000)] = 1000
 
 
 #: QSettings key holding the checkpoints registered in the model list (fine-tuned models).
 REGISTERED_MODELS_KEY = "SemiSupCardiacSeg/registeredModels"
 #: QSettings key of the training-library folder: chosen once, remembered across sessions.
 LIBRARY_FOLDER_KEY = "SemiSupCardiacSeg/libraryFolder"
+#: How often the one job timer polls the running child process (ms).
+POLL_INTERVAL_MS = 500
+
+
+def chosen_folder(path) -> Path | None:
+    """The folder a path field holds, or None when it is empty: ``Path("")`` is ``Path(".")``,
+    which would otherwise silently mean the current folder."""
+    text = str(path or "").strip()
+    return None if text in ("", ".") else Path(text)
 
 
 class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Wires the UI; all work is delegated to the Logic."""
+    """Wires the UI to the Logic. Every inference and fine-tune runs in a child process (PythonSlicer,
+    ``sys.executable``) through one ``JobRunner`` polled by one timer, so the GUI never blocks."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -91,24 +105,25 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic: SemiSupCardiacSegLogic | None = None
         self._parameterNode: SemiSupCardiacSegParameterNode | None = None
         self._parameterNodeGuiTag = None
-        self._lastResult = None
+        self._result = None  # SegmentResult of the last segmentation (tied to its input node)
         self._regions: list = []
         self._regionIndex = -1
-        self._fineTuneJob = None
-        self._fineTuneFrom = None
-        self._fineTuneTimer = None
-        self._segmentJob = None
-        self._segmentTimer = None
-        self._segmentInput = None
-        self._segmentDir = None
+        self._runner = None
+        self._timer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        from SemiSupCardiacSegLib.jobs import JobRunner
+
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SemiSupCardiacSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SemiSupCardiacSegLogic()
+        self._runner = JobRunner()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self._pollJob)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
@@ -120,6 +135,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._fillModelList()
         self.initializeParameterNode()
 
+    # ------------------------------------------------------------------------------ model list
     def _registeredModels(self) -> list:
         value = qt.QSettings().value(REGISTERED_MODELS_KEY)
         return [value] if isinstance(value, str) else list(value or [])
@@ -134,7 +150,17 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._parameterNode:
             self._parameterNode.model = self.ui.modelListComboBox.itemText(index)
 
+    # ------------------------------------------------------------------------------ lifecycle
     def cleanup(self) -> None:
+        """Module unloaded or application closing: stop the timer, end a running child (a fine-tune
+        saves last.pt), remove its temporary folder, drop observers."""
+        if self._timer is not None:
+            self._timer.stop()
+        if self._runner is not None:
+            job = self._runner.job
+            self._runner.shutdown()
+            if job is not None:
+                self.logic.discard_job(job)
         self.removeObservers()
 
     def enter(self) -> None:
@@ -148,6 +174,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self._result, self._regions, self._regionIndex = None, [], -1
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -155,8 +182,10 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.libraryFolder:
-            self._parameterNode.libraryFolder = str(qt.QSettings().value(LIBRARY_FOLDER_KEY) or "")
+        if chosen_folder(self._parameterNode.libraryFolder) is None:
+            remembered = chosen_folder(qt.QSettings().value(LIBRARY_FOLDER_KEY))
+            if remembered is not None:
+                self._parameterNode.libraryFolder = remembered
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first:
@@ -173,204 +202,242 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.segmentButton.enabled = ready
-        self.ui.segmentButton.toolTip = "Segment the input volume" if ready else "Select an input volume"
-        self.ui.addToLibraryButton.enabled = ready and bool(self._parameterNode.libraryFolder)
-        self.ui.fineTuneButton.enabled = bool(self._parameterNode and self._parameterNode.libraryFolder)
-        if self._parameterNode and self._segmentJob is None:  # the button says what the model segments (or "Cancel")
-            self.ui.segmentButton.text = self.logic.segment_button_text(self._parameterNode.model or None)
+        p = self._parameterNode
+        label = self._runner.label if self._runner is not None else ""
+        ready = bool(p and p.inputVolume)
+        library = chosen_folder(p.libraryFolder) if p else None
+        self.ui.segmentButton.enabled = (ready and not label) or label == "segment"
+        self.ui.segmentButton.toolTip = ("Stop the segmentation" if label == "segment" else
+                                         "A fine-tune is running" if label else
+                                         "Segment the input volume" if ready else "Select an input volume")
+        self.ui.addToLibraryButton.enabled = ready and library is not None
+        self.ui.fineTuneButton.enabled = (library is not None and not label) or label.startswith("fine-tune")
+        if label != "segment" and p:  # the button says what the model segments (or "Cancel")
+            self.ui.segmentButton.text = self.logic.segment_button_text(p.model or None)
 
-    def _ensureTorch(self) -> bool:
-        """True when torch can be imported; otherwise offer to install it (SlicerPyTorch's installer
-        where that extension is present, which picks the build for the GPU, else pip) before anything runs."""
+    # ------------------------------------------------------------------------------ dependencies
+    def _ensureDependencies(self) -> bool:
+        """True when torch and the library's other packages import; otherwise, with the user's consent,
+        install them first (torch through the PyTorch extension's PyTorchUtils, which picks the build
+        for the GPU; the rest with slicer.util.pip_install) and say when Slicer must restart."""
+        import importlib
         import importlib.util
 
-        if importlib.util.find_spec("torch") is not None:
+        from SemiSupCardiacSegLib.dependencies import missing_packages
+
+        need_torch = importlib.util.find_spec("torch") is None
+        missing = missing_packages()
+        if not need_torch and not missing:
             return True
+        what = (["PyTorch"] if need_torch else []) + missing
         if not slicer.util.confirmOkCancelDisplay(
-                "This module needs PyTorch, which is not installed in Slicer's Python. Install it now? "
-                "(The download can be large; Slicer may need a restart afterwards.)", "PyTorch is missing"):
+                f"This module needs {', '.join(what)}, not installed in Slicer's Python. Install now? "
+                "(PyTorch is a large download.)", "Missing Python packages"):
+            self.ui.statusLabel.text = f"Not started: {', '.join(what)} not installed"
             return False
-        with slicer.util.tryWithErrorDisplay("Installing PyTorch failed.", waitCursor=True):
-            try:
-                import PyTorchUtils  # the SlicerPyTorch extension, which this extension depends on
-
-                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-            except ImportError:
-                slicer.util.pip_install("torch")
+        with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
+            if need_torch:
+                try:
+                    import PyTorchUtils  # the SlicerPyTorch extension, which this extension depends on
+                except ImportError:
+                    raise RuntimeError("PyTorch is missing and the PyTorch extension (PyTorchUtils) is not installed: "
+                                       "install 'PyTorch' from the Extensions Manager, restart Slicer, try again")
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                    raise RuntimeError("PyTorchUtils did not install PyTorch")
+            if missing:
+                slicer.util.pip_install(missing)
         importlib.invalidate_caches()
-        return importlib.util.find_spec("torch") is not None
+        still = (["PyTorch"] if importlib.util.find_spec("torch") is None else []) + missing_packages()
+        if still:
+            self.ui.statusLabel.text = f"Still missing after installation: {', '.join(still)}; restart Slicer and try again"
+        return not still
 
+    # ------------------------------------------------------------------------------ the one job runner
+    def _startJob(self, job, on_done, label: str) -> None:
+        self._runner.start(job, on_done, label)
+        self._timer.start()
+        self._checkCanApply()
+
+    def _pollJob(self) -> None:
+        runner = self._runner
+        if runner.job is not None:
+            fraction = runner.progress()
+            if runner.label == "segment":
+                self.ui.statusLabel.text = f"Segmenting... {int(100 * fraction)}%"
+            elif runner.label == "fine-tune":
+                self.ui.fineTuneProgressBar.value = int(100 * fraction)
+        if not runner.poll():
+            self._timer.stop()
+        self._checkCanApply()
+
+    # ------------------------------------------------------------------------------ segment
     def onSegmentButton(self) -> None:
-        """Start segmentation in a child process (the UI stays responsive), or cancel the running one.
-
-        With a ROI the work runs in-process through the Logic (the crop is small)."""
-        if self._segmentJob is not None and self._segmentJob.poll() is None:
-            self._segmentJob.cancel()
-            self._finishSegment("Segmentation cancelled")
+        """Start segmentation in a child process, or stop the running one."""
+        if self._runner.label == "segment":
+            self._runner.cancel()  # returns at once; the poll sees the end
+            self.ui.statusLabel.text = "Stopping the segmentation..."
             return
-        if not self._ensureTorch():
+        if not self._ensureDependencies():
             return
         p = self._parameterNode
-        if p.roi is not None:
-            with slicer.util.tryWithErrorDisplay("Segmentation failed.", waitCursor=True):
-                self._showResult(self.logic.segment(p.inputVolume, model=p.model or None, roi_node=p.roi,
-                                                    mc_samples=p.mcSamples, device=p.device))
-            return
-        import tempfile
-
         with slicer.util.tryWithErrorDisplay("Could not start segmentation.", waitCursor=True):
-            self._segmentDir = tempfile.mkdtemp(prefix="SemiSupCardiacSeg-")
-            # In Slicer, sys.executable is PythonSlicer: the child has Slicer's Python and packages.
-            self._segmentJob = self.logic.start_segment_job(p.inputVolume, self._segmentDir, model=p.model or None,
-                                                            mc_samples=p.mcSamples, device=p.device,
-                                                            python_executable=sys.executable)
-            self._segmentInput = p.inputVolume
+            job = self.logic.start_segment_job(p.inputVolume, model=p.model or None, mc_samples=p.mcSamples,
+                                               device=p.device, python_executable=sys.executable, roi_node=p.roi,
+                                               es_node=p.esVolume)
+            input_node, es_node = p.inputVolume, p.esVolume
+            self._startJob(job, lambda code, j: self._segmentDone(code, j, input_node, es_node), "segment")
             self.ui.segmentButton.text = "Cancel"
-            self._segmentTimer = self._startPolling(self._pollSegment, 500)
+            self.ui.statusLabel.text = "Segmenting... 0%"
 
-    @staticmethod
-    def _startPolling(callback, interval_ms: int):
-        """A started QTimer calling ``callback`` every ``interval_ms`` (a child job's progress poll)."""
-        timer = qt.QTimer()
-        timer.timeout.connect(callback)
-        timer.start(interval_ms)
-        return timer
-
-    def _pollSegment(self) -> None:
-        job = self._segmentJob
-        if job is None:
-            return
-        self.ui.statusLabel.text = f"Segmenting... {int(100 * job.progress())}%"
-        code = job.poll()
-        if code is None:
-            return
-        if code != 0:
-            self._finishSegment(f"Segmentation failed: {job.error() or f'exit code {code}'}")
-            return
-        self._finishSegment("")  # stop polling first: tryWithErrorDisplay re-raises after its dialog
-        with slicer.util.tryWithErrorDisplay("Loading the results failed.", waitCursor=True):
-            self._showResult(self.logic.import_outputs(self._segmentInput, job.out))
-
-    def _finishSegment(self, message: str) -> None:
-        if self._segmentTimer is not None:
-            self._segmentTimer.stop()
-        self._segmentTimer = None
-        self._segmentJob = None
-        self._checkCanApply()
-        if message:
-            self.ui.statusLabel.text = message
+    def _segmentDone(self, code: int, job, input_node, es_node) -> None:
+        try:
+            if job.stop_requested:
+                self.ui.statusLabel.text = "Segmentation cancelled"
+            elif code != 0:
+                self.ui.statusLabel.text = f"Segmentation failed: {job.error() or f'exit code {code}'}"
+            else:
+                with slicer.util.tryWithErrorDisplay("Loading the results failed.", waitCursor=True):
+                    self._showResult(self.logic.import_outputs(input_node, job.out, es_node))
+        finally:
+            self.logic.discard_job(job)
 
     def _showResult(self, result) -> None:
         """Overlays, results table, uncertain regions and the status line of a finished segmentation."""
         p = self._parameterNode
-        self._lastResult = result
-        self.logic.show_overlays(p.inputVolume, result, p.heatmapOpacity)
-        table = self.logic.results_table(result)  # volumes, boundary uncertainty, quality flag
-        if p.esVolume is not None and set(result.report["structures"]) >= {"left ventricle", "right ventricle", "myocardium"}:
-            # Cine ED/ES pair: segment the end-systolic frame too (slice-wise, quick) and tabulate the indices.
-            es = self.logic.segment(p.esVolume, model=p.model or None, mc_samples=p.mcSamples, device=p.device)
-            table, _ = self.logic.cardiac_table(result, es, p.inputVolume)
-        self._showTable(table)
+        self._result = result
+        self.logic.show_overlays(result.input_node, result, p.heatmapOpacity)
+        if result.es is not None and result.cardiac is not None:
+            table, _ = self.logic.cardiac_table(result, result.es, result.input_node)
+        else:
+            table = self.logic.results_table(result)  # volumes, boundary uncertainty, quality flag
+        self.logic.show_table(table, slicer.app.applicationLogic())
         volumes = {k: round(v["volume_ml"], 1) for k, v in result.report["structures"].items()}
-        num_classes = len(result.report["structures"]) + 1
-        self._regions = self.logic.uncertain_regions(result.uncertainty, num_classes)
+        self._regions = self.logic.uncertain_regions(result)
         self._regionIndex = -1
         self.ui.nextRegionButton.enabled = bool(self._regions)
         doubtful = [k for k, v in result.report["structures"].items() if v.get("doubtful")]
         self.ui.statusLabel.text = (f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
                                     + (f". Doubtful: {', '.join(doubtful)}; review before use" if doubtful else ""))
 
-    @staticmethod
-    def _showTable(table) -> None:
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
-        slicer.app.applicationLogic().PropagateTableSelection()
-
     def onNextRegionButton(self) -> None:
-        if not self._regions:
+        if not self._regions or self._result is None:
             return
         self._regionIndex = (self._regionIndex + 1) % len(self._regions)
         region = self._regions[self._regionIndex]
-        self.logic.jump_slices_to(region.centre_ras)
+        self.logic.jump_slices_to(region.centre_ras, self._result.input_node)
         self.ui.statusLabel.text = (f"Region {self._regionIndex + 1}/{len(self._regions)}: mean entropy "
                                     f"{region.mean_entropy:.2f} nats, {region.volume_mm3:.0f} mm^3")
 
+    # ------------------------------------------------------------------------------ library
     def onAddToLibraryButton(self) -> None:
+        """Write the selected volume as a library case: labeled with the last segmentation (as
+        corrected in Segment Editor) only when that segmentation was made from this volume."""
         p = self._parameterNode
-        segmentation = self._lastResult.segmentation if self._lastResult else None
+        folder = chosen_folder(p.libraryFolder)
+        if folder is None:
+            self.ui.statusLabel.text = "Choose a library folder first"
+            return
+        result = self._result
+        segmentation = None
+        note = ""
+        if result is not None and slicer.mrmlScene.IsNodePresent(result.segmentation):
+            if result.segmentation.GetAttribute(SOURCE_VOLUME_ATTRIBUTE) == p.inputVolume.GetID():
+                segmentation = result.segmentation
+            else:
+                note = (f" unlabeled: the last segmentation is of '{result.input_node.GetName()}', "
+                        f"not of '{p.inputVolume.GetName()}'")
         with slicer.util.tryWithErrorDisplay("Adding the case to the training library failed.", waitCursor=True):
-            image_path, label_path = self.logic.add_to_library(p.inputVolume, p.libraryFolder, segmentation)
-            qt.QSettings().setValue(LIBRARY_FOLDER_KEY, p.libraryFolder)
-            self.ui.statusLabel.text = f"Added {os.path.basename(image_path)}" + (" (labeled)" if label_path else "")
+            image_path, label_path = self.logic.add_to_library(p.inputVolume, folder, segmentation)
+            qt.QSettings().setValue(LIBRARY_FOLDER_KEY, str(folder))
+            self.ui.statusLabel.text = (f"Added {os.path.basename(image_path)}"
+                                        + (" (labeled)" if label_path else note or " (unlabeled)"))
 
-
+    # ------------------------------------------------------------------------------ fine-tune
     def onFineTuneButton(self) -> None:
-        """Start a fine-tune child process (Slicer headless), or cancel the running one."""
-        if not self._ensureTorch():
+        """Start a fine-tune child process (then the before/after evaluation), or stop it."""
+        if self._runner.label.startswith("fine-tune"):
+            self._runner.cancel()
+            self.ui.statusLabel.text = "Stopping the fine-tune (it saves last.pt)..."
             return
-        if self._fineTuneJob is not None and self._fineTuneJob.poll() is None:
-            self._fineTuneJob.cancel()
-            self._finishFineTune("Fine-tuning cancelled (last.pt kept; Training/train.py --resume continues it)")
+        if not self._ensureDependencies():
             return
-        p = self._parameterNode
         import time
 
-        out = os.path.join(p.libraryFolder, "fine_tuned", time.strftime("%Y%m%d-%H%M%S"))
+        p = self._parameterNode
+        folder = chosen_folder(p.libraryFolder)
+        out = folder / "fine_tuned" / time.strftime("%Y%m%d-%H%M%S")
+        old = p.model or None
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
-            self._fineTuneFrom = p.model or None  # compared with the new model when the job ends
-            self._fineTuneJob = self.logic.fine_tune(p.libraryFolder, out, model=p.model or None,
-                                                     slicer_executable=slicer.app.applicationFilePath())
+            job = self.logic.fine_tune(folder, out, model=old, iterations=p.fineTuneIterations,
+                                       python_executable=sys.executable)
+            self._startJob(job, lambda code, j: self._fineTuneDone(code, j, old), "fine-tune")
             self.ui.fineTuneButton.text = "Cancel fine-tuning"
+            self.ui.fineTuneProgressBar.value = 0
             self.ui.statusLabel.text = f"Fine-tuning into {out}"
-            self._fineTuneTimer = self._startPolling(self._pollFineTune, 2000)
 
-    def _pollFineTune(self) -> None:
-        job = self._fineTuneJob
-        if job is None:
-            return
-        self.ui.fineTuneProgressBar.value = int(100 * job.progress())
-        code = job.poll()
-        if code is None:
-            return
-        model = os.path.join(str(job.out), "model.pt")
-        if code == 0 and os.path.exists(model):
-            old = self._fineTuneFrom
-            qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [model])
-            self._fillModelList()
-            self._parameterNode.model = model  # the new checkpoint becomes the selected model
-            self._finishFineTune(f"Fine-tuned model: {model} (registered and selected)")  # stops polling first
-            with slicer.util.tryWithErrorDisplay("Comparing the old and new model failed.", waitCursor=True):
-                table, results = self.logic.compare_models(old, model, device=self._parameterNode.device)
-                if table is not None:  # validation metrics before / after, on the held-out library case
-                    self._showTable(table)
-                    dice = {w: sum(s["dice"]["mean"] for s in r["mean"].values()) / len(r["mean"]) for w, r in results.items()}
-                    self.ui.statusLabel.text += f"; held-out Dice {dice['old']:.3f} before, {dice['new']:.3f} after"
-        else:
-            self._finishFineTune(f"Fine-tuning failed (exit {code}); see {job.out}/fine_tune_stdout.txt")
-
-    def _finishFineTune(self, message: str) -> None:
-        if self._fineTuneTimer is not None:
-            self._fineTuneTimer.stop()
-        self._fineTuneTimer = None
-        self._fineTuneJob = None
+    def _fineTuneDone(self, code: int, job, old) -> None:
         self.ui.fineTuneButton.text = "Fine-tune on library"
-        self.ui.statusLabel.text = message
+        model = job.out / "model.pt"
+        if job.stop_requested:
+            self.ui.statusLabel.text = f"Fine-tuning cancelled (last.pt kept in {job.out}; Training/train.py --resume continues it)"
+            return
+        if code != 0 or not model.is_file():
+            self.ui.statusLabel.text = (f"Fine-tuning failed: {job.error() or f'exit code {code}'} "
+                                        f"(log: {job.log_path})")
+            return
+        self.ui.fineTuneProgressBar.value = 100
+        qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [str(model)])
+        self._fillModelList()
+        self._parameterNode.model = str(model)  # the new checkpoint becomes the selected model
+        self.ui.statusLabel.text = f"Fine-tuned model: {model} (registered and selected)"
+        with slicer.util.tryWithErrorDisplay("Comparing the old and new model failed.", waitCursor=True):
+            cases = self.logic.held_out_cases(str(model))
+            if cases:  # validation metrics before / after on the held-out library case(s), in children
+                self._evaluate([old, str(model)], [c.image for c in cases], job.out, {})
+
+    def _evaluate(self, models: list, cases: list, out: Path, results: dict) -> None:
+        """Evaluate ``models`` one after the other in child processes; then show the comparison table."""
+        from SemiSupCardiacSegLib.jobs import EvaluateJob
+
+        which = "old" if not results else "new"
+        job = EvaluateJob(models[len(results)], cases, out / f"evaluate_{which}.json", device=self._parameterNode.device,
+                          python=sys.executable)
+
+        def done(code, j):
+            if code != 0 or j.stop_requested:
+                self.ui.statusLabel.text += f"; comparison not made ({j.error() or f'exit code {code}'})"
+                return
+            import json
+
+            results[which] = json.loads(j.result_path.read_text())
+            if which == "old":
+                self._evaluate(models, cases, out, results)
+                return
+            table = self.logic.comparison_table(results["old"], results["new"])
+            self.logic.show_table(table, slicer.app.applicationLogic())
+            dice = {w: sum(s["dice"]["mean"] for s in r["mean"].values()) / len(r["mean"]) for w, r in results.items()}
+            self.ui.statusLabel.text += f"; held-out Dice {dice['old']:.3f} before, {dice['new']:.3f} after"
+
+        self._startJob(job, done, f"fine-tune: evaluating the {which} model")
 
 
-class SemiSupCardiacSegLogic(ScriptedLoadableModuleLogic, _SceneLogic):
-    """Slicer-side Logic: the Qt-free scene Logic on slicer.mrmlScene plus the parameter node."""
+class SemiSupCardiacSegLogic(_SceneLogic, ScriptedLoadableModuleLogic):
+    """Slicer-side Logic: the Qt-free scene Logic on slicer.mrmlScene plus the parameter node.
+
+    The scene Logic comes first in the bases: ScriptedLoadableModuleLogic.__init__ calls
+    ``super().__init__()``, which must reach ``object``, not the scene Logic (that needs a scene)."""
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
         _SceneLogic.__init__(self, slicer.mrmlScene)
+        ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self):
         return SemiSupCardiacSegParameterNode(super().getParameterNode())
 
 
 class SemiSupCardiacSegTest(ScriptedLoadableModuleTest):
-    """Self-test inside Slicer: segment a synthetic phantom and export it to a temporary library."""
+    """Self-test inside Slicer: a small synthetic LA phantom segmented by the shipped model in a child
+    process (2 MC samples), through the module's own job runner; skipped when torch is missing."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -380,25 +447,37 @@ class SemiSupCardiacSegTest(ScriptedLoadableModuleTest):
         self.test_segment_phantom()
 
     def test_segment_phantom(self) -> None:
+        import importlib.util
         import tempfile
+        import time
 
-        import numpy as np
-
+        if importlib.util.find_spec("torch") is None:
+            self.delayDisplay("SemiSupCardiacSeg self-test skipped: PyTorch is not installed "
+                              "(open the module and click Segment to install it)")
+            return
         from SemiSupCardiacSegLib.phantoms import make_la_phantom
         from SemiSupCardiacSegLib.volume import Volume
 
-        self.delayDisplay("Segmenting a synthetic LA phantom")
-        phantom = make_la_phantom(seed=3)
+        self.delayDisplay("Segmenting a small synthetic LA phantom in a child process")
+        phantom = make_la_phantom(shape=(64, 64, 32), spacing=(1.5, 1.5, 1.5), seed=3)
         logic = SemiSupCardiacSegLogic()
-        image = Volume(phantom.image, spacing=phantom.spacing)
-        node = logic.add_volume_node(image, "phantom")
-        result = logic.segment(node, mc_samples=2)
-        labels = logic.labels_from_segmentation(result.segmentation, node)
-        self.assertEqual(labels.shape, image.shape)
-        self.assertGreater(int(labels.array.sum()), 0)
+        node = logic.add_volume_node(Volume(phantom.image, spacing=phantom.spacing), "phantom")
+        job = logic.start_segment_job(node, model="la", mc_samples=2, device="cpu", python_executable=sys.executable)
+        try:
+            deadline = time.monotonic() + 300
+            while job.poll() is None and time.monotonic() < deadline:
+                slicer.app.processEvents()
+                time.sleep(0.1)
+            self.assertEqual(job.poll(), 0, job.error())
+            result = logic.import_outputs(node, job.out)
+        finally:
+            logic.discard_job(job)
+        self.assertFalse(os.path.exists(job.workdir))
+        self.assertTrue(result.labels.same_grid(Volume(phantom.image, spacing=phantom.spacing)))
+        self.assertGreater(int(result.labels.array.sum()), 0)
         with tempfile.TemporaryDirectory() as folder:
-            first, _ = logic.add_to_library(node, folder, result.segmentation)
+            first, label = logic.add_to_library(node, folder, result.segmentation)
             second, _ = logic.add_to_library(node, folder, result.segmentation)
+            self.assertIsNotNone(label)
             self.assertNotEqual(first, second)
-        self.assertTrue(np.isfinite(result.report["structures"]["left atrium"]["volume_ml"]))
         self.delayDisplay("Test passed")

@@ -36,6 +36,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite and any((out / f).exists() for f in OUTPUT_FILES):
         raise InputError(f"{out} already holds segmentation outputs; choose another --out or pass --overwrite")
     volume = read_volume(args.input)
+    box, inside = _roi_from_mask(args.roi_mask, volume) if args.roi_mask else (None, None)
+    es_volume = None
+    if args.es:
+        es_volume = read_volume(args.es)
+        if not es_volume.same_grid(volume):
+            raise InputError(f"{args.es}: the end-systolic frame is not on the grid of {args.input} (shape, spacing, "
+                             "origin and direction must match)")
+
     model, meta = load_model(args.model)
     if args.threads:
         import torch
@@ -48,15 +56,32 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"PROGRESS {frac:.4f}", flush=True)
     else:
         bar, update = _progress_bar("segment", not args.quiet)
+    def predict(vol, progress):
+        pred = predict_with_model(model, meta, vol.crop(box) if box else vol, mc_samples=args.mc_samples,
+                                  tta=not args.no_tta, overlap=args.overlap, device=args.device, progress=progress,
+                                  mc_scope=args.mc_scope, mc_gate=args.mc_gate)
+        return pred.uncrop(vol, box, inside[box]) if box else pred
+
+    share = 0.5 if es_volume is not None else 1.0
     try:
-        pred = predict_with_model(model, meta, volume, mc_samples=args.mc_samples, tta=not args.no_tta,
-                                  overlap=args.overlap, device=args.device, progress=update, mc_scope=args.mc_scope,
-                                  mc_gate=args.mc_gate)
+        pred = predict(volume, lambda f: update(share * f))
+        es_pred = predict(es_volume, lambda f: update(0.5 + 0.5 * f)) if es_volume is not None else None
     finally:
         if bar is not None:
             bar.close()
     report = segmentation_report(pred, meta["labels"], meta)
     report["input"] = str(args.input)
+    if box is not None:
+        report["roi_mask"] = {"file": str(args.roi_mask), "voxels": int(inside.sum()),
+                              "box_ijk": [[b.start, b.stop] for b in box]}
+    if es_pred is not None:
+        from .cardiac import cardiac_indices
+
+        es_report = segmentation_report(es_pred, meta["labels"], meta)
+        es_report["input"] = str(args.es)
+        if set(meta["labels"].values()) >= {"right ventricle", "myocardium", "left ventricle"}:
+            report["cardiac_indices"] = cardiac_indices(pred.labels.array, es_pred.labels.array, volume.spacing)
+        write_outputs(es_pred, es_report, out / "es", overwrite=args.overwrite, compact=args.compact)
     write_outputs(pred, report, out, overwrite=args.overwrite, compact=args.compact)
     if args.montage:
         from .montage import save_montage
@@ -66,6 +91,24 @@ def cmd_segment(args: argparse.Namespace) -> int:
     summary = {name: round(s["volume_ml"], 2) for name, s in report["structures"].items()}
     print(json.dumps({"out": str(out), "volumes_ml": summary, "seconds": round(pred.timings["total_s"], 2)}))
     return 0
+
+
+def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], "np.ndarray"]:
+    """``--roi-mask``: a label file on the input's grid whose nonzero voxels are to be segmented ->
+    (the index box around them, the bool mask); refused when off-grid or empty."""
+    import numpy as np
+
+    from .io import read_label
+
+    mask = read_label(path)
+    if not mask.same_grid(volume):
+        raise InputError(f"{path}: the ROI mask is not on the input's grid (shape, spacing, origin and direction must match)")
+    inside = mask.array > 0
+    if not inside.any():
+        raise InputError(f"{path}: the ROI mask is empty (no nonzero voxel)")
+    nonzero = np.nonzero(inside)
+    box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in nonzero)
+    return box, inside
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -164,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--montage", action="store_true", help="also write montage.png")
+    s.add_argument("--roi-mask", help="a label file on the input's grid: only its nonzero voxels are segmented "
+                                      "(the network runs on their bounding box); outputs stay on the whole grid, "
+                                      "empty outside")
+    s.add_argument("--es", help="cine: the end-systolic frame (same grid as INPUT, the end-diastolic one); its outputs "
+                                "go to OUT/es/ and LV/RV volumes, EF and myocardial mass into report.json")
     s.add_argument("--compact", action="store_true",
                    help="store the float maps as uint8 codes (scale and offset in report.json; smaller, faster to load)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")

@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -77,55 +79,123 @@ def fine_tune_command(config_path: str | os.PathLike, out: str | os.PathLike, in
         args += ["--threads", str(int(threads))]
     if slicer:
         return [slicer, "--no-main-window", "--python-script", str(TRAIN_SCRIPT), *args]
-    import sys
-
     return [python or sys.executable, str(TRAIN_SCRIPT), *args]
 
 
-class ChildJob:
-    """A child process in its own session (so cancelling reaches its children), output to a file in ``out``."""
+def _process_group_options() -> dict:
+    """Popen options that put the child in a process group of its own, so that stopping it reaches
+    its children too: a new session on POSIX, CREATE_NEW_PROCESS_GROUP on Windows (the group that
+    CTRL_BREAK_EVENT is sent to)."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
 
-    def __init__(self, argv: Sequence[str], out: str | os.PathLike, log_name: str, env: dict | None = None):
+
+def _stop_signal(process: subprocess.Popen, force: bool) -> None:
+    """Ask ``process`` (and its group) to stop: SIGTERM / CTRL_BREAK_EVENT (a training saves
+    ``last.pt`` on either), or with ``force`` SIGKILL / TerminateProcess."""
+    if process.poll() is not None:
+        return
+    if os.name == "nt":
+        if force:
+            process.kill()  # TerminateProcess
+        else:
+            process.send_signal(signal.CTRL_BREAK_EVENT)
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL if force else signal.SIGTERM)
+    except ProcessLookupError:  # ended between poll and kill
+        pass
+
+
+class ChildJob:
+    """A child process in its own process group, its output in ``out/log_name``.
+
+    ``poll()`` never blocks: it returns None while the child runs and its exit code once it ended
+    (closing the log file then). ``request_stop()`` asks it to stop and returns at once; a child
+    still running ``grace_s`` later is killed by the next ``poll()``. ``cancel()`` is the blocking
+    form for scripts (stop, wait, kill after the grace time)."""
+
+    def __init__(self, argv: Sequence[str], out: str | os.PathLike, log_name: str, env: dict | None = None,
+                 grace_s: float = 30.0):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.argv = list(argv)
         self._log = self.out / log_name
         self._stdout = open(self._log, "w")
-        self.process = subprocess.Popen(list(argv), stdout=self._stdout, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.grace_s = float(grace_s)
+        self._kill_at: float | None = None
+        try:
+            self.process = subprocess.Popen(self.argv, stdout=self._stdout, stderr=subprocess.STDOUT, env=env,
+                                            **_process_group_options())
+        except OSError:
+            self._stdout.close()
+            raise
+
+    @property
+    def log_path(self) -> Path:
+        return self._log
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._kill_at is not None
 
     def poll(self) -> int | None:
-        return self.process.poll()
+        code = self.process.poll()
+        if code is None:
+            if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                _stop_signal(self.process, force=True)
+            return None
+        self._stdout.close()
+        return code
+
+    def request_stop(self) -> None:
+        if self.process.poll() is None and self._kill_at is None:
+            _stop_signal(self.process, force=False)
+            self._kill_at = time.monotonic() + self.grace_s
 
     def wait(self, timeout: float | None = None) -> int:
         code = self.process.wait(timeout)
         self._stdout.close()
         return code
 
+    def cancel(self) -> None:
+        """Stop and wait: SIGTERM (CTRL_BREAK on Windows), then a kill after ``grace_s``."""
+        self.request_stop()
+        try:
+            self.process.wait(self.grace_s)
+        except subprocess.TimeoutExpired:
+            _stop_signal(self.process, force=True)
+            self.process.wait()
+        self._stdout.close()
+
+    def error(self) -> str:
+        """The child's last 'error: ...' line (the one-line message of the CLI and train.py), or ''."""
+        if not self._log.exists():
+            return ""
+        lines = [ln for ln in self._log.read_text(errors="replace").splitlines() if ln.startswith("error:")]
+        return lines[-1] if lines else ""
+
 
 class FineTuneJob(ChildJob):
-    """A running fine-tune: ``progress()`` reads the log, ``cancel()`` stops it (and its children)."""
+    """A running fine-tune: ``progress()`` reads OUT/log.jsonl; stopping saves ``last.pt``."""
 
     def __init__(self, argv: Sequence[str], out: str | os.PathLike, iterations: int):
         super().__init__(argv, out, "fine_tune_stdout.txt")
         self.iterations = int(iterations)
 
     def progress(self) -> float:
-        """Fraction of iterations done (0..1), from the last line of OUT/log.jsonl."""
+        """Fraction of iterations done (0..1), from the last lines of OUT/log.jsonl."""
         log = self.out / "log.jsonl"
         if not log.exists():
             return 0.0
-        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-        done = max((json.loads(ln).get("iteration", 0) for ln in lines[-5:]), default=0)
-        return min(1.0, done / max(1, self.iterations))
-
-    def cancel(self) -> None:
-        """SIGTERM to the process group (train.py saves last.pt and stops), SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+        done = 0
+        for ln in log.read_text().splitlines()[-5:]:
             try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self._stdout.close()
+                done = max(done, int(json.loads(ln).get("iteration", 0)))
+            except (ValueError, AttributeError):  # a line being written
+                continue
+        return min(1.0, done / max(1, self.iterations))
 
 
 def start_fine_tune(meta: dict, init: str | os.PathLike, library: str | os.PathLike, out: str | os.PathLike,
@@ -143,31 +213,99 @@ def start_fine_tune(meta: dict, init: str | os.PathLike, library: str | os.PathL
 
 class SegmentJob(ChildJob):
     """``python -m SemiSupCardiacSegLib segment`` in a child process (the Slicer module's background
-    inference): ``progress()`` parses its ``PROGRESS`` lines, ``cancel()`` kills it and its children.
-    The outputs land in ``out`` (the CLI's files), ready for ``Logic.import_outputs``."""
+    inference): ``progress()`` parses its ``PROGRESS`` lines; stopping it ends it at once (nothing
+    to save). The outputs land in ``out`` (the CLI's files), ready for ``Logic.import_outputs``.
+
+    roi_mask: a label file on the input's grid; only its nonzero voxels are segmented (``segment --roi-mask``).
+    es_input: an end-systolic frame segmented by the same child (``segment --es``; cine models)."""
 
     def __init__(self, input_path: str | os.PathLike, out: str | os.PathLike, model: str | None = None,
-                 mc_samples: int = 10, device: str = "auto", python: str | None = None, extra: Sequence[str] = ()):
-        import sys
-
+                 mc_samples: int = 10, device: str = "auto", python: str | None = None, extra: Sequence[str] = (),
+                 roi_mask: str | os.PathLike | None = None, es_input: str | os.PathLike | None = None):
         argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(input_path), "--out", str(out),
                 "--mc-samples", str(int(mc_samples)), "--device", device, "--progress-lines", "--compact", *extra]
         if model:
             argv += ["--model", str(model)]
+        if roi_mask is not None:
+            argv += ["--roi-mask", str(roi_mask)]
+        if es_input is not None:
+            argv += ["--es", str(es_input)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        super().__init__(argv, out, "segment_stdout.txt", env=env)
+        super().__init__(argv, out, "segment_stdout.txt", env=env, grace_s=0.0)
 
     def progress(self) -> float:
-        lines = [ln for ln in self._log.read_text().splitlines() if ln.startswith("PROGRESS ")] if self._log.exists() else []
-        return float(lines[-1].split()[1]) if lines else 0.0
+        if not self._log.exists():
+            return 0.0
+        lines = [ln for ln in self._log.read_text(errors="replace").splitlines() if ln.startswith("PROGRESS ")]
+        try:
+            return float(lines[-1].split()[1]) if lines else 0.0
+        except (IndexError, ValueError):  # a line being written
+            return 0.0
 
-    def error(self) -> str:
-        """The child's last 'error: ...' line (the CLI's one-line message), or ''."""
-        lines = [ln for ln in self._log.read_text().splitlines() if ln.startswith("error:")] if self._log.exists() else []
-        return lines[-1] if lines else ""
+
+class EvaluateJob(ChildJob):
+    """``python -m SemiSupCardiacSegLib evaluate`` of one model on labeled cases, in a child process
+    (the before/after comparison of a fine-tune; the GUI never evaluates in its own thread)."""
+
+    def __init__(self, model: str | os.PathLike | None, cases: Sequence[str | os.PathLike], out_json: str | os.PathLike,
+                 device: str = "auto", python: str | None = None):
+        self.result_path = Path(out_json)
+        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "evaluate", "--data", *[str(c) for c in cases],
+                "--out", str(out_json), "--device", device, "--quiet"]
+        if model:
+            argv += ["--model", str(model)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        super().__init__(argv, self.result_path.parent, self.result_path.stem + "_stdout.txt", env=env, grace_s=0.0)
+
+    def progress(self) -> float:
+        return 0.0
+
+
+class JobRunner:
+    """One child job at a time, polled by its owner (the Slicer Widget's single QTimer).
+
+    ``start(job, on_done, label)`` runs ``job``; when it ends, ``on_done(code, job)`` is called once
+    (code 0 success, else the exit code; a stopped job reports its code with ``job.stop_requested``).
+    ``cancel()`` asks the job to stop without waiting; ``poll()`` returns True while a job runs.
+    """
+
+    def __init__(self) -> None:
+        self.job: ChildJob | None = None
+        self.label = ""
+        self._on_done = None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def start(self, job: ChildJob, on_done, label: str) -> ChildJob:
+        if self.job is not None:
+            job.cancel()
+            raise RuntimeError(f"another job is running ({self.label}); cancel it first")
+        self.job, self._on_done, self.label = job, on_done, label
+        return job
+
+    def progress(self) -> float:
+        return self.job.progress() if self.job is not None else 0.0
+
+    def poll(self) -> bool:
+        job = self.job
+        if job is None:
+            return False
+        code = job.poll()
+        if code is None:
+            return True
+        on_done, self.job, self._on_done, self.label = self._on_done, None, None, ""
+        on_done(code, job)
+        return self.job is not None  # on_done may have started the next step
 
     def cancel(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self._stdout.close()
+        if self.job is not None:
+            self.job.request_stop()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """End the running job, waiting up to ``timeout_s`` before killing it (module cleanup)."""
+        job, self.job, self._on_done = self.job, None, None
+        if job is not None:
+            job.grace_s = min(job.grace_s, timeout_s)
+            job.cancel()

@@ -35,6 +35,8 @@ DEFAULT_COLOR = (0.5, 0.8, 0.5)
 # file-based tables 'vtkMRMLColorTableNodeFile' + file name).
 HEATMAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"
 SDM_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
+#: Node attribute of a segmentation made by this Logic: the ID of the volume node it segments.
+SOURCE_VOLUME_ATTRIBUTE = "SemiSupCardiacSeg.SourceVolumeID"
 
 # SNOMED CT codes (category "Anatomical Structure", SCT 123037004) of the structures the shipped
 # models segment, as in DICOM's and Slicer's "Segmentation category and type - DICOM master list".
@@ -59,12 +61,25 @@ def terminology_entry(structure: str) -> str | None:
 
 @dataclass
 class SegmentResult:
-    """Nodes created by one ``segment`` call (all on the input volume's grid) and the report dict."""
+    """One segmentation, tied to the volume node it was made from.
+
+    The nodes were created by the Logic on the input's grid; ``labels`` and ``entropy`` are the
+    arrays they were made from (as read from the segmenting process), kept so that uncertain
+    regions and cardiac indices use them rather than exporting the nodes again. ``es`` is the
+    end-systolic frame's result of a cine pair, ``cardiac`` its indices (mL, %, g)."""
 
     segmentation: object  # vtkMRMLSegmentationNode
     distance: object | None  # vtkMRMLScalarVolumeNode, float32 SDM in [-1, 1] (negative inside)
     uncertainty: object  # vtkMRMLScalarVolumeNode, float32 predictive entropy (nats)
     report: dict = field(default_factory=dict)
+    input_node: object | None = None  # the vtkMRMLScalarVolumeNode segmented
+    labels: Volume | None = None  # uint8 labels (I, J, K) on the input grid
+    entropy: Volume | None = None  # float32 predictive entropy (nats) on the input grid
+    es: "SegmentResult | None" = None
+    cardiac: dict | None = None
+
+    def num_classes(self) -> int:
+        return len(self.report.get("structures", {})) + 1
 
 
 def _vtk():
@@ -118,6 +133,44 @@ def _set_node_from_volume(node, volume: Volume) -> None:
     node.SetAndObserveImageData(image)
 
 
+def node_to_world(node) -> np.ndarray:
+    """4x4 matrix from ``node``'s own RAS frame to world RAS (identity when it is not transformed).
+
+    Raises ValueError naming the node when a parent transform is not linear (harden it first)."""
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return np.eye(4)
+    if not parent.IsTransformToWorldLinear():
+        raise ValueError(f"'{node.GetName()}' is under the non-linear transform '{parent.GetName()}'; "
+                         "harden the transform first")
+    m = _vtk().vtkMatrix4x4()
+    parent.GetMatrixTransformToWorld(m)
+    return _matrix_to_numpy(m)
+
+
+def roi_mask(roi_node, volume_node) -> Volume:
+    """uint8 Volume on ``volume_node``'s grid: 1 where the voxel centre lies inside the markups ROI.
+
+    Both are taken in world coordinates, each with its own parent transform: voxel centres go
+    through the volume's IJK-to-world matrix, then into the ROI's object frame (its axes and centre,
+    ``GetObjectToWorldMatrix``), and are inside when within half its size (``GetSize``, mm along the
+    ROI's axes) on every axis. So a rotated ROI, a transformed volume or both crop correctly.
+    Raises ValueError when the ROI misses the volume."""
+    vol = volume_from_node(volume_node)
+    ijk_to_world = node_to_world(volume_node) @ vol.ijk_to_ras()
+    world_to_object = np.linalg.inv(_matrix_to_numpy(roi_node.GetObjectToWorldMatrix()))  # ROI axes and centre, its transforms included
+    half = np.asarray(roi_node.GetSize(), float) / 2.0
+    to_object = world_to_object @ ijk_to_world
+    inside = np.zeros(vol.shape, bool)
+    i, j = np.meshgrid(np.arange(vol.shape[0], dtype=float), np.arange(vol.shape[1], dtype=float), indexing="ij")
+    for k in range(vol.shape[2]):  # slice by slice: bounded memory on large fields of view
+        p = to_object[:3, :3] @ np.stack([i.ravel(), j.ravel(), np.full(i.size, float(k))]) + to_object[:3, 3:4]
+        inside[:, :, k] = np.all(np.abs(p) <= half[:, None] + 1e-6, axis=0).reshape(i.shape)
+    if not inside.any():
+        raise ValueError(f"ROI '{roi_node.GetName()}' does not overlap volume '{volume_node.GetName()}'")
+    return vol.with_array(inside.astype(np.uint8))
+
+
 class SemiSupCardiacSegLogic:
     """Segment a volume node with a SemiSupCardiacSegLib model, and export cases for training.
 
@@ -134,6 +187,7 @@ class SemiSupCardiacSegLogic:
             segmentations_logic = self._default_segmentations_logic(scene)
         self.segmentations_logic = segmentations_logic
         self._model_cache: dict[str, tuple] = {}
+        self._metadata_cache: dict[tuple, dict] = {}
 
     @staticmethod
     def _default_segmentations_logic(scene):
@@ -155,28 +209,41 @@ class SemiSupCardiacSegLogic:
         return node
 
     def add_segmentation_node(self, labels: Volume, reference_node, names: dict[int, str], name: str):
-        """New segmentation node with one named, coloured segment per label value in ``names``."""
-        vtk = _vtk()
+        """New segmentation node with one named, coloured segment per label value in ``names``.
+
+        The labels are imported in one read: a temporary labelmap node whose colour table names
+        and colours each value, so the segments come out named; a structure without voxels gets an
+        empty segment in its place, so segment n is label n+1 as ``labels_from_segmentation``
+        expects. Each segment carries its terminology entry (codes from Slicer's lists)."""
         seg_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name))
         seg_node.CreateDefaultDisplayNodes()
         seg_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+        seg_node.SetAttribute(SOURCE_VOLUME_ATTRIBUTE, reference_node.GetID())
+        ordered = sorted(names.items())
+        colors = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", self.scene.GenerateUniqueName(name + " colors"))
+        colors.SetTypeToUser()
+        colors.SetNumberOfColors(max(names) + 1)
+        colors.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+        for value, structure in ordered:
+            colors.SetColor(value, structure, *STRUCTURE_COLORS.get(structure, DEFAULT_COLOR), 1.0)
+        labelmap = self.add_volume_node(labels.with_array(labels.array.astype(np.uint8)), name + " labels",
+                                        "vtkMRMLLabelMapVolumeNode")
+        labelmap.GetDisplayNode().SetAndObserveColorNodeID(colors.GetID())
+        try:
+            if not self.segmentations_logic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
+                raise RuntimeError(f"importing the labels into segmentation '{seg_node.GetName()}' failed")
+        finally:
+            self.scene.RemoveNode(labelmap)
+            self.scene.RemoveNode(colors)
         segmentation = seg_node.GetSegmentation()
-        for value, structure in sorted(names.items()):
-            segment_id = segmentation.AddEmptySegment(structure.replace(" ", "_"), structure,
-                                                      STRUCTURE_COLORS.get(structure, DEFAULT_COLOR))
+        for index, (value, structure) in enumerate(ordered):
+            segment_id = segmentation.GetSegmentIdBySegmentName(structure)
+            if not segment_id:  # no voxel of this label: an empty segment keeps the label order
+                segment_id = segmentation.AddEmptySegment("", structure, STRUCTURE_COLORS.get(structure, DEFAULT_COLOR))
+            segmentation.SetSegmentIndex(segment_id, index)
             entry = terminology_entry(structure)
             if entry is not None:
                 segmentation.GetSegment(segment_id).SetTag("TerminologyEntry", entry)  # = SetTerminology (Slicer >= 5.6)
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(segment_id)
-            # Import one label value into its own segment so names follow the model's labels.
-            single = self.add_volume_node(labels.with_array((labels.array == value).astype(np.uint8)),
-                                          name + " tmp", "vtkMRMLLabelMapVolumeNode")
-            try:
-                if not self.segmentations_logic.ImportLabelmapToSegmentationNode(single, seg_node, ids):
-                    raise RuntimeError(f"importing label {value} ({structure}) into the segmentation failed")
-            finally:
-                self.scene.RemoveNode(single)
         return seg_node
 
     def labels_from_segmentation(self, segmentation_node, reference_node) -> Volume:
@@ -213,8 +280,12 @@ class SemiSupCardiacSegLogic:
         mc_samples: Monte-Carlo dropout passes (>= 1; 1 gives a deterministic pass, entropy only).
         progress: called with the fraction done in [0, 1].
         tta: use the model's flip test-time augmentation (when its checkpoint defines one).
-        roi_node: a markups ROI: only the voxels inside its RAS bounding box are segmented; outside it
-        the segmentation is empty, the SDM +1 and the uncertainty 0 (results stay on the full grid).
+        roi_node: a markups ROI: only the voxels inside it are segmented (``roi_mask``: world
+        coordinates, transforms and rotation included); outside it the segmentation is empty, the
+        SDM +1 and the uncertainty 0 (results stay on the full grid).
+
+        This runs in the calling process (scripts, tests); the Slicer Widget runs every inference
+        in a child process instead (``start_segment_job``), so the GUI never blocks.
         """
         from SemiSupCardiacSegLib.inference import predict_with_model  # noqa: PLC0415
         from SemiSupCardiacSegLib.reporting import segmentation_report  # noqa: PLC0415
@@ -226,48 +297,62 @@ class SemiSupCardiacSegLogic:
         volume = volume_from_node(input_node)
         volume = volume.with_array(volume.array.astype(np.float32))
         net, meta = self.load_model(model)
-        box = None
+        box = inside = None
         if roi_node is not None:
-            bounds = [0.0] * 6
-            roi_node.GetRASBounds(bounds)
-            box = volume.ras_box(np.array(bounds[0::2]), np.array(bounds[1::2]))
-            if box is None:
-                raise ValueError(f"ROI '{roi_node.GetName()}' does not overlap volume '{input_node.GetName()}'")
+            inside = roi_mask(roi_node, input_node).array.astype(bool)
+            box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(inside))
         pred = predict_with_model(net, meta, volume.crop(box) if box else volume,
                                   mc_samples=int(mc_samples), tta=tta, device=device, progress=progress)
         if box is not None:
-            pred = pred.uncrop(volume, box, volume.voxels_in_ras_box(box, np.array(bounds[0::2]), np.array(bounds[1::2])))
+            pred = pred.uncrop(volume, box, inside[box])
         names = {int(k): v for k, v in meta["labels"].items()}
         distance = pred.labels.with_array(pred.foreground_sdm()) if pred.sdm is not None else None
         return self._add_result_nodes(input_node, pred.labels, names, distance, pred.entropy,
                                       segmentation_report(pred, meta["labels"], meta))
 
     def _add_result_nodes(self, input_node, labels: Volume, names: dict[int, str], distance: Volume | None,
-                          uncertainty: Volume, report: dict) -> SegmentResult:
-        """New segmentation, distance and uncertainty nodes named after ``input_node``, coloured."""
-        base = input_node.GetName()
+                          uncertainty: Volume, report: dict, suffix: str = "") -> SegmentResult:
+        """New segmentation, distance and uncertainty nodes named after ``input_node``, coloured, under
+        the input's parent transform (so they overlay it wherever it is)."""
+        base = input_node.GetName() + suffix
         seg_node = self.add_segmentation_node(labels, input_node, names, f"{base} segmentation")
         distance_node = self.add_volume_node(distance, f"{base} distance") if distance is not None else None
         uncertainty_node = self.add_volume_node(uncertainty, f"{base} uncertainty")
         self._set_color(uncertainty_node, HEATMAP_COLOR_NODE_ID)
         if distance_node is not None:
             self._set_color(distance_node, SDM_COLOR_NODE_ID, window_center=0.0)
-        return SegmentResult(segmentation=seg_node, distance=distance_node, uncertainty=uncertainty_node, report=report)
+        transform_id = input_node.GetTransformNodeID()
+        for node in (seg_node, distance_node, uncertainty_node):
+            if node is not None and transform_id:
+                node.SetAndObserveTransformNodeID(transform_id)
+        return SegmentResult(segmentation=seg_node, distance=distance_node, uncertainty=uncertainty_node, report=report,
+                             input_node=input_node, labels=labels, entropy=uncertainty)
 
-    def import_outputs(self, input_node, out_dir: str | Path) -> SegmentResult:
+    def import_outputs(self, input_node, out_dir: str | Path, es_node=None) -> SegmentResult:
         """Load what ``python -m SemiSupCardiacSegLib segment`` wrote into ``out_dir`` as new nodes
-        (compact uint8 maps are decoded to float32).
+        (compact uint8 maps are decoded to float32); with ``es_node``, also its ``es/`` outputs (the
+        end-systolic frame, ``segment --es``) as ``result.es`` and the cardiac indices of report.json.
 
-        Segment names and label values come from its report.json; all files must be on the input
-        node's grid (the command guarantees it), else ValueError names the file.
+        Each file is read once; segment names and label values come from report.json; all files must
+        be on the input node's grid (the command guarantees it), else ValueError names the file.
         """
+        out = Path(out_dir)
+        result = self._import_one(input_node, out, "")
+        if es_node is not None:
+            result.es = self._import_one(es_node, out / "es", " ES")
+            result.cardiac = result.report.get("cardiac_indices")
+        return result
+
+    def _import_one(self, input_node, out: Path, suffix: str) -> SegmentResult:
         import json  # noqa: PLC0415
 
         from SemiSupCardiacSegLib.io import read_label  # noqa: PLC0415
         from SemiSupCardiacSegLib.reporting import read_output_map  # noqa: PLC0415
 
-        out = Path(out_dir)
-        report = json.loads((out / "report.json").read_text())
+        report_path = out / "report.json"
+        if not report_path.is_file():
+            raise ValueError(f"{report_path} is missing")
+        report = json.loads(report_path.read_text())
         grid = volume_from_node(input_node)
         loaded = {}
         for name in ("segmentation", "distance", "uncertainty"):
@@ -282,7 +367,7 @@ class SemiSupCardiacSegLogic:
             loaded[name] = vol
         names = {int(v["label"]): k for k, v in report["structures"].items()}
         return self._add_result_nodes(input_node, loaded["segmentation"], names, loaded.get("distance"),
-                                      loaded["uncertainty"], report)
+                                      loaded["uncertainty"], report, suffix)
 
     def _set_color(self, node, color_node_id: str, window_center: float | None = None) -> None:
         """Assign a colour table by its node ID. Slicer's Colors module creates its default tables at
@@ -297,19 +382,28 @@ class SemiSupCardiacSegLogic:
             display.SetWindowLevel(2.0, window_center)
 
     # --------------------------------------------------------------------------- review helpers
-    def uncertain_regions(self, uncertainty_node, num_classes: int = 2, threshold: float | None = None,
+    def uncertain_regions(self, uncertainty, num_classes: int = 2, threshold: float | None = None,
                           min_volume_mm3: float = 20.0) -> list:
-        """Regions of the uncertainty node above ``threshold`` (nats), most uncertain first.
+        """Regions of high predictive entropy (nats), most uncertain first.
 
-        Each item is a ``SemiSupCardiacSegLib.uncertain_regions.UncertainRegion``; its ``centre_ras``
-        is a voxel centre inside the region, in the scene's RAS mm (see ``jump_slices_to``).
+        uncertainty: a ``SegmentResult`` (its entropy as read; its own number of classes) or an
+        uncertainty volume node. Each item is a ``SemiSupCardiacSegLib.uncertain_regions.UncertainRegion``;
+        its ``centre_ras`` is a voxel centre inside the region, in the input node's RAS mm
+        (``jump_slices_to`` maps it to world).
         """
         from SemiSupCardiacSegLib.uncertain_regions import rank_uncertain_regions  # noqa: PLC0415
 
-        return rank_uncertain_regions(volume_from_node(uncertainty_node), num_classes, threshold, min_volume_mm3)
+        if isinstance(uncertainty, SegmentResult):
+            entropy, num_classes = uncertainty.entropy, uncertainty.num_classes()
+        else:
+            entropy = volume_from_node(uncertainty)
+        return rank_uncertain_regions(entropy, num_classes, threshold, min_volume_mm3)
 
-    def jump_slices_to(self, ras: tuple[float, float, float]) -> int:
-        """Centre every slice view of the scene on ``ras`` (mm); returns how many views moved."""
+    def jump_slices_to(self, ras: tuple[float, float, float], node=None) -> int:
+        """Centre every slice view of the scene on ``ras`` (mm, in ``node``'s RAS frame: its parent
+        transform is applied; world RAS when ``node`` is None); returns how many views moved."""
+        if node is not None:
+            ras = (node_to_world(node) @ np.append(np.asarray(ras, float), 1.0))[:3]
         moved = 0
         for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             node = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
@@ -381,10 +475,16 @@ class SemiSupCardiacSegLogic:
 
         The files are what ``Training/train.py --data library_dir`` reads: labeled where a label file
         sits beside the image. Never overwrites: when NAME is taken, NAME_2, NAME_3, ... are used.
+        A segmentation this Logic made from another volume is refused (ValueError naming both).
         Returns (image path, label path or None).
         """
         from SemiSupCardiacSegLib.io import write_volume  # noqa: PLC0415
 
+        source = segmentation_node.GetAttribute(SOURCE_VOLUME_ATTRIBUTE) if segmentation_node is not None else None
+        if source and source != volume_node.GetID():
+            other = self.scene.GetNodeByID(source)
+            raise ValueError(f"segmentation '{segmentation_node.GetName()}' was made from volume "
+                             f"'{other.GetName() if other else source}', not from '{volume_node.GetName()}'")
         library = Path(library_dir)
         library.mkdir(parents=True, exist_ok=True)
         image = volume_from_node(volume_node)
@@ -433,11 +533,12 @@ class SemiSupCardiacSegLogic:
 
     def cardiac_table(self, ed: SegmentResult, es: SegmentResult, reference_ed_node, spacing=None):
         """Table node of LV/RV EDV, ESV, EF and myocardial mass from an ED and an ES segmentation of a
-        cine model (labels 1 RV, 2 myocardium, 3 LV) on the same grid (``reference_ed_node``)."""
+        cine model (labels 1 RV, 2 myocardium, 3 LV) on the same grid (``reference_ed_node``), from
+        the label arrays the results keep (their nodes are exported only for a result without them)."""
         from SemiSupCardiacSegLib.cardiac import cardiac_indices  # noqa: PLC0415
 
-        ed_labels = self.labels_from_segmentation(ed.segmentation, reference_ed_node)
-        es_labels = self.labels_from_segmentation(es.segmentation, reference_ed_node)
+        ed_labels = ed.labels if ed.labels is not None else self.labels_from_segmentation(ed.segmentation, reference_ed_node)
+        es_labels = es.labels if es.labels is not None else self.labels_from_segmentation(es.segmentation, reference_ed_node)
         values = cardiac_indices(ed_labels.array, es_labels.array, spacing or ed_labels.spacing)
         units = {"ml": "mL", "percent": "%", "g": "g"}
         rows = [[k.rsplit("_", 1)[0], f"{v:.1f}", units[k.rsplit("_", 1)[1]]] for k, v in values.items()
@@ -445,66 +546,142 @@ class SemiSupCardiacSegLogic:
         return self._table(f"{reference_ed_node.GetName()} cardiac indices", ["index", "value", "unit"], rows), values
 
     # ----------------------------------------------------------------------------- background segmentation
-    def start_segment_job(self, input_node, out_dir: str | Path, model: str | None = None, mc_samples: int = 10,
-                          device: str = "auto", python_executable: str | None = None):
-        """Segment ``input_node`` in a child process (the UI stays responsive; ``cancel()`` stops it):
-        the volume is written to ``out_dir/input.nrrd`` and ``python -m SemiSupCardiacSegLib segment``
-        runs on it (inside Slicer pass its PythonSlicer as ``python_executable``). When the job ends
-        with 0, ``import_outputs(input_node, out_dir)`` loads the results. Returns a ``jobs.SegmentJob``."""
+    def start_segment_job(self, input_node, out_dir: str | Path | None = None, model: str | None = None,
+                          mc_samples: int = 10, device: str = "auto", python_executable: str | None = None,
+                          roi_node=None, es_node=None):
+        """Segment ``input_node`` in a child process (the UI stays responsive; ``request_stop()``
+        ends it): the volume is written to ``OUT/input.nrrd`` (with ``roi_node``, its voxel mask to
+        ``OUT/roi.nrrd``, ``segment --roi-mask``; with ``es_node``, the end-systolic frame to
+        ``OUT/es.nrrd``, ``segment --es``) and ``python -m SemiSupCardiacSegLib segment`` runs on
+        them; inside Slicer ``python_executable`` is PythonSlicer (``sys.executable``). ``out_dir``
+        None: a new temporary folder, ``job.workdir``, which the caller removes (``discard_job``).
+        When the job ends with 0, ``import_outputs(input_node, job.out, es_node)`` loads the results.
+        Returns a ``jobs.SegmentJob``. Bad input (no image, ROI off the volume, ES frame on another
+        grid) raises ValueError before any process starts."""
+        import tempfile  # noqa: PLC0415
+
         from SemiSupCardiacSegLib.io import write_volume  # noqa: PLC0415
         from SemiSupCardiacSegLib.jobs import SegmentJob  # noqa: PLC0415
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = write_volume(volume_from_node(input_node), out / "input.nrrd", overwrite=True)
-        return SegmentJob(path, out / "result", model=model, mc_samples=mc_samples, device=device, python=python_executable)
+        if input_node is None:
+            raise ValueError("no input volume selected")
+        if int(mc_samples) < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
+        volume = volume_from_node(input_node)
+        mask = roi_mask(roi_node, input_node) if roi_node is not None else None
+        es = volume_from_node(es_node) if es_node is not None else None
+        if es is not None and not es.same_grid(volume):
+            raise ValueError(f"end-systole volume '{es_node.GetName()}' is not on the grid of '{input_node.GetName()}'")
+        workdir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="SemiSupCardiacSeg-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = write_volume(volume, workdir / "input.nrrd", overwrite=True)
+        mask_path = write_volume(mask, workdir / "roi.nrrd", overwrite=True) if mask is not None else None
+        es_path = write_volume(es, workdir / "es.nrrd", overwrite=True) if es is not None else None
+        job = SegmentJob(path, workdir / "result", model=model, mc_samples=mc_samples, device=device,
+                         python=python_executable, roi_mask=mask_path, es_input=es_path)
+        job.workdir = workdir
+        return job
+
+    @staticmethod
+    def discard_job(job) -> None:
+        """Remove a segment job's temporary folder (after import, failure or cancel)."""
+        import shutil  # noqa: PLC0415
+
+        workdir = getattr(job, "workdir", None)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    # ----------------------------------------------------------------------------- results tables in the layout
+    def show_table(self, table, application_logic=None) -> bool:
+        """Show ``table`` in a table view: select it, and switch a layout that has no table view to
+        Slicer's 'Four-Up Table' layout (PropagateTableSelection only fills table views that exist).
+        Returns True when the layout was switched."""
+        switched = False
+        layout = self.scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+        if layout is not None and "vtkMRMLTableViewNode" not in (layout.GetCurrentLayoutDescription() or ""):
+            import slicer  # noqa: PLC0415
+
+            layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+            switched = True
+        if application_logic is not None:
+            application_logic.GetSelectionNode().SetActiveTableID(table.GetID())
+            application_logic.PropagateTableSelection()
+        return switched
 
     # ----------------------------------------------------------------------------- fine-tuning
+    def model_metadata(self, model: str | None = None) -> dict:
+        """A checkpoint's metadata (labels, method, network, training data), read once per file
+        version (path, size and modification time) without building the network."""
+        from SemiSupCardiacSegLib.checkpoint import load_checkpoint, resolve_model_path  # noqa: PLC0415
+
+        path = resolve_model_path(model)
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._metadata_cache:
+            ckpt = load_checkpoint(path)
+            self._metadata_cache[key] = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizers", "method_state")}
+        return self._metadata_cache[key]
+
     def fine_tune(self, library_dir: str | Path, out_dir: str | Path, model: str | None = None, iterations: int = 1000,
-                  slicer_executable: str | None = None, python_executable: str | None = None, threads: int | None = None):
+                  python_executable: str | None = None, threads: int | None = None, slicer_executable: str | None = None):
         """Start Training/train.py in a child process: ``model``'s weights, method and network, on the
-        library's labeled + unlabeled cases. Inside Slicer pass ``slicer_executable``
-        (``slicer.app.applicationFilePath()``) so the job runs headless in Slicer's Python.
-        Returns a ``jobs.FineTuneJob`` (``progress()``, ``poll()``, ``cancel()``); the new
+        library's labeled + unlabeled cases. Inside Slicer ``python_executable`` is PythonSlicer
+        (``sys.executable``), which has Slicer's Python and packages and exits when the script ends;
+        ``slicer_executable`` runs it as ``Slicer --no-main-window --python-script`` instead.
+        Returns a ``jobs.FineTuneJob`` (``progress()``, ``poll()``, ``request_stop()``); the new
         checkpoint is ``out_dir/model.pt``, loadable as a model path."""
         from SemiSupCardiacSegLib.checkpoint import resolve_model_path  # noqa: PLC0415
         from SemiSupCardiacSegLib.jobs import start_fine_tune  # noqa: PLC0415
 
-        _, meta = self.load_model(model)
+        meta = self.model_metadata(model)
         return start_fine_tune(meta, resolve_model_path(model), library_dir, out_dir, iterations,
                                python=python_executable, slicer=slicer_executable, threads=threads)
 
+    def held_out_cases(self, new_model: str) -> list:
+        """The labeled library cases a fine-tuned model held out (its checkpoint's
+        ``training_data.validation_cases``), as ``CaseFile``s; [] when it held out none (fewer than
+        three labeled cases). Raises ValueError when they have left the library since."""
+        from SemiSupCardiacSegLib.data import find_cases  # noqa: PLC0415
+
+        data = self.model_metadata(new_model).get("training_data", {})
+        held_out = set(data.get("validation_cases") or [])
+        source = data.get("source")
+        sources = [source] if isinstance(source, str) else list(source or [])
+        if not held_out or not sources:
+            return []
+        cases = [c for src in sources for c in find_cases(src) if c.name in held_out and c.label is not None]
+        if not cases:
+            raise ValueError(f"the held-out cases {sorted(held_out)} are no longer in {source}")
+        return cases
+
+    def comparison_table(self, old: dict, new: dict):
+        """Table node (structure, metric, before, after) of two ``evaluate`` results of the same cases."""
+        rows = []
+        for structure, summary in new["mean"].items():
+            for metric in ("dice", "hd95"):
+                before = old["mean"].get(structure, {}).get(metric, {}).get("mean")
+                rows.append([structure, metric, "-" if before is None else f"{before:.3f}", f"{summary[metric]['mean']:.3f}"])
+        n = len(new["per_case"])
+        return self._table(f"fine-tune validation ({n} held-out case{'s' if n > 1 else ''})",
+                           ["structure", "metric", "before", "after"], rows)
+
     def compare_models(self, old_model: str | None, new_model: str, mc_samples: int = 1, device: str = "auto"):
         """Validation metrics of the model before and after fine-tuning, on the cases the new model held
-        out (its checkpoint's ``training_data.validation_cases`` in its training library).
+        out, evaluated in this process (scripts; the Widget runs ``evaluate`` child processes instead).
 
         Returns (table node: structure, metric, old, new; the dict of both evaluations), or
         (None, None) when the fine-tune held out no case (fewer than three labeled cases in the library).
         """
-        from SemiSupCardiacSegLib.data import find_cases  # noqa: PLC0415
         from SemiSupCardiacSegLib.evaluation import evaluate_cases  # noqa: PLC0415
 
-        _, new_meta = self.load_model(new_model)
-        held_out = set(new_meta.get("training_data", {}).get("validation_cases") or [])
-        source = new_meta.get("training_data", {}).get("source")
-        sources = [source] if isinstance(source, str) else list(source or [])
-        if not held_out or not sources:
-            return None, None
-        cases = [c for src in sources for c in find_cases(src) if c.name in held_out and c.label is not None]
+        cases = self.held_out_cases(new_model)
         if not cases:
-            raise ValueError(f"the held-out cases {sorted(held_out)} are no longer in {source}")
+            return None, None
         results = {}
         for which, model in (("old", old_model), ("new", new_model)):
             net, meta = self.load_model(model)
             results[which] = evaluate_cases(net, meta, cases, mc_samples=mc_samples, device=device)
-        rows = []
-        for structure, summary in results["new"]["mean"].items():
-            for metric in ("dice", "hd95"):
-                old = results["old"]["mean"].get(structure, {}).get(metric, {}).get("mean")
-                rows.append([structure, metric, "-" if old is None else f"{old:.3f}", f"{summary[metric]['mean']:.3f}"])
-        table = self._table(f"fine-tune validation ({len(cases)} held-out case{'s' if len(cases) > 1 else ''})",
-                            ["structure", "metric", "before", "after"], rows)
-        return table, results
+        return self.comparison_table(results["old"], results["new"]), results
 
     @staticmethod
     def model_choices(registered: list[str] = ()) -> list[str]:
@@ -518,13 +695,27 @@ class SemiSupCardiacSegLogic:
                 names.append(path)
         return names
 
+    def model_labels(self, model: str | None = None) -> list[str] | None:
+        """The structures ``model`` segments (labels 1, 2, ...), or None when it names no readable
+        checkpoint. A shipped name is answered without reading its file; a checkpoint's metadata is
+        read once per file version, so calling this on every keystroke of the model field is cheap."""
+        from SemiSupCardiacSegLib.shipped import SHIPPED_LABELS  # noqa: PLC0415
+
+        name = (model or "la").strip()
+        if name in SHIPPED_LABELS:
+            return list(SHIPPED_LABELS[name])
+        if not Path(name).is_file():
+            return None
+        try:
+            return list(self.model_metadata(name)["labels"].values())
+        except Exception:  # unreadable checkpoint: the segment call itself reports the problem
+            return None
+
     def segment_button_text(self, model: str | None = None) -> str:
         """What the Segment button says for ``model``: 'Segment LA', or the structures of another model."""
-        try:
-            _, meta = self.load_model(model)
-        except Exception:  # unreadable model: the segment call itself reports the problem
+        names = self.model_labels(model)
+        if not names:
             return "Segment"
-        names = list(meta["labels"].values())
         if names == ["left atrium"]:
             return "Segment LA"
         return "Segment " + ", ".join(n.replace("right ventricle", "RV").replace("left ventricle", "LV") for n in names)
