@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
