@@ -55,7 +55,7 @@ def test_ui_parameter_names_are_parameter_node_fields():
 
 def test_cmake_lists_name_existing_files():
     text = (MODULE_DIR / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SemiSupCardiacSeg")
-    listed = re.findall(r"^\s+([\w/]+\.(?:py|png|ui))\s*$", text, flags=re.M)
+    listed = re.findall(r"^\s+([\w/]+\.(?:py|png|ui|json))\s*$", text, flags=re.M)
     assert len(listed) >= 5
     for rel in listed:
         assert (MODULE_DIR / rel).is_file(), rel
@@ -76,3 +76,17 @@ def test_every_mrml_widget_of_the_ui_gets_the_scene():
     custom = {c.findtext("class") for c in root.iter("customwidget")}
     used = {w.get("class") for w in root.iter("widget")}
     assert {c for c in used if c.startswith(("ctk", "qMRML"))} <= custom
+
+
+def test_cmake_minimum_is_slicer_5_10_extension_templates():
+    """Slicer 5.10's extension template (Utilities/Templates/Extensions/Default/CMakeLists.txt at
+    v5.10.0) starts with cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)."""
+    top = (REPO / "CMakeLists.txt").read_text()
+    m = re.search(r"cmake_minimum_required\(VERSION\s+(\d+(?:\.\d+)*)(?:\.\.\.(\d+(?:\.\d+)*))?\s+FATAL_ERROR\)", top)
+    assert m, "no cmake_minimum_required(VERSION ... FATAL_ERROR)"
+    assert top.lstrip().startswith("cmake_minimum_required"), "cmake_minimum_required must come first"
+    assert (m.group(1), m.group(2)) == ("3.20.6", "3.22.6")
+    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                  "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(rf"^set\({field} ", top, flags=re.M), field
+    assert re.search(r'^set\(EXTENSION_DEPENDS "PyTorch"\)', top, flags=re.M)

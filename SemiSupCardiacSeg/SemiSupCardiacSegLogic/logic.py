@@ -23,40 +23,16 @@ import numpy as np
 
 from SemiSupCardiacSegLib.volume import Volume
 
-# Display colours (RGB 0..1) for the structures the shipped models know; others get a default.
-STRUCTURE_COLORS = {
-    "left atrium": (0.85, 0.33, 0.30),
-    "right ventricle": (0.35, 0.55, 0.85),
-    "myocardium": (0.95, 0.80, 0.30),
-    "left ventricle": (0.85, 0.33, 0.30),
-}
-DEFAULT_COLOR = (0.5, 0.8, 0.5)
+# Display colours (RGB 0..1), standard codes and Slicer terminology entries of the structures the
+# shipped models segment: data in terminology.json, read by terminology.py (names kept importable here).
+from .terminology import DEFAULT_COLOR, STRUCTURE_CODES, STRUCTURE_COLORS, terminology_entry  # noqa: F401
+
 # Node IDs of Slicer's default colour tables read from its ColorFiles (vtkMRMLColorLogic names
 # file-based tables 'vtkMRMLColorTableNodeFile' + file name).
 HEATMAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"
 SDM_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
 #: Node attribute of a segmentation made by this Logic: the ID of the volume node it segments.
 SOURCE_VOLUME_ATTRIBUTE = "SemiSupCardiacSeg.SourceVolumeID"
-
-# SNOMED CT codes (category "Anatomical Structure", SCT 123037004) of the structures the shipped
-# models segment, as in DICOM's and Slicer's "Segmentation category and type - DICOM master list".
-STRUCTURE_CODES = {
-    "left atrium": ("82471001", "Left atrium"),
-    "right ventricle": ("53085002", "Right ventricle"),
-    "myocardium": ("74281007", "Myocardium"),
-    "left ventricle": ("87878005", "Left ventricle"),
-}
-
-
-def terminology_entry(structure: str) -> str | None:
-    """Slicer's serialized terminology entry (the segment tag 'TerminologyEntry') for ``structure``,
-    or None when it has no standard code here. Fields, '~'-separated: context, category, type, type
-    modifier, anatomic context, anatomic region, region modifier; codes as scheme^value^meaning."""
-    code = STRUCTURE_CODES.get(structure)
-    if code is None:
-        return None
-    return ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
-            f"~SCT^{code[0]}^{code[1]}~^^~Anatomic codes - DICOM master list~^^~^^")
 
 
 @dataclass
