@@ -81,8 +81,9 @@ def _mrml_widget_classes(qt):
             return self._node.GetID() if self._node is not None else None
 
         def setCurrentNode(self, node) -> None:
-            if node is not None and self._scene is not None and self._scene.GetNodeByID(node.GetID()) is not node:
-                raise ValueError(f"node {node.GetID()} is not in the selector's scene")
+            """As qMRMLNodeComboBox: a node that is not in its scene selects nothing."""
+            if node is not None and (self._scene is None or self._scene.GetNodeByID(node.GetID()) is not node):
+                node = None
             if node is not self._node:
                 self._node = node
                 self.currentNodeChanged.emit(node)
@@ -221,7 +222,8 @@ class SlicerSession:
 
         from SemiSupCardiacSegLogic import headless_slicer  # noqa: PLC0415  (module folder on sys.path)
 
-        core = headless_slicer()
+        color_files = SLICER_LAYERS / tag / "Base" / "Logic" / "Resources" / "ColorFiles"
+        core = headless_slicer(color_files=color_files)  # Slicer's Colors logic reads the tag's tables
         self.core = core
         self.scene = core.scene
         layout = self.scene.AddNode(slicer.vtkMRMLLayoutNode())  # what Slicer's layout manager creates
@@ -229,7 +231,9 @@ class SlicerSession:
         self.layout_logic.SetMRMLScene(self.scene)
         layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
         self.layout_node = layout
-        self._load_color_tables(SLICER_LAYERS / tag / "Base" / "Logic" / "Resources" / "ColorFiles")
+        for name in COLOR_FILES:
+            if self.scene.GetNodeByID(f"vtkMRMLColorTableNodeFile{name}") is None:
+                raise RuntimeError(f"Slicer's colour table {name} of {tag} was not loaded from {color_files}")
         slicer.mrmlScene = self.scene
         slicer.app = _App(self.qt, core.application_logic)
         slicer.modules = types.SimpleNamespace(
@@ -239,17 +243,6 @@ class SlicerSession:
         self.module = None
         self.widget = None
         self.module_file_module = None
-
-    def _load_color_tables(self, folder: Path) -> None:
-        for name in COLOR_FILES:
-            node = self.slicer.vtkMRMLColorTableNode()
-            node.SetSingletonTag(f"File{name}")
-            node.SetName(name[:-4])
-            storage = self.slicer.vtkMRMLColorTableStorageNode()
-            storage.SetFileName(str(folder / name))
-            if not storage.ReadData(node):
-                raise RuntimeError(f"could not read Slicer colour table {folder / name}")
-            self.scene.AddNode(node)
 
     def load_module(self, setup: bool = True):
         """Load SemiSupCardiacSeg.py as Slicer does and build its widget; returns the widget."""

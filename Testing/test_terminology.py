@@ -77,7 +77,10 @@ def test_colours_are_rgb_fractions_and_logic_reexports_the_names():
     for name in STRUCTURES:
         color = terminology.structure_color(name)
         assert len(color) == 3 and all(0.0 <= c <= 1.0 for c in color)
-        assert color == tuple(c / 255 for c in terminology.STRUCTURES[name]["color"])
+        entry = terminology.STRUCTURES[name]
+        assert color == tuple(c / 255 for c in entry.get("display_color", entry["color"]))
+    cine = [terminology.structure_color(n) for n in ("right ventricle", "myocardium", "left ventricle")]
+    assert min(np.abs(np.subtract(a, b)).max() for i, a in enumerate(cine) for b in cine[i + 1:]) > 0.3
     assert terminology.structure_color("unknown") == terminology.DEFAULT_COLOR
     assert logic_module.STRUCTURE_COLORS is terminology.STRUCTURE_COLORS
     assert logic_module.DEFAULT_COLOR == terminology.DEFAULT_COLOR

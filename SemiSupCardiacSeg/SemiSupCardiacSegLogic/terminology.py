@@ -22,9 +22,11 @@ def _load() -> dict[str, dict]:
 
 
 STRUCTURES: dict[str, dict] = _load()
-# RGB 0..1 (the data file holds Slicer's 0..255 recommendedDisplayRGBValue).
+# RGB 0..1 shown for each structure: its 'display_color' where the data file gives one (the cine
+# structures: their recommended colours are near-identical browns), else Slicer's
+# recommendedDisplayRGBValue ('color'); the file holds 0..255.
 STRUCTURE_COLORS: dict[str, tuple[float, float, float]] = {
-    name: tuple(c / 255.0 for c in entry["color"]) for name, entry in STRUCTURES.items()
+    name: tuple(c / 255.0 for c in entry.get("display_color", entry["color"])) for name, entry in STRUCTURES.items()
 }
 # structure -> (type code value, type meaning); the full codes are in STRUCTURES.
 STRUCTURE_CODES: dict[str, tuple[str, str]] = {
