@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-0.1
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv clean-demo compat-venvs
 
 venv: $(STAMP)
 
@@ -25,3 +25,15 @@ test: $(STAMP)
 
 clean-demo:
 	rm -rf demo_output
+
+# Python 3.9 (Slicer 5.6/5.8) and 3.12 (Slicer 5.10) venvs, outside the repository, for
+# Testing/test_python_versions.py: numpy, scipy, SimpleITK, h5py; no torch (PyPI's pulls GBs of CUDA).
+PY39 ?= python3.9
+PY312 ?= python3.12
+COMPAT_VENVS ?= ..
+
+compat-venvs:
+	test -x $(COMPAT_VENVS)/venv39/bin/python || $(PY39) -m venv $(COMPAT_VENVS)/venv39
+	$(COMPAT_VENVS)/venv39/bin/python -m pip install -q numpy scipy SimpleITK h5py
+	test -x $(COMPAT_VENVS)/venv312/bin/python || $(PY312) -m venv $(COMPAT_VENVS)/venv312
+	$(COMPAT_VENVS)/venv312/bin/python -m pip install -q numpy scipy SimpleITK h5py

@@ -11,13 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+from .dependencies import import_optional
 from .io import InputError
 
 
 def _progress_bar(desc: str, enabled: bool):
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    bar = tqdm(total=100, desc=desc, disable=not enabled, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
+    bar = progress_bar(total=100, desc=desc, disable=not enabled, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
 
     def update(frac: float) -> None:
         bar.n = int(round(100 * frac))
@@ -33,6 +34,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .reporting import OUTPUT_FILES, segmentation_report, write_outputs
 
     out = Path(args.out)
+    if args.montage:  # fail before the work, not after it
+        import_optional("matplotlib", "--montage")
     if out.exists() and not args.overwrite and any((out / f).exists() for f in OUTPUT_FILES):
         raise InputError(f"{out} already holds segmentation outputs; choose another --out or pass --overwrite")
     volume = read_volume(args.input)
@@ -112,18 +115,17 @@ def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], "np.ndarra
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .atomic import atomic_write_text
     from .checkpoint import load_model
     from .data import find_cases
     from .evaluation import evaluate_cases
+    from .progress import progress_bar
 
     model, meta = load_model(args.model)
     cases = [c for src in args.data for c in find_cases(src) if c.label is not None]
     if not cases:
         raise InputError("no labeled cases found in --data")
-    with tqdm(total=len(cases), desc="evaluate", disable=args.quiet) as bar:
+    with progress_bar(total=len(cases), desc="evaluate", disable=args.quiet) as bar:
         result = evaluate_cases(model, meta, cases, mc_samples=args.mc_samples, tta=not args.no_tta, overlap=args.overlap,
                                 device=args.device, progress=lambda f: bar.update(round(f * len(cases)) - bar.n))
     result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, **result}
@@ -134,15 +136,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .checkpoint import load_model
     from .data import find_cases
+    from .progress import progress_bar
     from .pseudo_labels import pseudo_label_cases
 
     model, meta = load_model(args.model)
     cases = [c for src in args.data for c in find_cases(src)]
-    with tqdm(total=len(cases), desc="pseudo-label", disable=args.quiet) as bar:
+    with progress_bar(total=len(cases), desc="pseudo-label", disable=args.quiet) as bar:
         manifest = pseudo_label_cases(model, meta, cases, args.out, mc_samples=args.mc_samples,
                                       keep_doubtful=args.keep_doubtful, keep_fraction=args.keep_fraction,
                                       overwrite=args.overwrite, device=args.device,
@@ -260,6 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "mc_samples", 1) < 1:
             raise InputError(f"--mc-samples must be >= 1, got {args.mc_samples}")
         return args.func(args)
-    except (InputError, OSError, RuntimeError) as exc:  # OSError: unwritable or invalid output path, disk full, ...
+    except (InputError, OSError, RuntimeError) as exc:  # InputError includes MissingPackageError; OSError: unwritable output path, disk full, ...
         print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
         return 2

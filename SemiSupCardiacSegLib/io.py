@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
+from .dependencies import import_optional
+from .errors import InputError  # noqa: F401 (defined there, without numpy; re-exported here)
 from .volume import Volume
 
 #: LA2018 preprocessed h5 files store no geometry; their voxels are 0.625 mm isotropic.
@@ -21,10 +23,6 @@ ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 SUPPORTED_SUFFIXES = ITK_SUFFIXES + (".h5", ".hdf5")
 
 
-class InputError(ValueError):
-    """Bad user input (file, geometry, values); the message names the problem in one line."""
-
-
 def file_suffix(path: str | os.PathLike) -> str:
     """Lower-case suffix, with ``.nii.gz`` kept whole."""
     name = Path(path).name.lower()
@@ -32,9 +30,8 @@ def file_suffix(path: str | os.PathLike) -> str:
 
 
 def _sitk():
-    import SimpleITK as sitk  # imported lazily: heavy, and not needed for h5-only work
-
-    return sitk
+    # imported lazily: heavy, and not needed for h5-only work
+    return import_optional("SimpleITK", "reading or writing NRRD/NIfTI/MHA files")
 
 
 def sitk_to_volume(image) -> Volume:
@@ -87,11 +84,10 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
     order; default spacing ``CINE_H5_NOMINAL_SPACING_MM``. Identity direction, origin 0.
     Returns (image, label or None).
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"file not found: {path}")
+    h5py = import_optional("h5py", f"reading {path.name}")
     try:
         with h5py.File(path, "r") as f:
             if "image" not in f:
@@ -125,14 +121,13 @@ def write_h5_case(path: str | os.PathLike, image: np.ndarray, label: np.ndarray 
     layout: "xyz" (LA2018: stored as is) or "slices_first" (ACDC cine: stored transposed to
     (slices, H, W)). Refuses to replace an existing file unless ``overwrite``.
     """
-    import h5py
-
     if layout not in ("xyz", "slices_first"):
         raise ValueError(f"layout must be 'xyz' or 'slices_first', got {layout!r}")
     if label is not None and label.shape != image.shape:
         raise InputError(f"label shape {label.shape} differs from image shape {image.shape}")
     order = (2, 1, 0) if layout == "slices_first" else (0, 1, 2)
     path = Path(path)
+    h5py = import_optional("h5py", f"writing {path.name}")
     with atomic_path(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("image", data=np.ascontiguousarray(image.transpose(order)).astype(np.float32), compression="gzip")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
+from .dependencies import import_optional
 
 
 def save_montage(image: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray, path: str | Path,
@@ -16,8 +17,7 @@ def save_montage(image: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray,
     Two rows per slice column: top, image with the segmentation contour; bottom, image with the
     uncertainty (entropy) heatmap (inferno) overlaid where it exceeds 5% of its maximum.
     """
-    import matplotlib
-
+    matplotlib = import_optional("matplotlib", f"writing the montage {Path(path).name}")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -36,6 +36,7 @@ import torch
 
 from .atomic import atomic_write_text
 from .data.datasets import CaseFile
+from .dependencies import import_optional
 from .inference import predict_with_model
 from .io import InputError, file_suffix, h5_layout, read_volume, write_h5_case, write_volume
 from .reporting import segmentation_report
@@ -56,8 +57,7 @@ def _worst_score(report: dict, score: str) -> float:
 
 def _write_case(case: CaseFile, image, labels: np.ndarray, out: Path, overwrite: bool) -> list[Path]:
     if file_suffix(case.image) in (".h5", ".hdf5"):
-        import h5py
-
+        h5py = import_optional("h5py", f"reading {Path(case.image).name}")
         with h5py.File(case.image, "r") as f:  # keep the input's storage layout
             layout = h5_layout(f["image"].shape)
         return [write_h5_case(out / f"{case.name}.h5", image.array, labels, layout=layout, overwrite=overwrite)]

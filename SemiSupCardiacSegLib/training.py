@@ -179,9 +179,9 @@ class Trainer:
         lab, unl, val = split_cases(cases, cfg, pseudo)
         prep = Preprocessing.from_dict(cfg["preprocessing"])
         k = int(cfg["network"]["num_classes"])
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        it = tqdm(lab + unl + val, desc="loading cases", disable=not self.progress, leave=False)
+        it = progress_bar(lab + unl + val, desc="loading cases", disable=not self.progress, leave=False)
         loaded = {c.name: load_case(c, prep, k) for c in it}
         strip = lambda c: type(loaded[c.name])(c.name, loaded[c.name].image, None)  # noqa: E731
         return [loaded[c.name] for c in lab], [strip(c) for c in unl], [loaded[c.name] for c in val]
@@ -376,9 +376,9 @@ class Trainer:
             self._stop = True
 
         old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=total, initial=start, desc=f"train {cfg['method']}", disable=not (self.progress and main), dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=start, desc=f"train {cfg['method']}", disable=not (self.progress and main), dynamic_ncols=True)
         log = open(self.out / "log.jsonl", "a") if main else open(os.devnull, "w")
         it = start
         t_data = t_step = 0.0

@@ -5,6 +5,9 @@ Runs under plain Python and under Slicer's Python, headless:
     python Training/train.py --config SemiSupCardiacSegLib/configs/la_sassnet_cpu.json --out runs/la
     Slicer --no-main-window --python-script Training/train.py --config ... --out ...
 No Qt, no GUI. Ctrl-C (or SIGTERM) saves ``last.pt``; ``--resume`` continues from it.
+Any failure ends with one line ``error: ...`` on stderr (the file and cause where there is one;
+``--debug`` also prints the traceback) and exit code 2. The script always ends by raising
+``SystemExit(code)``, success included, which is what makes a headless Slicer exit.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if str(REPO) not in sys.path:  # run from a checkout without pip install
 def parse_args(argv: list[str]) -> argparse.Namespace:
     from SemiSupCardiacSegLib.methods import METHODS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="JSON config; command-line options override it")
     p.add_argument("--data", nargs="+", help="folder(s) or .list file(s) of cases")
     p.add_argument("--method", choices=sorted(METHODS),
@@ -36,13 +39,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="on failure also print the traceback")
     return p.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> dict:
     """The training config: --config (or, with --method alone, configs/METHOD.json), then the
     command-line overrides; relative data paths resolved from the current folder, the config's
-    folder, then the repository. Raises ValueError naming an unreadable config."""
+    folder, then the repository. Raises InputError (a ValueError) naming an unreadable config."""
+    from SemiSupCardiacSegLib.errors import InputError
+
     config: dict = {}
     if args.config is None and args.method:  # --method NAME alone: that method's paper configuration
         args.config = REPO / "SemiSupCardiacSegLib" / "configs" / f"{args.method}.json"
@@ -50,7 +56,7 @@ def build_config(args: argparse.Namespace) -> dict:
         try:
             config = json.loads(args.config.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read config {args.config}: {exc}") from exc
+            raise InputError(f"cannot read config {args.config}: {exc}") from exc
     for key in ("data", "method", "labeled", "iterations"):
         val = getattr(args, key)
         if val is not None:
@@ -67,33 +73,85 @@ def build_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Slicer's --python-script passes its own argv; keep what follows the script name.
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one 'error:' line (no usage block), exit code 2
+        raise SystemExit(_fail(f"{message} (see --help)"))
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def describe(exc: BaseException, config: Path | None = None) -> str:
+    """One line naming the cause (and the file where there is one) of a failed run."""
+    from SemiSupCardiacSegLib.errors import InputError
+
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top == "torch":
+            return ("training needs PyTorch (in Slicer: install the PyTorch extension and its torch; "
+                    "else pip install torch)")
+        return f"training needs the {top} package (pip install {top}; in Slicer: slicer.util.pip_install('{top}'))"
+    if isinstance(exc, InputError):  # its message names the file and the problem
+        return first or exc.__class__.__name__
+    if isinstance(exc, KeyError):
+        where = f" in config {config}" if config else ""
+        return f"missing or unknown key {exc.args[0]!r}{where} (KeyError)" if exc.args else f"KeyError{where}"
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in first and config:
+        return f"{first} (an unknown key in config {config}?)"
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in first:
+        return f"{exc.filename}: {first or exc.__class__.__name__}"
+    if isinstance(exc, RuntimeError) and first:  # e.g. out of GPU memory, with the batch size that fits
+        return first
+    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
-    from SemiSupCardiacSegLib.io import InputError
     from SemiSupCardiacSegLib.training import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        config = build_config(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = build_config(args)
     if "data" not in config:
-        print("error: no training data: give --data or a config with 'data'", file=sys.stderr)
-        return 2
-    try:
-        result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(resume=args.resume, stop_after=args.stop_after)
-    except (InputError, RuntimeError) as exc:  # RuntimeError: e.g. out of GPU memory, with the batch size that fits
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in result.items() if k != "best"} | {"best_dice": (result["best"] or {}).get("dice")}))
+        return _fail("no training data: give --data or a config with 'data'")
+    result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(resume=args.resume, stop_after=args.stop_after)
+    print(json.dumps({**{k: v for k, v in result.items() if k != "best"}, "best_dice": (result["best"] or {}).get("dice")}))
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Train; returns the exit code (0 done, 2 failed with one ``error:`` line on stderr, 130
+    interrupted outside the training loop; inside it Ctrl-C/SIGTERM save ``last.pt`` and return 0).
+    Never raises, so the caller can always end with ``SystemExit(code)``."""
+    # Slicer's --python-script passes its own argv; keep what follows the script name.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    args = None
+    try:
+        args = parse_args(argv)
+        return run(args)
+    except SystemExit as exc:  # argparse: --help (0) or a bad option (2, its line already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else _fail(str(exc.code)))
+    except KeyboardInterrupt:  # outside the training loop (there the trainer saves last.pt and stops)
+        return _fail("interrupted", 130)
+    except BaseException as exc:  # noqa: BLE001 - any failure: one line, exit code 2 (Slicer must exit)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        try:
+            message = describe(exc, getattr(args, "config", None))
+        except BaseException:  # noqa: BLE001 - never let the report itself fail
+            message = exc.__class__.__name__
+        return _fail(message)
+
+
 if __name__ == "__main__":
-    sys.exit(main())  # also ends a headless Slicer started with --python-script
+    # Always raise SystemExit, success included: a headless Slicer started with
+    # --python-script runs this file with __name__ == "__main__" and exits only on SystemExit.
+    raise SystemExit(main())

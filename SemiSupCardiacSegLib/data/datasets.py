@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..dependencies import import_optional
 from ..io import SUPPORTED_SUFFIXES, InputError, file_suffix, read_h5_case, read_label, read_volume
 from ..preprocessing import Preprocessing, labels_to_model_space, to_model_space
 from ..sdm import multiclass_sdm
@@ -52,10 +53,12 @@ def _stem(path: Path) -> str:
 
 
 def _h5_has_label(path: Path) -> bool:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return "label" in f
+    h5py = import_optional("h5py", f"reading {path.name}")
+    try:
+        with h5py.File(path, "r") as f:
+            return "label" in f
+    except Exception as exc:  # h5py raises OSError flavours for truncated or non-HDF5 files
+        raise InputError(f"{path.name}: cannot read h5 file ({exc.__class__.__name__}: {exc})") from exc
 
 
 def _case_from_image(path: Path) -> CaseFile:
