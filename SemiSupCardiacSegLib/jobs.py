@@ -87,7 +87,7 @@ def _process_group_options() -> dict:
     its children too: a new session on POSIX, CREATE_NEW_PROCESS_GROUP on Windows (the group that
     CTRL_BREAK_EVENT is sent to)."""
     if os.name == "nt":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)}
     return {"start_new_session": True}
 
 
@@ -100,7 +100,7 @@ def _stop_signal(process: subprocess.Popen, force: bool) -> None:
         if force:
             process.kill()  # TerminateProcess
         else:
-            process.send_signal(signal.CTRL_BREAK_EVENT)
+            process.send_signal(getattr(signal, "CTRL_BREAK_EVENT", 1))
         return
     try:
         os.killpg(process.pid, signal.SIGKILL if force else signal.SIGTERM)

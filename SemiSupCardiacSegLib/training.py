@@ -375,7 +375,9 @@ class Trainer:
         def _handler(signum, frame):  # save and stop at the end of the current iteration
             self._stop = True
 
-        old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
+        # SIGBREAK: what CTRL_BREAK_EVENT (the Slicer module's stop request on Windows) raises there.
+        stops = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ())
+        old = {s: signal.signal(s, _handler) for s in stops} if _main_thread() else {}
         from .progress import progress_bar
 
         bar = progress_bar(total=total, initial=start, desc=f"train {cfg['method']}", disable=not (self.progress and main), dynamic_ncols=True)

@@ -161,10 +161,13 @@ class _App:
         self._qt.QTimer.fire_due()
 
     def setOverrideCursor(self, cursor) -> None:
-        pass
+        self._qt.QApplication.setOverrideCursor(cursor)
 
     def restoreOverrideCursor(self) -> None:
-        pass
+        self._qt.QApplication.restoreOverrideCursor()
+
+    def topLevelWidgets(self) -> list:
+        return []  # no main window: Slicer's message helpers fall back to parentless boxes
 
     def userSettings(self):
         return self._qt.QSettings()
@@ -211,6 +214,8 @@ class SlicerSession:
         self.ctk = _load_standin("ctk")
         self.qt.QSettings.store = {}
         self.qt.QTimer.active_timers = []
+        self.qt.QMessageBoxAnswers.pending = []
+        self.qt.QApplication._cursors = []
         import slicer  # slicer-core
 
         self.slicer = slicer

@@ -279,3 +279,107 @@ def test_module_self_test_passes(session):
     session.slicer.selfTests["SemiSupCardiacSeg"](msec=0)
     if torch_present:
         assert _segmentations(session.scene), "the self-test made no segmentation"
+
+
+def test_cine_pair_runs_in_one_child_and_tabulates_indices(session):
+    """Defect 9 (ES frame in the GUI process): an ED/ES pair is segmented by one child process
+    (``segment --es``), both results imported, and the cardiac-indices table shown."""
+    from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom
+
+    w = session.load_module()
+    session.enter()
+    nodes = {}
+    for phase in ("ED", "ES"):
+        ph = make_cine_phantom(2, phase)
+        nodes[phase] = w.logic.add_volume_node(Volume(ph.image, ph.spacing), f"cine {phase}")
+    p = w._parameterNode
+    p.inputVolume, p.esVolume, p.model, p.mcSamples, p.device = nodes["ED"], nodes["ES"], "cine", 2, "cpu"
+    assert w.ui.segmentButton.text == "Segment RV, myocardium, LV"
+    w.ui.segmentButton.click()
+    argv = w._runner.job.argv
+    assert "--es" in argv and argv[argv.index("--es") + 1].endswith("es.nrrd")
+    assert session.wait_until(lambda: not w._runner.busy, 300), w.ui.statusLabel.text
+    result = w._result
+    assert w.ui.statusLabel.text.startswith("Done:") and result.es is not None and result.es.input_node is nodes["ES"]
+    assert result.cardiac["lv_edv_ml"] > result.cardiac["lv_esv_ml"] > 0
+    table = session.scene.GetNodeByID(session.core.application_logic.GetSelectionNode().GetActiveTableID())
+    rows = {table.GetCellText(r, 0): float(table.GetCellText(r, 1)) for r in range(table.GetNumberOfRows())}
+    assert rows["lv_ef"] == pytest.approx(result.cardiac["lv_ef_percent"], abs=0.05)
+    assert len(_segmentations(session.scene)) == 2
+
+
+def test_missing_torch_is_offered_before_anything_runs(session, monkeypatch):
+    """Defect 5/11: without torch the panel asks first; declined, nothing starts; accepted without
+    the PyTorch extension, the message says what to install. The self-test skips, saying why."""
+    w = session.load_module()
+    session.enter()
+    node, _ = _volume(session, 8, "A")
+    w._parameterNode.inputVolume = node
+    monkeypatch.setitem(sys.modules, "torch", None)  # importlib.util.find_spec('torch') -> None
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)
+    session.slicer.app.testing = False  # real message boxes: the test answers them
+    session.qt.QMessageBoxAnswers.pending = [session.qt.QMessageBox.Cancel]
+    w.ui.segmentButton.click()
+    assert not w._runner.busy and w.ui.statusLabel.text == "Not started: PyTorch not installed"
+    session.qt.QMessageBoxAnswers.pending = [session.qt.QMessageBox.Ok]
+    with pytest.raises(RuntimeError, match="install 'PyTorch' from the Extensions Manager"):
+        w.ui.segmentButton.click()
+    assert not w._runner.busy and not session.qt.QMessageBoxAnswers.pending
+    session.slicer.app.testing = True
+    session.slicer.selfTests["SemiSupCardiacSeg"](msec=0)
+    assert not _segmentations(session.scene)
+
+
+def test_stop_uses_the_platform_process_group(monkeypatch, tmp_path):
+    """Defect 6: on POSIX a stop reaches the child's own children (its session's group); on Windows
+    the child gets CREATE_NEW_PROCESS_GROUP and CTRL_BREAK_EVENT, then TerminateProcess. The Windows
+    branch cannot run here: checked on a recorder of the calls it makes."""
+    import subprocess
+    import time
+
+    from SemiSupCardiacSegLib import jobs
+
+    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    job = jobs.ChildJob([sys.executable, "-c", script], tmp_path, "log.txt", grace_s=5)
+    time.sleep(1.0)
+    group = os.getpgid(job.process.pid)
+    assert group == job.process.pid  # its own group
+    t0 = time.monotonic()
+    job.request_stop()
+    assert time.monotonic() - t0 < 1.0  # returns at once
+    deadline = time.monotonic() + 10
+    while job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.poll() is not None
+    time.sleep(0.5)
+    alive = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+             if _pgid(pid) == group]
+    assert not alive, f"processes of the stopped group still alive: {alive}"
+
+    class Recorder:  # stands in for a Windows Popen: records what the stop sends
+        def __init__(self):
+            self.calls = []
+
+        def poll(self):
+            return None
+
+        def send_signal(self, sig):
+            self.calls.append(("signal", sig))
+
+        def kill(self):
+            self.calls.append(("kill",))
+
+    monkeypatch.setattr(jobs.os, "name", "nt")
+    assert jobs._process_group_options() == {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)}
+    rec = Recorder()
+    jobs._stop_signal(rec, force=False)
+    jobs._stop_signal(rec, force=True)
+    assert rec.calls == [("signal", getattr(__import__("signal"), "CTRL_BREAK_EVENT", 1)), ("kill",)]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[2])

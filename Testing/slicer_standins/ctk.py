@@ -84,3 +84,11 @@ class ctkDoubleRangeSlider(ctkRangeWidget):
 
 class ctkColorPickerButton(qt.QWidget):
     colorChanged = qt.signal()
+
+
+class ctkMessageBox(qt.QMessageBox):
+    """A message box; ``exec_()`` returns the next answer the test queued (``qt.QMessageBoxAnswers``)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.text = ""

@@ -515,14 +515,44 @@ class QMessageBox(QWidget):
     Information, Warning, Critical, Question = 1, 2, 3, 4
 
 
+class QMessageBoxAnswers:
+    """The user's answers to the message boxes to come (the test says what is clicked)."""
+
+    pending: list = []
+
+
+def _exec_message_box(box) -> int:
+    if not QMessageBoxAnswers.pending:
+        raise RuntimeError(f"a message box asked the user ({getattr(box, 'text', '')!r}) and the test gave no answer")
+    return QMessageBoxAnswers.pending.pop(0)
+
+
+QMessageBox.exec_ = _exec_message_box
+
+
+class QCursor:
+    def __init__(self, shape=0) -> None:
+        self._shape = shape
+
+    def shape(self):
+        return self._shape
+
+
 class QApplication:
+    _cursors: list = []
+
     @staticmethod
     def setOverrideCursor(cursor) -> None:
-        pass
+        QApplication._cursors.append(cursor if isinstance(cursor, QCursor) else QCursor(cursor))
 
     @staticmethod
     def restoreOverrideCursor() -> None:
-        pass
+        if QApplication._cursors:
+            QApplication._cursors.pop()
+
+    @staticmethod
+    def overrideCursor():
+        return QApplication._cursors[-1] if QApplication._cursors else None
 
 
 class QFile:
