@@ -170,11 +170,14 @@ class ChildJob:
         self._stdout.close()
 
     def error(self) -> str:
-        """The child's last 'error: ...' line (the one-line message of the CLI and train.py), or ''."""
+        """The child's last 'error: ...' line (the one-line message of the CLI and train.py); for a
+        child that died without one (a crash, a missing module), the last line of its output; ''
+        when it printed nothing."""
         if not self._log.exists():
             return ""
-        lines = [ln for ln in self._log.read_text(errors="replace").splitlines() if ln.startswith("error:")]
-        return lines[-1] if lines else ""
+        lines = [ln.strip() for ln in self._log.read_text(errors="replace").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("error:")]
+        return errors[-1] if errors else (lines[-1] if lines else "")
 
 
 class FineTuneJob(ChildJob):
