@@ -167,12 +167,19 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.initializeParameterNode()
 
     def exit(self) -> None:
+        self._disconnectParameterNode()
+
+    def _disconnectParameterNode(self) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            if self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply):
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        """The scene goes: a segmentation of one of its volumes is stopped (a fine-tune goes on)."""
+        if self._runner is not None and self._runner.label == "segment":
+            self._runner.cancel()
         self.setParameterNode(None)
         self._result, self._regions, self._regionIndex = None, [], -1
 
@@ -192,9 +199,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._parameterNode.inputVolume = first
 
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -295,6 +300,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.ui.statusLabel.text = "Segmentation cancelled"
             elif code != 0:
                 self.ui.statusLabel.text = f"Segmentation failed: {job.error() or f'exit code {code}'}"
+            elif not slicer.mrmlScene.IsNodePresent(input_node):
+                self.ui.statusLabel.text = "Segmentation discarded: its input volume is no longer in the scene"
             else:
                 with slicer.util.tryWithErrorDisplay("Loading the results failed.", waitCursor=True):
                     self._showResult(self.logic.import_outputs(input_node, job.out, es_node))

@@ -108,6 +108,12 @@ def _stop_signal(process: subprocess.Popen, force: bool) -> None:
         pass
 
 
+def _library_env() -> dict:
+    """The environment of a ``python -m SemiSupCardiacSegLib`` child: this checkout first on PYTHONPATH
+    (a module loaded from a checkout has the library beside it, not installed)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+
+
 class ChildJob:
     """A child process in its own process group, its output in ``out/log_name``.
 
@@ -233,8 +239,7 @@ class SegmentJob(ChildJob):
             argv += ["--roi-mask", str(roi_mask)]
         if es_input is not None:
             argv += ["--es", str(es_input)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        super().__init__(argv, out, "segment_stdout.txt", env=env, grace_s=0.0)
+        super().__init__(argv, out, "segment_stdout.txt", env=_library_env(), grace_s=0.0)
 
     def progress(self) -> float:
         if not self._log.exists():
@@ -257,8 +262,8 @@ class EvaluateJob(ChildJob):
                 "--out", str(out_json), "--device", device, "--quiet"]
         if model:
             argv += ["--model", str(model)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        super().__init__(argv, self.result_path.parent, self.result_path.stem + "_stdout.txt", env=env, grace_s=0.0)
+        super().__init__(argv, self.result_path.parent, self.result_path.stem + "_stdout.txt", env=_library_env(),
+                         grace_s=0.0)
 
     def progress(self) -> float:
         return 0.0

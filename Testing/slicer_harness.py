@@ -27,7 +27,11 @@ MODULE_FILE = REPO / "SemiSupCardiacSeg" / "SemiSupCardiacSeg.py"
 STANDINS = Path(__file__).resolve().parent / "slicer_standins"
 #: Colour tables the module refers to, read from the tag's ColorFiles as Slicer's Colors module does.
 COLOR_FILES = ("Inferno.txt", "DivergingBlueRed.txt", "GenericAnatomyColors.txt")
-_PURGED_PREFIXES = ("slicer.ScriptedLoadableModule", "slicer.i18n", "slicer.parameterNodeWrapper", "SemiSupCardiacSeg")
+#: Modules re-imported for each tag: Slicer's layers, and the module file (which subclasses them).
+#: The library and the Qt-free Logic package are not tag-dependent and stay (re-importing them would
+#: give other tests' imports different class objects, e.g. two InputError classes).
+_PURGED_PREFIXES = ("slicer.ScriptedLoadableModule", "slicer.i18n", "slicer.parameterNodeWrapper")
+_PURGED_NAMES = ("SemiSupCardiacSeg",)
 
 
 def _load_standin(name: str):
@@ -219,7 +223,7 @@ class SlicerSession:
         import slicer  # slicer-core
 
         self.slicer = slicer
-        for name in [n for n in sys.modules if n.startswith(_PURGED_PREFIXES)]:
+        for name in [n for n in sys.modules if n.startswith(_PURGED_PREFIXES) or n in _PURGED_NAMES]:
             del sys.modules[name]
         slicer.__path__[:] = [p for p in slicer.__path__ if str(SLICER_LAYERS) not in p] + [str(layers)]
         for name, cls in _mrml_widget_classes(self.qt).items():

@@ -250,9 +250,9 @@ def test_fine_tune_registers_the_new_model_and_compares(session, trained, tmp_pa
     assert table.GetName().startswith("fine-tune validation") and table.GetCellText(0, 1) == "dice"
 
 
-def test_scene_close_and_module_cleanup_leave_nothing_running(session, trained):
-    """Defect 10: closing the scene and unloading the module stop the timer, end the child and
-    remove its temporary folder."""
+def test_scene_close_and_module_cleanup_leave_nothing_running(session, trained, tmp_path):
+    """Defect 10: closing the scene stops a segmentation of its volume (folder removed, no process
+    left); unloading the module stops the timer and a running fine-tune, which saves last.pt."""
     w = session.load_module()
     session.enter()
     node, _ = _volume(session, 7, "A", shape=(96, 96, 48))
@@ -263,11 +263,25 @@ def test_scene_close_and_module_cleanup_leave_nothing_running(session, trained):
     old_parameters = w._parameterNode
     session.close_scene()  # the panel is entered: it takes the new scene's parameter node
     assert w._parameterNode is not old_parameters and w._parameterNode.inputVolume is None and w._result is None
-    assert not w.ui.segmentButton.enabled or w._runner.label == "segment"
+    assert job.stop_requested  # its input volume is gone with the scene
+    assert session.wait_until(lambda: not w._runner.busy, 30)
+    assert w.ui.statusLabel.text == "Segmentation cancelled" and not job.workdir.exists()
+    assert job.process.pid not in _child_processes()
+    # A fine-tune outlives the scene; unloading the module ends it (it saves last.pt) and its timer.
+    lib = tmp_path / "lib"
+    for i in range(3):
+        n, ph = _volume(session, 10 + i, f"case{i}")
+        w.logic.add_to_library(n, lib, w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), n,
+                                                                     {1: "left atrium"}, f"seg{i}"))
+    w._parameterNode.libraryFolder, w._parameterNode.model = lib, str(trained / "model.pt")
+    w._parameterNode.fineTuneIterations = 100000
+    w.ui.fineTuneButton.click()
+    job = w._runner.job
+    assert session.wait_until(lambda: (job.out / "log.jsonl").exists(), 120), job.log_path.read_text()[-2000:]
     session.unload_module()
     assert not session.qt.QTimer.active_timers
     assert job.process.poll() is not None and job.process.pid not in _child_processes()
-    assert not job.workdir.exists() and job._stdout.closed
+    assert (job.out / "last.pt").is_file() and job._stdout.closed  # stopped as a training is: resumable
     assert w._runner.job is None
 
 
