@@ -53,11 +53,17 @@ def test_atomic_folder_fresh_replace_and_failure(tmp_path):
             (tmp / "a.txt").write_text("2")
             raise OSError(errno.ENOSPC, "No space left on device")
     assert _snapshot(out) == {"a.txt": b"1", "report.json": b"{}"}
-    # Replaced whole: an entry of the earlier set that the new one lacks does not survive.
-    with atomic_folder(out, overwrite=True) as tmp:
+    # Replaced whole: an entry of the earlier set that the new one lacks does not survive ...
+    with atomic_folder(out, overwrite=True, owned=lambda name: name.endswith(".txt")) as tmp:
         (tmp / "b.txt").write_text("3")
         (tmp / "report.json").write_text("[]")
     assert _snapshot(out) == {"b.txt": b"3", "report.json": b"[]"}
+    # ... unless it is not the set's own (by default: only the new set's names are).
+    (out / "notes.md").write_text("mine")
+    with atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("4")
+        (tmp / "report.json").write_text("{}")
+    assert _snapshot(out) == {"b.txt": b"4", "notes.md": b"mine", "report.json": b"{}"}
     assert _leftovers(tmp_path, "out") == []
 
 
@@ -257,14 +263,13 @@ def test_indices_out_on_a_full_disk_keeps_the_earlier_file(tmp_path, small_tmpfs
     disk = small_tmpfs(64 * 1024)
     target = disk / "indices.json"
     target.write_text('{"earlier": true}')
-    (disk / "ballast").write_bytes(b"\0" * (64 * 1024 - 8192))  # fill what is left
-    with open(disk / "fill", "wb") as f:
-        try:
+    try:  # fill the disk to the last block
+        with open(disk / "fill", "wb") as f:
             while True:
                 f.write(b"\0" * 1024)
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
     code = cli_main(["indices", "--ed", str(ed_path), "--es", str(es_path), "--out", str(target)])
     assert code == 2 and target.read_text() == '{"earlier": true}'
-    assert sorted(p.name for p in disk.iterdir()) == ["ballast", "fill", "indices.json"]
+    assert sorted(p.name for p in disk.iterdir()) == ["fill", "indices.json"]
