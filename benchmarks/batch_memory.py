@@ -57,6 +57,7 @@ def measured(model, meta, args, inputs, out, update):
                      "inference_s": round(seconds, 2), "rss_before_mb": round(rss_before, 1),
                      "peak_mb": round(status("VmHWM"), 1), "rss_after_mb": round(status("VmRSS"), 1), "peak_reset": reset,
                      "volume_ml": {{n: round(s["volume_ml"], 2) for n, s in report["structures"].items()}}}})
+    print("RECORD " + json.dumps(records[-1]), flush=True)  # per case: a run cut short keeps what it measured
     return report, seconds
 cli.segment_case = measured
 code = cli.main(sys.argv[1:])
@@ -102,10 +103,11 @@ def main() -> int:
                 "--model", args.model, "--device", "cpu", "--threads", str(args.threads), "--quiet", *extra]
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RECORDS ")]
-        if not lines:
+        records = [json.loads(ln[len("RECORD "):]) for ln in proc.stdout.splitlines() if ln.startswith("RECORD ")]
+        if not records:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
-        data = json.loads(lines[-1][len("RECORDS "):])
+        data = json.loads(lines[-1][len("RECORDS "):]) if lines else {"code": proc.returncode, "records": records}
         summary = json.loads((tmp / "out" / "summary.json").read_text())
     records = data["records"]
     peaks = [r["peak_mb"] for r in records]
