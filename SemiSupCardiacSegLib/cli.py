@@ -27,31 +27,25 @@ def _progress_bar(desc: str, enabled: bool):
     return bar, update
 
 
+def is_batch_input(path: str) -> bool:
+    """``segment`` INPUT is a batch: a folder or a ``.list`` file of cases."""
+    return Path(path).is_dir() or Path(path).suffix == ".list"
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .inference import predict_with_model
-    from .io import read_volume
-    from .reporting import OUTPUT_FILES, segmentation_report, write_outputs
+    from .reporting import is_complete_set
 
-    out = Path(args.out)
     if args.montage:  # fail before the work, not after it
         import_optional("matplotlib", "--montage")
-    if out.exists() and not args.overwrite and any((out / f).exists() for f in OUTPUT_FILES):
+    if is_batch_input(args.input):
+        return cmd_segment_batch(args)
+    out = Path(args.out)
+    if not args.overwrite and is_complete_set(out):
         raise InputError(f"{out} already holds segmentation outputs; choose another --out or pass --overwrite")
-    volume = read_volume(args.input)
-    box, inside = _roi_from_mask(args.roi_mask, volume) if args.roi_mask else (None, None)
-    es_volume = None
-    if args.es:
-        es_volume = read_volume(args.es)
-        if not es_volume.same_grid(volume):
-            raise InputError(f"{args.es}: the end-systolic frame is not on the grid of {args.input} (shape, spacing, "
-                             "origin and direction must match)")
-
+    inputs = _read_inputs(args.input, args.es, args.roi_mask)  # bad input is refused before the model loads
     model, meta = load_model(args.model)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     if args.progress_lines:  # for a parent process (the Slicer module) that polls our stdout
         bar = None
 
@@ -59,41 +53,203 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"PROGRESS {frac:.4f}", flush=True)
     else:
         bar, update = _progress_bar("segment", not args.quiet)
-    def predict(vol, progress):
-        pred = predict_with_model(model, meta, vol.crop(box) if box else vol, mc_samples=args.mc_samples,
-                                  tta=not args.no_tta, overlap=args.overlap, device=args.device, progress=progress,
-                                  mc_scope=args.mc_scope, mc_gate=args.mc_gate)
-        return pred.uncrop(vol, box, inside[box]) if box else pred
-
-    share = 0.5 if es_volume is not None else 1.0
     try:
-        pred = predict(volume, lambda f: update(share * f))
-        es_pred = predict(es_volume, lambda f: update(0.5 + 0.5 * f)) if es_volume is not None else None
+        report, seconds = segment_case(model, meta, args, inputs, out, update)
     finally:
         if bar is not None:
             bar.close()
+    summary = {name: round(s["volume_ml"], 2) for name, s in report["structures"].items()}
+    print(json.dumps({"out": str(out), "volumes_ml": summary, "seconds": round(seconds, 2)}))
+    return 0
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _read_inputs(path, es_path=None, roi_path=None) -> dict:
+    """The volumes of one ``segment`` case: {"input", "volume", "es", "es_volume", "roi_mask", "box", "inside"}."""
+    from .io import read_volume
+
+    volume = read_volume(path)
+    box, inside = _roi_from_mask(roi_path, volume) if roi_path else (None, None)
+    es_volume = None
+    if es_path:
+        es_volume = read_volume(es_path)
+        if not es_volume.same_grid(volume):
+            raise InputError(f"{es_path}: the end-systolic frame is not on the grid of {path} (shape, spacing, "
+                             "origin and direction must match)")
+    return {"input": path, "volume": volume, "es": es_path, "es_volume": es_volume, "roi_mask": roi_path,
+            "box": box, "inside": inside}
+
+
+def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out: Path, update) -> tuple[dict, float]:
+    """Segment one case (``_read_inputs``) and write its whole output set into ``out``, all or nothing
+    (``atomic.atomic_folder``: the NRRDs, report.json, montage.png and es/ go into a folder beside
+    ``out``, then into place). Returns (report, seconds of inference)."""
+    from .atomic import atomic_folder
+    from .inference import predict_with_model
+    from .reporting import SEGMENT_SET, segmentation_report, write_output_files
+
+    volume, es_volume, box, inside = inputs["volume"], inputs["es_volume"], inputs["box"], inputs["inside"]
+
+    def predict(vol, progress):
+        pred = predict_with_model(model, meta, vol.crop(box) if box else vol, mc_samples=args.mc_samples,
+                                  tta=not args.no_tta, overlap=args.overlap, device=args.device, progress=progress,
+                                  mc_scope=args.mc_scope, mc_gate=args.mc_gate, allow_large=args.allow_large)
+        return pred.uncrop(vol, box, inside[box]) if box else pred
+
+    share = 0.5 if es_volume is not None else 1.0
+    pred = predict(volume, lambda f: update(share * f))
+    es_pred = predict(es_volume, lambda f: update(0.5 + 0.5 * f)) if es_volume is not None else None
     report = segmentation_report(pred, meta["labels"], meta)
-    report["input"] = str(args.input)
+    report["input"] = str(inputs["input"])
     if box is not None:
-        report["roi_mask"] = {"file": str(args.roi_mask), "voxels": int(inside.sum()),
+        report["roi_mask"] = {"file": str(inputs["roi_mask"]), "voxels": int(inside.sum()),
                               "box_ijk": [[b.start, b.stop] for b in box]}
+    es_report = None
     if es_pred is not None:
         from .cardiac import cardiac_indices
 
         es_report = segmentation_report(es_pred, meta["labels"], meta)
-        es_report["input"] = str(args.es)
+        es_report["input"] = str(inputs["es"])
         if set(meta["labels"].values()) >= {"right ventricle", "myocardium", "left ventricle"}:
             report["cardiac_indices"] = cardiac_indices(pred.labels.array, es_pred.labels.array, volume.spacing)
-        write_outputs(es_pred, es_report, out / "es", overwrite=args.overwrite, compact=args.compact)
-    write_outputs(pred, report, out, overwrite=args.overwrite, compact=args.compact)
-    if args.montage:
-        from .montage import save_montage
+    seconds = pred.timings["total_s"] + (es_pred.timings["total_s"] if es_pred is not None else 0.0)
+    with atomic_folder(out, overwrite=args.overwrite, owned=SEGMENT_SET.__contains__) as tmp:
+        if es_pred is not None:
+            write_output_files(es_pred, es_report, tmp / "es", compact=args.compact)
+        if args.montage:
+            from .montage import save_montage
 
-        save_montage(volume.array, pred.labels.array, pred.entropy.array, out / "montage.png",
-                     title=f"{Path(args.input).name} - model {meta.get('model_id')}")
-    summary = {name: round(s["volume_ml"], 2) for name, s in report["structures"].items()}
-    print(json.dumps({"out": str(out), "volumes_ml": summary, "seconds": round(pred.timings["total_s"], 2)}))
-    return 0
+            save_montage(volume.array, pred.labels.array, pred.entropy.array, tmp / "montage.png",
+                         title=f"{Path(inputs['input']).name} - model {meta.get('model_id')}")
+        write_output_files(pred, report, tmp, compact=args.compact)
+    return report, seconds
+
+
+#: Files of a batch's output folder besides the per-case folders.
+SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
+#: Errors that stop a whole batch (every later case would fail the same way): the disk, not the case.
+_BATCH_FATAL_ERRNOS = ("ENOSPC", "EDQUOT", "EROFS")
+
+
+def cmd_segment_batch(args: argparse.Namespace) -> int:
+    """``segment FOLDER|LIST --out OUT``: every case into OUT/<case>/ (all or nothing per case), the
+    model loaded once. A failing case is reported in one line and skipped; a case whose folder holds
+    a complete set (report.json) is skipped unless --overwrite (a rerun after a crash or Ctrl-C only
+    does what is left). OUT/summary.csv and OUT/summary.json (one row per case: volumes, quality
+    flag, seconds, error) are rewritten atomically after each case. Exit code 0: every case
+    segmented; 1: some failed (named in the summary); 2: the batch itself could not run (bad
+    list, unwritable OUT, disk full: cases done so far are kept); 130: interrupted."""
+    import errno
+    import time
+
+    from .checkpoint import load_model
+    from .data import find_cases
+    from .progress import progress_bar
+    from .reporting import is_complete_set
+
+    if args.es or args.roi_mask:
+        raise InputError("--es and --roi-mask name files of one case; they cannot be used with a folder or .list input")
+    cases = find_cases(args.input)
+    seen: dict[str, str] = {}
+    for c in cases:
+        if c.name in seen:
+            raise InputError(f"{args.input}: two cases are named '{c.name}' ({seen[c.name]}, {c.image}); "
+                             "each case needs its own output folder")
+        seen[c.name] = str(c.image)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, meta = load_model(args.model)
+    _set_threads(args)
+    structures = [meta["labels"][k] for k in sorted(meta["labels"], key=int)]
+    rows: dict[str, dict] = {}
+    n = len(cases)
+    bar = progress_bar(total=n, desc="segment", disable=args.quiet or args.progress_lines, unit="case")
+    failed = 0
+    try:
+        for i, case in enumerate(cases):
+            case_out = out / case.name
+            if not args.overwrite and is_complete_set(case_out):
+                rows[case.name] = _summary_row(case, case_out, _read_report(case_out), None, None, "done earlier")
+            else:
+                t0 = time.perf_counter()
+
+                def update(frac: float, i=i) -> None:
+                    if args.progress_lines:
+                        print(f"PROGRESS {(i + frac) / n:.4f}", flush=True)
+
+                try:
+                    inputs = _read_inputs(case.image)
+                    report, _ = segment_case(model, meta, args, inputs, case_out, update)
+                    rows[case.name] = _summary_row(case, case_out, report, time.perf_counter() - t0, None, "done")
+                except (InputError, OSError, RuntimeError, ValueError, MemoryError) as exc:
+                    if isinstance(exc, OSError) and errno.errorcode.get(exc.errno or -1) in _BATCH_FATAL_ERRNOS:
+                        raise
+                    message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                    failed += 1
+                    rows[case.name] = _summary_row(case, case_out, None, time.perf_counter() - t0, message, "failed")
+                    bar.write(f"error: {case.name}: {message}", file=sys.stderr)
+            _write_summary(out, rows, structures, meta)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        done = sum(r["status"] != "failed" for r in rows.values())
+        print(f"interrupted: {done} of {n} cases complete in {out}; run the same command again to do the rest",
+              file=sys.stderr, flush=True)
+        return 130
+    bar.close()
+    done = sum(r["status"] != "failed" for r in rows.values())
+    print(json.dumps({"out": str(out), "cases": n, "complete": done, "failed": failed,
+                      "summary": str(out / SUMMARY_CSV)}))
+    return 1 if failed else 0
+
+
+def _read_report(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _summary_row(case, case_out: Path, report: dict | None, seconds: float | None, error: str | None, status: str) -> dict:
+    """One case of the batch summary: volumes (mL) and quality flags per structure from its report."""
+    structures = (report or {}).get("structures", {})
+    if seconds is None and report is not None:  # a case done by an earlier run: its own inference time
+        seconds = (report.get("timings_s") or {}).get("total_s")
+    flags = [s.get("doubtful") for s in structures.values()]
+    quality = None if not structures else ("doubtful" if any(f is True for f in flags) else
+                                           "not assessed" if any(f is None for f in flags) else "ok")
+    return {"case": case.name, "input": str(case.image), "out": str(case_out), "status": status,
+            "volumes_ml": {n: round(float(s["volume_ml"]), 3) for n, s in structures.items()},
+            "doubtful": {n: s.get("doubtful") for n, s in structures.items()}, "quality": quality,
+            "seconds": None if seconds is None else round(float(seconds), 2), "error": error}
+
+
+def _write_summary(out: Path, rows: dict, structures: list, meta: dict) -> None:
+    """OUT/summary.json and OUT/summary.csv, each written atomically."""
+    import csv
+    import io
+
+    from .atomic import atomic_write_text
+
+    ordered = [rows[k] for k in rows]
+    payload = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, "n_cases": len(ordered),
+               "n_complete": sum(r["status"] != "failed" for r in ordered),
+               "n_failed": sum(r["status"] == "failed" for r in ordered), "cases": ordered}
+    atomic_write_text(out / SUMMARY_JSON, json.dumps(payload, indent=2))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case", "status", *[f"{s} (mL)" for s in structures], "quality", "seconds", "error", "input"])
+    for r in ordered:
+        vols = ["" if r["volumes_ml"].get(s) is None else f"{r['volumes_ml'][s]:.2f}" for s in structures]
+        writer.writerow([r["case"], r["status"], *vols, r["quality"] or "", "" if r["seconds"] is None else r["seconds"],
+                         r["error"] or "", r["input"]])
+    atomic_write_text(out / SUMMARY_CSV, buf.getvalue())
 
 
 def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], "np.ndarray"]:
@@ -192,9 +348,12 @@ def cmd_indices(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m SemiSupCardiacSegLib", description="Semi-supervised cardiac MR segmentation")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("segment", help="segment one volume; writes NRRD outputs and report.json on the input grid")
-    s.add_argument("input", help=".h5, .nrrd, .nii(.gz) or .mha")
-    s.add_argument("--out", required=True, help="output folder")
+    s = sub.add_parser("segment", help="segment one volume (or a folder / .list of them); writes NRRD outputs and "
+                                       "report.json on the input grid")
+    s.add_argument("input", help=".h5, .nrrd, .nii(.gz) or .mha; or a folder or .list file of cases (batch: each "
+                                 "case into OUT/<case>/, cases already complete skipped, OUT/summary.csv and "
+                                 "summary.json; exit code 1 when some case failed)")
+    s.add_argument("--out", required=True, help="output folder (written all or nothing)")
     s.add_argument("--model", default=None, help="shipped model name ('la': left atrium, 3D LGE; 'cine': LV/RV/myocardium, short-axis cine) or checkpoint path; default: la")
     s.add_argument("--mc-samples", type=int, default=10, help="MC-dropout samples (1 = deterministic)")
     s.add_argument("--mc-scope", choices=("decoder", "head"), default=None,
@@ -215,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "go to OUT/es/ and LV/RV volumes, EF and myocardial mass into report.json")
     s.add_argument("--compact", action="store_true",
                    help="store the float maps as uint8 codes (scale and offset in report.json; smaller, faster to load)")
-    s.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out (the new set replaces "
+                                                            "the old one whole; batch: recompute every case)")
+    s.add_argument("--allow-large", action="store_true", help="run even when the model grid is far larger than the "
+                                                              "input (a coarse volume upsampled: many windows, long)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS <fraction>' lines on stdout (for a parent process)")
     s.set_defaults(func=cmd_segment)

@@ -68,6 +68,16 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     return sorted({min(i * stride, size - patch) for i in range(n)})
 
 
+def window_grid(shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float]) -> list[tuple[int, int, int]]:
+    """The window start corners ``sliding_window_predict`` runs on an image of ``shape`` (already padded
+    to at least ``patch`` along every axis; a smaller axis counts as padded)."""
+    patch = [int(p) for p in patch]
+    overlaps = [float(o) for o in overlap] if isinstance(overlap, (list, tuple)) else [float(overlap)] * 3
+    stride = [max(1, int(round(p * (1.0 - o)))) for p, o in zip(patch, overlaps)]
+    axes = [window_starts(max(int(n), p), p, st) for n, p, st in zip(shape, patch, stride)]
+    return [(x, y, z) for x in axes[0] for y in axes[1] for z in axes[2]]
+
+
 def entropy(p: np.ndarray, axis: int = 0) -> np.ndarray:
     """Shannon entropy in nats along ``axis`` (0 log 0 = 0)."""
     p = np.clip(p, 1e-12, 1.0)
@@ -125,11 +135,7 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     pads = [(max(0, p - n) // 2, max(0, p - n) - max(0, p - n) // 2) for n, p in zip(orig_shape, patch)]
     img = np.pad(image, pads, mode="constant") if any(a or b for a, b in pads) else image
     shape = img.shape
-    overlaps = [float(o) for o in overlap] if isinstance(overlap, (list, tuple)) else [float(overlap)] * 3
-    stride = [max(1, int(round(p * (1.0 - o)))) for p, o in zip(patch, overlaps)]
-    starts = [(x, y, z) for x in window_starts(shape[0], patch[0], stride[0])
-              for y in window_starts(shape[1], patch[1], stride[1])
-              for z in window_starts(shape[2], patch[2], stride[2])]
+    starts = window_grid(shape, patch, overlap)
     weight = gaussian_importance(patch)
     weight_t = torch.from_numpy(weight).to(device)
     was_training = model.training
@@ -420,7 +426,7 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
                    mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
                    postprocess: bool = True, progress: Callable[[float], None] | None = None,
                    seed: int | None = 0, flip_axes: Sequence[int] = (), rot90_tta: bool = False,
-                   mc_scope: str = "decoder", mc_gate: float = 0.0) -> Prediction:
+                   mc_scope: str = "decoder", mc_gate: float = 0.0, allow_large: bool = False) -> Prediction:
     """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back).
 
     flip_axes: model-space axes for flip TTA (``predict_model_space``); a model's checkpoint gives
@@ -433,6 +439,8 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     seed: the MC-dropout masks are drawn from torch's RNG seeded with ``seed`` inside a forked RNG
     state (the caller's RNG is untouched), so the same input and model give the same output;
     None draws from the current global state.
+    allow_large: run even when the model grid is far larger than the input (``check_workload``;
+    the estimate is then only warned about).
     """
     dev = resolve_device(device)
     model = model.to(dev)
@@ -444,6 +452,9 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     t0 = time.perf_counter()
     model_spacing = prep.model_spacing(volume.shape, volume.spacing)  # axis order aside: only the voxel count matters
     check_memory(volume.shape, tuple(round(n * s / m) for n, s, m in zip(volume.shape, volume.spacing, model_spacing)), num_classes)
+    passes = 8 if rot90_tta else len(flip_sets(flip_axes))
+    work = plan_workload(volume, prep, patch_size, overlap, mc_samples, passes)
+    check_workload(work, allow_large, lambda: time_one_window(model, patch_size, dev))
     msi = to_model_space(volume, prep)
     t1 = time.perf_counter()
     devices = [dev.index or 0] if dev.type == "cuda" else []
@@ -477,14 +488,93 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     )
 
 
-def available_memory_bytes() -> int | None:
+#: cgroup "no limit" values at or above this (v1 reports the largest page-aligned int64) count as none.
+_CGROUP_UNLIMITED = 2**60
+
+
+def _read_int(path) -> int | None:
+    try:
+        text = open(path).read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text == "max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _stat_value(path, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _own_cgroup_paths(proc_cgroup) -> tuple[str | None, str | None]:
+    """(cgroup v2 path, cgroup v1 memory-controller path) of this process from /proc/self/cgroup."""
+    v2 = v1 = None
+    try:
+        with open(proc_cgroup) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) != 3:
+                    continue
+                if parts[0] == "0" and parts[1] == "":
+                    v2 = parts[2]
+                elif "memory" in parts[1].split(","):
+                    v1 = parts[2]
+    except OSError:
+        pass
+    return v2, v1
+
+
+def cgroup_available_bytes(root="/sys/fs/cgroup", proc_cgroup="/proc/self/cgroup") -> int | None:
+    """Memory this process's container may still use: its cgroup's limit minus what the cgroup uses
+    (less the inactive page cache, which the kernel reclaims before it kills), or None without a limit.
+
+    cgroup v2: ``memory.max`` / ``memory.current`` / ``memory.stat`` (inactive_file); v1:
+    ``memory/memory.limit_in_bytes`` / ``memory.usage_in_bytes`` / ``memory.stat`` (total_inactive_file).
+    Looked up in the process's own cgroup (``proc_cgroup``) and at the mount's root (inside a
+    container the two coincide); the smallest limit found counts. ``root`` and ``proc_cgroup`` are
+    parameters so that tests can stand in a folder of their own."""
+    from pathlib import Path
+
+    root = Path(root)
+    v2_path, v1_path = _own_cgroup_paths(proc_cgroup)
+    candidates = []  # (limit file, usage file, stat file, inactive key)
+    for rel in {"", (v2_path or "").lstrip("/")}:
+        base = root / rel if rel else root
+        candidates.append((base / "memory.max", base / "memory.current", base / "memory.stat", "inactive_file"))
+    for rel in {"", (v1_path or "").lstrip("/")}:
+        base = root / "memory" / rel if rel else root / "memory"
+        candidates.append((base / "memory.limit_in_bytes", base / "memory.usage_in_bytes", base / "memory.stat",
+                           "total_inactive_file"))
+    best = None
+    for limit_file, usage_file, stat_file, key in candidates:
+        limit = _read_int(limit_file)
+        if limit is None or limit >= _CGROUP_UNLIMITED:
+            continue
+        usage = _read_int(usage_file) or 0
+        free = max(0, limit - max(0, usage - _stat_value(stat_file, key)))
+        best = free if best is None else min(best, free)
+    return best
+
+
+def host_available_bytes(meminfo="/proc/meminfo") -> int | None:
     """MemAvailable from /proc/meminfo (Linux), else free physical pages; None when unknown."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(meminfo) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     try:
         import os
@@ -492,6 +582,14 @@ def available_memory_bytes() -> int | None:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to this process: the host's (``host_available_bytes``) or, inside a
+    container with a memory limit, the cgroup's (``cgroup_available_bytes``), whichever is smaller;
+    None when neither is known."""
+    known = [v for v in (host_available_bytes(), cgroup_available_bytes()) if v is not None]
+    return min(known) if known else None
 
 
 def estimate_inference_bytes(input_shape: Sequence[int], model_shape: Sequence[int], num_classes: int) -> int:
@@ -520,6 +618,105 @@ def check_memory(input_shape: Sequence[int], model_shape: Sequence[int], num_cla
     if available is not None and need > available:
         raise InputError(f"volume too large for available memory: segmenting {tuple(input_shape)} voxels needs about "
                          f"{need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available; crop it or resample it first")
+
+
+#: A model grid with more than this many times the input's voxels is "far larger than the input"
+#: (a 5 mm localizer resampled to the LA model's 0.625 mm grid has 512 times the voxels) ...
+LARGE_GRID_FACTOR = 8.0
+#: ... and then needs ``allow_large`` when it takes more than this many windows.
+LARGE_GRID_WINDOWS = 64
+
+
+@dataclass
+class Workload:
+    """What a ``predict_volume`` call will run, planned before any work (``plan_workload``)."""
+
+    input_shape: tuple[int, ...]
+    model_shape: tuple[int, ...]
+    windows: int  # sliding windows per pass set
+    pass_sets: int  # TTA flips/rotations: each runs every window
+    decoder_passes: int  # per window, summed over pass sets (max(MC samples, pass sets))
+
+    @property
+    def grid_factor(self) -> float:
+        """Model-grid voxels per input voxel."""
+        return float(np.prod(self.model_shape)) / max(1.0, float(np.prod(self.input_shape)))
+
+    @property
+    def is_large(self) -> bool:
+        return self.grid_factor > LARGE_GRID_FACTOR and self.windows * self.pass_sets > LARGE_GRID_WINDOWS
+
+
+def plan_workload(volume: Volume, prep, patch_size, overlap, mc_samples: int, pass_sets: int = 1) -> Workload:
+    """The model grid ``to_model_space`` will make of ``volume`` and the windows it takes (no voxel
+    is touched: cheap whatever the volume)."""
+    from .volume import canonical_reorientation
+
+    if prep.reorient:
+        perm = list(canonical_reorientation(volume.direction).perm)
+    else:
+        perm = [0, 1, 2]
+    shape = tuple(int(volume.shape[p]) for p in perm)
+    spacing = np.asarray(volume.spacing, float)[perm]
+    model_spacing = prep.model_spacing(shape, spacing)
+    model_shape = tuple(max(1, int(round(n * s / m))) for n, s, m in zip(shape, spacing, model_spacing))
+    windows = len(window_grid(model_shape, tuple(int(p) for p in patch_size), overlap))
+    return Workload(tuple(int(n) for n in volume.shape), model_shape, windows, int(pass_sets),
+                    max(int(mc_samples), int(pass_sets)))
+
+
+def time_one_window(model: torch.nn.Module, patch_size, device) -> tuple[float, float]:
+    """Seconds of one encoder and one decoder pass on one window (a measured probe, ~ one window's work)."""
+    was_training = model.training
+    model.eval()
+    try:
+        channels = next((m.in_channels for m in model.modules() if hasattr(m, "in_channels")), 1)
+        x = torch.zeros((1, int(channels)) + tuple(int(p) for p in patch_size), device=device)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            feats = model.encode(x)
+            t1 = time.perf_counter()
+            model.decode(feats)
+            t2 = time.perf_counter()
+    finally:
+        model.train(was_training)
+    return t1 - t0, t2 - t1
+
+
+def estimated_seconds(work: Workload, encode_s: float, decode_s: float) -> float:
+    """Network time of ``work``: every window encoded once per pass set, decoded once per pass."""
+    return work.windows * (work.pass_sets * encode_s + work.decoder_passes * decode_s)
+
+
+def check_workload(work: Workload, allow_large: bool = False,
+                   probe: Callable[[], tuple[float, float]] | None = None) -> float | None:
+    """Refuse (InputError), or with ``allow_large`` warn on stderr, when the model grid is far larger
+    than the input (``Workload.is_large``), naming the windows and the estimated time (from
+    ``probe()``: encoder and decoder seconds of one window). Returns the estimate, or None when the
+    workload is not large (no probe is run then)."""
+    if not work.is_large:
+        return None
+    seconds = estimated_seconds(work, *probe()) if probe is not None else None
+    when = f", about {_duration(seconds)}" if seconds is not None else ""
+    text = (f"the model grid {' x '.join(map(str, work.model_shape))} has {work.grid_factor:.0f} times the voxels of the "
+            f"input {' x '.join(map(str, work.input_shape))} (a coarse volume upsampled to the model's spacing): "
+            f"{work.windows * work.pass_sets} windows{when}")
+    if not allow_large:
+        from .io import InputError
+
+        raise InputError(f"{text}; pass --allow-large to run it anyway, or give a volume nearer the model's spacing")
+    import sys
+
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def run_with_oom_fallback(run: Callable[[int, torch.device], "ModelSpaceOutput"], window_batch: int,

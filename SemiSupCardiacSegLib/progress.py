@@ -53,8 +53,8 @@ class PlainProgress:
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
 
     @staticmethod
-    def write(text: str) -> None:
-        print(text, flush=True)
+    def write(text: str, file=None) -> None:
+        print(text, file=file, flush=True)
 
     def close(self) -> None:
         pass

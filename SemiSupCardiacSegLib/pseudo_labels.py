@@ -21,8 +21,13 @@ pseudo-labeled cases enter a training as labeled cases (config ``pseudo_labels``
 Only the *image* of an input case is read: a case file that also holds a reference label (the ACDC
 training ``.h5`` files do) never lets it through. Outputs (``out_dir``): ``NAME.h5`` in the input's
 ``.h5`` layout, or ``NAME.nrrd`` + ``NAME_label.nrrd`` for other formats, and ``pseudo_labels.json``
-(teacher id, settings, per-case scores, kept or why not). Existing files are never replaced unless
-``overwrite``; the output folder must not be a folder an input case lives in.
+(teacher id, settings, per-case scores, kept or why not). The folder is written as one set, all or
+nothing (``atomic.atomic_folder``, the manifest its completion mark): the cases and the manifest
+go into a temporary folder beside it and are moved into place together, so an interrupted or
+failed run (Ctrl-C, a full disk, a bad case) leaves the folder as it was, and a folder never holds
+cases of two runs (with ``overwrite`` the earlier run's cases go with its manifest: a case the new
+run drops is not left behind for a training to pick up). An existing manifest is never replaced
+unless ``overwrite``; the output folder must not be a folder an input case lives in.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_write_text
+from .atomic import atomic_folder, atomic_write_text
 from .data.datasets import CaseFile
 from .dependencies import import_optional
 from .inference import predict_with_model
@@ -87,11 +92,33 @@ def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseF
         if not meta.get("quality"):
             raise InputError("keep_fraction ranks cases by the model's quality score, and this model has none")
     sources = {Path(c.image).resolve().parent for c in cases}
-    out.mkdir(parents=True, exist_ok=True)
     if out.resolve() in sources:
         raise InputError(f"{out} holds input cases; write pseudo-labels to another folder")
     if (out / MANIFEST).exists() and not overwrite:
         raise InputError(f"{out} already holds {MANIFEST}; choose another folder or pass --overwrite")
+    earlier = _earlier_cases(out)
+    with atomic_folder(out, overwrite=overwrite, owned=lambda name: name == MANIFEST or _case_name(name) in earlier,
+                       marker=MANIFEST) as tmp:
+        return _pseudo_label_into(model, meta, cases, tmp, mc_samples, keep_doubtful, keep_fraction, device, progress)
+
+
+def _case_name(file_name: str) -> str:
+    """The case a pseudo-label file belongs to: NAME.h5, NAME.nrrd, NAME_label.nrrd -> NAME."""
+    stem = file_name.split(".")[0]
+    return stem[:-len("_label")] if stem.endswith("_label") else stem
+
+
+def _earlier_cases(out: Path) -> set[str]:
+    """Case names the folder's earlier manifest lists (its own files: replaced with it)."""
+    try:
+        return set(json.loads((out / MANIFEST).read_text())["cases"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _pseudo_label_into(model, meta, cases, out: Path, mc_samples, keep_doubtful, keep_fraction, device, progress) -> dict:
+    """``pseudo_label_cases``' work, written into the (temporary, empty) folder ``out``."""
+    overwrite = True  # ``out`` is the set's own temporary folder
     records: dict[str, dict] = {}
     held: dict[str, tuple] = {}  # keep_fraction: (case, image, labels, worst score) until all are ranked
     for i, case in enumerate(cases):

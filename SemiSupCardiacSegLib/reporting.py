@@ -9,7 +9,8 @@ Outputs (all on the input's grid, geometry copied from the input):
     uncertainty.nrrd        float32 predictive entropy, nats (MC dropout when N > 1)
     mutual_information.nrrd float32 MI (epistemic part), nats
     report.json             volumes (mL), boundary-band uncertainty, quality flag, timings, model id
-Existing files are never overwritten unless ``overwrite=True``.
+The set is written all or nothing (``write_outputs``: into a temporary folder, then moved into
+place); an existing set is never replaced unless ``overwrite=True``.
 
 Compact outputs (``compact=True``, ``segment --compact``; what the Slicer module's background job
 asks for, so the files it loads stay small and fast to read): the four float maps are stored as
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .atomic import atomic_write_text
+from .atomic import atomic_folder, atomic_write_text, is_complete_set
 from .inference import Prediction
 from .io import InputError, write_volume
 
@@ -131,33 +132,48 @@ def _quantized(volume, lo: float, hi: float):
     return volume.with_array(codes), {"dtype": "uint8", "scale": scale, "offset": lo}
 
 
-def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite: bool = False, compact: bool = False) -> list[Path]:
-    """Write the NRRD outputs and report.json into ``out_dir`` (created if missing).
+#: Every entry a ``segment`` output folder may hold (``segment --montage`` adds montage.png, ``--es``
+#: the es/ folder): what ``atomic_folder`` treats as the set's own when it replaces an earlier set.
+SEGMENT_SET = OUTPUT_FILES + ("montage.png", "es")
 
-    compact: store the float maps as uint8 codes (see the module docstring; ``read_output_map``)."""
-    out = Path(out_dir)
+
+def write_output_files(pred: Prediction, report: dict, folder: str | Path, compact: bool = False) -> list[Path]:
+    """Write the NRRD outputs and report.json into ``folder`` (created if missing; existing files are
+    replaced): the raw writer, meant for the temporary folder of ``atomic_folder``."""
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    if not overwrite:
-        clash = [f for f in OUTPUT_FILES if (out / f).exists()]
-        if clash:
-            raise InputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
     grid = pred.labels
     max_nats = float(np.log(pred.probs.shape[0]))
     maps = [("probability.nrrd", grid.with_array(pred.foreground_probability()), 0.0, 1.0)]
     if pred.sdm is not None:
         maps.append(("distance.nrrd", grid.with_array(pred.foreground_sdm()), -1.0, 1.0))
     maps += [("uncertainty.nrrd", pred.entropy, 0.0, max_nats), ("mutual_information.nrrd", pred.mutual_info, 0.0, max_nats)]
-    paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=overwrite)]
+    paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=True)]
     stored = {}
     for name, volume, lo, hi in maps:
         if compact:
             volume, stored[name] = _quantized(volume, lo, hi)
-        paths.append(write_volume(volume, out / name, overwrite=overwrite))
+        paths.append(write_volume(volume, out / name, overwrite=True))
     if stored:
         report = {**report, "stored": stored}
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2), overwrite=overwrite)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2), overwrite=True)
     paths.append(out / "report.json")
     return paths
+
+
+def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite: bool = False, compact: bool = False) -> list[Path]:
+    """Write the NRRD outputs and report.json into ``out_dir`` as one set, all or nothing
+    (``atomic.atomic_folder``: written beside it, then moved into place; an interrupted or failed
+    write leaves ``out_dir`` as it was). A folder that already holds a complete set (its report.json)
+    is refused unless ``overwrite``, and then replaced whole.
+
+    compact: store the float maps as uint8 codes (see the module docstring; ``read_output_map``)."""
+    out = Path(out_dir)
+    if not overwrite and is_complete_set(out):
+        raise InputError(f"{out} already holds segmentation outputs (report.json); choose another --out or pass --overwrite")
+    with atomic_folder(out, overwrite=overwrite, owned=SEGMENT_SET.__contains__) as tmp:
+        written = write_output_files(pred, report, tmp, compact=compact)
+    return [out / p.name for p in written]
 
 
 def read_output_map(out_dir: str | Path, name: str, report: dict | None = None):

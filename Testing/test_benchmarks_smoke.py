@@ -14,7 +14,8 @@ NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC"}
 
 @pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_speed.py", "loop_throughput.py", "uncertainty_quality.py",
                                     "method_comparison.py --task la", "method_comparison.py --task cine",
-                                    "cine_indices.py --model {cine_model}", "uncertainty_by_method.py --task la"])
+                                    "cine_indices.py --model {cine_model}", "uncertainty_by_method.py --task la",
+                                    "batch_memory.py"])
 def test_benchmark_smoke(script):
     name, *extra = script.format(cine_model=REPO / "models" / "acdc_bmtctl.pt").split()
     if name in NEEDS_REAL_DATA and not NEEDS_REAL_DATA[name].is_dir():

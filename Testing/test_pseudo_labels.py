@@ -159,3 +159,38 @@ def test_keep_fraction_keeps_the_most_reliable_cases(unlabeled_inputs, tmp_path)
     best = min(worst, key=worst.get)
     assert manifest["n_kept"] == 1 and records[best]["kept"] and records[best]["worst_score"] == worst[best]
     assert [p.stem for p in (tmp_path / "half").glob("*.h5")] == [best]
+
+
+def test_pseudo_label_folder_is_all_or_nothing(unlabeled_inputs, tmp_path, monkeypatch):
+    """A disk filling up at the second case leaves the folder as it was (before: the first case's
+    file and no manifest, and the rerun refused on it); with --overwrite a case the new run drops
+    does not stay behind beside the new manifest."""
+    import errno
+
+    from SemiSupCardiacSegLib import pseudo_labels
+
+    src, ckpt = unlabeled_inputs
+    model, meta = load_model(ckpt)
+    meta = {**meta, "quality": None}
+    out = tmp_path / "pl"
+    real = pseudo_labels.write_h5_case
+    calls = []
+
+    def full_disk_at_second(path, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(pseudo_labels, "write_h5_case", full_disk_at_second)
+    with pytest.raises(OSError, match="No space"):
+        pseudo_label_cases(model, meta, find_cases(src), out, mc_samples=2, device="cpu")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    monkeypatch.undo()
+    first = pseudo_label_cases(model, meta, find_cases(src), out, mc_samples=2, device="cpu")  # the rerun works
+    assert first["n_kept"] == 2 and len(list(out.glob("*.h5"))) == 2
+    (out / "notes.txt").write_text("the user's own file")
+    strict = {**meta, "quality": {"score": "entropy_per_volume", "threshold": -1.0, "min_mc_samples": 2}}
+    second = pseudo_label_cases(model, strict, find_cases(src), out, mc_samples=2, device="cpu", overwrite=True)
+    assert second["n_kept"] == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "notes.txt"])  # no case of the first run left

@@ -333,3 +333,62 @@ def test_shipped_cine_model_through_the_logic(logic):
     labels = logic.labels_from_segmentation(result.segmentation, node)
     assert labels.shape == ph.label.shape and set(np.unique(labels.array)) <= {0, 1, 2, 3}
     assert logic.segment_button_text("cine") == "Segment RV, myocardium, LV"
+
+
+def _library_case(logic, name="case L"):
+    vol = _oblique_phantom(seed=9)
+    node = logic.add_volume_node(vol, name)
+    seg = logic.add_segmentation_node(vol.with_array((vol.array > np.percentile(vol.array, 97)).astype(np.uint8)),
+                                      node, {1: "left atrium"}, f"{name} seg")
+    return node, seg
+
+
+@pytest.mark.parametrize("manifest_text", ["{not json", '{"cases": {"a": 1}}', "[1, 2]", '{"cases": [3]}'])
+def test_add_to_library_refuses_a_corrupt_manifest_before_writing(logic, tmp_path, manifest_text):
+    """Before: the image and label were written, then the manifest raised; each retry left one more
+    orphan copy (case_L, case_L_2, ...). Now nothing is written and the error names the file."""
+    node, seg = _library_case(logic)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "manifest.json").write_text(manifest_text)
+    for _ in range(2):  # a retry changes nothing either
+        with pytest.raises(ValueError, match="manifest.json"):
+            logic.add_to_library(node, lib, seg)
+        assert sorted(p.name for p in lib.iterdir()) == ["manifest.json"]
+    assert (lib / "manifest.json").read_text() == manifest_text
+
+
+def test_add_to_library_is_one_unit_when_the_manifest_update_fails(logic, tmp_path, monkeypatch):
+    """A manifest write that fails (disk full) after the files were written removes them again."""
+    import errno
+
+    from SemiSupCardiacSegLib import atomic
+
+    node, seg = _library_case(logic)
+    lib = tmp_path / "lib"
+    logic.add_to_library(node, lib, seg)
+    before = {p.name: p.read_bytes() for p in lib.iterdir()}
+    real = atomic.atomic_write_text
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "atomic_write_text", full)
+    for _ in range(2):
+        with pytest.raises(OSError, match="No space"):
+            logic.add_to_library(node, lib, seg)
+        assert {p.name: p.read_bytes() for p in lib.iterdir()} == before  # no orphan case_L_2 files
+    monkeypatch.setattr(atomic, "atomic_write_text", real)
+    img, lab = logic.add_to_library(node, lib, seg)
+    assert img.name == "case_L_2.nrrd" and lab.name == "case_L_2_label.nrrd"
+    names = [c["name"] for c in json.loads((lib / "manifest.json").read_text())["cases"]]
+    assert names == ["case_L", "case_L_2"]
+    assert {c.name for c in find_cases(lib)} == {"case_L", "case_L_2"}
+
+
+def test_add_to_library_still_refuses_a_segmentation_of_another_volume(logic, tmp_path):
+    node, seg = _library_case(logic, "case M")
+    other = logic.add_volume_node(_oblique_phantom(seed=10), "other")
+    with pytest.raises(ValueError, match="made from volume 'case M'"):
+        logic.add_to_library(other, tmp_path / "lib", seg)
+    assert not (tmp_path / "lib").exists()

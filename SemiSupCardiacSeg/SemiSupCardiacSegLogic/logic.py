@@ -450,9 +450,12 @@ class SemiSupCardiacSegLogic:
         """Write the image (and its segmentation as NAME_label.nrrd) into ``library_dir``.
 
         The files are what ``Training/train.py --data library_dir`` reads: labeled where a label file
-        sits beside the image. Never overwrites: when NAME is taken, NAME_2, NAME_3, ... are used.
-        A segmentation this Logic made from another volume is refused (ValueError naming both).
-        Returns (image path, label path or None).
+        sits beside the image. Never overwrites: when NAME is taken (a file, or an entry of the
+        manifest), NAME_2, NAME_3, ... are used. A segmentation this Logic made from another volume
+        is refused (ValueError naming both). Image, label and manifest entry are one unit: the
+        manifest is read (and a corrupt one refused, ValueError naming the file) before anything is
+        written, and when a later step fails the files just written are removed again, so a retry
+        never leaves orphan copies. Returns (image path, label path or None).
         """
         from SemiSupCardiacSegLib.io import write_volume  # noqa: PLC0415
 
@@ -462,25 +465,33 @@ class SemiSupCardiacSegLogic:
             raise ValueError(f"segmentation '{segmentation_node.GetName()}' was made from volume "
                              f"'{other.GetName() if other else source}', not from '{volume_node.GetName()}'")
         library = Path(library_dir)
-        library.mkdir(parents=True, exist_ok=True)
+        if library.exists() and not library.is_dir():
+            raise ValueError(f"{library} is a file, not a library folder")
+        listed = {c.get("name") for c in read_manifest(library)}  # a corrupt manifest stops us here
         image = volume_from_node(volume_node)
         labels = self.labels_from_segmentation(segmentation_node, volume_node) if segmentation_node else None
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in volume_node.GetName()) or "case"
+        library.mkdir(parents=True, exist_ok=True)
         for n in range(1, 10000):
             name = stem if n == 1 else f"{stem}_{n}"
             image_path, label_path = library / f"{name}.nrrd", library / f"{name}_label.nrrd"
-            if image_path.exists() or label_path.exists():
+            if name in listed or image_path.exists() or label_path.exists():
                 continue
+            written: list[Path] = []
             try:
-                write_volume(image, image_path)
+                if labels is not None:  # the label first: an image alone would read as an unlabeled case
+                    written.append(write_volume(labels, label_path))
+                written.append(write_volume(image, image_path))
+                append_to_manifest(library, {"name": name, "image": image_path.name,
+                                             "label": label_path.name if labels is not None else None,
+                                             "labeled": labels is not None, "source_node": volume_node.GetName(),
+                                             "shape": list(image.shape), "spacing_mm": [float(v) for v in image.spacing]})
             except FileExistsError:
+                _remove_files(written)
                 continue  # another writer took the name between the check and the write
-            if labels is not None:
-                write_volume(labels, label_path)
-            append_to_manifest(library, {"name": name, "image": image_path.name,
-                                         "label": label_path.name if labels is not None else None,
-                                         "labeled": labels is not None, "source_node": volume_node.GetName(),
-                                         "shape": list(image.shape), "spacing_mm": [float(v) for v in image.spacing]})
+            except BaseException:
+                _remove_files(written)  # one unit: no image without its manifest entry
+                raise
             return image_path, (label_path if labels is not None else None)
         raise RuntimeError(f"no free case name for '{stem}' in {library}")
 
@@ -697,16 +708,49 @@ class SemiSupCardiacSegLogic:
         return "Segment " + ", ".join(n.replace("right ventricle", "RV").replace("left ventricle", "LV") for n in names)
 
 
+MANIFEST_NAME = "manifest.json"
+
+
+def read_manifest(library: str | Path) -> list[dict]:
+    """The cases ``library/manifest.json`` lists ([] when there is none). A file that is not a valid
+    manifest ({"cases": [{...}, ...]}) raises ValueError naming it: nothing is ever appended to it."""
+    import json  # noqa: PLC0415
+
+    path = Path(library) / MANIFEST_NAME
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({str(exc).splitlines()[0]}); repair or move it away before "
+                         "adding cases (nothing was written)") from None
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read ({exc.strerror or exc}); nothing was written") from None
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise ValueError(f"{path} is not a training-library manifest (expected {{\"cases\": [{{...}}, ...]}}); "
+                         "repair or move it away before adding cases (nothing was written)")
+    return cases
+
+
 def append_to_manifest(library: Path, entry: dict) -> Path:
     """Add ``entry`` (plus the time) to ``library/manifest.json``, atomically (the list of cases the
-    library holds, in the order they were added)."""
+    library holds, in the order they were added). A corrupt manifest raises ValueError (``read_manifest``)."""
     import json  # noqa: PLC0415
     from datetime import datetime, timezone  # noqa: PLC0415
 
     from SemiSupCardiacSegLib.atomic import atomic_write_text  # noqa: PLC0415
 
-    path = Path(library) / "manifest.json"
-    cases = json.loads(path.read_text())["cases"] if path.exists() else []
+    path = Path(library) / MANIFEST_NAME
+    cases = read_manifest(library)
     cases.append({**entry, "added": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     atomic_write_text(path, json.dumps({"cases": cases}, indent=2))
     return path
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            Path(p).unlink()
+        except FileNotFoundError:
+            pass
