@@ -448,6 +448,39 @@ def _check_size(path: Path, size, components: int, pixel: str) -> None:
                          f"({nbytes / 2**30:.1f} GiB), more than the {limit / 2**30:.1f} GiB of memory available")
 
 
+def read_image_info(path: str | os.PathLike) -> Volume:
+    """An image file's grid (shape, spacing, origin, direction; geometry checked as ``read_volume``
+    does) without reading its voxels: the returned Volume's array is a read-only zero view."""
+    path = Path(path)
+    suffix = file_suffix(path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InputError(f"unsupported file type '{suffix}' for {path.name}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    if suffix in (".h5", ".hdf5"):
+        return read_h5_case(path)[0]
+    sitk = _sitk()
+    check_header(path)
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        spacing, origin, direction = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+    except Exception as exc:
+        first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise InputError(f"{path.name}: cannot read image ({first[-1].strip() if first else exc.__class__.__name__})") from exc
+    if len(size) != 3:
+        raise InputError(f"{path.name}: expected a 3D image, got {len(size)}D")
+    override = _OVERRIDES.get().get("spacing")
+    spacing = override if override is not None else spacing
+    direction = np.array(direction, dtype=np.float64).reshape(3, 3)
+    check_geometry(spacing, direction, origin, path.name)
+    vol = Volume(np.zeros((1, 1, 1), np.uint8), spacing=spacing, origin=origin, direction=direction)
+    vol.array = np.broadcast_to(np.uint8(0), tuple(int(s) for s in size))
+    return vol
+
+
 def read_label(path: str | os.PathLike) -> Volume:
     """Read a label map (integer voxels); an .h5 must contain a 'label' dataset."""
     if file_suffix(path) in (".h5", ".hdf5"):
@@ -491,5 +524,33 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
         raise InputError(f"cannot write '{file_suffix(path)}'; use one of {', '.join(ITK_SUFFIXES)}")
     image = volume_to_sitk(volume)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        sitk.WriteImage(image, str(tmp), compress)
+        try:
+            sitk.WriteImage(image, str(tmp), compress)
+        except RuntimeError as exc:  # ITK's message is long and may not say why: find the cause
+            raise _write_failure(path, tmp, exc, volume.array.nbytes) from exc
     return path
+
+
+def _write_failure(path: Path, tmp: Path, exc: Exception, nbytes: int) -> Exception:
+    """The clearest error for a failed image write: OSError ENOSPC / EROFS / EACCES naming ``path``
+    when the folder is full, read-only or not writable, else an InputError with ITK's last line."""
+    import errno
+    import shutil
+
+    text = str(exc)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if "No space left" in text or (free is not None and free < nbytes + (1 << 20)):
+        return OSError(errno.ENOSPC, "no space left on device", str(path))
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return OSError(errno.EROFS, "read-only file system", str(path))
+    except (OSError, AttributeError):
+        pass
+    if not os.access(folder, os.W_OK):
+        return OSError(errno.EACCES, "permission denied", str(path))
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return InputError(f"{path}: cannot write image ({lines[-1] if lines else exc.__class__.__name__})")

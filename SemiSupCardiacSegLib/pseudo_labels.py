@@ -27,7 +27,6 @@ training ``.h5`` files do) never lets it through. Outputs (``out_dir``): ``NAME.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_text
+from .jsonout import dumps as json_dumps
 from .data.datasets import CaseFile
 from .dependencies import import_optional
 from .inference import predict_with_model
@@ -92,10 +92,13 @@ def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseF
         raise InputError(f"{out} holds input cases; write pseudo-labels to another folder")
     if (out / MANIFEST).exists() and not overwrite:
         raise InputError(f"{out} already holds {MANIFEST}; choose another folder or pass --overwrite")
+    if not 1 <= int(mc_samples):
+        raise InputError(f"mc_samples must be >= 1, got {mc_samples}")
     records: dict[str, dict] = {}
     held: dict[str, tuple] = {}  # keep_fraction: (case, image, labels, worst score) until all are ranked
     for i, case in enumerate(cases):
         image = read_volume(case.image)  # the image only: a reference label in the file is never read
+        # (its file name is in every InputError it raises: a truncated .h5 among the cases is named)
         pred = predict_with_model(model, meta, image, mc_samples=mc_samples, device=device)
         report = segmentation_report(pred, meta["labels"], meta)
         missing, doubtful = _problems(report)
@@ -125,5 +128,5 @@ def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseF
                             "quality": meta.get("quality")},
                 "mc_samples": int(mc_samples), "keep_doubtful": bool(keep_doubtful), "keep_fraction": keep_fraction,
                 "n_cases": len(records), "n_kept": sum(r["kept"] for r in records.values()), "cases": records}
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2), overwrite=True)
+    atomic_write_text(out / MANIFEST, json_dumps(manifest, indent=2), overwrite=True)
     return manifest

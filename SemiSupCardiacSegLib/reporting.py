@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from .atomic import atomic_write_text
+from .jsonout import dumps as json_dumps
 from .inference import Prediction
 from .io import InputError, write_volume
 
@@ -121,6 +122,8 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
         "model": {"id": meta.get("model_id"), "path": meta.get("path"), "method": meta.get("method"),
                   "iteration": meta.get("iteration")},
         "grid": {"shape": list(pred.labels.shape), "spacing_mm": pred.labels.spacing.tolist()},
+        # what reading the input assumed (a spacing the file does not store, a guessed layout): io
+        "assumptions": list(getattr(pred.labels, "assumptions", []) or []),
     }
 
 
@@ -155,7 +158,7 @@ def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite
         paths.append(write_volume(volume, out / name, overwrite=overwrite))
     if stored:
         report = {**report, "stored": stored}
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2), overwrite=overwrite)
+    atomic_write_text(out / "report.json", json_dumps(report, indent=2), overwrite=overwrite)
     paths.append(out / "report.json")
     return paths
 
