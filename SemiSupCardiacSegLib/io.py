@@ -82,6 +82,8 @@ def sitk_to_volume(image, name: str = "image") -> Volume:
         raise InputError(f"{name}: expected a 3D image, got {image.GetDimension()}D")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
+    if 0 in image.GetSize():
+        raise InputError(f"{name}: the image is empty (size {' x '.join(str(s) for s in image.GetSize())})")
     spacing, origin = image.GetSpacing(), image.GetOrigin()
     direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     override = _OVERRIDES.get().get("spacing")
@@ -318,6 +320,8 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
                 raise InputError(f"{path.name}: h5 file has no 'image' dataset (found {list(f.keys())})")
             if f["image"].ndim != 3:
                 raise InputError(f"{path.name}: expected a 3D 'image', got shape {f['image'].shape}")
+            if 0 in f["image"].shape:
+                raise InputError(f"{path.name}: 'image' is empty (shape {f['image'].shape})")
             if "label" in f and (not isinstance(f["label"], h5py.Dataset) or f["label"].shape != f["image"].shape):
                 shape = getattr(f["label"], "shape", None)
                 raise InputError(f"{path.name}: label shape {shape} differs from image shape {f['image'].shape}")
