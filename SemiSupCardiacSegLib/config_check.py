@@ -7,7 +7,8 @@ what is allowed - before any case is read. Also the architecture checks shared b
 Schema: the top-level keys are those of ``training.DEFAULTS`` plus ``OPTIONAL_KEYS``; keys
 starting with ``_`` (``_sources``, ``_comment``) are documentation and ignored. ``network`` keys
 are the fields of the architecture's config class, ``method_params`` keys those of the method's
-``defaults``.
+``defaults`` (a key of another method's only is ignored with an ``InputWarning``: a config
+written for one method may be run with ``--method`` another).
 """
 
 from __future__ import annotations
@@ -143,10 +144,16 @@ def validate_config(cfg: dict) -> None:
     if not isinstance(params, dict):
         raise InputError(f"config 'method_params' must be an object, got {params!r}")
     known_params = set(METHODS[method].defaults)
-    unknown = sorted(set(params) - known_params)
-    if unknown:
+    any_method = set().union(*(set(m.defaults) for m in METHODS.values()))
+    unknown = sorted(set(params) - any_method)
+    if unknown:  # a typo: no method has it
         raise InputError(f"unknown method_params key(s) {', '.join(unknown)} for method {method}; "
                          f"known: {', '.join(sorted(known_params)) or 'none'}")
+    unused = sorted(set(params) - known_params)
+    if unused:  # another method's setting (a config written for it, run with --method): said, not fatal
+        from .errors import warn
+
+        warn(f"method_params {', '.join(unused)} not used by method {method} (ignored)")
     if "seg_loss" in params and params["seg_loss"] not in SEG_LOSSES:
         raise InputError(f"method_params.seg_loss must be one of {', '.join(SEG_LOSSES)}, got {params['seg_loss']!r}")
     labels = cfg.get("labels")

@@ -149,6 +149,10 @@ def _check_nrrd_header(head: bytes, name: str) -> list[str]:
     dims = _numbers(fields.get("dimension", ""))
     if not dims or int(dims[0]) != 3:
         return []  # not 3D: refused with its own message after reading
+    if "space origin" in fields:
+        origin = _numbers(fields["space origin"])
+        if origin and not all(np.isfinite(origin)):
+            raise InputError(f"{name}: origin is not finite ('space origin' {fields['space origin']}); fix the header")
     if "space directions" in fields:
         vecs = re.findall(r"\(([^)]*)\)", fields["space directions"])
         cols = [_numbers(v) for v in vecs]
