@@ -1,11 +1,14 @@
 """Atomic file writes: write to a temporary name in the same folder, fsync, then ``os.replace``.
 
 A reader (or a crash at any moment) sees either the previous file or the complete new one.
+An OSError raised while writing (disk full, read-only file system, ...) always carries the target
+path (``filename``), so the command lines can say which file and why (``errors.describe_os_error``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -26,22 +29,49 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
+        if _read_only(folder):
+            raise OSError(errno.EROFS, "read-only file system", str(folder))
         raise PermissionError(f"output folder is not writable: {folder}")
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem.split('.')[0]}.", suffix=".part" + suffix, dir=folder)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem.split('.')[0]}.", suffix=".part" + suffix, dir=folder)
+    except OSError as exc:
+        raise _with_path(exc, path) from exc
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:  # disk full, read-only, ...: name the target, not the temporary file
+            raise _with_path(exc, path) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+
+
+def _with_path(exc: OSError, path: Path) -> OSError:
+    """``exc`` as an OSError of the same errno naming ``path`` (the file the user asked for)."""
+    if exc.errno is None:
+        return exc
+    if exc.errno == errno.EACCES and _read_only(path.parent):
+        return OSError(errno.EROFS, "read-only file system", str(path))
+    try:
+        return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+    except Exception:  # noqa: BLE001 - an OSError subclass with another constructor
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:

@@ -78,17 +78,86 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def build_model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    """Rebuild the network and load its weights (float32), in eval mode."""
+#: Keys a model checkpoint must hold to be used (``check_model_metadata``).
+REQUIRED_MODEL_KEYS = ("arch", "network", "state_dict", "preprocessing", "patch_size", "labels")
+
+
+def check_model_metadata(ckpt: dict, name: str = "checkpoint") -> None:
+    """Refuse a checkpoint whose metadata cannot drive inference, naming the file and the key:
+    a required key missing, an unknown architecture, preprocessing that is not valid, a patch size
+    the network cannot downsample, labels outside the network's classes."""
+    from .config_check import check_patch
+    from .networks import ARCHITECTURES
+
+    for key in REQUIRED_MODEL_KEYS:
+        if key not in ckpt:
+            raise InputError(f"{name}: checkpoint has no '{key}' (a required metadata key); re-export it with "
+                             "Training/export_model.py from its training run")
+    arch, net = ckpt["arch"], ckpt["network"]
+    if arch not in ARCHITECTURES:
+        raise InputError(f"{name}: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHITECTURES))})")
+    if not isinstance(net, dict) or not isinstance(net.get("num_classes", 2), int):
+        raise InputError(f"{name}: 'network' must be an object with an integer num_classes, got {net!r}")
+    if not isinstance(ckpt["state_dict"], dict) or not ckpt["state_dict"]:
+        raise InputError(f"{name}: 'state_dict' holds no weights")
+    prep = ckpt["preprocessing"]
+    if not isinstance(prep, dict):
+        raise InputError(f"{name}: 'preprocessing' must be an object, got {prep!r}")
+    try:
+        from .preprocessing import Preprocessing
+
+        p = Preprocessing.from_dict(prep)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"{name}: 'preprocessing' is not valid ({exc})") from None
+    sp = [float(v) for v in p.spacing]
+    if len(sp) != 3 or not all(v > 0 and v == v and v != float("inf") for v in sp):
+        raise InputError(f"{name}: 'preprocessing.spacing' must be three numbers > 0, got {prep.get('spacing')!r}")
+    if p.normalization not in ("zscore", "none"):
+        raise InputError(f"{name}: 'preprocessing.normalization' {p.normalization!r} is not zscore or none")
+    if p.in_plane_shape is not None and min(p.in_plane_shape) < 4:
+        raise InputError(f"{name}: 'preprocessing.in_plane_shape' {list(p.in_plane_shape)} is too small")
+    try:
+        check_patch(list(ckpt["patch_size"]) if isinstance(ckpt["patch_size"], (list, tuple)) else ckpt["patch_size"],
+                    arch, "its 'patch_size'")
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from None
+    labels = ckpt["labels"]
+    k = int(net.get("num_classes", 2))
+    if not isinstance(labels, dict) or not labels or not all(str(v).isdigit() and 1 <= int(v) < k for v in labels):
+        raise InputError(f"{name}: 'labels' must map label values 1..{k - 1} to names, got {labels!r}")
+
+
+def build_model_from_checkpoint(ckpt: dict, name: str | os.PathLike = "checkpoint") -> torch.nn.Module:
+    """Rebuild the network and load its weights (float32), in eval mode; ``name`` (the file) is
+    named in the errors."""
+    name = Path(name).name if name != "checkpoint" else name
+    for key in ("arch", "network", "state_dict"):
+        if key not in ckpt:
+            raise InputError(f"{name}: checkpoint has no '{key}' (a required metadata key)")
     try:
         model = build_network(ckpt["arch"], dict(ckpt["network"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"checkpoint has an unusable architecture description: {exc}") from exc
+        raise InputError(f"{name}: checkpoint has an unusable architecture description: {exc}") from exc
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k0 = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (e.g. {k0}: {tuple(state[k0].shape)} vs {tuple(expected[k0].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise InputError(f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {dict(ckpt['network'])}: "
+                         f"{'; '.join(parts)}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise InputError(f"checkpoint weights do not fit architecture {ckpt['arch']} {ckpt['network']}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {ckpt['network']}: {str(exc).splitlines()[0]}") from exc
     return model.eval()
 
 
@@ -107,7 +176,8 @@ def load_model(model: str | os.PathLike | None = None) -> tuple[torch.nn.Module,
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") not in ("model", "resume"):
         raise InputError(f"{path.name}: unknown checkpoint kind {ckpt.get('kind')!r}")
-    net = build_model_from_checkpoint(ckpt)
+    check_model_metadata(ckpt, path.name)
+    net = build_model_from_checkpoint(ckpt, path)
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict",) + RESUME_ONLY_KEYS}
     meta["path"] = str(path)
     return net, meta

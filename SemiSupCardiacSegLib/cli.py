@@ -1,18 +1,107 @@
 """Command line: ``python -m SemiSupCardiacSegLib segment|evaluate|pseudo-label|indices ...``.
 
 Bad input ends with one line ``error: ...`` on stderr and exit code 2; nothing is overwritten
-unless ``--overwrite`` is given.
+unless ``--overwrite`` is given. Any failure does: a bad option, a parameter out of range (checked
+by ``check_args`` before any file is read), an unreadable file, a full or read-only disk (the path
+and "no space left on device" / "read-only file system", ``errors.describe_os_error``), or a bug
+(its exception class and message); ``--debug`` (anywhere on the line) adds the traceback.
+An assumption or an implausible result (``errors.InputWarning``) is one ``warning: ...`` line on
+stderr and is also written into the output JSON (``assumptions`` / ``warnings``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
 from pathlib import Path
 
 from .dependencies import import_optional
 from .io import InputError
+from .jsonout import dumps as json_dumps
+
+#: The most MC-dropout samples accepted (the shipped models' quality flags use 10; hundreds only
+#: cost time).
+MAX_MC_SAMPLES = 1000
+
+
+class _Parser(argparse.ArgumentParser):
+    """One ``error: ...`` line (no usage block) and exit code 2 for a bad option."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see --help)", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
+def _in_range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        lo_s = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}, "
+        hi_s = "inf)" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
+        raise InputError(f"{name} must be in {lo_s}{hi_s}, got {value}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every parameter range-checked before any work (files exist, numbers in range, the output
+    writable); the model-dependent checks (patch size, MC scope) follow when the model is loaded."""
+    _in_range("--mc-samples", getattr(args, "mc_samples", None), 1, MAX_MC_SAMPLES)
+    if getattr(args, "mc_samples", None) is not None and not isinstance(args.mc_samples, int):
+        raise InputError(f"--mc-samples must be an integer, got {args.mc_samples}")
+    _in_range("--overlap", getattr(args, "overlap", None), 0.0, 1.0, hi_open=True)
+    _in_range("--mc-gate", getattr(args, "mc_gate", None), 0.0, 1.0, hi_open=True)
+    _in_range("--threads", getattr(args, "threads", None), 1, 4096)
+    _in_range("--keep-fraction", getattr(args, "keep_fraction", None), 0.0, 1.0, lo_open=True)
+    spacing = getattr(args, "spacing", None)
+    if spacing is not None:
+        if len(spacing) != 3 or not all(math.isfinite(v) and v > 0 for v in spacing):
+            raise InputError(f"--spacing must be three numbers > 0 (mm), got {' '.join(f'{v:g}' for v in spacing)}")
+    device = getattr(args, "device", None)
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(device)):
+        raise InputError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    for attr, what in (("input", "input"), ("ed", "--ed"), ("es", "--es"), ("roi_mask", "--roi-mask"), ("patient", "--patient")):
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and value and not Path(value).exists():
+            raise InputError(f"{what} file not found: {value}")
+    model = getattr(args, "model", None)
+    if model is not None:
+        from .shipped import SHIPPED_MODELS
+
+        if str(model) not in SHIPPED_MODELS and not Path(model).is_file():
+            raise InputError(f"--model {model}: neither a shipped model ({', '.join(sorted(SHIPPED_MODELS))}) nor a file")
+    for src in getattr(args, "data", None) or []:
+        if not Path(src).exists():
+            raise InputError(f"--data {src}: no such folder, list or file")
+    out = getattr(args, "out", None)
+    if out is not None:
+        _check_out(Path(out), is_file=args.command in ("evaluate", "indices"))
+
+
+def _check_out(out: Path, is_file: bool) -> None:
+    """The output path can be written: not a file where a folder is wanted (or the reverse), and its
+    nearest existing folder is writable (read-only file systems named as such)."""
+    import errno
+
+    if is_file and out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name (e.g. {out / 'result.json'})")
+    if not is_file and out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    base = out.parent if is_file else out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if base.is_dir() and not os.access(base, os.W_OK):
+        try:
+            read_only = bool(os.statvfs(base).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        if read_only:
+            raise OSError(errno.EROFS, "read-only file system", str(base))
+        raise OSError(errno.EACCES, "permission denied (not writable)", str(base))
 
 
 def _progress_bar(desc: str, enabled: bool):
@@ -267,6 +356,11 @@ def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], "np.ndarra
         raise InputError(f"{path}: the ROI mask is empty (no nonzero voxel)")
     nonzero = np.nonzero(inside)
     box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in nonzero)
+    sub = volume.array[box]
+    size = " x ".join(str(b.stop - b.start) for b in box)
+    if sub.size < 8 or float(np.nanmax(sub)) == float(np.nanmin(sub)):
+        raise InputError(f"{path}: the ROI mask's box ({size} voxels, {int(inside.sum())} in the mask) is too small "
+                         "to segment: the image is constant there; draw a larger ROI around the structure")
     return box, inside
 
 
@@ -286,9 +380,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                 device=args.device, progress=lambda f: bar.update(round(f * len(cases)) - bar.n))
     result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=2))
-    print(json.dumps({n: {m: round(v["mean"], 4) for m, v in s.items()} for n, s in result["mean"].items()}))
+    atomic_write_text(args.out, json_dumps(result, indent=2))
+    print(json_dumps({n: {m: _round(v["mean"], 4) for m, v in s.items()} for n, s in result["mean"].items()}))
     return 0
+
+
+def _round(value, digits: int):
+    return value if value is None or not math.isfinite(value) else round(value, digits)
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
@@ -317,7 +415,16 @@ def cmd_indices(args: argparse.Namespace) -> int:
     if args.patient:
         from .data.acdc import read_acdc_patient
 
+        if args.ed or args.es:
+            raise InputError("give either --patient or --ed/--es, not both")
         pat = read_acdc_patient(args.patient)
+        if pat.info.get("ED") is not None and int(pat.info["ED"]) == int(pat.info["ES"]):
+            from .errors import warn
+
+            same_frame = warn(f"{Path(args.patient) / 'Info.cfg'} names frame {pat.info['ED']} for both ED and ES: "
+                              "the ejection fractions are not measurable")
+        else:
+            same_frame = None
         if args.reference:
             if pat.ed.label is None or pat.es.label is None:
                 raise InputError(f"{pat.name}: --reference needs the _gt files of both frames")
@@ -331,23 +438,37 @@ def cmd_indices(args: argparse.Namespace) -> int:
             ed, es = (predict_with_model(model, meta, read_volume(c.image), mc_samples=1, device=args.device).labels
                       for c in (pat.ed, pat.es))
     else:
+        same_frame = None
         if not (args.ed and args.es):
             raise InputError("give --ed and --es segmentations, or --patient FOLDER")
         ed, es = read_label(args.ed), read_label(args.es)
     if not ed.same_grid(es):
         raise InputError("ED and ES segmentations are on different grids")
+    from .cardiac import ACDC_LABELS
+    from .io import check_label_values
+
+    names = {v: k for k, v in ACDC_LABELS.items()}
+    for which, vol in (("ED", ed), ("ES", es)):
+        src = args.ed if which == "ED" else args.es
+        check_label_values(vol.array, max(ACDC_LABELS.values()) + 1, str(src or f"{which} segmentation"), names)
     spacing = args.spacing or [float(v) for v in ed.spacing]
     result = cardiac_indices(ed.array, es.array, spacing)
-    text = json.dumps(result, indent=2)
+    if same_frame:
+        result["warnings"].insert(0, same_frame)
+    text = json_dumps(result, indent=2)
     if args.out:
         atomic_write_text(args.out, text)
-    print(json.dumps({k: round(v, 2) for k, v in result.items() if isinstance(v, float)}))
+    summary = {k: _round(v, 2) for k, v in result.items() if isinstance(v, float)}
+    if result["warnings"]:
+        summary["warnings"] = result["warnings"]
+    print(json_dumps(summary))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m SemiSupCardiacSegLib", description="Semi-supervised cardiac MR segmentation")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python -m SemiSupCardiacSegLib", description="Semi-supervised cardiac MR segmentation")
+    p.add_argument("--debug", action="store_true", help="on failure also print the traceback (accepted anywhere on the line)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("segment", help="segment one volume (or a folder / .list of them); writes NRRD outputs and "
                                        "report.json on the input grid")
     s.add_argument("input", help=".h5, .nrrd, .nii(.gz) or .mha; or a folder or .list file of cases (batch: each "
@@ -380,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "input (a coarse volume upsampled: many windows, long)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS <fraction>' lines on stdout (for a parent process)")
+    _reading_options(s)
     s.set_defaults(func=cmd_segment)
     e = sub.add_parser("evaluate", help="per-case and mean metrics of a model on labeled cases")
     e.add_argument("--model", default=None)
@@ -390,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
+    _reading_options(e)
     e.set_defaults(func=cmd_evaluate)
     q = sub.add_parser("pseudo-label", help="segment unlabeled cases with a model and write the trusted ones as "
                                             "labeled cases (self-training; images only are read)")
@@ -403,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--device", default="auto")
     q.add_argument("--quiet", action="store_true")
+    _reading_options(q)
     q.set_defaults(func=cmd_pseudo_label)
     c = sub.add_parser("indices", help="LV/RV volumes, ejection fractions, myocardial mass and areas from ED + ES")
     c.add_argument("--ed", help="end-diastolic segmentation (labels 1 RV, 2 Myo, 3 LV)")
@@ -411,18 +535,83 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--reference", action="store_true", help="with --patient: use its _gt labels instead of segmenting")
     c.add_argument("--model", default=None, help="cine model for --patient (default: cine)")
     c.add_argument("--spacing", type=float, nargs=3, help="voxel spacing in mm (i j k), overriding the files' (needed for .h5)")
+    c.add_argument("--h5-layout", choices=("xyz", "slices_first"), default=None, help=argparse.SUPPRESS)
     c.add_argument("--device", default="auto")
     c.add_argument("--out", help="JSON file to write (all indices, per-slice areas included)")
     c.set_defaults(func=cmd_indices)
     return p
 
 
+def _reading_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                   help="voxel spacing in mm (i j k) of the input files, replacing theirs: for files that store none "
+                        "(.h5) or an invalid one; stated in report.json's assumptions")
+    p.add_argument("--h5-layout", choices=("xyz", "slices_first"), default=None,
+                   help=".h5 array layout: 'xyz' (LA2018 (X, Y, Z)) or 'slices_first' (ACDC (slices, H, W)); "
+                        "default: told apart by where the short axis is (stated when doubtful)")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming the file and the cause of a failed command."""
+    from .errors import describe_os_error
+
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else ""
+    if isinstance(exc, InputError):  # its message names the file and the problem
+        return first or exc.__class__.__name__
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory" + (f": {first}" if first else "") + " (try a smaller input, fewer --mc-samples or --threads)"
+    if isinstance(exc, RuntimeError) and first:  # e.g. out of GPU memory, with what fits
+        return first
+    return f"{exc.__class__.__name__}: {first} (an unexpected failure; --debug shows where)" if first else \
+        f"{exc.__class__.__name__} (an unexpected failure; --debug shows where)"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    from .errors import InputWarning
+
+    if issubclass(category, InputWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _show_warning.default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; returns the exit code (0 done, 2 failed with one ``error:`` line on stderr,
+    130 interrupted). Never raises."""
+    import warnings
+
+    from .errors import InputWarning
+    from .io import reading_overrides
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
-        if getattr(args, "mc_samples", 1) < 1:
-            raise InputError(f"--mc-samples must be >= 1, got {args.mc_samples}")
-        return args.func(args)
-    except (InputError, OSError, RuntimeError) as exc:  # InputError includes MissingPackageError; OSError: unwritable output path, disk full, ...
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        _show_warning.default = warnings.showwarning
+        warnings.showwarning = _show_warning
+        try:
+            check_args(args)
+            with reading_overrides(spacing=getattr(args, "spacing", None), h5_layout=getattr(args, "h5_layout", None)):
+                return args.func(args)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr, flush=True)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - any failure: one line naming the file and the cause
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            try:
+                message = describe_failure(exc)
+            except Exception:  # noqa: BLE001 - never let the report itself fail
+                message = exc.__class__.__name__
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            return 2

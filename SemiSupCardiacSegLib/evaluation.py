@@ -10,8 +10,31 @@ import torch
 
 from .data.datasets import CaseFile
 from .inference import model_flip_axes, model_rot90_tta, predict_with_model
-from .io import CINE_H5_NOMINAL_SPACING_MM, InputError, file_suffix, read_h5_case, read_label, read_volume
+from .io import (CINE_H5_NOMINAL_SPACING_MM, InputError, check_label_values, file_suffix, read_h5_case, read_image_info,
+                 read_label, read_volume)
 from .metrics import binary_metrics, brier_score, summarize
+
+
+def check_case_pair(case: CaseFile, num_classes: int, labels: dict | None = None) -> None:
+    """Refuse a case whose label cannot be scored against its image, naming the file: a label on
+    another grid (shape, spacing, origin, direction) or with values outside 0..num_classes-1 (the
+    label convention training refuses too, ``io.check_label_values``: a 0/255 mask is not Dice 0)."""
+    from pathlib import Path
+
+    if file_suffix(case.image) in (".h5", ".hdf5"):
+        _, label = read_h5_case(case.image)  # refuses a label of another shape than the image
+        check_label_values(label.array, num_classes, Path(case.image).name, labels)
+        return
+    image = read_image_info(case.image)
+    label = read_label(case.label)
+    name = Path(case.label).name
+    if label.shape != image.shape:
+        raise InputError(f"{name}: label shape {label.shape} differs from the shape {image.shape} of its image "
+                         f"{Path(case.image).name}")
+    if not label.same_grid(image):
+        raise InputError(f"{name}: label is not on the grid of its image {Path(case.image).name} (spacing, origin or "
+                         "direction differ)")
+    check_label_values(label.array, num_classes, name, labels)
 
 
 def evaluate_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseFile], mc_samples: int = 1, tta: bool = True,
@@ -27,6 +50,8 @@ def evaluate_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseFile]
     if not cases:
         raise InputError("no labeled cases to evaluate on")
     k = int(meta["network"]["num_classes"])
+    for case in cases:  # every label checked before any inference: a bad one fails in seconds
+        check_case_pair(case, k, meta.get("labels"))
     names = [meta["labels"].get(str(c), str(c)) for c in range(1, k)]
     per_case: dict[str, dict] = {}
     nominal = False

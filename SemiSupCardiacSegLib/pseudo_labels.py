@@ -32,7 +32,6 @@ unless ``overwrite``; the output folder must not be a folder an input case lives
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_folder, atomic_write_text
+from .jsonout import dumps as json_dumps
 from .data.datasets import CaseFile
 from .dependencies import import_optional
 from .inference import predict_with_model
@@ -96,6 +96,8 @@ def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseF
         raise InputError(f"{out} holds input cases; write pseudo-labels to another folder")
     if (out / MANIFEST).exists() and not overwrite:
         raise InputError(f"{out} already holds {MANIFEST}; choose another folder or pass --overwrite")
+    if not 1 <= int(mc_samples):
+        raise InputError(f"mc_samples must be >= 1, got {mc_samples}")
     earlier = _earlier_cases(out)
     with atomic_folder(out, overwrite=overwrite, owned=lambda name: name == MANIFEST or _case_name(name) in earlier,
                        marker=MANIFEST) as tmp:
@@ -123,6 +125,7 @@ def _pseudo_label_into(model, meta, cases, out: Path, mc_samples, keep_doubtful,
     held: dict[str, tuple] = {}  # keep_fraction: (case, image, labels, worst score) until all are ranked
     for i, case in enumerate(cases):
         image = read_volume(case.image)  # the image only: a reference label in the file is never read
+        # (its file name is in every InputError it raises: a truncated .h5 among the cases is named)
         pred = predict_with_model(model, meta, image, mc_samples=mc_samples, device=device)
         report = segmentation_report(pred, meta["labels"], meta)
         missing, doubtful = _problems(report)
@@ -152,5 +155,5 @@ def _pseudo_label_into(model, meta, cases, out: Path, mc_samples, keep_doubtful,
                             "quality": meta.get("quality")},
                 "mc_samples": int(mc_samples), "keep_doubtful": bool(keep_doubtful), "keep_fraction": keep_fraction,
                 "n_cases": len(records), "n_kept": sum(r["kept"] for r in records.values()), "cases": records}
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2), overwrite=True)
+    atomic_write_text(out / MANIFEST, json_dumps(manifest, indent=2), overwrite=True)
     return manifest

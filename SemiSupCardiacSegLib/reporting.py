@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from .atomic import atomic_folder, atomic_write_text, is_complete_set
+from .jsonout import dumps as json_dumps
 from .inference import Prediction
 from .io import InputError, write_volume
 
@@ -122,6 +123,8 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
         "model": {"id": meta.get("model_id"), "path": meta.get("path"), "method": meta.get("method"),
                   "iteration": meta.get("iteration")},
         "grid": {"shape": list(pred.labels.shape), "spacing_mm": pred.labels.spacing.tolist()},
+        # what reading the input assumed (a spacing the file does not store, a guessed layout): io
+        "assumptions": list(getattr(pred.labels, "assumptions", []) or []),
     }
 
 
@@ -156,7 +159,7 @@ def write_output_files(pred: Prediction, report: dict, folder: str | Path, compa
         paths.append(write_volume(volume, out / name, overwrite=True))
     if stored:
         report = {**report, "stored": stored}
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2), overwrite=True)
+    atomic_write_text(out / "report.json", json_dumps(report, indent=2), overwrite=True)
     paths.append(out / "report.json")
     return paths
 

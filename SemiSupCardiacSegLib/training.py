@@ -20,6 +20,11 @@ Config (a dict, usually a JSON file in ``configs/``; every default states its so
                  at the end BatchNorm statistics are recomputed for the averaged weights over B
                  training batches (``update_bn``, train mode as in torch's recipe), and the averaged
                  network becomes ``swa.pt`` and ``model.pt``.
+Checked before any work (``config_check``): every value of the config (unknown keys, methods,
+optimizers, ranges, patch sizes divisible by the network's downsampling factor); with ``resume``,
+that the config equals the run's saved one except ``config_check.RESUME_MAY_CHANGE`` (the differing
+keys are listed); with ``init``, that the checkpoint's architecture is the config's (the differing
+fields are listed).
 Outputs in ``out``: ``last.pt`` (resume), ``best.pt`` / ``model.pt`` (model checkpoints; ``swa.pt``
 with ``swa``), ``log.jsonl`` (one JSON line per logged iteration and per validation), ``config.json``.
 """
@@ -38,6 +43,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .atomic import atomic_write_text
+from .config_check import architecture_differences, config_differences, validate_config
+from .jsonout import dumps as json_dumps
 from .checkpoint import load_checkpoint, model_id, now_iso, save_checkpoint, state_dict_for_export
 from .data import CropDataset, TwoStreamBatchSampler, find_cases, load_case
 from .data.transforms import AUGMENT_PLANE
@@ -177,6 +184,10 @@ class Trainer:
         pseudo = [c for s in (pseudo_src if isinstance(pseudo_src, list) else [pseudo_src]) for c in find_cases(s)]
         self._pseudo_names = [c.name for c in pseudo]
         lab, unl, val = split_cases(cases, cfg, pseudo)
+        if get_method(cfg["method"]).uses_unlabeled and not unl:
+            raise InputError(f"method {cfg['method']} learns from unlabeled images, but none is left: {len(cases)} cases, "
+                             f"{len(lab)} used as labeled, {len(val)} for validation; use --method supervised, a "
+                             "smaller --labeled or more cases")
         prep = Preprocessing.from_dict(cfg["preprocessing"])
         k = int(cfg["network"]["num_classes"])
         from .progress import progress_bar
@@ -211,6 +222,25 @@ class Trainer:
         if self.swa_model is not None:
             payload["swa_state"] = self.swa_model.state_dict()
         save_checkpoint(self.out / "last.pt", payload)
+
+    def _check_resume(self, ck: dict) -> None:
+        """Refuse to resume ``last.pt`` with a config other than the one it was trained with."""
+        last = self.out / "last.pt"
+        for key in ("method_state", "optimizers", "torch_rng", "history", "iteration"):
+            if key not in ck:
+                raise InputError(f"{last}: not a resume checkpoint (no '{key}')")
+        saved = ck.get("config")
+        if saved is None:
+            return
+        try:
+            saved = json.loads(saved) if isinstance(saved, str) else dict(saved)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{last}: its saved config cannot be read ({exc})") from None
+        diffs = config_differences(saved, json.loads(json.dumps(self.config)))
+        if diffs:
+            shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+            raise InputError(f"{last}: --resume with a config that differs from the run's (saved -> now): {shown}; "
+                             "resume with the run's config, or train into another --out")
 
     def _finish_swa(self, method, dataset, iteration: int, val: list) -> dict:
         """BatchNorm statistics for the averaged weights, validation, ``swa.pt``; -> its validation record."""
@@ -255,6 +285,9 @@ class Trainer:
         Started by ``torchrun`` with several processes, each rank trains on its shard of the batch
         and gradients are averaged (``distributed``); only rank 0 locks, logs and saves.
         """
+        validate_config(self.config)  # before any file is read or written
+        if stop_after is not None and int(stop_after) < 1:
+            raise InputError(f"stop_after must be >= 1, got {stop_after}")
         self.dist = DistContext.from_env(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -307,6 +340,20 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(int(cfg["seed"]))
         np.random.seed(int(cfg["seed"]) % 2**32)
+        ck = None
+        if resume and (self.out / "last.pt").exists():  # checked before the data are loaded
+            ck = load_checkpoint(self.out / "last.pt")
+            self._check_resume(ck)
+        elif not resume and (self.out / "last.pt").exists():
+            raise InputError(f"{self.out} already holds a training run (last.pt); use --resume or another --out")
+        init_ckpt = None
+        if cfg.get("init"):
+            init_ckpt = load_checkpoint(cfg["init"])
+            diffs = architecture_differences(init_ckpt.get("arch", "vnet"), dict(init_ckpt.get("network") or {}),
+                                             cfg["arch"], dict(cfg["network"]))
+            if diffs:
+                raise InputError(f"{cfg['init']}: --init checkpoint's architecture differs from the config's "
+                                 f"(checkpoint vs config): {'; '.join(diffs)}")
         labeled, unlabeled, val = self._load_data()
         pseudo = set(self._pseudo_names)
         self.data_summary = {
@@ -317,11 +364,15 @@ class Trainer:
             "source": cfg.get("data") if isinstance(cfg.get("data"), (str, list)) else None,
         }
         method = get_method(cfg["method"])(cfg).to(self.device)
-        if cfg.get("init"):  # fine-tuning: start from a model checkpoint's weights
+        if init_ckpt is not None:  # fine-tuning: start from a model checkpoint's weights
             from .checkpoint import build_model_from_checkpoint
 
-            init = build_model_from_checkpoint(load_checkpoint(cfg["init"]))
-            method.model.load_state_dict(init.state_dict())
+            init = build_model_from_checkpoint(init_ckpt, cfg["init"])
+            try:
+                method.model.load_state_dict(init.state_dict())
+            except RuntimeError as exc:  # the method changes the network (e.g. a separate SDM decoder)
+                raise InputError(f"{cfg['init']}: its weights do not fit method {cfg['method']}'s network "
+                                 f"({str(exc).splitlines()[0][:200]})") from None
         dist = self.dist
         dist.broadcast_parameters(method)
         main = dist.is_main
@@ -339,8 +390,7 @@ class Trainer:
             self.swa_model = None
         total = int(cfg["iterations"])
         start, history = 0, {"best": None, "validations": []}
-        if resume and (self.out / "last.pt").exists():
-            ck = load_checkpoint(self.out / "last.pt")
+        if ck is not None:
             method.load_state_dict(ck["method_state"])
             for k, o in optimizers.items():
                 o.load_state_dict(ck["optimizers"][k])
@@ -348,12 +398,10 @@ class Trainer:
             start, history = int(ck["iteration"]), ck["history"]
             if self.swa_model is not None and "swa_state" in ck:
                 self.swa_model.load_state_dict(ck["swa_state"])
-        elif not resume and (self.out / "last.pt").exists():
-            raise InputError(f"{self.out} already holds a training run (last.pt); use --resume or another --out")
         if dist.enabled:  # identical weights on every rank, different dropout masks
             torch.manual_seed(int(cfg["seed"]) + 1000003 * dist.rank + start)
         if main:
-            atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
+            atomic_write_text(self.out / "config.json", json_dumps(cfg, indent=2))
 
         cases = labeled + (unlabeled if method.uses_unlabeled else [])
         n_lab = len(labeled)
@@ -414,7 +462,7 @@ class Trainer:
                 if it % int(cfg["log_every"]) == 0 or it == total:
                     rec = {"iteration": it, "lr": optimizers["model"].param_groups[0]["lr"], **logs,
                            "data_s": t_data / max(1, it - start), "step_s": t_step / max(1, it - start)}
-                    log.write(json.dumps(rec) + "\n")
+                    log.write(json_dumps(rec) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}")
                 every = int(cfg["validation"].get("every", 0))
@@ -424,7 +472,7 @@ class Trainer:
                     method.train()
                     rec = {"iteration": it, "val_dice": res["dice"]}
                     history["validations"].append(rec)
-                    log.write(json.dumps(rec) + "\n")
+                    log.write(json_dumps(rec) + "\n")
                     log.flush()
                     bar.write(f"iteration {it}: validation Dice {res['dice']:.4f}")
                     if history["best"] is None or res["dice"] > history["best"]["dice"]:
@@ -445,7 +493,7 @@ class Trainer:
             divergence = dist.parameter_divergence(method)
             if main:
                 with open(self.out / "log.jsonl", "a") as f:
-                    f.write(json.dumps({"iteration": it, "rank_parameter_divergence": divergence}) + "\n")
+                    f.write(json_dumps({"iteration": it, "rank_parameter_divergence": divergence}) + "\n")
                 if divergence > 0:
                     warnings.warn(f"parameters differ across the {dist.world_size} ranks by up to {divergence:.3g} "
                                   "after training; rank 0's copy is the one saved")
@@ -456,7 +504,7 @@ class Trainer:
         elif self.swa_model is not None and not self._stop and int(self.swa_model.n_averaged) > 0:
             rec = self._finish_swa(method, dataset, it, val)
             with open(self.out / "log.jsonl", "a") as f:
-                f.write(json.dumps({k: v for k, v in rec.items() if k != "per_case"}) + "\n")
+                f.write(json_dumps({k: v for k, v in rec.items() if k != "per_case"}) + "\n")
             save_checkpoint(self.out / "model.pt", load_checkpoint(self.out / "swa.pt"))
         elif history["best"] is not None:
             save_checkpoint(self.out / "model.pt", load_checkpoint(self.out / "best.pt"))

@@ -9,6 +9,13 @@ Conventions (the only place they are defined):
   unit vectors of the i, j, k axes.  physical = origin + direction @ (spacing * index).
 * The LA challenge ``.h5`` files carry no geometry: they are read with spacing 0.625 mm, identity
   direction and origin 0, so NRRD voxel (i, j, k) = h5 array ``[i, j, k]``.
+* A geometry is trusted only when ``check_geometry`` accepts it: finite spacing > 0, finite origin,
+  a direction that is finite, not singular (determinant 0) and not sheared (columns orthonormal
+  within ``ORTHOGONALITY_TOL``). Files and Slicer nodes are both checked by it, so the command
+  line and the Slicer module refuse the same inputs with the same words.
+* ``Volume.assumptions``: what a reader had to assume about the file (a spacing the format does
+  not store, a layout told apart by axis sizes); the command lines print them as warnings and put
+  them in ``report.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,41 @@ import numpy as np
 
 # LPS <-> RAS flips the first two physical axes; the matrix is its own inverse.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: Largest |D^T D - I| entry accepted for a direction matrix D (its columns must be orthonormal).
+ORTHOGONALITY_TOL = 1e-4
+
+
+def check_geometry(spacing, direction, origin=None, name: str = "image") -> None:
+    """Refuse a geometry that cannot be trusted (InputError naming ``name`` and the cause): spacing
+    not finite or <= 0, origin not finite, direction not finite, singular or sheared."""
+    from .errors import InputError
+
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if sp.size != 3 or not np.all(np.isfinite(sp)):
+        raise InputError(f"{name}: voxel spacing is not a finite number ({_fmt(sp)}); give the file a valid spacing")
+    if np.any(sp <= 0):
+        raise InputError(f"{name}: voxel spacing must be > 0 mm, got {_fmt(sp)}")
+    if origin is not None and not np.all(np.isfinite(np.asarray(origin, dtype=np.float64))):
+        raise InputError(f"{name}: origin is not finite ({_fmt(origin)})")
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(d)):
+        raise InputError(f"{name}: direction matrix is not finite ({_fmt(d)})")
+    det = float(np.linalg.det(d))
+    if abs(det) < 1e-6:
+        raise InputError(f"{name}: direction is singular (determinant is 0: two axes are parallel or one is zero); "
+                         "the voxel grid has no valid physical geometry")
+    err = float(np.abs(d.T @ d - np.eye(3)).max())
+    if err > ORTHOGONALITY_TOL:
+        norms = np.linalg.norm(d, axis=0)
+        cos = (d.T @ d) / np.outer(norms, norms)
+        worst = float(np.abs(cos - np.diag(np.diag(cos))).max())
+        raise InputError(f"{name}: direction is sheared (axes not orthogonal: largest |cos| between axes {worst:.3g}); "
+                         "resample the volume onto an orthogonal grid first")
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{float(v):g}" for v in np.asarray(values, dtype=np.float64).reshape(-1)) + "]"
 
 
 @dataclass
@@ -33,6 +75,8 @@ class Volume:
     spacing: np.ndarray = field(default_factory=lambda: np.ones(3))
     origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    #: what the reader assumed about this file (see the module docstring); not part of the grid
+    assumptions: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.spacing = np.asarray(self.spacing, dtype=np.float64).reshape(3)
@@ -80,16 +124,16 @@ class Volume:
     def from_ijk_to_ras(cls, array: np.ndarray, ijk_to_ras: np.ndarray) -> "Volume":
         """Volume from an (I, J, K) array and a 4x4 IJK-to-RAS matrix (Slicer's convention).
 
-        Raises ValueError when the matrix is not an orthogonal direction times positive spacing.
+        Raises InputError (a ValueError) when the matrix is not an orthogonal direction times
+        positive spacing (``check_geometry``: "direction is sheared", "determinant is 0", ...).
         """
         lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=np.float64).reshape(4, 4)
         axes = lps[:3, :3]
         spacing = np.linalg.norm(axes, axis=0)
-        if np.any(spacing <= 0):
-            raise ValueError(f"IJK-to-RAS matrix has a zero-length axis: spacing {spacing.tolist()}")
+        if not np.all(np.isfinite(axes)) or np.any(spacing <= 0):
+            check_geometry(spacing, np.eye(3), lps[:3, 3], "IJK-to-RAS matrix")  # raises: zero or non-finite axis
         direction = axes / spacing
-        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-            raise ValueError("IJK-to-RAS matrix is sheared (axes not orthogonal); resample the volume first")
+        check_geometry(spacing, direction, lps[:3, 3], "IJK-to-RAS matrix")  # the file readers' words: sheared, singular
         return cls(array=array, spacing=spacing, origin=lps[:3, 3], direction=direction)
 
     def crop(self, box: tuple[slice, slice, slice]) -> "Volume":

@@ -135,5 +135,5 @@ def test_more_bad_inputs_name_the_problem(tmp_path):
     write_volume(img, tmp_path / "b" / "c.nrrd")
     write_volume(Volume(lab * 5, spacing=(1.0, 1.0, 1.0)), tmp_path / "b" / "c_label.nrrd")
     (case,) = find_cases(tmp_path / "b")
-    with pytest.raises(InputError, match="label values up to 5 but the model has 2 classes"):
+    with pytest.raises(InputError, match="label values 0, 5 but the labels must be 0..1"):
         load_case(case, Preprocessing(spacing=(1.0, 1.0, 1.0)), 2)

@@ -90,7 +90,7 @@ def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
     assert "already holds" in capsys.readouterr().err
     assert cli_main(["segment", str(inp), "--out", str(tmp_path / "gate"), "--model", str(trained / "model.pt"),
                      "--mc-gate", "1.5", "--quiet"]) == 2
-    assert "mc_gate" in capsys.readouterr().err and not (tmp_path / "gate" / "report.json").exists()
+    assert "mc-gate" in capsys.readouterr().err and not (tmp_path / "gate" / "report.json").exists()
 
 
 def test_segment_h5_and_evaluate(trained, phantom_folder, tmp_path):

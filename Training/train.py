@@ -102,11 +102,26 @@ def describe(exc: BaseException, config: Path | None = None) -> str:
         return f"missing or unknown key {exc.args[0]!r}{where} (KeyError)" if exc.args else f"KeyError{where}"
     if isinstance(exc, TypeError) and "unexpected keyword argument" in first and config:
         return f"{first} (an unknown key in config {config}?)"
-    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in first:
-        return f"{exc.filename}: {first or exc.__class__.__name__}"
+    if isinstance(exc, OSError):  # the path and what the errno means: no space left, read-only, ...
+        from SemiSupCardiacSegLib.errors import describe_os_error
+
+        return describe_os_error(exc)
     if isinstance(exc, RuntimeError) and first:  # e.g. out of GPU memory, with the batch size that fits
         return first
     return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The command-line numbers, range-checked before anything is read (the whole config is
+    checked next, by the Trainer, before any case is loaded: ``config_check.validate_config``)."""
+    from SemiSupCardiacSegLib.errors import InputError
+
+    for name, value in (("--iterations", args.iterations), ("--labeled", args.labeled),
+                        ("--stop-after", args.stop_after), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be >= 1, got {value}")
+    if args.init is not None and not args.init.is_file():
+        raise InputError(f"--init checkpoint not found: {args.init}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,11 +129,20 @@ def run(args: argparse.Namespace) -> int:
 
     from SemiSupCardiacSegLib.training import Trainer
 
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = build_config(args)
     if "data" not in config:
         return _fail("no training data: give --data or a config with 'data'")
+    from SemiSupCardiacSegLib.config_check import validate_config
+    from SemiSupCardiacSegLib.errors import InputError
+    from SemiSupCardiacSegLib.training import DEFAULTS, merge_config
+
+    try:  # the whole config, before any case is read; the message names the config file
+        validate_config(merge_config(DEFAULTS, config))
+    except InputError as exc:
+        raise InputError(f"{args.config}: {exc}" if args.config else str(exc)) from None
     result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(resume=args.resume, stop_after=args.stop_after)
     print(json.dumps({**{k: v for k, v in result.items() if k != "best"}, "best_dice": (result["best"] or {}).get("dice")}))
     return 0

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..dependencies import import_optional
-from ..io import SUPPORTED_SUFFIXES, InputError, file_suffix, read_h5_case, read_label, read_volume
+from ..io import SUPPORTED_SUFFIXES, InputError, check_label_values, file_suffix, read_h5_case, read_label, read_volume
 from ..preprocessing import Preprocessing, labels_to_model_space, to_model_space
 from ..sdm import multiclass_sdm
 from .transforms import random_crop, random_rot_flip
@@ -86,7 +86,10 @@ def find_cases(source: str | Path) -> list[CaseFile]:
             raise InputError(f"no images found in folder {source} (looked for {', '.join(SUPPORTED_SUFFIXES)})")
         return [_case_from_image(p) for p in files]
     if source.suffix == ".list":
-        names = [ln.strip() for ln in source.read_text().splitlines() if ln.strip()]
+        try:
+            names = [ln.strip() for ln in source.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{source}: cannot read the case list ({exc.__class__.__name__}: {exc})") from exc
         cases = []
         for name in names:
             for folder in (source.parent, source.parent / "train", source.parent / "val"):
@@ -116,8 +119,7 @@ def load_case(case: CaseFile, prep: Preprocessing, num_classes: int) -> Case:
         if not label.array.any():
             raise InputError(f"{case.name}: the label map is empty (no structure labelled); remove the label file "
                              "to use the case as unlabeled")
-        if int(label.array.max(initial=0)) >= num_classes:
-            raise InputError(f"{case.name}: label values up to {int(label.array.max())} but the model has {num_classes} classes")
+        check_label_values(label.array, num_classes, Path(case.label or case.image).name)
         lab = labels_to_model_space(label, msi, num_classes)
     return Case(case.name, msi.array, lab)
 
