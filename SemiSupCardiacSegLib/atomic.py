@@ -241,8 +241,15 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False, owned: Calla
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
     try:
-        yield tmp
-        _fsync_tree(tmp)
+        try:
+            yield tmp
+            _fsync_tree(tmp)
+        except OSError as exc:  # name the file the user asked for, not its temporary twin
+            for attr in ("filename", "filename2"):
+                name = getattr(exc, attr, None)
+                if name and Path(str(name)).is_relative_to(tmp):
+                    setattr(exc, attr, str(target / Path(str(name)).relative_to(tmp)))
+            raise
         new_names = set(os.listdir(tmp)) | {marker}
         is_owned = owned if owned is not None else new_names.__contains__
         with _signals_deferred():

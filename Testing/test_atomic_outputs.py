@@ -129,7 +129,8 @@ def test_segment_full_disk_mid_set_keeps_the_earlier_state(trained, small_input,
     # Fresh folder, the disk fills after two files: nothing at --out, and no temporary folder left.
     monkeypatch.setattr(reporting, "write_volume", _failing_writer(2))
     assert _segment(trained, small_input, out) == 2
-    assert "No space left" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and f"{out}/" in err and ".tmp-" not in err  # names --out's file
     assert not out.exists() and _leftovers(tmp_path, "out") == []
     monkeypatch.undo()
     # A rerun works (before: "already holds segmentation outputs" on the two orphans).
