@@ -32,6 +32,7 @@ unless ``overwrite``; the output folder must not be a folder an input case lives
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
