@@ -341,7 +341,7 @@ def _write_summary(out: Path, rows: dict, structures: list, meta: dict) -> None:
     atomic_write_text(out / SUMMARY_CSV, buf.getvalue())
 
 
-def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], "np.ndarray"]:
+def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], object]:
     """``--roi-mask``: a label file on the input's grid whose nonzero voxels are to be segmented ->
     (the index box around them, the bool mask); refused when off-grid or empty."""
     import numpy as np

@@ -15,7 +15,6 @@ import json
 import shutil
 import struct
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
