@@ -347,6 +347,7 @@ def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], object]:
     import numpy as np
 
     from .io import read_label
+    from .volume import mask_box
 
     mask = read_label(path)
     if not mask.same_grid(volume):
@@ -354,8 +355,7 @@ def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], object]:
     inside = mask.array > 0
     if not inside.any():
         raise InputError(f"{path}: the ROI mask is empty (no nonzero voxel)")
-    nonzero = np.nonzero(inside)
-    box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in nonzero)
+    box = mask_box(inside)
     sub = volume.array[box]
     size = " x ".join(str(b.stop - b.start) for b in box)
     if sub.size < 8 or float(np.nanmax(sub)) == float(np.nanmin(sub)):

@@ -142,27 +142,6 @@ class Volume:
         origin = np.asarray(self.origin, float) + np.asarray(self.direction, float) @ (starts * np.asarray(self.spacing, float))
         return Volume(np.ascontiguousarray(self.array[box]), self.spacing, origin, self.direction)
 
-    def ras_box(self, ras_min: np.ndarray, ras_max: np.ndarray) -> tuple[slice, slice, slice] | None:
-        """Index box of the voxels whose centres lie in the RAS axis-aligned box [ras_min, ras_max]
-        (its corners mapped to IJK, rounded outwards, clipped); None when it misses the volume."""
-        corners = np.array([[x, y, z, 1.0] for x in (ras_min[0], ras_max[0]) for y in (ras_min[1], ras_max[1])
-                            for z in (ras_min[2], ras_max[2])])
-        ijk = (np.linalg.inv(self.ijk_to_ras()) @ corners.T)[:3].T
-        lo = np.maximum(np.ceil(ijk.min(0) - 1e-6).astype(int), 0)
-        hi = np.minimum(np.floor(ijk.max(0) + 1e-6).astype(int) + 1, self.shape)
-        if np.any(hi <= lo):
-            return None
-        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
-    def voxels_in_ras_box(self, box: tuple[slice, slice, slice], ras_min: np.ndarray, ras_max: np.ndarray) -> np.ndarray:
-        """Bool array of ``box``'s shape: which voxel centres of the index box lie in the RAS box
-        (an oblique volume's index box also holds voxels outside the RAS box)."""
-        axes = [np.arange(b.start, b.stop, dtype=float) for b in box]
-        ijk = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
-        m = self.ijk_to_ras()
-        ras = ijk @ m[:3, :3].T + m[:3, 3]
-        return np.all((ras >= np.asarray(ras_min) - 1e-6) & (ras <= np.asarray(ras_max) + 1e-6), axis=-1)
-
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in mL (spacing in mm; 1 mL = 1000 mm^3)."""
         return float(np.prod(self.spacing)) / 1000.0
@@ -240,3 +219,8 @@ def reorient_volume(volume: Volume, reo: AxisReorientation) -> Volume:
             start_index[src] = shape[src] - 1
     new_origin = volume.origin + volume.direction @ (volume.spacing * start_index)
     return Volume(reo.apply(volume.array), new_spacing, new_origin, new_dir)
+
+
+def mask_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Index box (one slice per axis) around the nonzero voxels of ``mask`` (which must hold one)."""
+    return tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(mask))

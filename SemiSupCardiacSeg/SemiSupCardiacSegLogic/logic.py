@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from SemiSupCardiacSegLib.volume import Volume
+from SemiSupCardiacSegLib.volume import Volume, mask_box
 
 # Display colours (RGB 0..1), standard codes and Slicer terminology entries of the structures the
 # shipped models segment: data in terminology.json, read by terminology.py (names kept importable here).
@@ -276,7 +276,7 @@ class SemiSupCardiacSegLogic:
         box = inside = None
         if roi_node is not None:
             inside = roi_mask(roi_node, input_node).array.astype(bool)
-            box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(inside))
+            box = mask_box(inside)
         pred = predict_with_model(net, meta, volume.crop(box) if box else volume,
                                   mc_samples=int(mc_samples), tta=tta, device=device, progress=progress)
         if box is not None:
