@@ -212,9 +212,15 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ready = bool(p and p.inputVolume)
         library = chosen_folder(p.libraryFolder) if p else None
         self.ui.segmentButton.enabled = (ready and not label) or label == "segment"
-        self.ui.segmentButton.toolTip = ("Stop the segmentation" if label == "segment" else
-                                         "A fine-tune is running" if label else
-                                         "Segment the input volume" if ready else "Select an input volume")
+        self.ui.segmentButton.toolTip = (
+            "Stop the segmentation"
+            if label == "segment"
+            else "A fine-tune is running"
+            if label
+            else "Segment the input volume"
+            if ready
+            else "Select an input volume"
+        )
         self.ui.addToLibraryButton.enabled = ready and library is not None
         self.ui.fineTuneButton.enabled = (library is not None and not label) or label.startswith("fine-tune")
         if label != "segment" and p:  # the button says what the model segments (or "Cancel")
@@ -236,8 +242,10 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return True
         what = (["PyTorch"] if need_torch else []) + missing
         if not slicer.util.confirmOkCancelDisplay(
-                f"This module needs {', '.join(what)}, not installed in Slicer's Python. Install now? "
-                "(PyTorch is a large download.)", "Missing Python packages"):
+            f"This module needs {', '.join(what)}, not installed in Slicer's Python. Install now? "
+            "(PyTorch is a large download.)",
+            "Missing Python packages",
+        ):
             self.ui.statusLabel.text = f"Not started: {', '.join(what)} not installed"
             return False
         with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
@@ -245,8 +253,10 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 try:
                     import PyTorchUtils  # the SlicerPyTorch extension, which this extension depends on
                 except ImportError:
-                    raise RuntimeError("PyTorch is missing and the PyTorch extension (PyTorchUtils) is not installed: "
-                                       "install 'PyTorch' from the Extensions Manager, restart Slicer, try again")
+                    raise RuntimeError(
+                        "PyTorch is missing and the PyTorch extension (PyTorchUtils) is not installed: "
+                        "install 'PyTorch' from the Extensions Manager, restart Slicer, try again"
+                    )
                 if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
                     raise RuntimeError("PyTorchUtils did not install PyTorch")
             if missing:
@@ -254,7 +264,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         importlib.invalidate_caches()
         still = (["PyTorch"] if importlib.util.find_spec("torch") is None else []) + missing_packages()
         if still:
-            self.ui.statusLabel.text = f"Still missing after installation: {', '.join(still)}; restart Slicer and try again"
+            self.ui.statusLabel.text = (
+                f"Still missing after installation: {', '.join(still)}; restart Slicer and try again"
+            )
         return not still
 
     # ------------------------------------------------------------------------------ the one job runner
@@ -286,9 +298,15 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start segmentation.", waitCursor=True):
-            job = self.logic.start_segment_job(p.inputVolume, model=p.model or None, mc_samples=p.mcSamples,
-                                               device=p.device, python_executable=sys.executable, roi_node=p.roi,
-                                               es_node=p.esVolume)
+            job = self.logic.start_segment_job(
+                p.inputVolume,
+                model=p.model or None,
+                mc_samples=p.mcSamples,
+                device=p.device,
+                python_executable=sys.executable,
+                roi_node=p.roi,
+                es_node=p.esVolume,
+            )
             input_node, es_node = p.inputVolume, p.esVolume
             self._startJob(job, lambda code, j: self._segmentDone(code, j, input_node, es_node), "segment")
             self.ui.segmentButton.text = "Cancel"
@@ -323,8 +341,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regionIndex = -1
         self.ui.nextRegionButton.enabled = bool(self._regions)
         doubtful = [k for k, v in result.report["structures"].items() if v.get("doubtful")]
-        self.ui.statusLabel.text = (f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review"
-                                    + (f". Doubtful: {', '.join(doubtful)}; review before use" if doubtful else ""))
+        self.ui.statusLabel.text = f"Done: {volumes} mL; {len(self._regions)} uncertain regions to review" + (
+            f". Doubtful: {', '.join(doubtful)}; review before use" if doubtful else ""
+        )
 
     def onNextRegionButton(self) -> None:
         if not self._regions or self._result is None:
@@ -332,8 +351,10 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regionIndex = (self._regionIndex + 1) % len(self._regions)
         region = self._regions[self._regionIndex]
         self.logic.jump_slices_to(region.centre_ras, self._result.input_node)
-        self.ui.statusLabel.text = (f"Region {self._regionIndex + 1}/{len(self._regions)}: mean entropy "
-                                    f"{region.mean_entropy:.2f} nats, {region.volume_mm3:.0f} mm^3")
+        self.ui.statusLabel.text = (
+            f"Region {self._regionIndex + 1}/{len(self._regions)}: mean entropy "
+            f"{region.mean_entropy:.2f} nats, {region.volume_mm3:.0f} mm^3"
+        )
 
     # ------------------------------------------------------------------------------ library
     def onAddToLibraryButton(self) -> None:
@@ -351,13 +372,16 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if result.segmentation.GetAttribute(SOURCE_VOLUME_ATTRIBUTE) == p.inputVolume.GetID():
                 segmentation = result.segmentation
             else:
-                note = (f" unlabeled: the last segmentation is of '{result.input_node.GetName()}', "
-                        f"not of '{p.inputVolume.GetName()}'")
+                note = (
+                    f" unlabeled: the last segmentation is of '{result.input_node.GetName()}', "
+                    f"not of '{p.inputVolume.GetName()}'"
+                )
         with slicer.util.tryWithErrorDisplay("Adding the case to the training library failed.", waitCursor=True):
             image_path, label_path = self.logic.add_to_library(p.inputVolume, folder, segmentation)
             qt.QSettings().setValue(LIBRARY_FOLDER_KEY, str(folder))
-            self.ui.statusLabel.text = (f"Added {os.path.basename(image_path)}"
-                                        + (" (labeled)" if label_path else note or " (unlabeled)"))
+            self.ui.statusLabel.text = f"Added {os.path.basename(image_path)}" + (
+                " (labeled)" if label_path else note or " (unlabeled)"
+            )
 
     # ------------------------------------------------------------------------------ fine-tune
     def onFineTuneButton(self) -> None:
@@ -375,8 +399,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         out = folder / "fine_tuned" / time.strftime("%Y%m%d-%H%M%S")
         old = p.model or None
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
-            job = self.logic.fine_tune(folder, out, model=old, iterations=p.fineTuneIterations,
-                                       python_executable=sys.executable)
+            job = self.logic.fine_tune(
+                folder, out, model=old, iterations=p.fineTuneIterations, python_executable=sys.executable
+            )
             self._startJob(job, lambda code, j: self._fineTuneDone(code, j, old), "fine-tune")
             self.ui.fineTuneButton.text = "Cancel fine-tuning"
             self.ui.fineTuneProgressBar.value = 0
@@ -386,11 +411,12 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.fineTuneButton.text = "Fine-tune on library"
         model = job.out / "model.pt"
         if job.stop_requested:
-            self.ui.statusLabel.text = f"Fine-tuning cancelled (last.pt kept in {job.out}; Training/train.py --resume continues it)"
+            self.ui.statusLabel.text = (
+                f"Fine-tuning cancelled (last.pt kept in {job.out}; Training/train.py --resume continues it)"
+            )
             return
         if code != 0 or not model.is_file():
-            self.ui.statusLabel.text = (f"Fine-tuning failed: {job.error() or f'exit code {code}'} "
-                                        f"(log: {job.log_path})")
+            self.ui.statusLabel.text = f"Fine-tuning failed: {job.error() or f'exit code {code}'} (log: {job.log_path})"
             return
         self.ui.fineTuneProgressBar.value = 100
         qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [str(model)])
@@ -407,8 +433,13 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         from SemiSupCardiacSegLib.jobs import EvaluateJob
 
         which = "old" if not results else "new"
-        job = EvaluateJob(models[len(results)], cases, out / f"evaluate_{which}.json", device=self._parameterNode.device,
-                          python=sys.executable)
+        job = EvaluateJob(
+            models[len(results)],
+            cases,
+            out / f"evaluate_{which}.json",
+            device=self._parameterNode.device,
+            python=sys.executable,
+        )
 
         def done(code, j):
             if code != 0 or j.stop_requested:
@@ -459,8 +490,10 @@ class SemiSupCardiacSegTest(ScriptedLoadableModuleTest):
         import time
 
         if importlib.util.find_spec("torch") is None:
-            self.delayDisplay("SemiSupCardiacSeg self-test skipped: PyTorch is not installed "
-                              "(open the module and click Segment to install it)")
+            self.delayDisplay(
+                "SemiSupCardiacSeg self-test skipped: PyTorch is not installed "
+                "(open the module and click Segment to install it)"
+            )
             return
         from SemiSupCardiacSegLib.phantoms import make_la_phantom
         from SemiSupCardiacSegLib.volume import Volume

@@ -186,7 +186,9 @@ def _publish(tmp: Path, target: Path, overwrite: bool, owned: Callable[[str], bo
     if not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a folder")
     if not overwrite and is_complete_set(target, marker):
-        raise FileExistsError(f"{target} already holds a complete output set ({marker}); pass --overwrite to replace it")
+        raise FileExistsError(
+            f"{target} already holds a complete output set ({marker}); pass --overwrite to replace it"
+        )
     entries = os.listdir(target)
     foreign = [e for e in entries if not owned(e)]
     if not foreign:  # the folder is ours: swap whole folders, the old one goes with tmp
@@ -213,8 +215,12 @@ def _publish(tmp: Path, target: Path, overwrite: bool, owned: Callable[[str], bo
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, overwrite: bool = False, owned: Callable[[str], bool] | None = None,
-                  marker: str = DEFAULT_MARKER) -> Iterator[Path]:
+def atomic_folder(
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    owned: Callable[[str], bool] | None = None,
+    marker: str = DEFAULT_MARKER,
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path`` (``NAME.tmp-XXXX``); write a whole output set
     into it. When the block ends normally the set is moved into place, so ``path`` holds either its
     earlier complete set or the complete new one, never entries of both runs (Ctrl-C, a full disk
@@ -235,7 +241,9 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False, owned: Calla
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and is_complete_set(target, marker):
-        raise FileExistsError(f"{target} already holds a complete output set ({marker}); pass --overwrite to replace it")
+        raise FileExistsError(
+            f"{target} already holds a complete output set ({marker}); pass --overwrite to replace it"
+        )
     tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=parent))
     umask = os.umask(0)
     os.umask(umask)

@@ -23,8 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import warn
-from .io import InputError
+from .errors import InputError, warn
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 ACDC_LABELS = {"rv": 1, "myo": 2, "lv": 3}
@@ -35,7 +34,9 @@ def structure_volume_ml(labels: np.ndarray, label: int, spacing: Sequence[float]
     return float((np.asarray(labels) == label).sum()) * float(np.prod(spacing)) / 1000.0
 
 
-def myocardial_area_per_slice(labels: np.ndarray, spacing: Sequence[float], myo: int = ACDC_LABELS["myo"]) -> list[float]:
+def myocardial_area_per_slice(
+    labels: np.ndarray, spacing: Sequence[float], myo: int = ACDC_LABELS["myo"]
+) -> list[float]:
     """(X, Y, Z) labels -> myocardial area (mm^2) of each slice along axis 2."""
     return [float(a) * float(spacing[0]) * float(spacing[1]) for a in (np.asarray(labels) == myo).sum(axis=(0, 1))]
 
@@ -45,7 +46,9 @@ def ejection_fraction(edv: float, esv: float) -> float:
     return float("nan") if edv <= 0 else 100.0 * (edv - esv) / edv
 
 
-def cardiac_indices(ed: np.ndarray, es: np.ndarray, spacing: Sequence[float], labels: dict[str, int] = ACDC_LABELS) -> dict:
+def cardiac_indices(
+    ed: np.ndarray, es: np.ndarray, spacing: Sequence[float], labels: dict[str, int] = ACDC_LABELS
+) -> dict:
     """ED and ES label maps (X, Y, Z) on the same grid of ``spacing`` mm -> indices (mL, %, g, mm^2).
 
     Keys: lv_edv_ml, lv_esv_ml, lv_sv_ml, lv_ef_percent, rv_edv_ml, rv_esv_ml, rv_sv_ml,
@@ -66,8 +69,10 @@ def cardiac_indices(ed: np.ndarray, es: np.ndarray, spacing: Sequence[float], la
     reasons: dict[str, str] = {}
     same = bool(np.array_equal(ed, es))
     if same:
-        warnings_.append("the ED and ES segmentations are identical (the same frame twice?): the ejection fractions "
-                         "would read 0 % and are left undefined")
+        warnings_.append(
+            "the ED and ES segmentations are identical (the same frame twice?): the ejection fractions "
+            "would read 0 % and are left undefined"
+        )
     full = {"lv": "left ventricle", "rv": "right ventricle"}
     for name in ("lv", "rv"):
         edv = structure_volume_ml(ed, labels[name], spacing)
@@ -83,18 +88,24 @@ def cardiac_indices(ed: np.ndarray, es: np.ndarray, spacing: Sequence[float], la
             warnings_.append(f"the {full[name]} (label {labels[name]}) is missing from the end-diastolic frame")
             reasons[f"/{key}"] = f"the {full[name]} is missing at end-diastole"
         elif esv == 0:
-            warnings_.append(f"the {full[name]} (label {labels[name]}) is missing from the end-systolic frame: "
-                             "its EF would read 100 % and is left undefined")
+            warnings_.append(
+                f"the {full[name]} (label {labels[name]}) is missing from the end-systolic frame: "
+                "its EF would read 100 % and is left undefined"
+            )
             ef, reasons[f"/{key}"] = float("nan"), f"the {full[name]} is missing at end-systole"
         elif esv > edv:
-            warnings_.append(f"{name.upper()} ESV {esv:.1f} mL > EDV {edv:.1f} mL: EF {ef:.1f} % is outside 0-100 % "
-                             "(are ED and ES swapped?)")
+            warnings_.append(
+                f"{name.upper()} ESV {esv:.1f} mL > EDV {edv:.1f} mL: EF {ef:.1f} % is outside 0-100 % "
+                "(are ED and ES swapped?)"
+            )
         out.update({f"{name}_edv_ml": edv, f"{name}_esv_ml": esv, f"{name}_sv_ml": edv - esv, key: ef})
     out["myo_mass_g"] = structure_volume_ml(ed, labels["myo"], spacing) * MYOCARDIAL_DENSITY_G_PER_ML
     if out["myo_mass_g"] == 0:
         warnings_.append(f"the myocardium (label {labels['myo']}) is missing from the end-diastolic frame: mass 0 g")
-    out["myo_area_mm2"] = {"ED": myocardial_area_per_slice(ed, spacing, labels["myo"]),
-                           "ES": myocardial_area_per_slice(es, spacing, labels["myo"])}
+    out["myo_area_mm2"] = {
+        "ED": myocardial_area_per_slice(ed, spacing, labels["myo"]),
+        "ES": myocardial_area_per_slice(es, spacing, labels["myo"]),
+    }
     out["spacing_mm"] = [float(s) for s in spacing]
     out["warnings"] = [warn(w) for w in warnings_]
     if reasons:

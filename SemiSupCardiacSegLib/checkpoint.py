@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write_bytes
-from .io import InputError
+from .errors import InputError
 from .networks import build_network
 from .shipped import MODELS_DIR, SHIPPED_MODELS
 
@@ -45,7 +45,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise InputError(f"{path.name}: not a loadable checkpoint (corrupt, truncated or unsafe pickle): {msg[:200]}") from exc
+        raise InputError(
+            f"{path.name}: not a loadable checkpoint (corrupt, truncated or unsafe pickle): {msg[:200]}"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"{path.name}: not a SemiSupCardiacSeg checkpoint (format tag missing)")
     return ckpt
@@ -62,7 +64,10 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
 def state_dict_for_export(model: torch.nn.Module, dtype: str = "float32") -> dict[str, torch.Tensor]:
     """Weights on CPU; floating tensors cast to ``dtype`` ('float32' or 'float16')."""
     dt = {"float32": torch.float32, "float16": torch.float16}[dtype]
-    return {k: (v.detach().cpu().to(dt) if v.is_floating_point() else v.detach().cpu()) for k, v in model.state_dict().items()}
+    return {
+        k: (v.detach().cpu().to(dt) if v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
 
 
 def model_id(state_dict: dict[str, torch.Tensor]) -> str:
@@ -91,8 +96,10 @@ def check_model_metadata(ckpt: dict, name: str = "checkpoint") -> None:
 
     for key in REQUIRED_MODEL_KEYS:
         if key not in ckpt:
-            raise InputError(f"{name}: checkpoint has no '{key}' (a required metadata key); re-export it with "
-                             "Training/export_model.py from its training run")
+            raise InputError(
+                f"{name}: checkpoint has no '{key}' (a required metadata key); re-export it with "
+                "Training/export_model.py from its training run"
+            )
     arch, net = ckpt["arch"], ckpt["network"]
     if arch not in ARCHITECTURES:
         raise InputError(f"{name}: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHITECTURES))})")
@@ -117,8 +124,11 @@ def check_model_metadata(ckpt: dict, name: str = "checkpoint") -> None:
     if p.in_plane_shape is not None and min(p.in_plane_shape) < 4:
         raise InputError(f"{name}: 'preprocessing.in_plane_shape' {list(p.in_plane_shape)} is too small")
     try:
-        check_patch(list(ckpt["patch_size"]) if isinstance(ckpt["patch_size"], (list, tuple)) else ckpt["patch_size"],
-                    arch, "its 'patch_size'")
+        check_patch(
+            list(ckpt["patch_size"]) if isinstance(ckpt["patch_size"], (list, tuple)) else ckpt["patch_size"],
+            arch,
+            "its 'patch_size'",
+        )
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
     labels = ckpt["labels"]
@@ -147,17 +157,23 @@ def build_model_from_checkpoint(ckpt: dict, name: str | os.PathLike = "checkpoin
         parts = []
         if wrong:
             k0 = wrong[0]
-            parts.append(f"{len(wrong)} of another shape (e.g. {k0}: {tuple(state[k0].shape)} vs {tuple(expected[k0].shape)})")
+            parts.append(
+                f"{len(wrong)} of another shape (e.g. {k0}: {tuple(state[k0].shape)} vs {tuple(expected[k0].shape)})"
+            )
         if missing:
             parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise InputError(f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {dict(ckpt['network'])}: "
-                         f"{'; '.join(parts)}")
+        raise InputError(
+            f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {dict(ckpt['network'])}: "
+            f"{'; '.join(parts)}"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise InputError(f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {ckpt['network']}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(
+            f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {ckpt['network']}: {str(exc).splitlines()[0]}"
+        ) from exc
     return model.eval()
 
 

@@ -43,8 +43,14 @@ class CinePhantom:
     spacing: tuple[float, float, float]
 
 
-def make_cine_phantom(seed: int = 0, phase: str = "ED", shape=(128, 128, 10), spacing=(1.5, 1.5, 8.0),
-                      es_scale: float = 0.72, noise_std: float = 0.06) -> CinePhantom:
+def make_cine_phantom(
+    seed: int = 0,
+    phase: str = "ED",
+    shape=(128, 128, 10),
+    spacing=(1.5, 1.5, 8.0),
+    es_scale: float = 0.72,
+    noise_std: float = 0.06,
+) -> CinePhantom:
     """One phase of one synthetic patient (the same ``seed`` gives the same patient at ED and ES)."""
     if phase not in ("ED", "ES"):
         raise ValueError(f"phase must be 'ED' or 'ES', got {phase!r}")
@@ -56,8 +62,8 @@ def make_cine_phantom(seed: int = 0, phase: str = "ED", shape=(128, 128, 10), sp
     y = (np.arange(shape[1]) + 0.5) * sp[1]
     X, Y = np.meshgrid(x, y, indexing="ij")
     centre = extent[:2] / 2 + rng.uniform(-8, 8, 2)
-    r_lv = rng.uniform(24.0, 28.0)      # ED basal LV radius, mm
-    wall = rng.uniform(6.5, 8.0)        # ED wall thickness, mm
+    r_lv = rng.uniform(24.0, 28.0)  # ED basal LV radius, mm
+    wall = rng.uniform(6.5, 8.0)  # ED wall thickness, mm
     length = extent[2] * rng.uniform(0.85, 0.95)  # base-to-apex, mm
     rv_angle = rng.uniform(np.pi * 0.85, np.pi * 1.15)
     rv_scale = rng.uniform(1.15, 1.3)
@@ -74,7 +80,7 @@ def make_cine_phantom(seed: int = 0, phase: str = "ED", shape=(128, 128, 10), sp
         r_in = s * r_lv * taper
         # Myocardial volume is (nearly) conserved: outer radius from the ED ring area.
         ed_in, ed_out = r_lv * taper, (r_lv + wall) * taper_myo
-        r_out = np.sqrt(max(r_in ** 2 + (ed_out ** 2 - ed_in ** 2), 0.0)) if ed_out > 0 else 0.0
+        r_out = np.sqrt(max(r_in**2 + (ed_out**2 - ed_in**2), 0.0)) if ed_out > 0 else 0.0
         d = np.hypot(X - centre[0], Y - centre[1])
         lv = d <= r_in
         myo = (d <= r_out) & ~lv
@@ -95,12 +101,19 @@ def make_cine_phantom(seed: int = 0, phase: str = "ED", shape=(128, 128, 10), sp
     image = ndimage.gaussian_filter(image, (0.7, 0.7, 0))
     n1 = noise_rng.normal(0, noise_std, shape)
     n2 = noise_rng.normal(0, noise_std, shape)
-    image = np.sqrt((image + n1) ** 2 + n2 ** 2).astype(np.float32)
+    image = np.sqrt((image + n1) ** 2 + n2**2).astype(np.float32)
     return CinePhantom(image, label, tuple(float(v) for v in sp))
 
 
-def write_acdc_patient(root: str | os.PathLike, patient: int, seed: int | None = None, ed_frame: int = 1,
-                       es_frame: int = 12, nb_frames: int = 30, **kw) -> Path:
+def write_acdc_patient(
+    root: str | os.PathLike,
+    patient: int,
+    seed: int | None = None,
+    ed_frame: int = 1,
+    es_frame: int = 12,
+    nb_frames: int = 30,
+    **kw,
+) -> Path:
     """Write ``root/patientXXX/`` in the original ACDC layout (NIfTI + Info.cfg); returns the folder."""
     from .io import write_volume
 
@@ -113,7 +126,10 @@ def write_acdc_patient(root: str | os.PathLike, patient: int, seed: int | None =
         # Intensities as a scanner would store them (positive integers), not normalized.
         write_volume(Volume(np.round(ph.image * 400).astype(np.int16), spacing=ph.spacing), f"{stem}.nii.gz")
         write_volume(Volume(ph.label, spacing=ph.spacing), f"{stem}_gt.nii.gz")
-    atomic_write_text(folder / "Info.cfg", f"ED: {ed_frame}\nES: {es_frame}\nGroup: NOR\nHeight: 175.0\nNbFrame: {nb_frames}\nWeight: 70.0\n")
+    atomic_write_text(
+        folder / "Info.cfg",
+        f"ED: {ed_frame}\nES: {es_frame}\nGroup: NOR\nHeight: 175.0\nNbFrame: {nb_frames}\nWeight: 70.0\n",
+    )
     return folder
 
 

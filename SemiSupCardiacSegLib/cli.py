@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .dependencies import import_optional
-from .io import InputError
+from .errors import InputError
 from .jsonout import dumps as json_dumps
 
 #: The most MC-dropout samples accepted (the shipped models' quality flags use 10; hundreds only
@@ -40,7 +40,11 @@ def _in_range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False) 
     if value is None:
         return
     ok = isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi))
+    ok = (
+        ok
+        and (lo is None or (value > lo if lo_open else value >= lo))
+        and (hi is None or (value < hi if hi_open else value <= hi))
+    )
     if not ok:
         lo_s = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}, "
         hi_s = "inf)" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
@@ -64,7 +68,13 @@ def check_args(args: argparse.Namespace) -> None:
     device = getattr(args, "device", None)
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(device)):
         raise InputError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    for attr, what in (("input", "input"), ("ed", "--ed"), ("es", "--es"), ("roi_mask", "--roi-mask"), ("patient", "--patient")):
+    for attr, what in (
+        ("input", "input"),
+        ("ed", "--ed"),
+        ("es", "--es"),
+        ("roi_mask", "--roi-mask"),
+        ("patient", "--patient"),
+    ):
         value = getattr(args, attr, None)
         if isinstance(value, str) and value and not Path(value).exists():
             raise InputError(f"{what} file not found: {value}")
@@ -73,7 +83,9 @@ def check_args(args: argparse.Namespace) -> None:
         from .shipped import SHIPPED_MODELS
 
         if str(model) not in SHIPPED_MODELS and not Path(model).is_file():
-            raise InputError(f"--model {model}: neither a shipped model ({', '.join(sorted(SHIPPED_MODELS))}) nor a file")
+            raise InputError(
+                f"--model {model}: neither a shipped model ({', '.join(sorted(SHIPPED_MODELS))}) nor a file"
+            )
     for src in getattr(args, "data", None) or []:
         if not Path(src).exists():
             raise InputError(f"--data {src}: no such folder, list or file")
@@ -169,10 +181,19 @@ def _read_inputs(path, es_path=None, roi_path=None) -> dict:
     if es_path:
         es_volume = read_volume(es_path)
         if not es_volume.same_grid(volume):
-            raise InputError(f"{es_path}: the end-systolic frame is not on the grid of {path} (shape, spacing, "
-                             "origin and direction must match)")
-    return {"input": path, "volume": volume, "es": es_path, "es_volume": es_volume, "roi_mask": roi_path,
-            "box": box, "inside": inside}
+            raise InputError(
+                f"{es_path}: the end-systolic frame is not on the grid of {path} (shape, spacing, "
+                "origin and direction must match)"
+            )
+    return {
+        "input": path,
+        "volume": volume,
+        "es": es_path,
+        "es_volume": es_volume,
+        "roi_mask": roi_path,
+        "box": box,
+        "inside": inside,
+    }
 
 
 def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out: Path, update) -> tuple[dict, float]:
@@ -186,9 +207,19 @@ def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out:
     volume, es_volume, box, inside = inputs["volume"], inputs["es_volume"], inputs["box"], inputs["inside"]
 
     def predict(vol, progress):
-        pred = predict_with_model(model, meta, vol.crop(box) if box else vol, mc_samples=args.mc_samples,
-                                  tta=not args.no_tta, overlap=args.overlap, device=args.device, progress=progress,
-                                  mc_scope=args.mc_scope, mc_gate=args.mc_gate, allow_large=args.allow_large)
+        pred = predict_with_model(
+            model,
+            meta,
+            vol.crop(box) if box else vol,
+            mc_samples=args.mc_samples,
+            tta=not args.no_tta,
+            overlap=args.overlap,
+            device=args.device,
+            progress=progress,
+            mc_scope=args.mc_scope,
+            mc_gate=args.mc_gate,
+            allow_large=args.allow_large,
+        )
         return pred.uncrop(vol, box, inside[box]) if box else pred
 
     share = 0.5 if es_volume is not None else 1.0
@@ -197,8 +228,11 @@ def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out:
     report = segmentation_report(pred, meta["labels"], meta)
     report["input"] = str(inputs["input"])
     if box is not None:
-        report["roi_mask"] = {"file": str(inputs["roi_mask"]), "voxels": int(inside.sum()),
-                              "box_ijk": [[b.start, b.stop] for b in box]}
+        report["roi_mask"] = {
+            "file": str(inputs["roi_mask"]),
+            "voxels": int(inside.sum()),
+            "box_ijk": [[b.start, b.stop] for b in box],
+        }
     es_report = None
     if es_pred is not None:
         from .cardiac import cardiac_indices
@@ -214,8 +248,13 @@ def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out:
         if args.montage:
             from .montage import save_montage
 
-            save_montage(volume.array, pred.labels.array, pred.entropy.array, tmp / "montage.png",
-                         title=f"{Path(inputs['input']).name} - model {meta.get('model_id')}")
+            save_montage(
+                volume.array,
+                pred.labels.array,
+                pred.entropy.array,
+                tmp / "montage.png",
+                title=f"{Path(inputs['input']).name} - model {meta.get('model_id')}",
+            )
         write_output_files(pred, report, tmp, compact=args.compact)
     return report, seconds
 
@@ -248,8 +287,10 @@ def cmd_segment_batch(args: argparse.Namespace) -> int:
     seen: dict[str, str] = {}
     for c in cases:
         if c.name in seen:
-            raise InputError(f"{args.input}: two cases are named '{c.name}' ({seen[c.name]}, {c.image}); "
-                             "each case needs its own output folder")
+            raise InputError(
+                f"{args.input}: two cases are named '{c.name}' ({seen[c.name]}, {c.image}); "
+                "each case needs its own output folder"
+            )
         seen[c.name] = str(c.image)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,13 +329,17 @@ def cmd_segment_batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         bar.close()
         done = sum(r["status"] != "failed" for r in rows.values())
-        print(f"interrupted: {done} of {n} cases complete in {out}; run the same command again to do the rest",
-              file=sys.stderr, flush=True)
+        print(
+            f"interrupted: {done} of {n} cases complete in {out}; run the same command again to do the rest",
+            file=sys.stderr,
+            flush=True,
+        )
         return 130
     bar.close()
     done = sum(r["status"] != "failed" for r in rows.values())
-    print(json.dumps({"out": str(out), "cases": n, "complete": done, "failed": failed,
-                      "summary": str(out / SUMMARY_CSV)}))
+    print(
+        json.dumps({"out": str(out), "cases": n, "complete": done, "failed": failed, "summary": str(out / SUMMARY_CSV)})
+    )
     return 1 if failed else 0
 
 
@@ -305,18 +350,32 @@ def _read_report(folder: Path) -> dict | None:
         return None
 
 
-def _summary_row(case, case_out: Path, report: dict | None, seconds: float | None, error: str | None, status: str) -> dict:
+def _summary_row(
+    case, case_out: Path, report: dict | None, seconds: float | None, error: str | None, status: str
+) -> dict:
     """One case of the batch summary: volumes (mL) and quality flags per structure from its report."""
     structures = (report or {}).get("structures", {})
     if seconds is None and report is not None:  # a case done by an earlier run: its own inference time
         seconds = (report.get("timings_s") or {}).get("total_s")
     flags = [s.get("doubtful") for s in structures.values()]
-    quality = None if not structures else ("doubtful" if any(f is True for f in flags) else
-                                           "not assessed" if any(f is None for f in flags) else "ok")
-    return {"case": case.name, "input": str(case.image), "out": str(case_out), "status": status,
-            "volumes_ml": {n: round(float(s["volume_ml"]), 3) for n, s in structures.items()},
-            "doubtful": {n: s.get("doubtful") for n, s in structures.items()}, "quality": quality,
-            "seconds": None if seconds is None else round(float(seconds), 2), "error": error}
+    quality = (
+        None
+        if not structures
+        else (
+            "doubtful" if any(f is True for f in flags) else "not assessed" if any(f is None for f in flags) else "ok"
+        )
+    )
+    return {
+        "case": case.name,
+        "input": str(case.image),
+        "out": str(case_out),
+        "status": status,
+        "volumes_ml": {n: round(float(s["volume_ml"]), 3) for n, s in structures.items()},
+        "doubtful": {n: s.get("doubtful") for n, s in structures.items()},
+        "quality": quality,
+        "seconds": None if seconds is None else round(float(seconds), 2),
+        "error": error,
+    }
 
 
 def _write_summary(out: Path, rows: dict, structures: list, meta: dict) -> None:
@@ -327,17 +386,30 @@ def _write_summary(out: Path, rows: dict, structures: list, meta: dict) -> None:
     from .atomic import atomic_write_text
 
     ordered = [rows[k] for k in rows]
-    payload = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, "n_cases": len(ordered),
-               "n_complete": sum(r["status"] != "failed" for r in ordered),
-               "n_failed": sum(r["status"] == "failed" for r in ordered), "cases": ordered}
+    payload = {
+        "model": {"id": meta.get("model_id"), "path": meta.get("path")},
+        "n_cases": len(ordered),
+        "n_complete": sum(r["status"] != "failed" for r in ordered),
+        "n_failed": sum(r["status"] == "failed" for r in ordered),
+        "cases": ordered,
+    }
     atomic_write_text(out / SUMMARY_JSON, json.dumps(payload, indent=2))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["case", "status", *[f"{s} (mL)" for s in structures], "quality", "seconds", "error", "input"])
     for r in ordered:
         vols = ["" if r["volumes_ml"].get(s) is None else f"{r['volumes_ml'][s]:.2f}" for s in structures]
-        writer.writerow([r["case"], r["status"], *vols, r["quality"] or "", "" if r["seconds"] is None else r["seconds"],
-                         r["error"] or "", r["input"]])
+        writer.writerow(
+            [
+                r["case"],
+                r["status"],
+                *vols,
+                r["quality"] or "",
+                "" if r["seconds"] is None else r["seconds"],
+                r["error"] or "",
+                r["input"],
+            ]
+        )
     atomic_write_text(out / SUMMARY_CSV, buf.getvalue())
 
 
@@ -351,7 +423,9 @@ def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], object]:
 
     mask = read_label(path)
     if not mask.same_grid(volume):
-        raise InputError(f"{path}: the ROI mask is not on the input's grid (shape, spacing, origin and direction must match)")
+        raise InputError(
+            f"{path}: the ROI mask is not on the input's grid (shape, spacing, origin and direction must match)"
+        )
     inside = mask.array > 0
     if not inside.any():
         raise InputError(f"{path}: the ROI mask is empty (no nonzero voxel)")
@@ -359,8 +433,10 @@ def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], object]:
     sub = volume.array[box]
     size = " x ".join(str(b.stop - b.start) for b in box)
     if sub.size < 8 or float(np.nanmax(sub)) == float(np.nanmin(sub)):
-        raise InputError(f"{path}: the ROI mask's box ({size} voxels, {int(inside.sum())} in the mask) is too small "
-                         "to segment: the image is constant there; draw a larger ROI around the structure")
+        raise InputError(
+            f"{path}: the ROI mask's box ({size} voxels, {int(inside.sum())} in the mask) is too small "
+            "to segment: the image is constant there; draw a larger ROI around the structure"
+        )
     return box, inside
 
 
@@ -376,8 +452,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not cases:
         raise InputError("no labeled cases found in --data")
     with progress_bar(total=len(cases), desc="evaluate", disable=args.quiet) as bar:
-        result = evaluate_cases(model, meta, cases, mc_samples=args.mc_samples, tta=not args.no_tta, overlap=args.overlap,
-                                device=args.device, progress=lambda f: bar.update(round(f * len(cases)) - bar.n))
+        result = evaluate_cases(
+            model,
+            meta,
+            cases,
+            mc_samples=args.mc_samples,
+            tta=not args.no_tta,
+            overlap=args.overlap,
+            device=args.device,
+            progress=lambda f: bar.update(round(f * len(cases)) - bar.n),
+        )
     result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json_dumps(result, indent=2))
@@ -398,10 +482,18 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
     cases = [c for src in args.data for c in find_cases(src)]
     with progress_bar(total=len(cases), desc="pseudo-label", disable=args.quiet) as bar:
-        manifest = pseudo_label_cases(model, meta, cases, args.out, mc_samples=args.mc_samples,
-                                      keep_doubtful=args.keep_doubtful, keep_fraction=args.keep_fraction,
-                                      overwrite=args.overwrite, device=args.device,
-                                      progress=lambda f: bar.update(round(f * len(cases)) - bar.n))
+        manifest = pseudo_label_cases(
+            model,
+            meta,
+            cases,
+            args.out,
+            mc_samples=args.mc_samples,
+            keep_doubtful=args.keep_doubtful,
+            keep_fraction=args.keep_fraction,
+            overwrite=args.overwrite,
+            device=args.device,
+            progress=lambda f: bar.update(round(f * len(cases)) - bar.n),
+        )
     dropped = {n: r["reason"] for n, r in manifest["cases"].items() if not r["kept"]}
     print(json.dumps({"out": str(args.out), "kept": manifest["n_kept"], "of": manifest["n_cases"], "dropped": dropped}))
     return 0
@@ -421,8 +513,10 @@ def cmd_indices(args: argparse.Namespace) -> int:
         if pat.info.get("ED") is not None and int(pat.info["ED"]) == int(pat.info["ES"]):
             from .errors import warn
 
-            same_frame = warn(f"{Path(args.patient) / 'Info.cfg'} names frame {pat.info['ED']} for both ED and ES: "
-                              "the ejection fractions are not measurable")
+            same_frame = warn(
+                f"{Path(args.patient) / 'Info.cfg'} names frame {pat.info['ED']} for both ED and ES: "
+                "the ejection fractions are not measurable"
+            )
         else:
             same_frame = None
         if args.reference:
@@ -435,8 +529,10 @@ def cmd_indices(args: argparse.Namespace) -> int:
             from .io import read_volume
 
             model, meta = load_model(args.model or "cine")
-            ed, es = (predict_with_model(model, meta, read_volume(c.image), mc_samples=1, device=args.device).labels
-                      for c in (pat.ed, pat.es))
+            ed, es = (
+                predict_with_model(model, meta, read_volume(c.image), mc_samples=1, device=args.device).labels
+                for c in (pat.ed, pat.es)
+            )
     else:
         same_frame = None
         if not (args.ed and args.es):
@@ -467,40 +563,79 @@ def cmd_indices(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m SemiSupCardiacSegLib", description="Semi-supervised cardiac MR segmentation")
-    p.add_argument("--debug", action="store_true", help="on failure also print the traceback (accepted anywhere on the line)")
+    p.add_argument(
+        "--debug", action="store_true", help="on failure also print the traceback (accepted anywhere on the line)"
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("segment", help="segment one volume (or a folder / .list of them); writes NRRD outputs and "
-                                       "report.json on the input grid")
-    s.add_argument("input", help=".h5, .nrrd, .nii(.gz) or .mha; or a folder or .list file of cases (batch: each "
-                                 "case into OUT/<case>/, cases already complete skipped, OUT/summary.csv and "
-                                 "summary.json; exit code 1 when some case failed)")
+    s = sub.add_parser(
+        "segment",
+        help="segment one volume (or a folder / .list of them); writes NRRD outputs and report.json on the input grid",
+    )
+    s.add_argument(
+        "input",
+        help=".h5, .nrrd, .nii(.gz) or .mha; or a folder or .list file of cases (batch: each "
+        "case into OUT/<case>/, cases already complete skipped, OUT/summary.csv and "
+        "summary.json; exit code 1 when some case failed)",
+    )
     s.add_argument("--out", required=True, help="output folder (written all or nothing)")
-    s.add_argument("--model", default=None, help="shipped model name ('la': left atrium, 3D LGE; 'cine': LV/RV/myocardium, short-axis cine) or checkpoint path; default: la")
+    s.add_argument(
+        "--model",
+        default=None,
+        help="shipped model name ('la': left atrium, 3D LGE; 'cine': LV/RV/myocardium, short-axis cine) or checkpoint path; default: la",
+    )
     s.add_argument("--mc-samples", type=int, default=10, help="MC-dropout samples (1 = deterministic)")
-    s.add_argument("--mc-scope", choices=("decoder", "head"), default=None,
-                   help="dropout layers sampled: 'decoder' (every decoder pass re-run per sample) or 'head' (only the "
-                        "last dropout; V-Net models, about the cost of one pass); default: the model's")
-    s.add_argument("--mc-gate", type=float, default=0.0,
-                   help="stop MC early in windows whose first two samples agree and are sure (top-class probability "
-                        ">= 1 - G) everywhere: much faster on large volumes mostly far from the structure; 0 = off")
+    s.add_argument(
+        "--mc-scope",
+        choices=("decoder", "head"),
+        default=None,
+        help="dropout layers sampled: 'decoder' (every decoder pass re-run per sample) or 'head' (only the "
+        "last dropout; V-Net models, about the cost of one pass); default: the model's",
+    )
+    s.add_argument(
+        "--mc-gate",
+        type=float,
+        default=0.0,
+        help="stop MC early in windows whose first two samples agree and are sure (top-class probability "
+        ">= 1 - G) everywhere: much faster on large volumes mostly far from the structure; 0 = off",
+    )
     s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
     s.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--montage", action="store_true", help="also write montage.png")
-    s.add_argument("--roi-mask", help="a label file on the input's grid: only its nonzero voxels are segmented "
-                                      "(the network runs on their bounding box); outputs stay on the whole grid, "
-                                      "empty outside")
-    s.add_argument("--es", help="cine: the end-systolic frame (same grid as INPUT, the end-diastolic one); its outputs "
-                                "go to OUT/es/ and LV/RV volumes, EF and myocardial mass into report.json")
-    s.add_argument("--compact", action="store_true",
-                   help="store the float maps as uint8 codes (scale and offset in report.json; smaller, faster to load)")
-    s.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out (the new set replaces "
-                                                            "the old one whole; batch: recompute every case)")
-    s.add_argument("--allow-large", action="store_true", help="run even when the model grid is far larger than the "
-                                                              "input (a coarse volume upsampled: many windows, long)")
+    s.add_argument(
+        "--roi-mask",
+        help="a label file on the input's grid: only its nonzero voxels are segmented "
+        "(the network runs on their bounding box); outputs stay on the whole grid, "
+        "empty outside",
+    )
+    s.add_argument(
+        "--es",
+        help="cine: the end-systolic frame (same grid as INPUT, the end-diastolic one); its outputs "
+        "go to OUT/es/ and LV/RV volumes, EF and myocardial mass into report.json",
+    )
+    s.add_argument(
+        "--compact",
+        action="store_true",
+        help="store the float maps as uint8 codes (scale and offset in report.json; smaller, faster to load)",
+    )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs in --out (the new set replaces the old one whole; batch: recompute every case)",
+    )
+    s.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="run even when the model grid is far larger than the "
+        "input (a coarse volume upsampled: many windows, long)",
+    )
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS <fraction>' lines on stdout (for a parent process)")
+    s.add_argument(
+        "--progress-lines",
+        action="store_true",
+        help="print 'PROGRESS <fraction>' lines on stdout (for a parent process)",
+    )
     _reading_options(s)
     s.set_defaults(func=cmd_segment)
     e = sub.add_parser("evaluate", help="per-case and mean metrics of a model on labeled cases")
@@ -514,15 +649,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     _reading_options(e)
     e.set_defaults(func=cmd_evaluate)
-    q = sub.add_parser("pseudo-label", help="segment unlabeled cases with a model and write the trusted ones as "
-                                            "labeled cases (self-training; images only are read)")
+    q = sub.add_parser(
+        "pseudo-label",
+        help="segment unlabeled cases with a model and write the trusted ones as "
+        "labeled cases (self-training; images only are read)",
+    )
     q.add_argument("--model", default=None)
     q.add_argument("--data", nargs="+", required=True, help="folder(s), .list file(s) or image file(s)")
     q.add_argument("--out", required=True, help="folder for the pseudo-labeled cases and pseudo_labels.json")
     q.add_argument("--mc-samples", type=int, default=10)
     q.add_argument("--keep-doubtful", action="store_true", help="also keep cases the quality flag marks doubtful")
-    q.add_argument("--keep-fraction", type=float, default=None,
-                   help="instead of the flag: keep this fraction of the cases, the most reliable by the quality score")
+    q.add_argument(
+        "--keep-fraction",
+        type=float,
+        default=None,
+        help="instead of the flag: keep this fraction of the cases, the most reliable by the quality score",
+    )
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--device", default="auto")
     q.add_argument("--quiet", action="store_true")
@@ -534,7 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--patient", help="ACDC patient folder (Info.cfg names ED/ES); segmented with --model")
     c.add_argument("--reference", action="store_true", help="with --patient: use its _gt labels instead of segmenting")
     c.add_argument("--model", default=None, help="cine model for --patient (default: cine)")
-    c.add_argument("--spacing", type=float, nargs=3, help="voxel spacing in mm (i j k), overriding the files' (needed for .h5)")
+    c.add_argument(
+        "--spacing", type=float, nargs=3, help="voxel spacing in mm (i j k), overriding the files' (needed for .h5)"
+    )
     c.add_argument("--h5-layout", choices=("xyz", "slices_first"), default=None, help=argparse.SUPPRESS)
     c.add_argument("--device", default="auto")
     c.add_argument("--out", help="JSON file to write (all indices, per-slice areas included)")
@@ -543,12 +687,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reading_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                   help="voxel spacing in mm (i j k) of the input files, replacing theirs: for files that store none "
-                        "(.h5) or an invalid one; stated in report.json's assumptions")
-    p.add_argument("--h5-layout", choices=("xyz", "slices_first"), default=None,
-                   help=".h5 array layout: 'xyz' (LA2018 (X, Y, Z)) or 'slices_first' (ACDC (slices, H, W)); "
-                        "default: told apart by where the short axis is (stated when doubtful)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("SX", "SY", "SZ"),
+        help="voxel spacing in mm (i j k) of the input files, replacing theirs: for files that store none "
+        "(.h5) or an invalid one; stated in report.json's assumptions",
+    )
+    p.add_argument(
+        "--h5-layout",
+        choices=("xyz", "slices_first"),
+        default=None,
+        help=".h5 array layout: 'xyz' (LA2018 (X, Y, Z)) or 'slices_first' (ACDC (slices, H, W)); "
+        "default: told apart by where the short axis is (stated when doubtful)",
+    )
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -562,11 +715,18 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return describe_os_error(exc)
     if isinstance(exc, MemoryError):
-        return "out of memory" + (f": {first}" if first else "") + " (try a smaller input, fewer --mc-samples or --threads)"
+        return (
+            "out of memory"
+            + (f": {first}" if first else "")
+            + " (try a smaller input, fewer --mc-samples or --threads)"
+        )
     if isinstance(exc, RuntimeError) and first:  # e.g. out of GPU memory, with what fits
         return first
-    return f"{exc.__class__.__name__}: {first} (an unexpected failure; --debug shows where)" if first else \
-        f"{exc.__class__.__name__} (an unexpected failure; --debug shows where)"
+    return (
+        f"{exc.__class__.__name__}: {first} (an unexpected failure; --debug shows where)"
+        if first
+        else f"{exc.__class__.__name__} (an unexpected failure; --debug shows where)"
+    )
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -42,8 +42,10 @@ def check_patch(patch, arch: str, where: str) -> None:
     factor = downsampling_factor(arch)
     bad = [f"{p} (axis {a})" for a, (p, f) in enumerate(zip(patch, factor)) if p % f]
     if bad:
-        raise InputError(f"{where} {list(patch)}: {', '.join(bad)} not divisible by {list(factor)}, the {arch} "
-                         "network's downsampling factor per axis")
+        raise InputError(
+            f"{where} {list(patch)}: {', '.join(bad)} not divisible by {list(factor)}, the {arch} "
+            "network's downsampling factor per axis"
+        )
 
 
 def architecture_differences(arch_a: str, net_a: dict, arch_b: str, net_b: dict) -> list[str]:
@@ -59,8 +61,11 @@ def architecture_differences(arch_a: str, net_a: dict, arch_b: str, net_b: dict)
             full_a, full_b = cfg(**net_a).to_dict(), cfg(**net_b).to_dict()
         except TypeError:
             pass
-    return [f"network.{k}: {full_a.get(k)!r} vs {full_b.get(k)!r}" for k in sorted(set(full_a) | set(full_b))
-            if full_a.get(k) != full_b.get(k)]
+    return [
+        f"network.{k}: {full_a.get(k)!r} vs {full_b.get(k)!r}"
+        for k in sorted(set(full_a) | set(full_b))
+        if full_a.get(k) != full_b.get(k)
+    ]
 
 
 def _is_int(v) -> bool:
@@ -79,13 +84,20 @@ def _int(cfg: dict, key: str, lo: int, hi: int | None = None, where: str = "") -
         raise InputError(f"config '{name}' must be an integer {rng}, got {v!r}")
 
 
-def _num(cfg: dict, key: str, lo: float | None = None, hi: float | None = None, lo_open=False, hi_open=False,
-         where: str = "") -> None:
+def _num(
+    cfg: dict, key: str, lo: float | None = None, hi: float | None = None, lo_open=False, hi_open=False, where: str = ""
+) -> None:
     v = cfg.get(key)
     name = f"{where}{key}"
-    ok = _is_num(v) and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
+    ok = (
+        _is_num(v)
+        and (lo is None or (v > lo if lo_open else v >= lo))
+        and (hi is None or (v < hi if hi_open else v <= hi))
+    )
     if not ok:
-        rng = ("" if lo is None else ("(" if lo_open else "[") + f"{lo:g}, ") + ("inf)" if hi is None else f"{hi:g}" + (")" if hi_open else "]"))
+        rng = ("" if lo is None else ("(" if lo_open else "[") + f"{lo:g}, ") + (
+            "inf)" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
+        )
         raise InputError(f"config '{name}' must be a finite number{' in ' + rng if rng else ''}, got {v!r}")
 
 
@@ -116,8 +128,10 @@ def validate_config(cfg: dict) -> None:
         raise InputError(f"config '{bad}' is not a finite number (NaN or Infinity)")
     unknown = sorted(k for k in cfg if not str(k).startswith("_") and k not in DEFAULTS and k not in OPTIONAL_KEYS)
     if unknown:
-        raise InputError(f"unknown config key(s) {', '.join(repr(k) for k in unknown)}; known: "
-                         f"{', '.join(sorted(set(DEFAULTS) | OPTIONAL_KEYS))}")
+        raise InputError(
+            f"unknown config key(s) {', '.join(repr(k) for k in unknown)}; known: "
+            f"{', '.join(sorted(set(DEFAULTS) | OPTIONAL_KEYS))}"
+        )
     method = cfg.get("method")
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
@@ -130,8 +144,10 @@ def validate_config(cfg: dict) -> None:
     known_net = {f.name for f in fields(ARCHITECTURES[arch][1])}
     unknown = sorted(set(net) - known_net)
     if unknown:
-        raise InputError(f"unknown config key(s) network.{', network.'.join(unknown)} for arch {arch}; "
-                         f"known: {', '.join(sorted(known_net))}")
+        raise InputError(
+            f"unknown config key(s) network.{', network.'.join(unknown)} for arch {arch}; "
+            f"known: {', '.join(sorted(known_net))}"
+        )
     _int(net, "num_classes", 2, 255, "network.")
     if "n_filters" in net:
         _int(net, "n_filters", 1, 1024, "network.")
@@ -147,8 +163,10 @@ def validate_config(cfg: dict) -> None:
     any_method = set().union(*(set(m.defaults) for m in METHODS.values()))
     unknown = sorted(set(params) - any_method)
     if unknown:  # a typo: no method has it
-        raise InputError(f"unknown method_params key(s) {', '.join(unknown)} for method {method}; "
-                         f"known: {', '.join(sorted(known_params)) or 'none'}")
+        raise InputError(
+            f"unknown method_params key(s) {', '.join(unknown)} for method {method}; "
+            f"known: {', '.join(sorted(known_params)) or 'none'}"
+        )
     unused = sorted(set(params) - known_params)
     if unused:  # another method's setting (a config written for it, run with --method): said, not fatal
         from .errors import warn
@@ -161,7 +179,9 @@ def validate_config(cfg: dict) -> None:
         raise InputError(f"config 'labels' must be an object {{value: name}}, got {labels!r}")
     for key in labels:
         if not str(key).isdigit() or not 1 <= int(key) < k:
-            raise InputError(f"config 'labels' key {key!r} must be a label value in 1..{k - 1} (network.num_classes {k})")
+            raise InputError(
+                f"config 'labels' key {key!r} must be a label value in 1..{k - 1} (network.num_classes {k})"
+            )
     prep = cfg.get("preprocessing")
     if not isinstance(prep, dict):
         raise InputError(f"config 'preprocessing' must be an object, got {prep!r}")
@@ -172,10 +192,14 @@ def validate_config(cfg: dict) -> None:
     if sp is not None and (not isinstance(sp, list) or len(sp) != 3 or not all(_is_num(s) and s > 0 for s in sp)):
         raise InputError(f"config 'preprocessing.spacing' must be three numbers > 0 (mm), got {sp!r}")
     shape = prep.get("in_plane_shape")
-    if shape is not None and (not isinstance(shape, list) or len(shape) != 2 or not all(_is_int(s) and s >= 4 for s in shape)):
+    if shape is not None and (
+        not isinstance(shape, list) or len(shape) != 2 or not all(_is_int(s) and s >= 4 for s in shape)
+    ):
         raise InputError(f"config 'preprocessing.in_plane_shape' must be two integers >= 4, got {shape!r}")
     if prep.get("normalization", "zscore") not in ("zscore", "none"):
-        raise InputError(f"config 'preprocessing.normalization' must be zscore or none, got {prep.get('normalization')!r}")
+        raise InputError(
+            f"config 'preprocessing.normalization' must be zscore or none, got {prep.get('normalization')!r}"
+        )
     check_patch(cfg.get("patch_size"), arch, "config 'patch_size'")
     if cfg.get("inference_patch_size") is not None:
         check_patch(cfg["inference_patch_size"], arch, "config 'inference_patch_size'")
@@ -184,8 +208,10 @@ def validate_config(cfg: dict) -> None:
     _int(cfg, "labeled_per_batch", 1, cfg["batch_size"])
     uses_unlabeled = METHODS[method].uses_unlabeled
     if uses_unlabeled and cfg["labeled_per_batch"] >= cfg["batch_size"]:
-        raise InputError(f"method {method} learns from unlabeled images: config 'labeled_per_batch' "
-                         f"({cfg['labeled_per_batch']}) must be smaller than 'batch_size' ({cfg['batch_size']})")
+        raise InputError(
+            f"method {method} learns from unlabeled images: config 'labeled_per_batch' "
+            f"({cfg['labeled_per_batch']}) must be smaller than 'batch_size' ({cfg['batch_size']})"
+        )
     if cfg.get("labeled") is not None:
         _int(cfg, "labeled", 1)
     _int(cfg, "seed", 0)
@@ -217,7 +243,9 @@ def validate_config(cfg: dict) -> None:
             raise InputError(f"config '{where}type' must be one of {', '.join(OPTIMIZERS)}, got {spec.get('type')!r}")
         _num(spec, "lr", 0.0, None, lo_open=True, where=where)
         if spec.get("schedule", "constant") not in SCHEDULES:
-            raise InputError(f"config '{where}schedule' must be one of {', '.join(SCHEDULES)}, got {spec.get('schedule')!r}")
+            raise InputError(
+                f"config '{where}schedule' must be one of {', '.join(SCHEDULES)}, got {spec.get('schedule')!r}"
+            )
         for key in ("momentum", "gamma"):
             if key in spec:
                 _num(spec, key, 0.0, None, where=where)

@@ -83,16 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mc-samples", type=int, default=10)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    from .atomic import atomic_write_text
     from .cli import main as cli_main
     from .io import read_label
     from .metrics import dice
-    from .atomic import atomic_write_text
 
     args.out.mkdir(parents=True, exist_ok=True)
     image, label, what = default_input(args.out, args.model, args.source)
     print(f"demo input: {what} -> {image}")
-    cmd = ["segment", str(image), "--out", str(args.out), "--mc-samples", str(args.mc_samples), "--device", args.device,
-           "--montage", "--overwrite"] + (["--model", args.model] if args.model else [])
+    cmd = [
+        "segment",
+        str(image),
+        "--out",
+        str(args.out),
+        "--mc-samples",
+        str(args.mc_samples),
+        "--device",
+        args.device,
+        "--montage",
+        "--overwrite",
+    ] + (["--model", args.model] if args.model else [])
     code = cli_main(cmd)
     if code:
         return code
@@ -105,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.out / "report.json", json.dumps(report, indent=2))
         print(f"Dice vs reference label: {d:.4f}")
     scene = write_slicer_scene(args.out, image)
-    print(f"outputs in {args.out}/: segmentation.nrrd probability.nrrd distance.nrrd uncertainty.nrrd "
-          f"mutual_information.nrrd report.json montage.png")
+    print(
+        f"outputs in {args.out}/: segmentation.nrrd probability.nrrd distance.nrrd uncertainty.nrrd "
+        f"mutual_information.nrrd report.json montage.png"
+    )
     if scene is not None:
         print(f"Slicer scene (open in 3D Slicer): {scene}")
     return 0

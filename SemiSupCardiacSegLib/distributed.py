@@ -75,7 +75,7 @@ class DistContext:
         offset = 0
         for p, g in zip(params, grads):
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
     def parameter_divergence(self, module: torch.nn.Module) -> float:

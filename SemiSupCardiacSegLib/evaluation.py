@@ -9,9 +9,17 @@ import numpy as np
 import torch
 
 from .data.datasets import CaseFile
+from .errors import InputError
 from .inference import model_flip_axes, model_rot90_tta, predict_with_model
-from .io import (CINE_H5_NOMINAL_SPACING_MM, InputError, check_label_values, file_suffix, read_h5_case, read_image_info,
-                 read_label, read_volume)
+from .io import (
+    CINE_H5_NOMINAL_SPACING_MM,
+    check_label_values,
+    file_suffix,
+    read_h5_case,
+    read_image_info,
+    read_label,
+    read_volume,
+)
 from .metrics import binary_metrics, brier_score, summarize
 
 
@@ -29,16 +37,28 @@ def check_case_pair(case: CaseFile, num_classes: int, labels: dict | None = None
     label = read_label(case.label)
     name = Path(case.label).name
     if label.shape != image.shape:
-        raise InputError(f"{name}: label shape {label.shape} differs from the shape {image.shape} of its image "
-                         f"{Path(case.image).name}")
+        raise InputError(
+            f"{name}: label shape {label.shape} differs from the shape {image.shape} of its image "
+            f"{Path(case.image).name}"
+        )
     if not label.same_grid(image):
-        raise InputError(f"{name}: label is not on the grid of its image {Path(case.image).name} (spacing, origin or "
-                         "direction differ)")
+        raise InputError(
+            f"{name}: label is not on the grid of its image {Path(case.image).name} (spacing, origin or "
+            "direction differ)"
+        )
     check_label_values(label.array, num_classes, name, labels)
 
 
-def evaluate_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseFile], mc_samples: int = 1, tta: bool = True,
-                   overlap: float = 0.5, device: str = "auto", progress: Callable[[float], None] | None = None) -> dict:
+def evaluate_cases(
+    model: torch.nn.Module,
+    meta: dict,
+    cases: Sequence[CaseFile],
+    mc_samples: int = 1,
+    tta: bool = True,
+    overlap: float = 0.5,
+    device: str = "auto",
+    progress: Callable[[float], None] | None = None,
+) -> dict:
     """Per-case and mean metrics (Dice, Jaccard, HD95, ASD, RAVD, precision, recall, Brier) per structure.
 
     cases: labeled ``CaseFile``s (image + label files). Distances are in mm, except for cine .h5 files,
@@ -62,13 +82,23 @@ def evaluate_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseFile]
         else:
             image, label = read_volume(case.image), read_label(case.label)
         pred = predict_with_model(model, meta, image, mc_samples=mc_samples, tta=tta, overlap=overlap, device=device)
-        per_case[case.name] = {names[c - 1]: {**binary_metrics(pred.labels.array == c, label.array == c, image.spacing),
-                                              "brier": brier_score(pred.probs, label.array, c)}
-                               for c in range(1, k)}
+        per_case[case.name] = {
+            names[c - 1]: {
+                **binary_metrics(pred.labels.array == c, label.array == c, image.spacing),
+                "brier": brier_score(pred.probs, label.array, c),
+            }
+            for c in range(1, k)
+        }
         per_case[case.name]["seconds"] = pred.timings["total_s"]
         if progress is not None:
             progress((i + 1) / len(cases))
     mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
-    return {"n_cases": len(per_case), "distance_unit": "voxel" if nominal else "mm", "mc_samples": int(mc_samples),
-            "tta_flip_axes": model_flip_axes(meta) if tta else [], "tta_rot90": bool(tta and model_rot90_tta(meta)),
-            "mean": mean, "per_case": per_case}
+    return {
+        "n_cases": len(per_case),
+        "distance_unit": "voxel" if nominal else "mm",
+        "mc_samples": int(mc_samples),
+        "tta_flip_axes": model_flip_axes(meta) if tta else [],
+        "tta_rot90": bool(tta and model_rot90_tta(meta)),
+        "mean": mean,
+        "per_case": per_case,
+    }

@@ -35,7 +35,6 @@ from .networks import set_mc_dropout
 from .preprocessing import to_model_space
 from .volume import Volume
 
-
 #: MC samples decoded per batch by default (``sliding_window_predict``'s ``mc_chunk``).
 MC_CHUNK = 1
 #: Samples every window takes before ``mc_gate`` may stop its MC (two, so that the gate sees
@@ -68,7 +67,9 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     return sorted({min(i * stride, size - patch) for i in range(n)})
 
 
-def window_grid(shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float]) -> list[tuple[int, int, int]]:
+def window_grid(
+    shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float]
+) -> list[tuple[int, int, int]]:
     """The window start corners ``sliding_window_predict`` runs on an image of ``shape`` (already padded
     to at least ``patch`` along every axis; a smaller axis counts as padded)."""
     patch = [int(p) for p in patch]
@@ -97,12 +98,20 @@ class ModelSpaceOutput:
 
 
 @torch.inference_mode()
-def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size: tuple[int, int, int],
-                           overlap: float | Sequence[float] = 0.5, mc_samples: int = 1, window_batch: int = 2,
-                           device: torch.device | str = "cpu",
-                           progress: Callable[[float], None] | None = None,
-                           dropout: bool | None = None, mc_chunk: int = MC_CHUNK, mc_scope: str = "decoder",
-                           mc_gate: float = 0.0) -> ModelSpaceOutput:
+def sliding_window_predict(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    patch_size: tuple[int, int, int],
+    overlap: float | Sequence[float] = 0.5,
+    mc_samples: int = 1,
+    window_batch: int = 2,
+    device: torch.device | str = "cpu",
+    progress: Callable[[float], None] | None = None,
+    dropout: bool | None = None,
+    mc_chunk: int = MC_CHUNK,
+    mc_scope: str = "decoder",
+    mc_gate: float = 0.0,
+) -> ModelSpaceOutput:
     """Run ``model`` (with ``encode``/``decode``) over a model-space image (X, Y, Z).
 
     overlap: fraction of the window shared by neighbours (stride = patch x (1 - overlap)), one value
@@ -126,7 +135,7 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     """
     check_mc_scope(model, mc_scope)
     if not 0.0 <= float(mc_gate) < 1.0:
-        from .io import InputError
+        from .errors import InputError
 
         raise InputError(f"mc_gate must be in [0, 1), got {mc_gate}")
     device = torch.device(device)
@@ -148,8 +157,10 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, patch_size
     sampled = windows = 0  # windows given all N samples / windows run
     try:
         for b0 in range(0, len(starts), window_batch):
-            chunk = starts[b0:b0 + window_batch]
-            x = torch.from_numpy(np.stack([img[sx:sx + patch[0], sy:sy + patch[1], sz:sz + patch[2]] for sx, sy, sz in chunk]))
+            chunk = starts[b0 : b0 + window_batch]
+            x = torch.from_numpy(
+                np.stack([img[sx : sx + patch[0], sy : sy + patch[1], sz : sz + patch[2]] for sx, sy, sz in chunk])
+            )
             x = x[:, None].to(device=device, dtype=torch.float32)
             feats = model.encode(x)
             decode = model.decode
@@ -241,13 +252,15 @@ MC_SCOPES = ("decoder", "head")
 
 def check_mc_scope(model: torch.nn.Module, mc_scope: str) -> None:
     """InputError (a ValueError) unless ``mc_scope`` is one of MC_SCOPES and ``model`` supports it."""
-    from .io import InputError
+    from .errors import InputError
 
     if mc_scope not in MC_SCOPES:
         raise InputError(f"mc_scope must be one of {MC_SCOPES}, got '{mc_scope}'")
     if mc_scope == "head" and not (hasattr(model, "decode_trunk") and hasattr(model, "decode_heads")):
-        raise InputError(f"head-only MC dropout needs a network with decode_trunk/decode_heads (V-Net); "
-                         f"{type(model).__name__} has none: use mc_scope 'decoder'")
+        raise InputError(
+            f"head-only MC dropout needs a network with decode_trunk/decode_heads (V-Net); "
+            f"{type(model).__name__} has none: use mc_scope 'decoder'"
+        )
 
 
 def _tensors_only(feats) -> bool:
@@ -286,11 +299,20 @@ def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
-def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, overlap: float = 0.5,
-                        mc_samples: int = 1, flip_axes: Sequence[int] = (), window_batch: int = 2,
-                        device: torch.device | str = "cpu",
-                        progress: Callable[[float], None] | None = None, rot90: bool = False,
-                        mc_scope: str = "decoder", mc_gate: float = 0.0) -> ModelSpaceOutput:
+def predict_model_space(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    patch_size,
+    overlap: float = 0.5,
+    mc_samples: int = 1,
+    flip_axes: Sequence[int] = (),
+    window_batch: int = 2,
+    device: torch.device | str = "cpu",
+    progress: Callable[[float], None] | None = None,
+    rot90: bool = False,
+    mc_scope: str = "decoder",
+    mc_gate: float = 0.0,
+) -> ModelSpaceOutput:
     """Sliding window with MC dropout and flip test-time augmentation (TTA), in model space.
 
     rot90: TTA over the 8 symmetries of the square in the (0, 1) plane (rotations by k x 90 degrees,
@@ -306,10 +328,22 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
     Use flips the network was trained to be invariant to (``data.transforms``: axes 0 and 1).
     mc_gate: per pass set, as in ``sliding_window_predict`` (its window share: the mean over flips).
     """
-    flips = [(k, axes) for axes in ((), (0,)) for k in range(4)] if rot90 else [(0, axes) for axes in flip_sets(flip_axes)]
+    flips = (
+        [(k, axes) for axes in ((), (0,)) for k in range(4)] if rot90 else [(0, axes) for axes in flip_sets(flip_axes)]
+    )
     if len(flips) == 1:
-        return sliding_window_predict(model, image, patch_size, overlap, mc_samples, window_batch, device, progress,
-                                      mc_scope=mc_scope, mc_gate=mc_gate)
+        return sliding_window_predict(
+            model,
+            image,
+            patch_size,
+            overlap,
+            mc_samples,
+            window_batch,
+            device,
+            progress,
+            mc_scope=mc_scope,
+            mc_gate=mc_gate,
+        )
     total = max(int(mc_samples), len(flips))
     counts = [total // len(flips) + (1 if i < total % len(flips) else 0) for i in range(len(flips))]
 
@@ -321,13 +355,25 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
     acc_p = acc_h = acc_s = None
     shares = []
     for f, ((k, axes), n) in enumerate(zip(flips, counts)):
+
         def sub_progress(frac: float, f=f) -> None:
             if progress is not None:
                 progress((f + frac) / len(flips))
 
         x = np.ascontiguousarray(np.flip(np.rot90(image, k, axes=(0, 1)), axes))
-        out = sliding_window_predict(model, x, patch_size, overlap, n, window_batch, device, sub_progress, dropout=mc_samples > 1,
-                                     mc_scope=mc_scope, mc_gate=mc_gate)
+        out = sliding_window_predict(
+            model,
+            x,
+            patch_size,
+            overlap,
+            n,
+            window_batch,
+            device,
+            sub_progress,
+            dropout=mc_samples > 1,
+            mc_scope=mc_scope,
+            mc_gate=mc_gate,
+        )
         shares.append(out.mc_window_share)
         p = undo(out.probs, k, axes, True)
         h = undo(out.entropy - out.mutual_info, k, axes, False)  # this pass set's expected entropy E_t[H(p_t)]
@@ -339,9 +385,13 @@ def predict_model_space(model: torch.nn.Module, image: np.ndarray, patch_size, o
             acc_s = sd * w if acc_s is None else acc_s + sd * w
     pred_h = entropy(acc_p, axis=0).astype(np.float32)
     mi = np.maximum(pred_h - acc_h, 0.0).astype(np.float32)
-    return ModelSpaceOutput(np.ascontiguousarray(acc_p, dtype=np.float32),
-                            None if acc_s is None else np.ascontiguousarray(acc_s, dtype=np.float32), pred_h, mi,
-                            float(np.mean(shares)))
+    return ModelSpaceOutput(
+        np.ascontiguousarray(acc_p, dtype=np.float32),
+        None if acc_s is None else np.ascontiguousarray(acc_s, dtype=np.float32),
+        pred_h,
+        mi,
+        float(np.mean(shares)),
+    )
 
 
 def largest_component(mask: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
@@ -383,6 +433,7 @@ class Prediction:
         """This prediction (made on ``full.crop(box)``) on the whole grid of ``full``: outside the box
         (and, within it, where ``inside`` (box-shaped bool) is False) labels 0, probability 1 for
         background, SDM +1 (outside every structure), uncertainty 0."""
+
         def grow(a: np.ndarray, fill: float, channels: bool) -> np.ndarray:
             out = np.full((a.shape[0],) + full.shape if channels else full.shape, fill, dtype=a.dtype)
             out[((slice(None),) if channels else ()) + tuple(box)] = a
@@ -393,14 +444,23 @@ class Prediction:
         outside[tuple(box)] = False if inside is None else ~inside
         probs[0][outside] = 1.0
         probs[1:, outside] = 0.0
-        labels, ent, mi = grow(self.labels.array, 0, False), grow(self.entropy.array, 0.0, False), grow(self.mutual_info.array, 0.0, False)
+        labels, ent, mi = (
+            grow(self.labels.array, 0, False),
+            grow(self.entropy.array, 0.0, False),
+            grow(self.mutual_info.array, 0.0, False),
+        )
         labels[outside], ent[outside], mi[outside] = 0, 0.0, 0.0
         sdm = None if self.sdm is None else grow(self.sdm, 1.0, True)
         if sdm is not None:
             sdm[:, outside] = 1.0
-        return Prediction(labels=full.with_array(labels), probs=probs, sdm=sdm,
-                          entropy=full.with_array(ent), mutual_info=full.with_array(mi),
-                          timings={**self.timings, "roi_box": [[b.start, b.stop] for b in box]})
+        return Prediction(
+            labels=full.with_array(labels),
+            probs=probs,
+            sdm=sdm,
+            entropy=full.with_array(ent),
+            mutual_info=full.with_array(mi),
+            timings={**self.timings, "roi_box": [[b.start, b.stop] for b in box]},
+        )
 
     def foreground_probability(self) -> np.ndarray:
         """(I, J, K) float32 probability of any structure (1 - background)."""
@@ -422,11 +482,25 @@ class Prediction:
 MAX_CINE_SLICES = 40
 
 
-def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num_classes: int,
-                   mc_samples: int = 10, overlap: float = 0.5, device: str = "auto", window_batch: int = 2,
-                   postprocess: bool = True, progress: Callable[[float], None] | None = None,
-                   seed: int | None = 0, flip_axes: Sequence[int] = (), rot90_tta: bool = False,
-                   mc_scope: str = "decoder", mc_gate: float = 0.0, allow_large: bool = False) -> Prediction:
+def predict_volume(
+    model: torch.nn.Module,
+    volume: Volume,
+    prep,
+    patch_size,
+    num_classes: int,
+    mc_samples: int = 10,
+    overlap: float = 0.5,
+    device: str = "auto",
+    window_batch: int = 2,
+    postprocess: bool = True,
+    progress: Callable[[float], None] | None = None,
+    seed: int | None = 0,
+    flip_axes: Sequence[int] = (),
+    rot90_tta: bool = False,
+    mc_scope: str = "decoder",
+    mc_gate: float = 0.0,
+    allow_large: bool = False,
+) -> Prediction:
     """Volume on any grid -> Prediction on the same grid (preprocess, sliding window + MC, map back).
 
     flip_axes: model-space axes for flip TTA (``predict_model_space``); a model's checkpoint gives
@@ -445,25 +519,44 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     dev = resolve_device(device)
     model = model.to(dev)
     if prep.in_plane_shape is not None and volume.shape[2] > MAX_CINE_SLICES:
-        from .io import InputError
+        from .errors import InputError
 
-        raise InputError(f"this is a 2D cine model for short-axis stacks (at most {MAX_CINE_SLICES} slices along k), "
-                         f"but the input has {volume.shape[2]} slices: a 3D volume needs a 3D model (e.g. 'la')")
+        raise InputError(
+            f"this is a 2D cine model for short-axis stacks (at most {MAX_CINE_SLICES} slices along k), "
+            f"but the input has {volume.shape[2]} slices: a 3D volume needs a 3D model (e.g. 'la')"
+        )
     t0 = time.perf_counter()
     model_spacing = prep.model_spacing(volume.shape, volume.spacing)  # axis order aside: only the voxel count matters
-    check_memory(volume.shape, tuple(round(n * s / m) for n, s, m in zip(volume.shape, volume.spacing, model_spacing)), num_classes)
+    check_memory(
+        volume.shape,
+        tuple(round(n * s / m) for n, s, m in zip(volume.shape, volume.spacing, model_spacing)),
+        num_classes,
+    )
     passes = 8 if rot90_tta else len(flip_sets(flip_axes))
     work = plan_workload(volume, prep, patch_size, overlap, mc_samples, passes)
     check_workload(work, allow_large, lambda: time_one_window(model, patch_size, dev))
     msi = to_model_space(volume, prep)
     t1 = time.perf_counter()
     devices = [dev.index or 0] if dev.type == "cuda" else []
+
     def run(batch: int, device: torch.device) -> ModelSpaceOutput:
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            return predict_model_space(model.to(device), msi.array, patch_size, overlap, mc_samples, flip_axes, batch, device,
-                                       progress, rot90=rot90_tta, mc_scope=mc_scope, mc_gate=mc_gate)
+            return predict_model_space(
+                model.to(device),
+                msi.array,
+                patch_size,
+                overlap,
+                mc_samples,
+                flip_axes,
+                batch,
+                device,
+                progress,
+                rot90=rot90_tta,
+                mc_scope=mc_scope,
+                mc_gate=mc_gate,
+            )
 
     out, dev = run_with_oom_fallback(run, window_batch, dev)
     t2 = time.perf_counter()
@@ -478,13 +571,24 @@ def predict_volume(model: torch.nn.Module, volume: Volume, prep, patch_size, num
     t3 = time.perf_counter()
     grid = volume
     return Prediction(
-        labels=grid.with_array(labels), probs=probs.astype(np.float32),
+        labels=grid.with_array(labels),
+        probs=probs.astype(np.float32),
         sdm=None if sdm is None else sdm.astype(np.float32),
-        entropy=grid.with_array(ent.astype(np.float32)), mutual_info=grid.with_array(mi.astype(np.float32)),
-        timings={"preprocess_s": t1 - t0, "network_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
-                 "device": str(dev), "mc_samples": int(mc_samples), "tta_flip_axes": list(flip_axes),
-                 "tta_rot90": bool(rot90_tta), "mc_scope": mc_scope, "mc_gate": float(mc_gate),
-                 "mc_window_share": out.mc_window_share},
+        entropy=grid.with_array(ent.astype(np.float32)),
+        mutual_info=grid.with_array(mi.astype(np.float32)),
+        timings={
+            "preprocess_s": t1 - t0,
+            "network_s": t2 - t1,
+            "postprocess_s": t3 - t2,
+            "total_s": t3 - t0,
+            "device": str(dev),
+            "mc_samples": int(mc_samples),
+            "tta_flip_axes": list(flip_axes),
+            "tta_rot90": bool(rot90_tta),
+            "mc_scope": mc_scope,
+            "mc_gate": float(mc_gate),
+            "mc_window_share": out.mc_window_share,
+        },
     )
 
 
@@ -554,8 +658,14 @@ def cgroup_available_bytes(root="/sys/fs/cgroup", proc_cgroup="/proc/self/cgroup
         candidates.append((base / "memory.max", base / "memory.current", base / "memory.stat", "inactive_file"))
     for rel in {"", (v1_path or "").lstrip("/")}:
         base = root / "memory" / rel if rel else root / "memory"
-        candidates.append((base / "memory.limit_in_bytes", base / "memory.usage_in_bytes", base / "memory.stat",
-                           "total_inactive_file"))
+        candidates.append(
+            (
+                base / "memory.limit_in_bytes",
+                base / "memory.usage_in_bytes",
+                base / "memory.stat",
+                "total_inactive_file",
+            )
+        )
     best = None
     for limit_file, usage_file, stat_file, key in candidates:
         limit = _read_int(limit_file)
@@ -608,16 +718,19 @@ def estimate_inference_bytes(input_shape: Sequence[int], model_shape: Sequence[i
     return int(1.1 * arrays) + 600 * 2**20
 
 
-def check_memory(input_shape: Sequence[int], model_shape: Sequence[int], num_classes: int,
-                 available: int | None = None) -> None:
+def check_memory(
+    input_shape: Sequence[int], model_shape: Sequence[int], num_classes: int, available: int | None = None
+) -> None:
     """Refuse, naming the numbers, a volume whose inference would not fit in available memory."""
-    from .io import InputError
+    from .errors import InputError
 
     need = estimate_inference_bytes(input_shape, model_shape, num_classes)
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
-        raise InputError(f"volume too large for available memory: segmenting {tuple(input_shape)} voxels needs about "
-                         f"{need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available; crop it or resample it first")
+        raise InputError(
+            f"volume too large for available memory: segmenting {tuple(input_shape)} voxels needs about "
+            f"{need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available; crop it or resample it first"
+        )
 
 
 #: A model grid with more than this many times the input's voxels is "far larger than the input"
@@ -661,8 +774,9 @@ def plan_workload(volume: Volume, prep, patch_size, overlap, mc_samples: int, pa
     model_spacing = prep.model_spacing(shape, spacing)
     model_shape = tuple(max(1, int(round(n * s / m))) for n, s, m in zip(shape, spacing, model_spacing))
     windows = len(window_grid(model_shape, tuple(int(p) for p in patch_size), overlap))
-    return Workload(tuple(int(n) for n in volume.shape), model_shape, windows, int(pass_sets),
-                    max(int(mc_samples), int(pass_sets)))
+    return Workload(
+        tuple(int(n) for n in volume.shape), model_shape, windows, int(pass_sets), max(int(mc_samples), int(pass_sets))
+    )
 
 
 def time_one_window(model: torch.nn.Module, patch_size, device) -> tuple[float, float]:
@@ -688,8 +802,9 @@ def estimated_seconds(work: Workload, encode_s: float, decode_s: float) -> float
     return work.windows * (work.pass_sets * encode_s + work.decoder_passes * decode_s)
 
 
-def check_workload(work: Workload, allow_large: bool = False,
-                   probe: Callable[[], tuple[float, float]] | None = None) -> float | None:
+def check_workload(
+    work: Workload, allow_large: bool = False, probe: Callable[[], tuple[float, float]] | None = None
+) -> float | None:
     """Refuse (InputError), or with ``allow_large`` warn on stderr, when the model grid is far larger
     than the input (``Workload.is_large``), naming the windows and the estimated time (from
     ``probe()``: encoder and decoder seconds of one window). Returns the estimate, or None when the
@@ -698,11 +813,13 @@ def check_workload(work: Workload, allow_large: bool = False,
         return None
     seconds = estimated_seconds(work, *probe()) if probe is not None else None
     when = f", about {_duration(seconds)}" if seconds is not None else ""
-    text = (f"the model grid {' x '.join(map(str, work.model_shape))} has {work.grid_factor:.0f} times the voxels of the "
-            f"input {' x '.join(map(str, work.input_shape))} (a coarse volume upsampled to the model's spacing): "
-            f"{work.windows * work.pass_sets} windows{when}")
+    text = (
+        f"the model grid {' x '.join(map(str, work.model_shape))} has {work.grid_factor:.0f} times the voxels of the "
+        f"input {' x '.join(map(str, work.input_shape))} (a coarse volume upsampled to the model's spacing): "
+        f"{work.windows * work.pass_sets} windows{when}"
+    )
     if not allow_large:
-        from .io import InputError
+        from .errors import InputError
 
         raise InputError(f"{text}; pass --allow-large to run it anyway, or give a volume nearer the model's spacing")
     import sys
@@ -719,8 +836,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def run_with_oom_fallback(run: Callable[[int, torch.device], "ModelSpaceOutput"], window_batch: int,
-                          device: torch.device) -> tuple["ModelSpaceOutput", torch.device]:
+def run_with_oom_fallback(
+    run: Callable[[int, torch.device], "ModelSpaceOutput"], window_batch: int, device: torch.device
+) -> tuple["ModelSpaceOutput", torch.device]:
     """``run(window_batch, device)``; on CUDA out-of-memory retry with half the window batch (down to
     1), then on the CPU, each time with a warning. Returns (result, the device that produced it)."""
     import warnings
@@ -734,10 +852,14 @@ def run_with_oom_fallback(run: Callable[[int, torch.device], "ModelSpaceOutput"]
                 torch.cuda.empty_cache()
             if batch > 1:
                 batch //= 2
-                warnings.warn(f"out of GPU memory: retrying with a window batch of {batch}", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"out of GPU memory: retrying with a window batch of {batch}", RuntimeWarning, stacklevel=2
+                )
             elif device.type != "cpu":
                 device = torch.device("cpu")
-                warnings.warn("out of GPU memory with a window batch of 1: falling back to the CPU", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    "out of GPU memory with a window batch of 1: falling back to the CPU", RuntimeWarning, stacklevel=2
+                )
             else:
                 raise
 
@@ -757,8 +879,9 @@ def model_mc_scope(meta: dict) -> str:
     return str((meta.get("inference") or {}).get("mc_scope", "decoder"))
 
 
-def predict_with_model(model: torch.nn.Module, meta: dict, volume: Volume, mc_samples: int = 10, tta: bool = True,
-                       **kwargs) -> Prediction:
+def predict_with_model(
+    model: torch.nn.Module, meta: dict, volume: Volume, mc_samples: int = 10, tta: bool = True, **kwargs
+) -> Prediction:
     """``predict_volume`` with everything a checkpoint fixes taken from its metadata ``meta``
     (preprocessing, patch size, classes, flip or rotation TTA unless ``tta`` is False, MC scope
     unless ``mc_scope`` is given); other kwargs go through."""
@@ -766,6 +889,14 @@ def predict_with_model(model: torch.nn.Module, meta: dict, volume: Volume, mc_sa
 
     if kwargs.get("mc_scope") is None:
         kwargs["mc_scope"] = model_mc_scope(meta)
-    return predict_volume(model, volume, Preprocessing.from_dict(meta["preprocessing"]), tuple(meta["patch_size"]),
-                          int(meta["network"]["num_classes"]), mc_samples=mc_samples,
-                          flip_axes=model_flip_axes(meta) if tta else (), rot90_tta=tta and model_rot90_tta(meta), **kwargs)
+    return predict_volume(
+        model,
+        volume,
+        Preprocessing.from_dict(meta["preprocessing"]),
+        tuple(meta["patch_size"]),
+        int(meta["network"]["num_classes"]),
+        mc_samples=mc_samples,
+        flip_axes=model_flip_axes(meta) if tta else (),
+        rot90_tta=tta and model_rot90_tta(meta),
+        **kwargs,
+    )

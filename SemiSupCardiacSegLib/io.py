@@ -28,8 +28,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .dependencies import import_optional
-from .errors import InputError  # noqa: F401 (defined there, without numpy; re-exported here)
-from .errors import warn
+from .errors import InputError, warn
 from .volume import Volume, check_geometry
 
 #: Overrides of what a file says or a reader would guess (set by ``reading_overrides``).
@@ -56,6 +55,7 @@ def reading_overrides(spacing=None, h5_layout: str | None = None):
     finally:
         _OVERRIDES.reset(token)
 
+
 #: LA2018 preprocessed h5 files store no geometry; their voxels are 0.625 mm isotropic.
 LA_H5_SPACING_MM = (0.625, 0.625, 0.625)
 
@@ -81,7 +81,9 @@ def sitk_to_volume(image, name: str = "image") -> Volume:
     if image.GetDimension() != 3:
         raise InputError(f"{name}: expected a 3D image, got {image.GetDimension()}D")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{name}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
+        raise InputError(
+            f"{name}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
     if 0 in image.GetSize():
         raise InputError(f"{name}: the image is empty (size {' x '.join(str(s) for s in image.GetSize())})")
     spacing, origin = image.GetSpacing(), image.GetOrigin()
@@ -93,8 +95,10 @@ def sitk_to_volume(image, name: str = "image") -> Volume:
     arr = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
     vol = Volume(np.ascontiguousarray(arr), spacing=spacing, origin=origin, direction=direction)
     if override is not None:
-        vol.assumptions.append(f"{name}: spacing {list(override)} mm given by --spacing "
-                               f"(the file says {[round(float(v), 6) for v in image.GetSpacing()]})")
+        vol.assumptions.append(
+            f"{name}: spacing {list(override)} mm given by --spacing "
+            f"(the file says {[round(float(v), 6) for v in image.GetSpacing()]})"
+        )
     return vol
 
 
@@ -115,7 +119,10 @@ def _read_head(path: Path) -> bytes:
 
 
 def _numbers(text: str) -> list[float]:
-    return [float(t) for t in re.findall(r"[-+]?(?:nan|inf(?:inity)?|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)", text, re.I)]
+    return [
+        float(t)
+        for t in re.findall(r"[-+]?(?:nan|inf(?:inity)?|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)", text, re.I)
+    ]
 
 
 def _check_spacing_values(values: list[float], name: str, field: str) -> None:
@@ -123,19 +130,27 @@ def _check_spacing_values(values: list[float], name: str, field: str) -> None:
         return  # --spacing replaces it
     sp = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(sp)):
-        raise InputError(f"{name}: '{field}' holds a spacing that is not a number ({', '.join(f'{v:g}' for v in sp)}); "
-                         "SimpleITK would read it as 1 mm. Fix the header or pass --spacing SX SY SZ")
+        raise InputError(
+            f"{name}: '{field}' holds a spacing that is not a number ({', '.join(f'{v:g}' for v in sp)}); "
+            "SimpleITK would read it as 1 mm. Fix the header or pass --spacing SX SY SZ"
+        )
     if np.any(sp == 0):
-        raise InputError(f"{name}: '{field}' holds a zero spacing ({', '.join(f'{v:g}' for v in sp)}): the voxel size is "
-                         "unknown. Fix the header or pass --spacing SX SY SZ")
+        raise InputError(
+            f"{name}: '{field}' holds a zero spacing ({', '.join(f'{v:g}' for v in sp)}): the voxel size is "
+            "unknown. Fix the header or pass --spacing SX SY SZ"
+        )
     if np.any(sp < 0):
-        raise InputError(f"{name}: '{field}' holds a negative spacing ({', '.join(f'{v:g}' for v in sp)}), which readers "
-                         "take as a flipped axis or as invalid; store the flip in the direction, or pass --spacing")
+        raise InputError(
+            f"{name}: '{field}' holds a negative spacing ({', '.join(f'{v:g}' for v in sp)}), which readers "
+            "take as a flipped axis or as invalid; store the flip in the direction, or pass --spacing"
+        )
 
 
 def _no_spacing(name: str, what: str) -> InputError:
-    return InputError(f"{name}: the header stores no voxel spacing ({what}); it would be read as 1 mm, which gives wrong "
-                      "volumes. Pass --spacing SX SY SZ (mm) if you know it")
+    return InputError(
+        f"{name}: the header stores no voxel spacing ({what}); it would be read as 1 mm, which gives wrong "
+        "volumes. Pass --spacing SX SY SZ (mm) if you know it"
+    )
 
 
 def _check_nrrd_header(head: bytes, name: str) -> list[str]:
@@ -162,8 +177,10 @@ def _check_nrrd_header(head: bytes, name: str) -> list[str]:
             if not np.all(np.isfinite(m)):
                 raise InputError(f"{name}: 'space directions' holds a value that is not a number; fix the header")
             if np.any(spacing == 0):
-                raise InputError(f"{name}: 'space directions' has a zero-length axis: direction is singular "
-                                 "(determinant is 0); the voxel grid has no valid physical geometry")
+                raise InputError(
+                    f"{name}: 'space directions' has a zero-length axis: direction is singular "
+                    "(determinant is 0); the voxel grid has no valid physical geometry"
+                )
             check_geometry(spacing, m / spacing, None, name)
         return []
     if "spacings" in fields:
@@ -204,8 +221,10 @@ def _check_nifti_header(head: bytes, name: str) -> list[str]:
             raise _no_spacing(name, "pixdim is 0")
         _check_spacing_values(sp, name, "pixdim")
     if qcode <= 0 and scode <= 0:
-        return [f"{name}: no orientation stored (qform_code and sform_code are 0): read with identity direction "
-                "and origin 0 (assumed)"]
+        return [
+            f"{name}: no orientation stored (qform_code and sform_code are 0): read with identity direction "
+            "and origin 0 (assumed)"
+        ]
     return []
 
 
@@ -338,7 +357,9 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
     except InputError:
         raise
     except Exception as exc:  # h5py raises OSError/KeyError flavours for truncated files
-        raise InputError(f"{path.name}: cannot read h5 file ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise InputError(
+            f"{path.name}: cannot read h5 file ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
     if label is not None:
         if not (np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.bool_)):
             if not np.all(np.isfinite(label)) or not np.all(np.equal(np.mod(label, 1), 0)):
@@ -349,8 +370,10 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
     layout = h5_layout(image.shape)
     doubt = h5_layout_doubt(image.shape)
     if doubt:
-        assumptions.append(f"{path.name}: layout guessed as {layout} from the shape {tuple(image.shape)}, but {doubt}; "
-                           "pass --h5-layout xyz|slices_first to state it")
+        assumptions.append(
+            f"{path.name}: layout guessed as {layout} from the shape {tuple(image.shape)}, but {doubt}; "
+            "pass --h5-layout xyz|slices_first to state it"
+        )
     override = _OVERRIDES.get().get("spacing")
     if spacing is None and override is not None:
         spacing = override
@@ -363,10 +386,15 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
             spacing = spacing[::-1]  # stored in the file's (slices, H, W) order
     elif spacing is None:
         spacing = CINE_H5_NOMINAL_SPACING_MM if layout == "slices_first" else LA_H5_SPACING_MM
-        what = ("the ACDC cine nominal 1 mm (volumes and distances are then not physical)" if layout == "slices_first"
-                else "the LA2018 challenge's 0.625 mm isotropic")
-        assumptions.append(f"{path.name}: the file stores no voxel spacing; read at {what} (assumed; pass --spacing "
-                           "SX SY SZ to state it)")
+        what = (
+            "the ACDC cine nominal 1 mm (volumes and distances are then not physical)"
+            if layout == "slices_first"
+            else "the LA2018 challenge's 0.625 mm isotropic"
+        )
+        assumptions.append(
+            f"{path.name}: the file stores no voxel spacing; read at {what} (assumed; pass --spacing "
+            "SX SY SZ to state it)"
+        )
     check_geometry(spacing, np.eye(3), None, path.name)
     if layout == "slices_first":
         image = np.ascontiguousarray(image.transpose(2, 1, 0))
@@ -376,8 +404,13 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
     return img_vol, lab_vol
 
 
-def write_h5_case(path: str | os.PathLike, image: np.ndarray, label: np.ndarray | None = None,
-                  layout: str = "xyz", overwrite: bool = False) -> Path:
+def write_h5_case(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    layout: str = "xyz",
+    overwrite: bool = False,
+) -> Path:
     """Write a case as ``.h5`` (gzip, atomically): the inverse of ``read_h5_case``.
 
     image: float array in Volume order [i, j, k]; label: uint8, same shape, or None (unlabeled).
@@ -393,9 +426,13 @@ def write_h5_case(path: str | os.PathLike, image: np.ndarray, label: np.ndarray 
     h5py = import_optional("h5py", f"writing {path.name}")
     with atomic_path(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=np.ascontiguousarray(image.transpose(order)).astype(np.float32), compression="gzip")
+            f.create_dataset(
+                "image", data=np.ascontiguousarray(image.transpose(order)).astype(np.float32), compression="gzip"
+            )
             if label is not None:
-                f.create_dataset("label", data=np.ascontiguousarray(label.transpose(order)).astype(np.uint8), compression="gzip")
+                f.create_dataset(
+                    "label", data=np.ascontiguousarray(label.transpose(order)).astype(np.uint8), compression="gzip"
+                )
     return path
 
 
@@ -404,7 +441,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
     path = Path(path)
     suffix = file_suffix(path)
     if suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(f"unsupported file type '{suffix}' for {path.name}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise InputError(
+            f"unsupported file type '{suffix}' for {path.name}; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     if suffix in (".h5", ".hdf5"):
@@ -425,14 +464,17 @@ def _read_itk(path: Path) -> Volume:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        _check_size(path, reader.GetSize(), reader.GetNumberOfComponents(),
-                    sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+        _check_size(
+            path, reader.GetSize(), reader.GetNumberOfComponents(), sitk.GetPixelIDValueAsString(reader.GetPixelID())
+        )
         image = reader.Execute()
     except InputError:
         raise
     except Exception as exc:
         first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        raise InputError(f"{path.name}: cannot read image ({first[-1].strip() if first else exc.__class__.__name__})") from exc
+        raise InputError(
+            f"{path.name}: cannot read image ({first[-1].strip() if first else exc.__class__.__name__})"
+        ) from exc
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     vol = sitk_to_volume(image, path.name)
@@ -443,7 +485,15 @@ def _read_itk(path: Path) -> Volume:
 def _check_size(path: Path, size, components: int, pixel: str) -> None:
     """Refuse a header declaring more voxels than memory can hold (before SimpleITK allocates them)."""
     n = int(np.prod([int(s) for s in size], dtype=np.float64)) * max(1, int(components))
-    nbytes = n * (8 if "64" in pixel or "double" in pixel else 4 if "32" in pixel or "float" in pixel else 2 if "16" in pixel else 1)
+    nbytes = n * (
+        8
+        if "64" in pixel or "double" in pixel
+        else 4
+        if "32" in pixel or "float" in pixel
+        else 2
+        if "16" in pixel
+        else 1
+    )
     try:  # the memory check inference uses (torch may be missing: then a fixed limit)
         from .inference import available_memory_bytes
 
@@ -452,8 +502,10 @@ def _check_size(path: Path, size, components: int, pixel: str) -> None:
         avail = None
     limit = avail if avail else 64 << 30
     if nbytes > limit:
-        raise InputError(f"{path.name}: the header declares {' x '.join(str(int(s)) for s in size)} voxels "
-                         f"({nbytes / 2**30:.1f} GiB), more than the {limit / 2**30:.1f} GiB of memory available")
+        raise InputError(
+            f"{path.name}: the header declares {' x '.join(str(int(s)) for s in size)} voxels "
+            f"({nbytes / 2**30:.1f} GiB), more than the {limit / 2**30:.1f} GiB of memory available"
+        )
 
 
 def read_image_info(path: str | os.PathLike) -> Volume:
@@ -462,7 +514,9 @@ def read_image_info(path: str | os.PathLike) -> Volume:
     path = Path(path)
     suffix = file_suffix(path)
     if suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(f"unsupported file type '{suffix}' for {path.name}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise InputError(
+            f"unsupported file type '{suffix}' for {path.name}; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     if suffix in (".h5", ".hdf5"):
@@ -477,7 +531,9 @@ def read_image_info(path: str | os.PathLike) -> Volume:
         spacing, origin, direction = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
     except Exception as exc:
         first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        raise InputError(f"{path.name}: cannot read image ({first[-1].strip() if first else exc.__class__.__name__})") from exc
+        raise InputError(
+            f"{path.name}: cannot read image ({first[-1].strip() if first else exc.__class__.__name__})"
+        ) from exc
     if len(size) != 3:
         raise InputError(f"{path.name}: expected a 3D image, got {len(size)}D")
     override = _OVERRIDES.get().get("spacing")
@@ -502,7 +558,11 @@ def read_label(path: str | os.PathLike) -> Volume:
         if not np.all(np.isfinite(arr)) or not np.all(np.equal(np.mod(arr, 1), 0)):
             raise InputError(f"{Path(path).name}: label map has non-integer values")
         vol = vol.with_array(arr.astype(np.int64))
-    return vol.with_array(vol.array.astype(np.uint8)) if vol.array.max(initial=0) < 256 and vol.array.min(initial=0) >= 0 else vol
+    return (
+        vol.with_array(vol.array.astype(np.uint8))
+        if vol.array.max(initial=0) < 256 and vol.array.min(initial=0) >= 0
+        else vol
+    )
 
 
 def check_label_values(array: np.ndarray, num_classes: int, name: str, labels: dict | None = None) -> None:

@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Sequence
 
 from .atomic import atomic_write_text
-from .io import InputError
+from .errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "Training" / "train.py"
 
 
-def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1000, labeled: int | None = None,
-                     lr: float | None = None) -> dict:
+def fine_tune_config(
+    meta: dict, library: str | os.PathLike, iterations: int = 1000, labeled: int | None = None, lr: float | None = None
+) -> dict:
     """Training config continuing ``meta``'s model on ``library`` (every labeled case labeled by default;
     with three or more, the last labeled one by name is held out for validation).
 
@@ -47,32 +48,58 @@ def fine_tune_config(meta: dict, library: str | os.PathLike, iterations: int = 1
         raise InputError(f"training library folder not found: {library}")
     cases = find_cases(library)
     if not any(c.label is not None for c in cases):
-        raise InputError(f"{library} holds no labeled case (NAME.nrrd with NAME_label.nrrd); add a corrected segmentation first")
+        raise InputError(
+            f"{library} holds no labeled case (NAME.nrrd with NAME_label.nrrd); add a corrected segmentation first"
+        )
     own = meta.get("fine_tune") or {"method": meta["method"], "method_params": meta.get("method_params", {})}
     method = own["method"]
     labeled_cases = [c for c in cases if c.label is not None]
     # With 3+ labeled cases the last one (by name) is held out, so the new model can be compared with
     # the old one on a case neither trained on; validated only at the end (model.pt = last weights,
     # not picked on that case).
-    validation = {"cases": [labeled_cases[-1].name], "every": int(iterations)} if len(labeled_cases) >= 3 else {"last": 0}
+    validation = (
+        {"cases": [labeled_cases[-1].name], "every": int(iterations)} if len(labeled_cases) >= 3 else {"last": 0}
+    )
     if all(c.label is not None for c in cases):
         method = "supervised"  # no unlabeled case: the semi-supervised terms have nothing to work on
     opt_type = "adam" if meta.get("arch") == "unet2d" else "sgd"
     base_lr = 1e-4 if opt_type == "adam" else 1e-3
     return {
-        "data": str(library), "method": method, "method_params": own.get("method_params", {}) if method == own["method"] else {},
-        "arch": meta["arch"], "network": meta["network"], "preprocessing": meta["preprocessing"],
-        "patch_size": meta["patch_size"], "labels": meta["labels"], "labeled": labeled,
-        "iterations": int(iterations), "validation": validation, "num_workers": 0,
+        "data": str(library),
+        "method": method,
+        "method_params": own.get("method_params", {}) if method == own["method"] else {},
+        "arch": meta["arch"],
+        "network": meta["network"],
+        "preprocessing": meta["preprocessing"],
+        "patch_size": meta["patch_size"],
+        "labels": meta["labels"],
+        "labeled": labeled,
+        "iterations": int(iterations),
+        "validation": validation,
+        "num_workers": 0,
         "batch_size": 4 if meta.get("arch") != "unet2d" else 8,
         "labeled_per_batch": 2 if meta.get("arch") != "unet2d" else 4,
-        "optim": {"model": {"type": opt_type, "lr": lr or base_lr, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}},
+        "optim": {
+            "model": {
+                "type": opt_type,
+                "lr": lr or base_lr,
+                "momentum": 0.9,
+                "weight_decay": 1e-4,
+                "schedule": "constant",
+            }
+        },
         "export_dtype": "float32",
     }
 
 
-def fine_tune_command(config_path: str | os.PathLike, out: str | os.PathLike, init: str | os.PathLike,
-                      python: str | None = None, slicer: str | None = None, threads: int | None = None) -> list[str]:
+def fine_tune_command(
+    config_path: str | os.PathLike,
+    out: str | os.PathLike,
+    init: str | os.PathLike,
+    python: str | None = None,
+    slicer: str | None = None,
+    threads: int | None = None,
+) -> list[str]:
     """argv for the fine-tuning process: ``slicer`` (Slicer executable, headless) or ``python``."""
     args = ["--config", str(config_path), "--out", str(out), "--init", str(init), "--no-progress"]
     if threads:
@@ -122,8 +149,9 @@ class ChildJob:
     still running ``grace_s`` later is killed by the next ``poll()``. ``cancel()`` is the blocking
     form for scripts (stop, wait, kill after the grace time)."""
 
-    def __init__(self, argv: Sequence[str], out: str | os.PathLike, log_name: str, env: dict | None = None,
-                 grace_s: float = 30.0):
+    def __init__(
+        self, argv: Sequence[str], out: str | os.PathLike, log_name: str, env: dict | None = None, grace_s: float = 30.0
+    ):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.argv = list(argv)
@@ -132,8 +160,9 @@ class ChildJob:
         self.grace_s = float(grace_s)
         self._kill_at: float | None = None
         try:
-            self.process = subprocess.Popen(self.argv, stdout=self._stdout, stderr=subprocess.STDOUT, env=env,
-                                            **_process_group_options())
+            self.process = subprocess.Popen(
+                self.argv, stdout=self._stdout, stderr=subprocess.STDOUT, env=env, **_process_group_options()
+            )
         except OSError:
             self._stdout.close()
             raise
@@ -207,9 +236,16 @@ class FineTuneJob(ChildJob):
         return min(1.0, done / max(1, self.iterations))
 
 
-def start_fine_tune(meta: dict, init: str | os.PathLike, library: str | os.PathLike, out: str | os.PathLike,
-                    iterations: int = 1000, python: str | None = None, slicer: str | None = None,
-                    threads: int | None = None) -> FineTuneJob:
+def start_fine_tune(
+    meta: dict,
+    init: str | os.PathLike,
+    library: str | os.PathLike,
+    out: str | os.PathLike,
+    iterations: int = 1000,
+    python: str | None = None,
+    slicer: str | None = None,
+    threads: int | None = None,
+) -> FineTuneJob:
     """Write OUT/fine_tune_config.json and start the fine-tune process; returns the job."""
     out = Path(out)
     if (out / "last.pt").exists() or (out / "model.pt").exists():
@@ -228,11 +264,34 @@ class SegmentJob(ChildJob):
     roi_mask: a label file on the input's grid; only its nonzero voxels are segmented (``segment --roi-mask``).
     es_input: an end-systolic frame segmented by the same child (``segment --es``; cine models)."""
 
-    def __init__(self, input_path: str | os.PathLike, out: str | os.PathLike, model: str | None = None,
-                 mc_samples: int = 10, device: str = "auto", python: str | None = None, extra: Sequence[str] = (),
-                 roi_mask: str | os.PathLike | None = None, es_input: str | os.PathLike | None = None):
-        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(input_path), "--out", str(out),
-                "--mc-samples", str(int(mc_samples)), "--device", device, "--progress-lines", "--compact", *extra]
+    def __init__(
+        self,
+        input_path: str | os.PathLike,
+        out: str | os.PathLike,
+        model: str | None = None,
+        mc_samples: int = 10,
+        device: str = "auto",
+        python: str | None = None,
+        extra: Sequence[str] = (),
+        roi_mask: str | os.PathLike | None = None,
+        es_input: str | os.PathLike | None = None,
+    ):
+        argv = [
+            python or sys.executable,
+            "-m",
+            "SemiSupCardiacSegLib",
+            "segment",
+            str(input_path),
+            "--out",
+            str(out),
+            "--mc-samples",
+            str(int(mc_samples)),
+            "--device",
+            device,
+            "--progress-lines",
+            "--compact",
+            *extra,
+        ]
         if model:
             argv += ["--model", str(model)]
         if roi_mask is not None:
@@ -255,15 +314,33 @@ class EvaluateJob(ChildJob):
     """``python -m SemiSupCardiacSegLib evaluate`` of one model on labeled cases, in a child process
     (the before/after comparison of a fine-tune; the GUI never evaluates in its own thread)."""
 
-    def __init__(self, model: str | os.PathLike | None, cases: Sequence[str | os.PathLike], out_json: str | os.PathLike,
-                 device: str = "auto", python: str | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | None,
+        cases: Sequence[str | os.PathLike],
+        out_json: str | os.PathLike,
+        device: str = "auto",
+        python: str | None = None,
+    ):
         self.result_path = Path(out_json)
-        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "evaluate", "--data", *[str(c) for c in cases],
-                "--out", str(out_json), "--device", device, "--quiet"]
+        argv = [
+            python or sys.executable,
+            "-m",
+            "SemiSupCardiacSegLib",
+            "evaluate",
+            "--data",
+            *[str(c) for c in cases],
+            "--out",
+            str(out_json),
+            "--device",
+            device,
+            "--quiet",
+        ]
         if model:
             argv += ["--model", str(model)]
-        super().__init__(argv, self.result_path.parent, self.result_path.stem + "_stdout.txt", env=_library_env(),
-                         grace_s=0.0)
+        super().__init__(
+            argv, self.result_path.parent, self.result_path.stem + "_stdout.txt", env=_library_env(), grace_s=0.0
+        )
 
     def progress(self) -> float:
         return 0.0

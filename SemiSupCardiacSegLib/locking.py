@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from .io import InputError
+from .errors import InputError
 
 LOCK_NAME = ".lock"
 
@@ -52,8 +52,9 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
                 warnings.warn(f"removing stale lock {lock} of process {pid}, which is no longer running")
                 lock.unlink(missing_ok=True)
                 continue
-            raise InputError(f"{folder} is in use by another training (process {pid} on {host or 'unknown host'}; "
-                             f"lock file {lock})") from None
+            raise InputError(
+                f"{folder} is in use by another training (process {pid} on {host or 'unknown host'}; lock file {lock})"
+            ) from None
         with os.fdopen(fd, "w") as f:
             f.write(me)
         break

@@ -135,8 +135,13 @@ def assd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
 def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
     """All of METRIC_NAMES for one binary pair; one surface-distance computation."""
     pred, ref = _check(pred, ref, spacing)
-    out = {"dice": dice(pred, ref), "jaccard": jaccard(pred, ref), "ravd": ravd(pred, ref),
-           "precision": precision(pred, ref), "recall": recall(pred, ref)}
+    out = {
+        "dice": dice(pred, ref),
+        "jaccard": jaccard(pred, ref),
+        "ravd": ravd(pred, ref),
+        "precision": precision(pred, ref),
+        "recall": recall(pred, ref),
+    }
     if pred.any() and ref.any():
         a, b = surface_distances(pred, ref, spacing)
         out["hd95"] = float(np.percentile(np.concatenate([a, b]), 95))
@@ -146,8 +151,9 @@ def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) 
     return {k: out[k] for k in METRIC_NAMES}
 
 
-def multiclass_metrics(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: Sequence[float],
-                       labels: dict[int, str]) -> dict[str, dict[str, float]]:
+def multiclass_metrics(
+    pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: Sequence[float], labels: dict[int, str]
+) -> dict[str, dict[str, float]]:
     """binary_metrics per class: {name: metrics} for each {value: name} in ``labels``."""
     return {name: binary_metrics(pred_labels == value, ref_labels == value, spacing) for value, name in labels.items()}
 
@@ -159,9 +165,12 @@ def summarize(per_case: Sequence[dict[str, float]]) -> dict[str, dict]:
     for k in keys:
         vals = np.array([case[k] for case in per_case if k in case], dtype=float)
         finite = vals[np.isfinite(vals)]
-        out[k] = {"mean": float(finite.mean()) if finite.size else math.nan,
-                  "std": float(finite.std()) if finite.size else math.nan,
-                  "n": int(finite.size), "n_nan": int(vals.size - finite.size)}
+        out[k] = {
+            "mean": float(finite.mean()) if finite.size else math.nan,
+            "std": float(finite.std()) if finite.size else math.nan,
+            "n": int(finite.size),
+            "n_nan": int(vals.size - finite.size),
+        }
     return out
 
 

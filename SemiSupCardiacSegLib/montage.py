@@ -10,8 +10,9 @@ from .atomic import atomic_path
 from .dependencies import import_optional
 
 
-def save_montage(image: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray, path: str | Path,
-                 n_slices: int = 4, title: str = "") -> Path:
+def save_montage(
+    image: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray, path: str | Path, n_slices: int = 4, title: str = ""
+) -> Path:
     """image/labels/uncertainty: (I, J, K) on one grid; slices along K (axial) through the labelled range.
 
     Two rows per slice column: top, image with the segmentation contour; bottom, image with the

@@ -50,8 +50,13 @@ def _smooth_noise(shape, rng: np.random.Generator, sigma_vox) -> np.ndarray:
     return f / (np.abs(f).max() + 1e-8)
 
 
-def make_la_phantom(shape=(160, 144, 88), spacing=(0.625, 0.625, 0.625), seed: int = 0,
-                    noise_std: float = 0.15, bias_strength: float = 0.3) -> Phantom:
+def make_la_phantom(
+    shape=(160, 144, 88),
+    spacing=(0.625, 0.625, 0.625),
+    seed: int = 0,
+    noise_std: float = 0.15,
+    bias_strength: float = 0.3,
+) -> Phantom:
     """One phantom; deterministic for a given seed. shape in voxels, spacing in mm."""
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
@@ -109,12 +114,19 @@ def make_la_phantom(shape=(160, 144, 88), spacing=(0.625, 0.625, 0.625), seed: i
     # Bias field (smooth, multiplicative) and Rician noise.
     norm = [(g - e / 2) / (e / 2) for g, e in zip(np.moveaxis(grid, -1, 0), extent)]
     c = rng.uniform(-1, 1, 6)
-    field = c[0] * norm[0] + c[1] * norm[1] + c[2] * norm[2] + c[3] * norm[0] * norm[1] + c[4] * norm[1] ** 2 + c[5] * norm[2] ** 2
+    field = (
+        c[0] * norm[0]
+        + c[1] * norm[1]
+        + c[2] * norm[2]
+        + c[3] * norm[0] * norm[1]
+        + c[4] * norm[1] ** 2
+        + c[5] * norm[2] ** 2
+    )
     field = field / (np.abs(field).max() + 1e-8)
     image *= (1.0 + bias_strength * field).astype(np.float32)
     n1 = rng.normal(0, noise_std, shape).astype(np.float32)
     n2 = rng.normal(0, noise_std, shape).astype(np.float32)
-    image = np.sqrt((image + n1) ** 2 + n2 ** 2)
+    image = np.sqrt((image + n1) ** 2 + n2**2)
     image = ndimage.gaussian_filter(image, 0.6 * 0.625 / sp.mean())  # slight blur: MR point-spread
     image = (image - image.mean()) / image.std()
     return Phantom(image.astype(np.float32), label.astype(np.uint8), tuple(float(s) for s in sp))

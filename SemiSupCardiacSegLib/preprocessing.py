@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .io import InputError
+from .errors import InputError
 from .volume import AxisReorientation, Volume, canonical_reorientation
 
 
@@ -52,16 +52,25 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         shape = d.get("in_plane_shape")
-        return cls(spacing=tuple(float(s) for s in d.get("spacing", (1.0, 1.0, 1.0))), normalization=d.get("normalization", "zscore"),
-                   in_plane_shape=None if shape is None else (int(shape[0]), int(shape[1])), reorient=bool(d.get("reorient", True)))
+        return cls(
+            spacing=tuple(float(s) for s in d.get("spacing", (1.0, 1.0, 1.0))),
+            normalization=d.get("normalization", "zscore"),
+            in_plane_shape=None if shape is None else (int(shape[0]), int(shape[1])),
+            reorient=bool(d.get("reorient", True)),
+        )
 
     def model_spacing(self, canonical_shape: tuple[int, ...], canonical_spacing: np.ndarray) -> np.ndarray:
         """The model grid's spacing (mm) for an input of this canonical shape and spacing."""
         if self.in_plane_shape is None:
             return np.asarray(self.spacing, float)
         cs = np.asarray(canonical_spacing, float)
-        return np.array([cs[0] * canonical_shape[0] / self.in_plane_shape[0],
-                         cs[1] * canonical_shape[1] / self.in_plane_shape[1], cs[2]])
+        return np.array(
+            [
+                cs[0] * canonical_shape[0] / self.in_plane_shape[0],
+                cs[1] * canonical_shape[1] / self.in_plane_shape[1],
+                cs[2],
+            ]
+        )
 
 
 def check_image_values(array: np.ndarray, name: str = "image") -> None:
@@ -90,8 +99,12 @@ def _scale_grid(array: np.ndarray, step: np.ndarray, out_shape: tuple[int, ...],
     if np.allclose(step, 1.0) and tuple(array.shape) == tuple(out_shape):
         return array.copy()
     return ndimage.affine_transform(
-        array, np.asarray(step, dtype=np.float64), output_shape=tuple(int(s) for s in out_shape),
-        order=order, mode="nearest", prefilter=False,
+        array,
+        np.asarray(step, dtype=np.float64),
+        output_shape=tuple(int(s) for s in out_shape),
+        order=order,
+        mode="nearest",
+        prefilter=False,
     )
 
 
@@ -108,7 +121,9 @@ def resample_image(array: np.ndarray, spacing: np.ndarray, new_spacing: np.ndarr
     return _scale_grid(src, step, out_shape, order)
 
 
-def resample_labels(labels: np.ndarray, spacing: np.ndarray, new_spacing: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+def resample_labels(
+    labels: np.ndarray, spacing: np.ndarray, new_spacing: np.ndarray, num_classes: int | None = None
+) -> np.ndarray:
     """Resample an integer label map by linear interpolation of each class's indicator, then argmax."""
     labels = np.asarray(labels)
     step = np.asarray(new_spacing, float) / np.asarray(spacing, float)
@@ -155,18 +170,26 @@ MIN_MODEL_VOXELS = 4
 def to_model_space(volume: Volume, prep: Preprocessing) -> ModelSpaceImage:
     """Input Volume -> ModelSpaceImage: reorient to canonical axes, resample, normalize."""
     check_image_values(volume.array)
-    reo = canonical_reorientation(volume.direction) if prep.reorient else AxisReorientation((0, 1, 2), (False, False, False))
+    reo = (
+        canonical_reorientation(volume.direction)
+        if prep.reorient
+        else AxisReorientation((0, 1, 2), (False, False, False))
+    )
     canon = reo.apply(volume.array)
     canon_spacing = volume.spacing[list(reo.perm)]
     model_spacing = prep.model_spacing(canon.shape, canon_spacing)
     extent = np.asarray(canon.shape) * canon_spacing
     if prep.in_plane_shape is not None:
         if min(canon.shape[:2]) < MIN_MODEL_VOXELS:
-            raise InputError(f"image is too small: slices of {canon.shape[0]} x {canon.shape[1]} voxels, "
-                             f"fewer than {MIN_MODEL_VOXELS} along an in-plane axis")
+            raise InputError(
+                f"image is too small: slices of {canon.shape[0]} x {canon.shape[1]} voxels, "
+                f"fewer than {MIN_MODEL_VOXELS} along an in-plane axis"
+            )
     elif np.any(extent < MIN_MODEL_VOXELS * model_spacing):
-        raise InputError(f"image is too small: it covers {' x '.join(f'{e:.1f}' for e in extent)} mm, less than "
-                         f"{MIN_MODEL_VOXELS} voxels of the model's {' x '.join(f'{m:g}' for m in model_spacing)} mm along an axis")
+        raise InputError(
+            f"image is too small: it covers {' x '.join(f'{e:.1f}' for e in extent)} mm, less than "
+            f"{MIN_MODEL_VOXELS} voxels of the model's {' x '.join(f'{m:g}' for m in model_spacing)} mm along an axis"
+        )
     resampled = resample_image(canon.astype(np.float32), canon_spacing, model_spacing)
     if prep.normalization == "zscore":
         resampled = zscore(resampled)
@@ -193,4 +216,6 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     idx = np.nonzero(mask)
     if len(idx[0]) == 0:
         return None
-    return tuple(slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + 1 + margin)) for i, n in zip(idx, mask.shape))
+    return tuple(
+        slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + 1 + margin)) for i, n in zip(idx, mask.shape)
+    )

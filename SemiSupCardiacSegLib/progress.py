@@ -47,7 +47,11 @@ class PlainProgress:
         if tenth > self._shown_tenth and (now - self._shown_at >= 2.0 or tenth == 10):
             self._shown_tenth, self._shown_at = tenth, now
             post = f" {self.postfix}" if self.postfix else ""
-            print(f"{self.desc}: {100 * self.n / self.total:.0f}% ({self.n}/{self.total}){post}", file=sys.stderr, flush=True)
+            print(
+                f"{self.desc}: {100 * self.n / self.total:.0f}% ({self.n}/{self.total}){post}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def set_postfix(self, **kw) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())

@@ -40,11 +40,12 @@ import numpy as np
 import torch
 
 from .atomic import atomic_folder, atomic_write_text
-from .jsonout import dumps as json_dumps
 from .data.datasets import CaseFile
 from .dependencies import import_optional
+from .errors import InputError
 from .inference import predict_with_model
-from .io import InputError, file_suffix, h5_layout, read_volume, write_h5_case, write_volume
+from .io import file_suffix, h5_layout, read_volume, write_h5_case, write_volume
+from .jsonout import dumps as json_dumps
 from .reporting import segmentation_report
 
 MANIFEST = "pseudo_labels.json"
@@ -67,14 +68,24 @@ def _write_case(case: CaseFile, image, labels: np.ndarray, out: Path, overwrite:
         with h5py.File(case.image, "r") as f:  # keep the input's storage layout
             layout = h5_layout(f["image"].shape)
         return [write_h5_case(out / f"{case.name}.h5", image.array, labels, layout=layout, overwrite=overwrite)]
-    return [write_volume(image, out / f"{case.name}.nrrd", overwrite=overwrite),
-            write_volume(image.with_array(labels.astype(np.uint8)), out / f"{case.name}_label.nrrd", overwrite=overwrite)]
+    return [
+        write_volume(image, out / f"{case.name}.nrrd", overwrite=overwrite),
+        write_volume(image.with_array(labels.astype(np.uint8)), out / f"{case.name}_label.nrrd", overwrite=overwrite),
+    ]
 
 
-def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseFile], out_dir: str | Path,
-                       mc_samples: int = 10, keep_doubtful: bool = False, keep_fraction: float | None = None,
-                       overwrite: bool = False, device: str = "auto",
-                       progress: Callable[[float], None] | None = None) -> dict:
+def pseudo_label_cases(
+    model: torch.nn.Module,
+    meta: dict,
+    cases: Sequence[CaseFile],
+    out_dir: str | Path,
+    mc_samples: int = 10,
+    keep_doubtful: bool = False,
+    keep_fraction: float | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    progress: Callable[[float], None] | None = None,
+) -> dict:
     """Segment ``cases`` with the teacher ``model`` and write the trusted results as labeled cases.
 
     keep_doubtful: keep every case with all structures present. keep_fraction (0, 1]: keep the
@@ -100,15 +111,16 @@ def pseudo_label_cases(model: torch.nn.Module, meta: dict, cases: Sequence[CaseF
     if not 1 <= int(mc_samples):
         raise InputError(f"mc_samples must be >= 1, got {mc_samples}")
     earlier = _earlier_cases(out)
-    with atomic_folder(out, overwrite=overwrite, owned=lambda name: name == MANIFEST or _case_name(name) in earlier,
-                       marker=MANIFEST) as tmp:
+    with atomic_folder(
+        out, overwrite=overwrite, owned=lambda name: name == MANIFEST or _case_name(name) in earlier, marker=MANIFEST
+    ) as tmp:
         return _pseudo_label_into(model, meta, cases, tmp, mc_samples, keep_doubtful, keep_fraction, device, progress)
 
 
 def _case_name(file_name: str) -> str:
     """The case a pseudo-label file belongs to: NAME.h5, NAME.nrrd, NAME_label.nrrd -> NAME."""
     stem = file_name.split(".")[0]
-    return stem[:-len("_label")] if stem.endswith("_label") else stem
+    return stem[: -len("_label")] if stem.endswith("_label") else stem
 
 
 def _earlier_cases(out: Path) -> set[str]:
@@ -119,7 +131,9 @@ def _earlier_cases(out: Path) -> set[str]:
         return set()
 
 
-def _pseudo_label_into(model, meta, cases, out: Path, mc_samples, keep_doubtful, keep_fraction, device, progress) -> dict:
+def _pseudo_label_into(
+    model, meta, cases, out: Path, mc_samples, keep_doubtful, keep_fraction, device, progress
+) -> dict:
     """``pseudo_label_cases``' work, written into the (temporary, empty) folder ``out``."""
     overwrite = True  # ``out`` is the set's own temporary folder
     records: dict[str, dict] = {}
@@ -130,11 +144,17 @@ def _pseudo_label_into(model, meta, cases, out: Path, mc_samples, keep_doubtful,
         pred = predict_with_model(model, meta, image, mc_samples=mc_samples, device=device)
         report = segmentation_report(pred, meta["labels"], meta)
         missing, doubtful = _problems(report)
-        reason = ("missing: " + ", ".join(missing) if missing else
-                  "doubtful: " + ", ".join(doubtful) if doubtful else None)
-        records[case.name] = {"kept": False, "reason": reason,
-                              "structures": {n: {k: s[k] for k in ("volume_ml", "entropy_per_volume", "doubtful")}
-                                             for n, s in report["structures"].items()}}
+        reason = (
+            "missing: " + ", ".join(missing) if missing else "doubtful: " + ", ".join(doubtful) if doubtful else None
+        )
+        records[case.name] = {
+            "kept": False,
+            "reason": reason,
+            "structures": {
+                n: {k: s[k] for k in ("volume_ml", "entropy_per_volume", "doubtful")}
+                for n, s in report["structures"].items()
+            },
+        }
         if not missing and keep_fraction is not None:
             held[case.name] = (case, image, pred.labels.array, _worst_score(report, meta["quality"]["score"]))
         elif not missing and (not doubtful or keep_doubtful):
@@ -152,9 +172,19 @@ def _pseudo_label_into(model, meta, cases, out: Path, mc_samples, keep_doubtful,
                 records[name].update(kept=True, reason=None)
             else:
                 records[name]["reason"] = f"not among the {n_keep} most reliable"
-    manifest = {"teacher": {"id": meta.get("model_id"), "path": meta.get("path"), "method": meta.get("method"),
-                            "quality": meta.get("quality")},
-                "mc_samples": int(mc_samples), "keep_doubtful": bool(keep_doubtful), "keep_fraction": keep_fraction,
-                "n_cases": len(records), "n_kept": sum(r["kept"] for r in records.values()), "cases": records}
+    manifest = {
+        "teacher": {
+            "id": meta.get("model_id"),
+            "path": meta.get("path"),
+            "method": meta.get("method"),
+            "quality": meta.get("quality"),
+        },
+        "mc_samples": int(mc_samples),
+        "keep_doubtful": bool(keep_doubtful),
+        "keep_fraction": keep_fraction,
+        "n_cases": len(records),
+        "n_kept": sum(r["kept"] for r in records.values()),
+        "cases": records,
+    }
     atomic_write_text(out / MANIFEST, json_dumps(manifest, indent=2), overwrite=True)
     return manifest

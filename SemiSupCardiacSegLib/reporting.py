@@ -34,11 +34,19 @@ import numpy as np
 from scipy import ndimage
 
 from .atomic import atomic_folder, atomic_write_text, is_complete_set
-from .jsonout import dumps as json_dumps
+from .errors import InputError
 from .inference import Prediction
-from .io import InputError, write_volume
+from .io import write_volume
+from .jsonout import dumps as json_dumps
 
-OUTPUT_FILES = ("segmentation.nrrd", "probability.nrrd", "distance.nrrd", "uncertainty.nrrd", "mutual_information.nrrd", "report.json")
+OUTPUT_FILES = (
+    "segmentation.nrrd",
+    "probability.nrrd",
+    "distance.nrrd",
+    "uncertainty.nrrd",
+    "mutual_information.nrrd",
+    "report.json",
+)
 
 
 def _box_around(mask: np.ndarray, spacing: np.ndarray, margin_mm: float) -> tuple[slice, ...]:
@@ -46,7 +54,9 @@ def _box_around(mask: np.ndarray, spacing: np.ndarray, margin_mm: float) -> tupl
     voxel within ``margin_mm`` of the mask lies inside it, so distance transforms can run there."""
     grow = np.ceil(margin_mm / spacing).astype(int) + 1
     idx = np.nonzero(mask)
-    return tuple(slice(max(0, int(i.min()) - g), min(n, int(i.max()) + g + 1)) for i, g, n in zip(idx, grow, mask.shape))
+    return tuple(
+        slice(max(0, int(i.min()) - g), min(n, int(i.max()) + g + 1)) for i, g, n in zip(idx, grow, mask.shape)
+    )
 
 
 def boundary_band(mask: np.ndarray, spacing, width_mm: float = 2.0) -> np.ndarray:
@@ -61,7 +71,7 @@ def boundary_band(mask: np.ndarray, spacing, width_mm: float = 2.0) -> np.ndarra
     box = _box_around(mask, sp, width_mm)
     sub = mask[box]
     d_out = ndimage.distance_transform_edt(~sub, sampling=tuple(sp))  # outside voxels: distance to the mask
-    d_in = ndimage.distance_transform_edt(sub, sampling=tuple(sp))    # inside voxels: distance to background
+    d_in = ndimage.distance_transform_edt(sub, sampling=tuple(sp))  # inside voxels: distance to background
     out[box] = ((~sub) & (d_out <= width_mm)) | (sub & (d_in <= width_mm))
     return out
 
@@ -114,14 +124,22 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
             # entropy (nats) summed within NEAR_MM of the structure, per voxel of the structure
             "entropy_per_volume": float(pred.entropy.array[near].sum() / mask.sum()) if mask.any() else None,
         }
-        structures[name]["doubtful"] = quality_flag(structures[name], meta.get("quality"),
-                                                    int(pred.timings.get("mc_samples", 1)), pred.timings.get("mc_scope", "decoder"))
+        structures[name]["doubtful"] = quality_flag(
+            structures[name],
+            meta.get("quality"),
+            int(pred.timings.get("mc_samples", 1)),
+            pred.timings.get("mc_scope", "decoder"),
+        )
     return {
         "structures": structures,
         "mean_entropy": float(pred.entropy.array.mean()),
         "timings_s": pred.timings,
-        "model": {"id": meta.get("model_id"), "path": meta.get("path"), "method": meta.get("method"),
-                  "iteration": meta.get("iteration")},
+        "model": {
+            "id": meta.get("model_id"),
+            "path": meta.get("path"),
+            "method": meta.get("method"),
+            "iteration": meta.get("iteration"),
+        },
         "grid": {"shape": list(pred.labels.shape), "spacing_mm": pred.labels.spacing.tolist()},
         # what reading the input assumed (a spacing the file does not store, a guessed layout): io
         "assumptions": list(getattr(pred.labels, "assumptions", []) or []),
@@ -150,7 +168,10 @@ def write_output_files(pred: Prediction, report: dict, folder: str | Path, compa
     maps = [("probability.nrrd", grid.with_array(pred.foreground_probability()), 0.0, 1.0)]
     if pred.sdm is not None:
         maps.append(("distance.nrrd", grid.with_array(pred.foreground_sdm()), -1.0, 1.0))
-    maps += [("uncertainty.nrrd", pred.entropy, 0.0, max_nats), ("mutual_information.nrrd", pred.mutual_info, 0.0, max_nats)]
+    maps += [
+        ("uncertainty.nrrd", pred.entropy, 0.0, max_nats),
+        ("mutual_information.nrrd", pred.mutual_info, 0.0, max_nats),
+    ]
     paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=True)]
     stored = {}
     for name, volume, lo, hi in maps:
@@ -164,7 +185,9 @@ def write_output_files(pred: Prediction, report: dict, folder: str | Path, compa
     return paths
 
 
-def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite: bool = False, compact: bool = False) -> list[Path]:
+def write_outputs(
+    pred: Prediction, report: dict, out_dir: str | Path, overwrite: bool = False, compact: bool = False
+) -> list[Path]:
     """Write the NRRD outputs and report.json into ``out_dir`` as one set, all or nothing
     (``atomic.atomic_folder``: written beside it, then moved into place; an interrupted or failed
     write leaves ``out_dir`` as it was). A folder that already holds a complete set (its report.json)
@@ -173,7 +196,9 @@ def write_outputs(pred: Prediction, report: dict, out_dir: str | Path, overwrite
     compact: store the float maps as uint8 codes (see the module docstring; ``read_output_map``)."""
     out = Path(out_dir)
     if not overwrite and is_complete_set(out):
-        raise InputError(f"{out} already holds segmentation outputs (report.json); choose another --out or pass --overwrite")
+        raise InputError(
+            f"{out} already holds segmentation outputs (report.json); choose another --out or pass --overwrite"
+        )
     with atomic_folder(out, overwrite=overwrite, owned=SEGMENT_SET.__contains__) as tmp:
         written = write_output_files(pred, report, tmp, compact=compact)
     return [out / p.name for p in written]

@@ -43,30 +43,36 @@ import torch
 from torch.utils.data import DataLoader
 
 from .atomic import atomic_write_text
-from .config_check import architecture_differences, config_differences, validate_config
-from .jsonout import dumps as json_dumps
 from .checkpoint import load_checkpoint, model_id, now_iso, save_checkpoint, state_dict_for_export
+from .config_check import architecture_differences, config_differences, validate_config
 from .data import CropDataset, TwoStreamBatchSampler, find_cases, load_case
 from .data.transforms import AUGMENT_PLANE
 from .distributed import DistContext
+from .errors import InputError
 from .inference import keep_largest_per_class, resolve_device, sliding_window_predict
-from .io import InputError
+from .jsonout import dumps as json_dumps
 from .locking import folder_lock
 from .methods import get_method
 from .preprocessing import Preprocessing
 from .schedules import poly_lr, step_lr
 
 DEFAULTS = {
-    "method": "supervised", "arch": "vnet",
+    "method": "supervised",
+    "arch": "vnet",
     "network": {"in_channels": 1, "num_classes": 2, "n_filters": 16, "normalization": "batch", "dropout": 0.5},
     "labels": {"1": "left atrium"},
     "preprocessing": {"spacing": [0.625, 0.625, 0.625], "normalization": "zscore"},
-    "patch_size": [112, 112, 80],             # papers (UA-MT, SASSNet, DTC)
-    "batch_size": 4, "labeled_per_batch": 2,  # papers
-    "iterations": 6000,                       # papers
-    "labeled": 16, "seed": 1337, "num_workers": 2,
+    "patch_size": [112, 112, 80],  # papers (UA-MT, SASSNet, DTC)
+    "batch_size": 4,
+    "labeled_per_batch": 2,  # papers
+    "iterations": 6000,  # papers
+    "labeled": 16,
+    "seed": 1337,
+    "num_workers": 2,
     "validation": {"last": 0, "every": 500, "overlap": 0.5},
-    "log_every": 10, "checkpoint_every": 100, "export_dtype": "float32",
+    "log_every": 10,
+    "checkpoint_every": 100,
+    "export_dtype": "float32",
     "optim": {
         "model": {"type": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step", "step": 2500},
         "discriminator": {"type": "adam", "lr": 1e-4, "betas": [0.9, 0.99], "schedule": "constant"},
@@ -84,11 +90,20 @@ def merge_config(base: dict, override: dict) -> dict:
 
 def _make_optimizer(params, spec: dict) -> torch.optim.Optimizer:
     if spec["type"] == "sgd":
-        return torch.optim.SGD(params, lr=spec["lr"], momentum=spec.get("momentum", 0.9), weight_decay=spec.get("weight_decay", 0.0))
+        return torch.optim.SGD(
+            params, lr=spec["lr"], momentum=spec.get("momentum", 0.9), weight_decay=spec.get("weight_decay", 0.0)
+        )
     if spec["type"] == "adam":
-        return torch.optim.Adam(params, lr=spec["lr"], betas=tuple(spec.get("betas", (0.9, 0.999))), weight_decay=spec.get("weight_decay", 0.0))
+        return torch.optim.Adam(
+            params,
+            lr=spec["lr"],
+            betas=tuple(spec.get("betas", (0.9, 0.999))),
+            weight_decay=spec.get("weight_decay", 0.0),
+        )
     if spec["type"] == "rmsprop":  # MTN (paper 002)
-        return torch.optim.RMSprop(params, lr=spec["lr"], momentum=spec.get("momentum", 0.0), weight_decay=spec.get("weight_decay", 0.0))
+        return torch.optim.RMSprop(
+            params, lr=spec["lr"], momentum=spec.get("momentum", 0.0), weight_decay=spec.get("weight_decay", 0.0)
+        )
     raise ValueError(f"unknown optimizer '{spec['type']}' (sgd | adam | rmsprop)")
 
 
@@ -113,7 +128,10 @@ def split_cases(cases: list, config: dict, pseudo: list | None = None) -> tuple[
     val_cfg = config.get("validation", {})
     names = [c.name for c in cases]
     if val_cfg.get("list"):  # a .list file naming the validation cases (e.g. ACDC's val.list)
-        val_cfg = {**val_cfg, "cases": [ln.strip() for ln in Path(val_cfg["list"]).read_text().splitlines() if ln.strip()]}
+        val_cfg = {
+            **val_cfg,
+            "cases": [ln.strip() for ln in Path(val_cfg["list"]).read_text().splitlines() if ln.strip()],
+        }
     if val_cfg.get("cases"):
         missing = sorted(set(val_cfg["cases"]) - set(names))
         if missing:
@@ -121,7 +139,7 @@ def split_cases(cases: list, config: dict, pseudo: list | None = None) -> tuple[
         val = [c for c in cases if c.name in set(val_cfg["cases"])]
     else:
         n_last = int(val_cfg.get("last", 0))
-        val = cases[len(cases) - n_last:] if n_last > 0 else []
+        val = cases[len(cases) - n_last :] if n_last > 0 else []
     val_names = {c.name for c in val}
     if any(c.label is None for c in val):
         raise InputError("every validation case needs a label")
@@ -154,7 +172,9 @@ def validate(model: torch.nn.Module, cases: list, patch_size, num_classes: int, 
 
     per_case = {}
     for case in cases:
-        out = sliding_window_predict(model, case.image, patch_size, overlap=overlap, mc_samples=1, window_batch=2, device=device)
+        out = sliding_window_predict(
+            model, case.image, patch_size, overlap=overlap, mc_samples=1, window_batch=2, device=device
+        )
         pred = keep_largest_per_class(np.argmax(out.probs, 0).astype(np.uint8), num_classes)
         per_case[case.name] = float(np.mean([dice(pred == c, case.label == c) for c in range(1, num_classes)]))
     return {"dice": float(np.mean(list(per_case.values()))) if per_case else float("nan"), "per_case": per_case}
@@ -163,8 +183,14 @@ def validate(model: torch.nn.Module, cases: list, patch_size, num_classes: int, 
 class Trainer:
     """Runs a method's training_step in a loop; owns devices, data, optimizers and files."""
 
-    def __init__(self, config: dict, out_dir: str | os.PathLike, device: str = "auto", progress: bool = True,
-                 preloaded: dict | None = None):
+    def __init__(
+        self,
+        config: dict,
+        out_dir: str | os.PathLike,
+        device: str = "auto",
+        progress: bool = True,
+        preloaded: dict | None = None,
+    ):
         self.config = merge_config(DEFAULTS, config)
         self.out = Path(out_dir)
         self.device = resolve_device(device)
@@ -185,9 +211,11 @@ class Trainer:
         self._pseudo_names = [c.name for c in pseudo]
         lab, unl, val = split_cases(cases, cfg, pseudo)
         if get_method(cfg["method"]).uses_unlabeled and not unl:
-            raise InputError(f"method {cfg['method']} learns from unlabeled images, but none is left: {len(cases)} cases, "
-                             f"{len(lab)} used as labeled, {len(val)} for validation; use --method supervised, a "
-                             "smaller --labeled or more cases")
+            raise InputError(
+                f"method {cfg['method']} learns from unlabeled images, but none is left: {len(cases)} cases, "
+                f"{len(lab)} used as labeled, {len(val)} for validation; use --method supervised, a "
+                "smaller --labeled or more cases"
+            )
         prep = Preprocessing.from_dict(cfg["preprocessing"])
         k = int(cfg["network"]["num_classes"])
         from .progress import progress_bar
@@ -198,27 +226,42 @@ class Trainer:
         return [loaded[c.name] for c in lab], [strip(c) for c in unl], [loaded[c.name] for c in val]
 
     # ----------------------------------------------------------------- checkpoints
-    def _model_payload(self, method, iteration: int, validation: dict | None, model: torch.nn.Module | None = None) -> dict:
+    def _model_payload(
+        self, method, iteration: int, validation: dict | None, model: torch.nn.Module | None = None
+    ) -> dict:
         """model: the network to export (default ``method.model``; the SWA average at the end)."""
         cfg = self.config
         sd = state_dict_for_export(model if model is not None else method.model, cfg.get("export_dtype", "float32"))
         return {
-            "kind": "model", "arch": method.arch, "network": method.network_params, "state_dict": sd,
-            "preprocessing": cfg["preprocessing"], "patch_size": list(cfg.get("inference_patch_size") or cfg["patch_size"]),
+            "kind": "model",
+            "arch": method.arch,
+            "network": method.network_params,
+            "state_dict": sd,
+            "preprocessing": cfg["preprocessing"],
+            "patch_size": list(cfg.get("inference_patch_size") or cfg["patch_size"]),
             "labels": {str(k): v for k, v in cfg["labels"].items()},
-            "method": method.name, "method_params": method.config, "iteration": iteration,
-            "training_data": self.data_summary, "validation": validation or {},
+            "method": method.name,
+            "method_params": method.config,
+            "iteration": iteration,
+            "training_data": self.data_summary,
+            "validation": validation or {},
             # Training augments with rot90/flips in AUGMENT_PLANE of model space (CropDataset), so
             # flips of those axes are test-time augmentations the network is trained to respect.
             "inference": {"tta_flip_axes": list(AUGMENT_PLANE)},
-            "model_id": model_id(sd), "created": now_iso(),
+            "model_id": model_id(sd),
+            "created": now_iso(),
         }
 
     def _save_resume(self, method, optimizers, iteration: int, history: dict) -> None:
         payload = self._model_payload(method, iteration, history.get("best"))
-        payload.update(kind="resume", method_state=method.state_dict(),
-                       optimizers={k: o.state_dict() for k, o in optimizers.items()},
-                       torch_rng=torch.get_rng_state(), history=history, config=json.dumps(self.config))
+        payload.update(
+            kind="resume",
+            method_state=method.state_dict(),
+            optimizers={k: o.state_dict() for k, o in optimizers.items()},
+            torch_rng=torch.get_rng_state(),
+            history=history,
+            config=json.dumps(self.config),
+        )
         if self.swa_model is not None:
             payload["swa_state"] = self.swa_model.state_dict()
         save_checkpoint(self.out / "last.pt", payload)
@@ -239,8 +282,10 @@ class Trainer:
         diffs = config_differences(saved, json.loads(json.dumps(self.config)))
         if diffs:
             shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
-            raise InputError(f"{last}: --resume with a config that differs from the run's (saved -> now): {shown}; "
-                             "resume with the run's config, or train into another --out")
+            raise InputError(
+                f"{last}: --resume with a config that differs from the run's (saved -> now): {shown}; "
+                "resume with the run's config, or train into another --out"
+            )
 
     def _finish_swa(self, method, dataset, iteration: int, val: list) -> dict:
         """BatchNorm statistics for the averaged weights, validation, ``swa.pt``; -> its validation record."""
@@ -264,13 +309,29 @@ class Trainer:
         k = int(cfg["network"]["num_classes"])
         rec = {"iteration": iteration, "swa_n_averaged": int(self.swa_model.n_averaged)}
         if val:
-            res = validate(net, val, tuple(cfg.get("inference_patch_size") or cfg["patch_size"]), k, self.device,
-                           cfg["validation"].get("overlap", 0.5))
+            res = validate(
+                net,
+                val,
+                tuple(cfg.get("inference_patch_size") or cfg["patch_size"]),
+                k,
+                self.device,
+                cfg["validation"].get("overlap", 0.5),
+            )
             rec.update(swa_val_dice=res["dice"], per_case=res["per_case"])
-        payload = self._model_payload(method, iteration, {"dice": rec.get("swa_val_dice"), "iteration": iteration,
-                                                          "per_case": rec.get("per_case", {})} if val else None, model=net)
-        payload["swa"] = {"start": int(spec["start"]), "every": int(spec["every"]), "n_averaged": rec["swa_n_averaged"],
-                          "bn_batches": n_batches}
+        payload = self._model_payload(
+            method,
+            iteration,
+            {"dice": rec.get("swa_val_dice"), "iteration": iteration, "per_case": rec.get("per_case", {})}
+            if val
+            else None,
+            model=net,
+        )
+        payload["swa"] = {
+            "start": int(spec["start"]),
+            "every": int(spec["every"]),
+            "n_averaged": rec["swa_n_averaged"],
+            "bn_batches": n_batches,
+        }
         save_checkpoint(self.out / "swa.pt", payload)
         return rec
 
@@ -330,10 +391,15 @@ class Trainer:
         if self.dist.is_main and iteration > 0:
             self._save_resume(method, optimizers, iteration, history)
         cfg = self.config
-        hint = (f"a batch of {fits} fits: set batch_size {fits} and labeled_per_batch {max(1, min(fits, round(n_lab * fits / n_total)))}"
-                if fits else "not even a batch of 1 fits: use smaller patch_size or n_filters, or --device cpu")
-        return (f"out of GPU memory at iteration {iteration + 1} with batch_size {cfg['batch_size']} "
-                f"(patch {list(cfg['patch_size'])}); {hint}" + (" (last.pt saved)" if iteration > 0 else ""))
+        hint = (
+            f"a batch of {fits} fits: set batch_size {fits} and labeled_per_batch {max(1, min(fits, round(n_lab * fits / n_total)))}"
+            if fits
+            else "not even a batch of 1 fits: use smaller patch_size or n_filters, or --device cpu"
+        )
+        return (
+            f"out of GPU memory at iteration {iteration + 1} with batch_size {cfg['batch_size']} "
+            f"(patch {list(cfg['patch_size'])}); {hint}" + (" (last.pt saved)" if iteration > 0 else "")
+        )
 
     def _run(self, resume: bool, stop_after: int | None) -> dict:
         cfg = self.config
@@ -349,18 +415,24 @@ class Trainer:
         init_ckpt = None
         if cfg.get("init"):
             init_ckpt = load_checkpoint(cfg["init"])
-            diffs = architecture_differences(init_ckpt.get("arch", "vnet"), dict(init_ckpt.get("network") or {}),
-                                             cfg["arch"], dict(cfg["network"]))
+            diffs = architecture_differences(
+                init_ckpt.get("arch", "vnet"), dict(init_ckpt.get("network") or {}), cfg["arch"], dict(cfg["network"])
+            )
             if diffs:
-                raise InputError(f"{cfg['init']}: --init checkpoint's architecture differs from the config's "
-                                 f"(checkpoint vs config): {'; '.join(diffs)}")
+                raise InputError(
+                    f"{cfg['init']}: --init checkpoint's architecture differs from the config's "
+                    f"(checkpoint vs config): {'; '.join(diffs)}"
+                )
         labeled, unlabeled, val = self._load_data()
         pseudo = set(self._pseudo_names)
         self.data_summary = {
-            "n_labeled": len(labeled) - len(self._pseudo_names), "n_pseudo_labeled": len(self._pseudo_names),
-            "n_unlabeled": len(unlabeled), "n_validation": len(val),
+            "n_labeled": len(labeled) - len(self._pseudo_names),
+            "n_pseudo_labeled": len(self._pseudo_names),
+            "n_unlabeled": len(unlabeled),
+            "n_validation": len(val),
             "labeled_cases": [c.name for c in labeled if c.name not in pseudo],
-            "pseudo_labeled_cases": self._pseudo_names, "validation_cases": [c.name for c in val],
+            "pseudo_labeled_cases": self._pseudo_names,
+            "validation_cases": [c.name for c in val],
             "source": cfg.get("data") if isinstance(cfg.get("data"), (str, list)) else None,
         }
         method = get_method(cfg["method"])(cfg).to(self.device)
@@ -371,8 +443,10 @@ class Trainer:
             try:
                 method.model.load_state_dict(init.state_dict())
             except RuntimeError as exc:  # the method changes the network (e.g. a separate SDM decoder)
-                raise InputError(f"{cfg['init']}: its weights do not fit method {cfg['method']}'s network "
-                                 f"({str(exc).splitlines()[0][:200]})") from None
+                raise InputError(
+                    f"{cfg['init']}: its weights do not fit method {cfg['method']}'s network "
+                    f"({str(exc).splitlines()[0][:200]})"
+                ) from None
         dist = self.dist
         dist.broadcast_parameters(method)
         main = dist.is_main
@@ -406,9 +480,17 @@ class Trainer:
         cases = labeled + (unlabeled if method.uses_unlabeled else [])
         n_lab = len(labeled)
         lpb = int(cfg["labeled_per_batch"]) if method.uses_unlabeled else int(cfg["batch_size"])
-        sampler = TwoStreamBatchSampler(range(n_lab), range(n_lab, len(cases)), int(cfg["batch_size"]) if method.uses_unlabeled else lpb,
-                                        lpb, total, seed=int(cfg["seed"]), start_batch=start,
-                                        rank=dist.rank, world_size=dist.world_size)
+        sampler = TwoStreamBatchSampler(
+            range(n_lab),
+            range(n_lab, len(cases)),
+            int(cfg["batch_size"]) if method.uses_unlabeled else lpb,
+            lpb,
+            total,
+            seed=int(cfg["seed"]),
+            start_batch=start,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )
         patch = tuple(cfg["patch_size"])
         k = int(cfg["network"]["num_classes"])
         dataset = CropDataset(cases, patch, k, augment=True)
@@ -416,9 +498,15 @@ class Trainer:
         # The loader gets its own generator: creating its iterator would otherwise draw from the
         # global torch RNG (which drives dropout), and a resumed run would drift from an
         # uninterrupted one. Crops and augmentation come from the sampler's per-sample seeds.
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=nw, persistent_workers=nw > 0,
-                            pin_memory=self.device.type == "cuda", prefetch_factor=2 if nw > 0 else None,
-                            generator=torch.Generator().manual_seed(int(cfg["seed"])))
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=nw,
+            persistent_workers=nw > 0,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if nw > 0 else None,
+            generator=torch.Generator().manual_seed(int(cfg["seed"])),
+        )
 
         def _handler(signum, frame):  # save and stop at the end of the current iteration
             self._stop = True
@@ -428,7 +516,13 @@ class Trainer:
         old = {s: signal.signal(s, _handler) for s in stops} if _main_thread() else {}
         from .progress import progress_bar
 
-        bar = progress_bar(total=total, initial=start, desc=f"train {cfg['method']}", disable=not (self.progress and main), dynamic_ncols=True)
+        bar = progress_bar(
+            total=total,
+            initial=start,
+            desc=f"train {cfg['method']}",
+            disable=not (self.progress and main),
+            dynamic_ncols=True,
+        )
         log = open(self.out / "log.jsonl", "a") if main else open(os.devnull, "w")
         it = start
         t_data = t_step = 0.0
@@ -438,7 +532,9 @@ class Trainer:
             for batch in loader:
                 t0 = time.perf_counter()
                 t_data += t0 - t_last
-                batch = {kk: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for kk, v in batch.items()}
+                batch = {
+                    kk: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for kk, v in batch.items()
+                }
                 batch["n_labeled"] = lpb
                 for name, opt in optimizers.items():
                     for g in opt.param_groups:
@@ -460,15 +556,26 @@ class Trainer:
                 t_step += t_last - t0
                 bar.update(1)
                 if it % int(cfg["log_every"]) == 0 or it == total:
-                    rec = {"iteration": it, "lr": optimizers["model"].param_groups[0]["lr"], **logs,
-                           "data_s": t_data / max(1, it - start), "step_s": t_step / max(1, it - start)}
+                    rec = {
+                        "iteration": it,
+                        "lr": optimizers["model"].param_groups[0]["lr"],
+                        **logs,
+                        "data_s": t_data / max(1, it - start),
+                        "step_s": t_step / max(1, it - start),
+                    }
                     log.write(json_dumps(rec) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}")
                 every = int(cfg["validation"].get("every", 0))
                 if main and val and every and (it % every == 0 or it == total):
-                    res = validate(method.model, val, tuple(cfg.get("inference_patch_size") or patch), k, self.device,
-                                   cfg["validation"].get("overlap", 0.5))
+                    res = validate(
+                        method.model,
+                        val,
+                        tuple(cfg.get("inference_patch_size") or patch),
+                        k,
+                        self.device,
+                        cfg["validation"].get("overlap", 0.5),
+                    )
                     method.train()
                     rec = {"iteration": it, "val_dice": res["dice"]}
                     history["validations"].append(rec)
@@ -495,8 +602,10 @@ class Trainer:
                 with open(self.out / "log.jsonl", "a") as f:
                     f.write(json_dumps({"iteration": it, "rank_parameter_divergence": divergence}) + "\n")
                 if divergence > 0:
-                    warnings.warn(f"parameters differ across the {dist.world_size} ranks by up to {divergence:.3g} "
-                                  "after training; rank 0's copy is the one saved")
+                    warnings.warn(
+                        f"parameters differ across the {dist.world_size} ranks by up to {divergence:.3g} "
+                        "after training; rank 0's copy is the one saved"
+                    )
         # model.pt: the SWA average when configured, else the best validated weights, or the last
         # ones when there is no validation.
         if not main:

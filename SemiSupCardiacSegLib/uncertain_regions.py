@@ -35,8 +35,13 @@ class UncertainRegion:
         return tuple(float(v) for v in ras)
 
 
-def rank_uncertain_regions(entropy: Volume, num_classes: int = 2, threshold: float | None = None,
-                           min_volume_mm3: float = 20.0, max_regions: int = 20) -> list[UncertainRegion]:
+def rank_uncertain_regions(
+    entropy: Volume,
+    num_classes: int = 2,
+    threshold: float | None = None,
+    min_volume_mm3: float = 20.0,
+    max_regions: int = 20,
+) -> list[UncertainRegion]:
     """Regions of ``entropy`` (Volume of nats) above ``threshold``, by decreasing mean entropy.
 
     Raises ValueError when the map holds NaN/inf or negative values (not an entropy map).
@@ -66,8 +71,14 @@ def rank_uncertain_regions(entropy: Volume, num_classes: int = 2, threshold: flo
         centroid = voxels.mean(axis=0)
         centre = voxels[np.argmin(((voxels - centroid) ** 2).sum(axis=1))]
         lps = to_phys @ np.append(centre.astype(np.float64), 1.0)
-        regions.append(UncertainRegion(rank=rank, mean_entropy=float(means[i]), max_entropy=float(maxima[i]),
-                                       volume_mm3=float(counts[i] * voxel_mm3),
-                                       centre_index=tuple(int(v) for v in centre),
-                                       centre_lps=tuple(float(v) for v in lps[:3])))
+        regions.append(
+            UncertainRegion(
+                rank=rank,
+                mean_entropy=float(means[i]),
+                max_entropy=float(maxima[i]),
+                volume_mm3=float(counts[i] * voxel_mm3),
+                centre_index=tuple(int(v) for v in centre),
+                centre_lps=tuple(float(v) for v in lps[:3]),
+            )
+        )
     return regions

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-
 # LPS <-> RAS flips the first two physical axes; the matrix is its own inverse.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -49,15 +48,19 @@ def check_geometry(spacing, direction, origin=None, name: str = "image") -> None
         raise InputError(f"{name}: direction matrix is not finite ({_fmt(d)})")
     det = float(np.linalg.det(d))
     if abs(det) < 1e-6:
-        raise InputError(f"{name}: direction is singular (determinant is 0: two axes are parallel or one is zero); "
-                         "the voxel grid has no valid physical geometry")
+        raise InputError(
+            f"{name}: direction is singular (determinant is 0: two axes are parallel or one is zero); "
+            "the voxel grid has no valid physical geometry"
+        )
     err = float(np.abs(d.T @ d - np.eye(3)).max())
     if err > ORTHOGONALITY_TOL:
         norms = np.linalg.norm(d, axis=0)
         cos = (d.T @ d) / np.outer(norms, norms)
         worst = float(np.abs(cos - np.diag(np.diag(cos))).max())
-        raise InputError(f"{name}: direction is sheared (axes not orthogonal: largest |cos| between axes {worst:.3g}); "
-                         "resample the volume onto an orthogonal grid first")
+        raise InputError(
+            f"{name}: direction is sheared (axes not orthogonal: largest |cos| between axes {worst:.3g}); "
+            "resample the volume onto an orthogonal grid first"
+        )
 
 
 def _fmt(values) -> str:
@@ -133,13 +136,17 @@ class Volume:
         if not np.all(np.isfinite(axes)) or np.any(spacing <= 0):
             check_geometry(spacing, np.eye(3), lps[:3, 3], "IJK-to-RAS matrix")  # raises: zero or non-finite axis
         direction = axes / spacing
-        check_geometry(spacing, direction, lps[:3, 3], "IJK-to-RAS matrix")  # the file readers' words: sheared, singular
+        check_geometry(
+            spacing, direction, lps[:3, 3], "IJK-to-RAS matrix"
+        )  # the file readers' words: sheared, singular
         return cls(array=array, spacing=spacing, origin=lps[:3, 3], direction=direction)
 
     def crop(self, box: tuple[slice, slice, slice]) -> "Volume":
         """The sub-volume ``array[box]`` with its geometry (origin moved to the box's first voxel)."""
         starts = np.array([b.start or 0 for b in box], dtype=float)
-        origin = np.asarray(self.origin, float) + np.asarray(self.direction, float) @ (starts * np.asarray(self.spacing, float))
+        origin = np.asarray(self.origin, float) + np.asarray(self.direction, float) @ (
+            starts * np.asarray(self.spacing, float)
+        )
         return Volume(np.ascontiguousarray(self.array[box]), self.spacing, origin, self.direction)
 
     def voxel_volume_ml(self) -> float:

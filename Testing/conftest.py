@@ -21,14 +21,20 @@ torch.set_num_threads(2)
 from SemiSupCardiacSegLib.phantoms import make_la_phantom, write_phantom_h5  # noqa: E402
 from SemiSupCardiacSegLib.training import Trainer  # noqa: E402
 
-
 # A tiny SASSNet configuration that trains in seconds on phantoms (shared by several test files).
 TINY = {
-    "method": "sassnet", "labeled": 2, "iterations": 30, "seed": 0, "num_workers": 0,
+    "method": "sassnet",
+    "labeled": 2,
+    "iterations": 30,
+    "seed": 0,
+    "num_workers": 0,
     "network": {"in_channels": 1, "num_classes": 2, "n_filters": 4, "normalization": "batch", "dropout": 0.5},
     "method_params": {"disc_filters": 4, "seg_loss": "dice_ce"},
-    "preprocessing": {"spacing": [2.5, 2.5, 2.5]}, "patch_size": [32, 32, 16],
-    "validation": {"last": 1, "every": 15}, "log_every": 1, "checkpoint_every": 10,
+    "preprocessing": {"spacing": [2.5, 2.5, 2.5]},
+    "patch_size": [32, 32, 16],
+    "validation": {"last": 1, "every": 15},
+    "log_every": 1,
+    "checkpoint_every": 10,
     "optim": {"model": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}},
 }
 
@@ -66,13 +72,23 @@ def la_dir() -> Path:
 
 # A tiny BMT-CTL configuration for 2D cine phantoms (test_cine; test_pseudo_labels derives its teacher).
 CINE_TINY = {
-    "method": "bmtctl", "arch": "unet2d", "labeled": 4, "iterations": 60, "seed": 0, "num_workers": 0,
+    "method": "bmtctl",
+    "arch": "unet2d",
+    "labeled": 4,
+    "iterations": 60,
+    "seed": 0,
+    "num_workers": 0,
     "network": {"in_channels": 1, "num_classes": 4, "n_filters": 4, "dropout": 0.1},
     "method_params": {"disc_filters": 4, "mc_passes": 2, "seg_loss": "dice_ce"},
     "labels": {"1": "right ventricle", "2": "myocardium", "3": "left ventricle"},
-    "preprocessing": {"in_plane_shape": [48, 48], "reorient": False}, "patch_size": [32, 32, 1],
-    "inference_patch_size": [48, 48, 1], "batch_size": 8, "labeled_per_batch": 4,
-    "validation": {"last": 2, "every": 30}, "log_every": 1, "checkpoint_every": 30,
+    "preprocessing": {"in_plane_shape": [48, 48], "reorient": False},
+    "patch_size": [32, 32, 1],
+    "inference_patch_size": [48, 48, 1],
+    "batch_size": 8,
+    "labeled_per_batch": 4,
+    "validation": {"last": 2, "every": 30},
+    "log_every": 1,
+    "checkpoint_every": 30,
     "optim": {"model": {"type": "adam", "lr": 0.003, "schedule": "constant"}},
 }
 
@@ -83,6 +99,8 @@ def write_cine_frames(folder: Path, patients: int = 6) -> Path:
 
     for p in range(patients):
         for phase, frame in (("ED", 1), ("ES", 2)):
-            write_acdc_h5(make_cine_phantom(p, phase, shape=(96, 80, 6), spacing=(2.0, 2.0, 10.0)),
-                          folder / f"patient{p:03d}_frame{frame:02d}.h5")
+            write_acdc_h5(
+                make_cine_phantom(p, phase, shape=(96, 80, 6), spacing=(2.0, 2.0, 10.0)),
+                folder / f"patient{p:03d}_frame{frame:02d}.h5",
+            )
     return folder

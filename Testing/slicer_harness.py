@@ -115,8 +115,10 @@ def _mrml_widget_classes(qt):
     class qSlicerWidget(qMRMLWidget):
         pass
 
-    return {c.__name__: c for c in (qMRMLWidget, qMRMLNodeComboBox, qMRMLSliderWidget, qMRMLSpinBox,
-                                    qMRMLRangeWidget, qSlicerWidget)}
+    return {
+        c.__name__: c
+        for c in (qMRMLWidget, qMRMLNodeComboBox, qMRMLSliderWidget, qMRMLSpinBox, qMRMLRangeWidget, qSlicerWidget)
+    }
 
 
 class _ModuleManager:
@@ -247,7 +249,8 @@ class SlicerSession:
         slicer.app = _App(self.qt, core.application_logic)
         slicer.modules = types.SimpleNamespace(
             segmentations=_ModuleRepresentation(logic=core.segmentations_logic),
-            semisupcardiacseg=_ModuleRepresentation(path=str(MODULE_FILE)))
+            semisupcardiacseg=_ModuleRepresentation(path=str(MODULE_FILE)),
+        )
         slicer.selfTests = {}
         self.module = None
         self.widget = None

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from SemiSupCardiacSegLib import reporting
 from SemiSupCardiacSegLib.atomic import atomic_folder, is_complete_set
 from SemiSupCardiacSegLib.cli import main as cli_main
@@ -32,7 +32,9 @@ def _snapshot(folder: Path) -> dict:
 
 
 def _leftovers(parent: Path, name: str) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f"{name}.tmp-") or p.name.startswith(f"{name}.old-"))
+    return sorted(
+        p.name for p in parent.iterdir() if p.name.startswith(f"{name}.tmp-") or p.name.startswith(f"{name}.old-")
+    )
 
 
 # ----------------------------------------------------------------------------- atomic_folder itself
@@ -75,13 +77,19 @@ def test_atomic_folder_keeps_foreign_files_and_replaces_incomplete_leftovers(tmp
     with atomic_folder(out, owned=owned) as tmp:  # no --overwrite needed: nothing complete is lost
         (tmp / "probability.nrrd").write_text("new")
         (tmp / "report.json").write_text("{}")
-    assert _snapshot(out) == {"segment_stdout.txt": b"log of the parent process", "probability.nrrd": b"new",
-                              "report.json": b"{}"}
+    assert _snapshot(out) == {
+        "segment_stdout.txt": b"log of the parent process",
+        "probability.nrrd": b"new",
+        "report.json": b"{}",
+    }
     with atomic_folder(out, overwrite=True, owned=owned) as tmp:
         (tmp / "segmentation.nrrd").write_text("newer")
         (tmp / "report.json").write_text("[]")
-    assert _snapshot(out) == {"segment_stdout.txt": b"log of the parent process", "segmentation.nrrd": b"newer",
-                              "report.json": b"[]"}
+    assert _snapshot(out) == {
+        "segment_stdout.txt": b"log of the parent process",
+        "segmentation.nrrd": b"newer",
+        "report.json": b"[]",
+    }
     assert _leftovers(tmp_path, "out") == []
 
 
@@ -105,8 +113,22 @@ def small_input(tmp_path_factory) -> Path:
 
 
 def _segment(trained, inp, out, *extra) -> int:
-    return cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--mc-samples", "2",
-                     "--device", "cpu", "--quiet", *extra])
+    return cli_main(
+        [
+            "segment",
+            str(inp),
+            "--out",
+            str(out),
+            "--model",
+            str(trained / "model.pt"),
+            "--mc-samples",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def _failing_writer(after: int):
@@ -182,8 +204,13 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _sigint_after_two_files(argv: list[str]) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER.format(repo=str(REPO)), *argv], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER.format(repo=str(REPO)), *argv],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = 0
     for line in proc.stdout:
         if line.startswith("wrote"):
@@ -198,8 +225,19 @@ def _sigint_after_two_files(argv: list[str]) -> subprocess.CompletedProcess:
 
 def test_sigint_while_segment_writes_leaves_nothing_then_the_earlier_set(trained, small_input, tmp_path):
     out = tmp_path / "out"
-    argv = ["segment", str(small_input), "--out", str(out), "--model", str(trained / "model.pt"), "--mc-samples", "1",
-            "--device", "cpu", "--quiet"]
+    argv = [
+        "segment",
+        str(small_input),
+        "--out",
+        str(out),
+        "--model",
+        str(trained / "model.pt"),
+        "--mc-samples",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     done = _sigint_after_two_files(argv)
     assert done.returncode != 0
     assert not out.exists() and _leftovers(tmp_path, "out") == []  # before: 2 of 5 files, no report
@@ -222,7 +260,9 @@ def small_tmpfs(tmp_path):
         point = tmp_path / f"disk{len(mounted)}"
         point.mkdir()
         kib = max(64, size_bytes // 1024)
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(point)], capture_output=True, text=True)
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(point)], capture_output=True, text=True
+        )
         if res.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
         mounted.append(point)

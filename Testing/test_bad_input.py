@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import REPO, TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, TINY
 from SemiSupCardiacSegLib import cli
 from SemiSupCardiacSegLib.errors import InputError, InputWarning, describe_os_error
 from SemiSupCardiacSegLib.io import read_h5_case, read_label, read_volume, reading_overrides
@@ -65,8 +65,10 @@ def one_error(rc: int, err: str, *needles: str) -> str:
 
 def strict_json(text: str):
     """json.loads that refuses NaN / Infinity (what JSON itself refuses)."""
+
     def bad(token):
         raise AssertionError(f"non-standard JSON constant {token}")
+
     return json.loads(text, parse_constant=bad)
 
 
@@ -79,8 +81,10 @@ def image_array(shape=(40, 36, 24), seed=0) -> np.ndarray:
 
 def write_nrrd(path: Path, extra: str, data: np.ndarray | None = None) -> Path:
     d = image_array() if data is None else data
-    hdr = (f"NRRD0004\ntype: float\ndimension: 3\nsizes: {d.shape[0]} {d.shape[1]} {d.shape[2]}\nendian: little\n"
-           f"encoding: raw\n" + (extra + "\n" if extra else "") + "\n")
+    hdr = (
+        f"NRRD0004\ntype: float\ndimension: 3\nsizes: {d.shape[0]} {d.shape[1]} {d.shape[2]}\nendian: little\n"
+        f"encoding: raw\n" + (extra + "\n" if extra else "") + "\n"
+    )
     path.write_bytes(hdr.encode() + np.ascontiguousarray(d.transpose(2, 1, 0)).astype("<f4").tobytes())
     return path
 
@@ -128,16 +132,41 @@ GEOMETRY_CASES = {
     "nrrd inf spacing": (lambda d: write_nrrd(d / "a.nrrd", "spacings: 1 inf 1"), "not a number"),
     "nrrd zero spacing": (lambda d: write_nrrd(d / "a.nrrd", "spacings: 0 1 1"), "zero spacing"),
     "nrrd negative spacing": (lambda d: write_nrrd(d / "a.nrrd", "spacings: -1 1 1"), "negative spacing"),
-    "nrrd sheared": (lambda d: write_nrrd(d / "a.nrrd", "space: left-posterior-superior\nspace directions: "
-                                          "(1,0,0) (0.4,1,0) (0,0,1)\nspace origin: (0,0,0)"), "direction is sheared"),
-    "nrrd singular": (lambda d: write_nrrd(d / "a.nrrd", "space: left-posterior-superior\nspace directions: "
-                                           "(1,0,0) (1,0,0) (0,0,1)\nspace origin: (0,0,0)"), "determinant is 0"),
-    "nrrd zero axis": (lambda d: write_nrrd(d / "a.nrrd", "space: left-posterior-superior\nspace directions: "
-                                            "(1,0,0) (0,0,0) (0,0,1)\nspace origin: (0,0,0)"), "determinant is 0"),
-    "nrrd NaN direction": (lambda d: write_nrrd(d / "a.nrrd", "space: left-posterior-superior\nspace directions: "
-                                                "(nan,0,0) (0,1,0) (0,0,1)\nspace origin: (0,0,0)"), "not a number"),
-    "nrrd NaN origin": (lambda d: write_nrrd(d / "a.nrrd", "space: left-posterior-superior\nspace directions: "
-                                             "(1,0,0) (0,1,0) (0,0,1)\nspace origin: (nan,0,0)"), "origin"),
+    "nrrd sheared": (
+        lambda d: write_nrrd(
+            d / "a.nrrd",
+            "space: left-posterior-superior\nspace directions: (1,0,0) (0.4,1,0) (0,0,1)\nspace origin: (0,0,0)",
+        ),
+        "direction is sheared",
+    ),
+    "nrrd singular": (
+        lambda d: write_nrrd(
+            d / "a.nrrd",
+            "space: left-posterior-superior\nspace directions: (1,0,0) (1,0,0) (0,0,1)\nspace origin: (0,0,0)",
+        ),
+        "determinant is 0",
+    ),
+    "nrrd zero axis": (
+        lambda d: write_nrrd(
+            d / "a.nrrd",
+            "space: left-posterior-superior\nspace directions: (1,0,0) (0,0,0) (0,0,1)\nspace origin: (0,0,0)",
+        ),
+        "determinant is 0",
+    ),
+    "nrrd NaN direction": (
+        lambda d: write_nrrd(
+            d / "a.nrrd",
+            "space: left-posterior-superior\nspace directions: (nan,0,0) (0,1,0) (0,0,1)\nspace origin: (0,0,0)",
+        ),
+        "not a number",
+    ),
+    "nrrd NaN origin": (
+        lambda d: write_nrrd(
+            d / "a.nrrd",
+            "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\nspace origin: (nan,0,0)",
+        ),
+        "origin",
+    ),
     "nifti pixdim 0": (lambda d: nifti_with_pixdim(d / "a.nii", (0.0, 0.0, 0.0)), "stores no voxel spacing"),
     "nifti pixdim NaN": (lambda d: nifti_with_pixdim(d / "a.nii", (float("nan"), 1.0, 1.0)), "not a number"),
     "nifti pixdim negative": (lambda d: nifti_with_pixdim(d / "a.nii", (1.0, -2.0, 1.0)), "negative spacing"),
@@ -214,8 +243,19 @@ def test_h5_guesses_are_stated_and_can_be_named(tmp_path):
 
 
 def test_segment_states_its_assumptions_in_report_and_stderr(tmp_path, capsys, model, phantom_folder):
-    rc, out, err = run_cli(capsys, "segment", phantom_folder / "case0.h5", "--out", tmp_path / "o", "--model", model,
-                           "--mc-samples", "1", "--no-tta", "--quiet")
+    rc, out, err = run_cli(
+        capsys,
+        "segment",
+        phantom_folder / "case0.h5",
+        "--out",
+        tmp_path / "o",
+        "--model",
+        model,
+        "--mc-samples",
+        "1",
+        "--no-tta",
+        "--quiet",
+    )
     assert rc == 0, err
     assert "warning: case0.h5: the file stores no voxel spacing" in err and "error" not in err
     report = strict_json((tmp_path / "o" / "report.json").read_text())
@@ -246,18 +286,23 @@ def test_segment_parameters_checked_before_work(case, tmp_path, capsys, good, mo
 
     monkeypatch.setattr(io_mod, "read_volume", lambda *a, **k: pytest.fail("read before the parameters were checked"))
     extra, cause = SEGMENT_PARAMS[case]
-    args = ["segment", good, "--out", tmp_path / "o", "--quiet"] + (["--model", model] if "--model" not in extra else [])
+    args = ["segment", good, "--out", tmp_path / "o", "--quiet"] + (
+        ["--model", model] if "--model" not in extra else []
+    )
     rc, _, err = run_cli(capsys, *args, *extra)
     one_error(rc, err, cause)
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("argv, cause", [
-    (["pseudo-label", "--keep-fraction", "0"], "--keep-fraction must be in (0, 1]"),
-    (["pseudo-label", "--keep-fraction", "1.5"], "--keep-fraction must be in (0, 1]"),
-    (["pseudo-label", "--mc-samples", "-3"], "--mc-samples must be in [1, 1000]"),
-    (["evaluate", "--overlap", "2"], "--overlap must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "argv, cause",
+    [
+        (["pseudo-label", "--keep-fraction", "0"], "--keep-fraction must be in (0, 1]"),
+        (["pseudo-label", "--keep-fraction", "1.5"], "--keep-fraction must be in (0, 1]"),
+        (["pseudo-label", "--mc-samples", "-3"], "--mc-samples must be in [1, 1000]"),
+        (["evaluate", "--overlap", "2"], "--overlap must be in [0, 1)"),
+    ],
+)
 def test_other_commands_check_parameters(argv, cause, tmp_path, capsys, model, phantom_folder):
     out = tmp_path / ("m.json" if argv[0] == "evaluate" else "pl")
     rc, _, err = run_cli(capsys, *argv, "--model", model, "--data", phantom_folder, "--out", out, "--quiet")
@@ -277,7 +322,9 @@ def test_roi_of_one_voxel_is_refused_by_name(tmp_path, capsys, good, model):
     mask = np.zeros((40, 36, 24), np.uint8)
     mask[20, 20, 10] = 1
     roi = write_itk(tmp_path / "roi.nrrd", mask, (2.5, 2.5, 2.5))
-    rc, _, err = run_cli(capsys, "segment", good, "--out", tmp_path / "o", "--model", model, "--roi-mask", roi, "--quiet")
+    rc, _, err = run_cli(
+        capsys, "segment", good, "--out", tmp_path / "o", "--model", model, "--roi-mask", roi, "--quiet"
+    )
     one_error(rc, err, "roi.nrrd", "too small")
 
 
@@ -299,7 +346,11 @@ TRAIN_CASES = {
     "patch not divisible": ({"patch_size": [30, 32, 16]}, [], "not divisible by [16, 16, 16]"),
     "inference patch not divisible": ({"inference_patch_size": [32, 32, 8]}, [], "'inference_patch_size'"),
     "all labeled in a semi batch": ({"batch_size": 2, "labeled_per_batch": 2}, [], "must be smaller than 'batch_size'"),
-    "labeled_per_batch > batch": ({"batch_size": 2, "labeled_per_batch": 3}, [], "'labeled_per_batch' must be an integer in [1, 2]"),
+    "labeled_per_batch > batch": (
+        {"batch_size": 2, "labeled_per_batch": 3},
+        [],
+        "'labeled_per_batch' must be an integer in [1, 2]",
+    ),
     "lr 0": ({"optim": {"model": {"type": "sgd", "lr": 0}}}, [], "'optim.model.lr' must be a finite number"),
     "unknown optimizer": ({"optim": {"model": {"type": "adamw", "lr": 0.1}}}, [], "'optim.model.type' must be one of"),
     "NaN value": ({"seed": float("nan")}, [], "'seed' is not a finite number"),
@@ -330,14 +381,21 @@ def test_semi_supervised_without_unlabeled_cases(tmp_path, capsys, phantom_folde
     data.mkdir()
     for name in ("case0.h5", "case1.h5", "case9.h5"):  # all labeled
         shutil.copy(phantom_folder / name, data / name)
-    rc, _, err = run_train(capsys, "--config", _config(tmp_path, data, labeled=2), "--out", tmp_path / "run", "--no-progress")
+    rc, _, err = run_train(
+        capsys, "--config", _config(tmp_path, data, labeled=2), "--out", tmp_path / "run", "--no-progress"
+    )
     one_error(rc, err, "method sassnet learns from unlabeled images, but none is left")
 
 
 def test_checkpoint_metadata_checked(tmp_path, capsys, good, model):
     ck = torch.load(model, weights_only=True)
-    for key, value in (("preprocessing", None), ("labels", None), ("patch_size", [30, 32, 16]),
-                       ("arch", "vnet3"), ("labels", {"7": "x"})):
+    for key, value in (
+        ("preprocessing", None),
+        ("labels", None),
+        ("patch_size", [30, 32, 16]),
+        ("arch", "vnet3"),
+        ("labels", {"7": "x"}),
+    ):
         bad = {**ck}
         if value is None:
             bad.pop(key)
@@ -373,14 +431,18 @@ def _eval_folder(tmp_path: Path, label: np.ndarray, name="ev") -> Path:
 def test_evaluate_checks_labels_before_inference(tmp_path, capsys, model, monkeypatch):
     import SemiSupCardiacSegLib.evaluation as ev
 
-    monkeypatch.setattr(ev, "predict_with_model", lambda *a, **k: pytest.fail("inference ran before the labels were checked"))
+    monkeypatch.setattr(
+        ev, "predict_with_model", lambda *a, **k: pytest.fail("inference ran before the labels were checked")
+    )
     shape = _eval_folder(tmp_path, np.zeros((40, 36, 20), np.uint8), "shape")
     rc, _, err = run_cli(capsys, "evaluate", "--model", model, "--data", shape, "--out", tmp_path / "m.json", "--quiet")
     one_error(rc, err, "c_label.nrrd", "label shape (40, 36, 20) differs")
     lab = np.zeros((40, 36, 24), np.uint8)
     lab[10:30, 10:26, 6:18] = 255
     mask255 = _eval_folder(tmp_path, lab, "mask255")
-    rc, _, err = run_cli(capsys, "evaluate", "--model", model, "--data", mask255, "--out", tmp_path / "m.json", "--quiet")
+    rc, _, err = run_cli(
+        capsys, "evaluate", "--model", model, "--data", mask255, "--out", tmp_path / "m.json", "--quiet"
+    )
     evaluate_line = one_error(rc, err, "c_label.nrrd", "0/255 mask")
     assert not (tmp_path / "m.json").exists()
     # training refuses the same file with the same words (one label convention)
@@ -402,8 +464,9 @@ def test_disk_full_and_read_only_are_said(tmp_path, capsys, good, model, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fsync", full)
-    rc, _, err = run_cli(capsys, "segment", good, "--out", tmp_path / "o", "--model", model, "--mc-samples", "1",
-                         "--no-tta", "--quiet")
+    rc, _, err = run_cli(
+        capsys, "segment", good, "--out", tmp_path / "o", "--model", model, "--mc-samples", "1", "--no-tta", "--quiet"
+    )
     one_error(rc, err, "no space left on device", str(tmp_path / "o"))
     monkeypatch.undo()
 
@@ -411,8 +474,9 @@ def test_disk_full_and_read_only_are_said(tmp_path, capsys, good, model, monkeyp
         raise OSError(errno.EROFS, "Read-only file system", k.get("dir"))
 
     monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
-    rc, _, err = run_cli(capsys, "segment", good, "--out", tmp_path / "o2", "--model", model, "--mc-samples", "1",
-                         "--no-tta", "--quiet")
+    rc, _, err = run_cli(
+        capsys, "segment", good, "--out", tmp_path / "o2", "--model", model, "--mc-samples", "1", "--no-tta", "--quiet"
+    )
     one_error(rc, err, "read-only file system", str(tmp_path / "o2"))
 
 
@@ -429,8 +493,10 @@ def test_disk_full_during_training_is_one_line(tmp_path, capsys, phantom_folder,
 
 
 def test_errno_messages():
-    assert describe_os_error(OSError(errno.ENOSPC, "x", "/a/b")) .startswith("/a/b: no space left on device")
-    assert describe_os_error(OSError(errno.EROFS, "x", "/a")) == "/a: read-only file system (choose another output folder)"
+    assert describe_os_error(OSError(errno.ENOSPC, "x", "/a/b")).startswith("/a/b: no space left on device")
+    assert (
+        describe_os_error(OSError(errno.EROFS, "x", "/a")) == "/a: read-only file system (choose another output folder)"
+    )
     assert "permission denied" in describe_os_error(PermissionError(errno.EACCES, "x", "/a"))
 
 
@@ -447,8 +513,9 @@ def test_really_full_tmpfs_in_segment(tmp_path, capsys, good, model):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("tmpfs cannot be mounted here")
     try:
-        rc, _, err = run_cli(capsys, "segment", good, "--out", mnt / "o", "--model", model, "--mc-samples", "1",
-                             "--no-tta", "--quiet")
+        rc, _, err = run_cli(
+            capsys, "segment", good, "--out", mnt / "o", "--model", model, "--mc-samples", "1", "--no-tta", "--quiet"
+        )
         one_error(rc, err, "no space left on device", str(mnt / "o"))
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
@@ -472,31 +539,45 @@ def test_unexpected_exception_is_one_line_and_debug_shows_it(tmp_path, capsys, g
 def test_jsonout_convention():
     from SemiSupCardiacSegLib.jsonout import dumps
 
-    doc = {"a": {"hd95": float("nan"), "x": np.float32(2.5)}, "b": [1.0, float("inf")],
-           "c": {"ef": None, "null_reasons": {"/ef": "ED and ES are the same frame"}}}
+    doc = {
+        "a": {"hd95": float("nan"), "x": np.float32(2.5)},
+        "b": [1.0, float("inf")],
+        "c": {"ef": None, "null_reasons": {"/ef": "ED and ES are the same frame"}},
+    }
     out = strict_json(dumps(doc))
     assert out["a"] == {"hd95": None, "x": 2.5} and out["b"] == [1.0, None] and out["c"] == {"ef": None}
-    assert out["null_reasons"] == {"/a/hd95": "undefined: the prediction or the reference is empty",
-                                   "/b/1": "not a finite number (infinite)", "/c/ef": "ED and ES are the same frame"}
+    assert out["null_reasons"] == {
+        "/a/hd95": "undefined: the prediction or the reference is empty",
+        "/b/1": "not a finite number (infinite)",
+        "/c/ef": "ED and ES are the same frame",
+    }
 
 
 def _cine_labels(lv=True, rv=True, myo=True, shrink=0) -> np.ndarray:
     lab = np.zeros((30, 30, 6), np.uint8)
     if rv:
-        lab[4:12 - shrink, 8:22, 1:5] = 1
+        lab[4 : 12 - shrink, 8:22, 1:5] = 1
     if myo:
         lab[12:26, 8:22, 1:5] = 2
     if lv:
-        lab[15:23 - shrink, 11:19, 1:5] = 3
+        lab[15 : 23 - shrink, 11:19, 1:5] = 3
     return lab
 
 
-@pytest.mark.parametrize("ed, es, warning, null_key", [
-    (_cine_labels(), _cine_labels(), "identical", "lv_ef_percent"),
-    (_cine_labels(), _cine_labels(rv=False), "right ventricle (label 1) is missing from the end-systolic", "rv_ef_percent"),
-    (_cine_labels(rv=False), _cine_labels(rv=False, shrink=2), "missing from both frames", "rv_ef_percent"),
-    (_cine_labels(shrink=3), _cine_labels(), "ESV", None),
-])
+@pytest.mark.parametrize(
+    "ed, es, warning, null_key",
+    [
+        (_cine_labels(), _cine_labels(), "identical", "lv_ef_percent"),
+        (
+            _cine_labels(),
+            _cine_labels(rv=False),
+            "right ventricle (label 1) is missing from the end-systolic",
+            "rv_ef_percent",
+        ),
+        (_cine_labels(rv=False), _cine_labels(rv=False, shrink=2), "missing from both frames", "rv_ef_percent"),
+        (_cine_labels(shrink=3), _cine_labels(), "ESV", None),
+    ],
+)
 def test_indices_flags_implausible_physiology(ed, es, warning, null_key, tmp_path, capsys):
     edp, esp = write_itk(tmp_path / "ed.nrrd", ed, (1.5, 1.5, 8)), write_itk(tmp_path / "es.nrrd", es, (1.5, 1.5, 8))
     rc, out, err = run_cli(capsys, "indices", "--ed", edp, "--es", esp, "--out", tmp_path / "i.json")
@@ -533,7 +614,9 @@ def test_indices_refuses_labels_outside_acdc(tmp_path, capsys):
 
 def test_evaluate_json_has_null_not_nan(tmp_path, capsys, model):
     folder = _eval_folder(tmp_path, np.zeros((40, 36, 24), np.uint8))  # empty reference: distances undefined
-    rc, out, err = run_cli(capsys, "evaluate", "--model", model, "--data", folder, "--out", tmp_path / "m.json", "--quiet")
+    rc, out, err = run_cli(
+        capsys, "evaluate", "--model", model, "--data", folder, "--out", tmp_path / "m.json", "--quiet"
+    )
     assert rc == 0, err
     result = strict_json((tmp_path / "m.json").read_text())
     strict_json(out)
@@ -569,7 +652,9 @@ def test_resume_may_change_iterations():
 
 def test_init_with_another_architecture_names_fields(tmp_path, capsys, trained, phantom_folder):
     cfg = _config(tmp_path, phantom_folder, network={**TINY["network"], "n_filters": 8})
-    rc, _, err = run_train(capsys, "--config", cfg, "--out", tmp_path / "ft", "--init", trained / "model.pt", "--no-progress")
+    rc, _, err = run_train(
+        capsys, "--config", cfg, "--out", tmp_path / "ft", "--init", trained / "model.pt", "--no-progress"
+    )
     line = one_error(rc, err, "model.pt", "network.n_filters: 4 vs 8")
     assert len(line) < 400
 
@@ -596,8 +681,13 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 
 @SETTINGS
-@given(data=st.binary(max_size=600), suffix=st.sampled_from(SUFFIXES), prefix=st.sampled_from(
-    [b"", b"NRRD0004\n", b"\x5c\x01\x00\x00", b"ObjectType = Image\nNDims = 3\n", b"\x89HDF\r\n\x1a\n"]))
+@given(
+    data=st.binary(max_size=600),
+    suffix=st.sampled_from(SUFFIXES),
+    prefix=st.sampled_from(
+        [b"", b"NRRD0004\n", b"\x5c\x01\x00\x00", b"ObjectType = Image\nNDims = 3\n", b"\x89HDF\r\n\x1a\n"]
+    ),
+)
 def test_random_bytes_give_input_error_or_volume(tmp_path_factory, data, suffix, prefix):
     path = tmp_path_factory.mktemp("rb") / f"x{suffix}"
     raw = prefix + data
@@ -606,27 +696,44 @@ def test_random_bytes_give_input_error_or_volume(tmp_path_factory, data, suffix,
 
 
 @SETTINGS
-@given(sizes=SIZES, spacing=st.lists(FLOATS, min_size=3, max_size=3), dirs=st.lists(FLOATS, min_size=9, max_size=9),
-       use_dirs=st.booleans(), truncate=st.booleans(), huge=st.booleans())
+@given(
+    sizes=SIZES,
+    spacing=st.lists(FLOATS, min_size=3, max_size=3),
+    dirs=st.lists(FLOATS, min_size=9, max_size=9),
+    use_dirs=st.booleans(),
+    truncate=st.booleans(),
+    huge=st.booleans(),
+)
 def test_random_nrrd_headers(tmp_path_factory, sizes, spacing, dirs, use_dirs, truncate, huge):
     path = tmp_path_factory.mktemp("nrrd") / "x.nrrd"
     if huge:
         sizes = [100000, 100000, 1000]
     n = int(np.prod(sizes)) if not huge else 10
-    geom = ("space: left-posterior-superior\nspace directions: " + " ".join(
-        f"({dirs[3 * i]},{dirs[3 * i + 1]},{dirs[3 * i + 2]})" for i in range(3)) + "\nspace origin: (0,0,0)\n"
-            if use_dirs else f"spacings: {spacing[0]} {spacing[1]} {spacing[2]}\n")
-    hdr = (f"NRRD0004\ntype: float\ndimension: 3\nsizes: {sizes[0]} {sizes[1]} {sizes[2]}\nendian: little\n"
-           f"encoding: raw\n{geom}\n")
+    geom = (
+        "space: left-posterior-superior\nspace directions: "
+        + " ".join(f"({dirs[3 * i]},{dirs[3 * i + 1]},{dirs[3 * i + 2]})" for i in range(3))
+        + "\nspace origin: (0,0,0)\n"
+        if use_dirs
+        else f"spacings: {spacing[0]} {spacing[1]} {spacing[2]}\n"
+    )
+    hdr = (
+        f"NRRD0004\ntype: float\ndimension: 3\nsizes: {sizes[0]} {sizes[1]} {sizes[2]}\nendian: little\n"
+        f"encoding: raw\n{geom}\n"
+    )
     body = np.random.default_rng(0).normal(size=max(n - int(truncate), 0)).astype("<f4").tobytes()
     path.write_bytes(hdr.encode() + body)
     _valid_or_input_error(path)
 
 
 @SETTINGS
-@given(pixdim=st.lists(FLOATS, min_size=3, max_size=3), srow=st.lists(FLOATS, min_size=12, max_size=12),
-       qform=st.integers(-1, 3), sform=st.integers(-1, 3), quatern=st.lists(FLOATS, min_size=3, max_size=3),
-       gz=st.booleans())
+@given(
+    pixdim=st.lists(FLOATS, min_size=3, max_size=3),
+    srow=st.lists(FLOATS, min_size=12, max_size=12),
+    qform=st.integers(-1, 3),
+    sform=st.integers(-1, 3),
+    quatern=st.lists(FLOATS, min_size=3, max_size=3),
+    gz=st.booleans(),
+)
 def test_random_nifti_headers(tmp_path_factory, pixdim, srow, qform, sform, quatern, gz):
     folder = tmp_path_factory.mktemp("nii")
     base = write_itk(folder / "base.nii", image_array((6, 5, 4)))
@@ -641,11 +748,21 @@ def test_random_nifti_headers(tmp_path_factory, pixdim, srow, qform, sform, quat
 
 
 @SETTINGS
-@given(sizes=SIZES, spacing=st.lists(FLOATS, min_size=3, max_size=3), matrix=st.lists(FLOATS, min_size=9, max_size=9),
-       with_spacing=st.booleans(), with_matrix=st.booleans())
+@given(
+    sizes=SIZES,
+    spacing=st.lists(FLOATS, min_size=3, max_size=3),
+    matrix=st.lists(FLOATS, min_size=9, max_size=9),
+    with_spacing=st.booleans(),
+    with_matrix=st.booleans(),
+)
 def test_random_mha_headers(tmp_path_factory, sizes, spacing, matrix, with_spacing, with_matrix):
     path = tmp_path_factory.mktemp("mha") / "x.mha"
-    lines = ["ObjectType = Image", "NDims = 3", f"DimSize = {sizes[0]} {sizes[1]} {sizes[2]}", "ElementType = MET_FLOAT"]
+    lines = [
+        "ObjectType = Image",
+        "NDims = 3",
+        f"DimSize = {sizes[0]} {sizes[1]} {sizes[2]}",
+        "ElementType = MET_FLOAT",
+    ]
     if with_spacing:
         lines.append(f"ElementSpacing = {spacing[0]} {spacing[1]} {spacing[2]}")
     if with_matrix:
@@ -657,9 +774,12 @@ def test_random_mha_headers(tmp_path_factory, sizes, spacing, matrix, with_spaci
 
 
 @SETTINGS
-@given(shape=st.lists(st.integers(0, 7), min_size=1, max_size=4), dtype=st.sampled_from(["f4", "f8", "i2", "u1", "?"]),
-       label=st.sampled_from([None, "same", "other", "float", "negative"]),
-       spacing=st.one_of(st.none(), st.lists(FLOATS, min_size=1, max_size=4)))
+@given(
+    shape=st.lists(st.integers(0, 7), min_size=1, max_size=4),
+    dtype=st.sampled_from(["f4", "f8", "i2", "u1", "?"]),
+    label=st.sampled_from([None, "same", "other", "float", "negative"]),
+    spacing=st.one_of(st.none(), st.lists(FLOATS, min_size=1, max_size=4)),
+)
 def test_random_h5_cases(tmp_path_factory, shape, dtype, label, spacing):
     path = tmp_path_factory.mktemp("h5") / "x.h5"
     rng = np.random.default_rng(1)

@@ -5,23 +5,38 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, SHARED
 
 #: Benchmarks that only make sense on the real data (kept outside the repository).
 NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC"}
 
 
-@pytest.mark.parametrize("script", ["sdm_speed.py", "train_speed.py", "inference_speed.py", "loop_throughput.py", "uncertainty_quality.py",
-                                    "method_comparison.py --task la", "method_comparison.py --task cine",
-                                    "cine_indices.py --model {cine_model}", "uncertainty_by_method.py --task la",
-                                    "batch_memory.py"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "sdm_speed.py",
+        "train_speed.py",
+        "inference_speed.py",
+        "loop_throughput.py",
+        "uncertainty_quality.py",
+        "method_comparison.py --task la",
+        "method_comparison.py --task cine",
+        "cine_indices.py --model {cine_model}",
+        "uncertainty_by_method.py --task la",
+        "batch_memory.py",
+    ],
+)
 def test_benchmark_smoke(script):
     name, *extra = script.format(cine_model=REPO / "models" / "acdc_bmtctl.pt").split()
     if name in NEEDS_REAL_DATA and not NEEDS_REAL_DATA[name].is_dir():
         pytest.skip(f"{name} needs the real data at {NEEDS_REAL_DATA[name]} (kept outside the repository)")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *extra, "--smoke"], cwd=REPO / "benchmarks",
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *extra, "--smoke"],
+        cwd=REPO / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
 
@@ -40,12 +55,18 @@ def test_accuracy_table_keeps_earlier_rows_of_the_same_protocol(tmp_path, monkey
     (tmp_path / "runs" / "a" / "model.pt").write_bytes(b"x")
     results = tmp_path / "benchmarks" / "results" / "cpu-small"
     results.mkdir(parents=True)
-    rows = {"kept": {"iterations": 600, "run": "runs/a"}, "other length": {"iterations": 20, "run": "runs/a"},
-            "vanished": {"iterations": 600, "run": "runs/b"}, "_summary": {}}
+    rows = {
+        "kept": {"iterations": 600, "run": "runs/a"},
+        "other length": {"iterations": 20, "run": "runs/a"},
+        "vanished": {"iterations": 600, "run": "runs/b"},
+        "_summary": {},
+    }
     (results / "method_comparison_la.json").write_text(json.dumps({"results": rows}))
     assert sorted(method_comparison.earlier_rows("cpu-small", "la", 600)) == ["kept", "vanished"]
     assert method_comparison.earlier_rows("cpu-small", "cine", 600) == {}
-    (tmp_path / "runs" / "a" / "log.jsonl").write_text('{"iteration": 10, "loss_seg": 0.5}\n{"iteration": 20, "step_s": 1}\n')
+    (tmp_path / "runs" / "a" / "log.jsonl").write_text(
+        '{"iteration": 10, "loss_seg": 0.5}\n{"iteration": 20, "step_s": 1}\n'
+    )
     assert method_comparison.loss_curve(rows["kept"]) == [[10, 0.5]]
     assert method_comparison.loss_curve(rows["vanished"]) == []
     assert method_comparison.loss_curve({**rows["vanished"], "loss_seg_curve": [[5, 0.7]]}) == [[5, 0.7]]
@@ -79,8 +100,12 @@ def test_uncertainty_table_keeps_rows_whose_runs_are_gone_and_remeasures_new_wei
     import uncertainty_by_method
 
     table = {k: {} for k in ("gone", "same weights", "retrained", "new")}
-    earlier = {"gone": {"model_id": "a"}, "same weights": {"model_id": "b"}, "retrained": {"model_id": "c"},
-               "left the table": {"model_id": "d"}}
+    earlier = {
+        "gone": {"model_id": "a"},
+        "same weights": {"model_id": "b"},
+        "retrained": {"model_id": "c"},
+        "left the table": {"model_id": "d"},
+    }
     keep, measure = uncertainty_by_method.plan(table, earlier, {"same weights": "b", "retrained": "c2", "new": "e"})
     assert sorted(keep) == ["gone", "same weights"]
     assert measure == ["retrained", "new"]
@@ -95,8 +120,10 @@ def test_per_case_scores_skip_structures_predicted_empty():
     import uncertainty_quality as uq
 
     dice = [0.95, 0.9, 0.8, 0.6, 0.3, 0.0]
-    per_case = {str(i): {"dice": d, "score_rank": 1 - d, "score_noise": [0.3, 0.1, 0.5, 0.2, 0.4, math.nan][i]}
-                for i, d in enumerate(dice)}
+    per_case = {
+        str(i): {"dice": d, "score_rank": 1 - d, "score_noise": [0.3, 0.1, 0.5, 0.2, 0.4, math.nan][i]}
+        for i, d in enumerate(dice)
+    }
     per_case["5"]["score_rank"] = math.nan  # the Dice-0 case: its structure was predicted empty
     q = uq.score_quality(per_case)
     assert q["score_rank"]["n_scored"] == 5 and q["score_rank"]["spearman_vs_1_minus_dice"] == pytest.approx(1.0)
@@ -112,12 +139,17 @@ def test_controls_change_only_what_they_name():
     import method_comparison as mc
 
     sup, sassnet = mc.method_config("cine", "supervised", None, 14, 1), mc.method_config("cine", "sassnet", None, 14, 1)
-    half, shared = mc.method_config("cine", "supervised_half", None, 14, 1), mc.method_config("cine", "supervised_half_shared", None, 14, 1)
+    half, shared = (
+        mc.method_config("cine", "supervised_half", None, 14, 1),
+        mc.method_config("cine", "supervised_half_shared", None, 14, 1),
+    )
     no_adv = mc.method_config("cine", "sassnet_no_adv", None, 14, 1)
     assert half["batch_size"] == sup["labeled_per_batch"] < sup["batch_size"] and half["network"] == sup["network"]
     assert shared["network"] == {**sup["network"], "sdm_decoder": "shared"} == sassnet["network"]
     assert no_adv["method"] == "sassnet" and no_adv["method_params"] == {**sassnet["method_params"], "adv_weight": 0.0}
-    assert {k: v for k, v in no_adv.items() if k != "method_params"} == {k: v for k, v in sassnet.items() if k != "method_params"}
+    assert {k: v for k, v in no_adv.items() if k != "method_params"} == {
+        k: v for k, v in sassnet.items() if k != "method_params"
+    }
 
 
 def test_inference_chart_has_a_panel_per_input(tmp_path):
@@ -126,14 +158,19 @@ def test_inference_chart_has_a_panel_per_input(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import make_results
 
-    rows = {f"{name} | {path}": {"seconds": s, "ratio_to_a": r}
-            for name, scale in (("real LA case X 10x10x10", 1.0), ("phantom 576x576x88", 20.0))
-            for path, s, r in (("(a) deterministic pass", scale, 1.0), ("(c) encoder once", 3.6 * scale, 3.6))}
+    rows = {
+        f"{name} | {path}": {"seconds": s, "ratio_to_a": r}
+        for name, scale in (("real LA case X 10x10x10", 1.0), ("phantom 576x576x88", 20.0))
+        for path, s, r in (("(a) deterministic pass", scale, 1.0), ("(c) encoder once", 3.6 * scale, 3.6))
+    }
     rows["_details"] = {"seconds": 1.0}
     out = tmp_path / "inference_speed.png"
     assert make_results.inference_bars(rows, out) == ["real LA case X 10x10x10", "phantom 576x576x88"]
     assert out.stat().st_size > 1000
-    assert make_results.inference_bars({"_details": {}}, tmp_path / "none.png") == [] and not (tmp_path / "none.png").exists()
+    assert (
+        make_results.inference_bars({"_details": {}}, tmp_path / "none.png") == []
+        and not (tmp_path / "none.png").exists()
+    )
 
 
 def test_speed_probe_times_a_fixed_workload():

@@ -7,16 +7,31 @@ import pytest
 import torch
 
 from SemiSupCardiacSegLib.atomic import atomic_write_text
-from SemiSupCardiacSegLib.checkpoint import load_checkpoint, load_model, model_id, save_checkpoint, state_dict_for_export
-from SemiSupCardiacSegLib.io import InputError
+from SemiSupCardiacSegLib.checkpoint import (
+    load_checkpoint,
+    load_model,
+    model_id,
+    save_checkpoint,
+    state_dict_for_export,
+)
+from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.networks import VNet, VNetConfig
 
 
 def _payload(net, dtype="float32"):
     sd = state_dict_for_export(net, dtype)
-    return {"kind": "model", "arch": "vnet", "network": net.config.to_dict(), "state_dict": sd,
-            "preprocessing": {"spacing": [1.25] * 3, "normalization": "zscore"}, "patch_size": [16, 16, 16],
-            "labels": {"1": "left atrium"}, "method": "sassnet", "validation": {"dice": 0.5}, "model_id": model_id(sd)}
+    return {
+        "kind": "model",
+        "arch": "vnet",
+        "network": net.config.to_dict(),
+        "state_dict": sd,
+        "preprocessing": {"spacing": [1.25] * 3, "normalization": "zscore"},
+        "patch_size": [16, 16, 16],
+        "labels": {"1": "left atrium"},
+        "method": "sassnet",
+        "validation": {"dice": 0.5},
+        "model_id": model_id(sd),
+    }
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -89,8 +104,16 @@ def test_atomic_write_leaves_previous_file_on_failure(tmp_path):
 def test_model_payload_from_resume_keeps_weights_and_drops_training_state(tmp_path):
     from SemiSupCardiacSegLib.checkpoint import RESUME_ONLY_KEYS, model_payload_from_resume
 
-    resume = {"kind": "resume", "state_dict": {"w": torch.ones(2)}, "method_state": {}, "optimizers": {},
-              "torch_rng": torch.get_rng_state(), "history": {}, "config": "{}", "iteration": 7}
+    resume = {
+        "kind": "resume",
+        "state_dict": {"w": torch.ones(2)},
+        "method_state": {},
+        "optimizers": {},
+        "torch_rng": torch.get_rng_state(),
+        "history": {},
+        "config": "{}",
+        "iteration": 7,
+    }
     model = model_payload_from_resume(resume)
     assert model["kind"] == "model" and model["iteration"] == 7 and torch.equal(model["state_dict"]["w"], torch.ones(2))
     assert not set(RESUME_ONLY_KEYS) & set(model)
@@ -113,10 +136,20 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
     _, new = load_model(out)
     assert new["model_id"] == meta["model_id"] and new["inference"]["tta_rot90"] is True
     assert new["inference"]["tta_flip_axes"] == meta["inference"]["tta_flip_axes"] and new["inference_choice"] == "why"
-    bench = {"command": "python benchmarks/uncertainty_quality.py", "n_cases": 3, "n_samples": 3,
-             "model": {"id": meta["model_id"], "mc_samples": 10, "mc_scope": "decoder"},
-             "suggested_flag": {"score": "entropy_per_volume", "threshold": 0.61234, "youden": 0.8, "flagged": 1,
-                                "flagged_below": 1, "below": 1}}
+    bench = {
+        "command": "python benchmarks/uncertainty_quality.py",
+        "n_cases": 3,
+        "n_samples": 3,
+        "model": {"id": meta["model_id"], "mc_samples": 10, "mc_scope": "decoder"},
+        "suggested_flag": {
+            "score": "entropy_per_volume",
+            "threshold": 0.61234,
+            "youden": 0.8,
+            "flagged": 1,
+            "flagged_below": 1,
+            "below": 1,
+        },
+    }
     (tmp_path / "q.json").write_text(json.dumps(bench))
     args = ["--model", str(out), "--out", str(out), "--quality", str(tmp_path / "q.json")]
     assert export_model.main(args) == 2 and "--overwrite" in capsys.readouterr().err  # never replaced silently
@@ -125,5 +158,10 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
     assert flagged["quality"]["threshold"] == 0.612 and flagged["quality"]["min_mc_samples"] == 10
     assert flagged["inference"]["tta_rot90"] is True  # kept from the first export
     (tmp_path / "other.json").write_text(json.dumps({**bench, "model": {**bench["model"], "id": "0123456789ab"}}))
-    assert export_model.main(["--model", str(src), "--out", str(tmp_path / "x.pt"), "--quality", str(tmp_path / "other.json")]) == 2
+    assert (
+        export_model.main(
+            ["--model", str(src), "--out", str(tmp_path / "x.pt"), "--quality", str(tmp_path / "other.json")]
+        )
+        == 2
+    )
     assert "belongs to other weights" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

@@ -9,13 +9,14 @@ import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import CINE_TINY, write_cine_frames
+
 from SemiSupCardiacSegLib.cardiac import cardiac_indices, ejection_fraction
 from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom, write_acdc_h5, write_acdc_patient
 from SemiSupCardiacSegLib.data import find_cases
 from SemiSupCardiacSegLib.data.acdc import read_acdc_patient
-from SemiSupCardiacSegLib.io import InputError, read_h5_case, read_label, read_volume
+from SemiSupCardiacSegLib.errors import InputError
+from SemiSupCardiacSegLib.io import read_h5_case, read_label, read_volume
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.preprocessing import Preprocessing, labels_to_model_space, to_model_space
 
@@ -25,8 +26,8 @@ def test_cine_phantom_anatomy_varies_base_to_apex_and_ed_to_es():
     for ph in (ed, es):
         assert set(np.unique(ph.label)) == {0, 1, 2, 3}
     lv = lambda p: (p.label == 3).sum(axis=(0, 1))  # noqa: E731
-    assert lv(ed)[0] > lv(ed)[len(lv(ed)) // 2] > lv(ed)[-2]          # LV narrows towards the apex
-    assert (ed.label == 3).sum() > 1.3 * (es.label == 3).sum()           # LV blood pool smaller at ES
+    assert lv(ed)[0] > lv(ed)[len(lv(ed)) // 2] > lv(ed)[-2]  # LV narrows towards the apex
+    assert (ed.label == 3).sum() > 1.3 * (es.label == 3).sum()  # LV blood pool smaller at ES
     assert (ed.label[..., 0] == 1).any() and not (ed.label[..., -1] == 1).any()  # RV only towards the base
     # The myocardium surrounds the LV: every LV voxel's in-plane neighbours are LV or myocardium.
     k = 2
@@ -43,7 +44,12 @@ def test_acdc_nifti_layout_reader(tmp_path):
     for p in (1, 2):
         write_acdc_patient(tmp_path, p, es_frame=9 + p)
     cases = find_cases(tmp_path)
-    assert [c.name for c in cases] == ["patient001_frame01", "patient001_frame10", "patient002_frame01", "patient002_frame11"]
+    assert [c.name for c in cases] == [
+        "patient001_frame01",
+        "patient001_frame10",
+        "patient002_frame01",
+        "patient002_frame11",
+    ]
     assert all(c.label is not None for c in cases)
     pat = read_acdc_patient(tmp_path / "patient002")
     assert pat.info["ED"] == "1" and pat.es.name == "patient002_frame11"
@@ -92,11 +98,11 @@ def test_in_plane_model_space_round_trip():
 def test_cardiac_indices_by_hand():
     ed = np.zeros((10, 10, 3), np.uint8)
     es = np.zeros_like(ed)
-    ed[:4, :5, :2] = 3   # 40 LV voxels
-    es[:2, :5, :2] = 3   # 20
-    ed[5:8, :, 0] = 1    # 30 RV voxels
-    es[5:7, :, 0] = 1    # 20
-    ed[:5, 6:8, :] = 2   # 30 myo voxels
+    ed[:4, :5, :2] = 3  # 40 LV voxels
+    es[:2, :5, :2] = 3  # 20
+    ed[5:8, :, 0] = 1  # 30 RV voxels
+    es[5:7, :, 0] = 1  # 20
+    ed[:5, 6:8, :] = 2  # 30 myo voxels
     sp = (1.5, 1.5, 10.0)  # 22.5 mm^3 per voxel
     r = cardiac_indices(ed, es, sp)
     assert r["lv_edv_ml"] == pytest.approx(40 * 22.5 / 1000) and r["lv_esv_ml"] == pytest.approx(20 * 22.5 / 1000)
@@ -114,7 +120,10 @@ def test_indices_cli_on_acdc_patient_reference(tmp_path, capsys):
     from SemiSupCardiacSegLib.cli import main
 
     write_acdc_patient(tmp_path, 7)
-    assert main(["indices", "--patient", str(tmp_path / "patient007"), "--reference", "--out", str(tmp_path / "i.json")]) == 0
+    assert (
+        main(["indices", "--patient", str(tmp_path / "patient007"), "--reference", "--out", str(tmp_path / "i.json")])
+        == 0
+    )
     r = json.loads((tmp_path / "i.json").read_text())
     assert 40 < r["lv_ef_percent"] < 75 and r["lv_edv_ml"] > r["lv_esv_ml"] > 0
     assert len(r["myo_area_mm2"]["ED"]) == 10 and r["spacing_mm"] == [1.5, 1.5, 8.0]
@@ -145,8 +154,22 @@ def test_segment_cine_h5_keeps_array_order_and_acdc_labels(cine_run, tmp_path):
 
     data, out, _ = cine_run
     case = data / "patient005_frame01.h5"
-    assert main(["segment", str(case), "--model", str(out / "model.pt"), "--out", str(tmp_path / "seg"),
-                 "--mc-samples", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(case),
+                "--model",
+                str(out / "model.pt"),
+                "--out",
+                str(tmp_path / "seg"),
+                "--mc-samples",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg" / "segmentation.nrrd")))
     with h5py.File(case) as f:
         ref = f["label"][()]
@@ -168,23 +191,69 @@ def test_model_dimension_mismatches_are_named(cine_run, tmp_path, capsys):
     _, out, _ = cine_run
     la = make_la_phantom(shape=(64, 64, 60), spacing=(1.0, 1.0, 1.0))
     write_volume(Volume(la.image, la.spacing), tmp_path / "la.nrrd")
-    assert main(["segment", str(tmp_path / "la.nrrd"), "--model", str(out / "model.pt"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "la.nrrd"),
+                "--model",
+                str(out / "model.pt"),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2D cine model" in err[0] and "60 slices" in err[0]
-    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((32, 32)).astype(np.float32)), str(tmp_path / "slice.nrrd"))
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.random.default_rng(0).random((32, 32)).astype(np.float32)),
+        str(tmp_path / "slice.nrrd"),
+    )
     assert main(["segment", str(tmp_path / "slice.nrrd"), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
     assert "expected a 3D image, got 2D" in capsys.readouterr().err
     # An output path that cannot be a folder: one line, exit 2, no traceback.
     (tmp_path / "afile").write_text("x")
     ph = make_cine_phantom(0, "ED", shape=(64, 64, 6))
     write_volume(Volume(ph.image, ph.spacing), tmp_path / "cine.nrrd")
-    assert main(["segment", str(tmp_path / "cine.nrrd"), "--model", str(out / "model.pt"), "--out",
-                 str(tmp_path / "afile" / "out"), "--quiet", "--mc-samples", "1"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "cine.nrrd"),
+                "--model",
+                str(out / "model.pt"),
+                "--out",
+                str(tmp_path / "afile" / "out"),
+                "--quiet",
+                "--mc-samples",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
     # Head-only MC dropout needs a V-Net: asked of the cine U-Net, one line naming the network.
-    assert main(["segment", str(tmp_path / "cine.nrrd"), "--model", str(out / "model.pt"), "--out", str(tmp_path / "o3"),
-                 "--quiet", "--mc-samples", "2", "--mc-scope", "head"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "cine.nrrd"),
+                "--model",
+                str(out / "model.pt"),
+                "--out",
+                str(tmp_path / "o3"),
+                "--quiet",
+                "--mc-samples",
+                "2",
+                "--mc-scope",
+                "head",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "UNet2D" in err[0] and "decoder" in err[0]
     assert not (tmp_path / "o3" / "segmentation.nrrd").exists()

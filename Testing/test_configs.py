@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import REPO
+
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.training import DEFAULTS, merge_config
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import REPO, TINY
 
 ITER = 24
@@ -34,17 +33,51 @@ def _losses(out):
 
 
 def test_torchrun_two_processes_matches_one_process(phantom_folder, tmp_path):
-    base = {**TINY, "data": str(phantom_folder), "iterations": ITER, "validation": {"last": 1, "every": ITER},
-            "checkpoint_every": 8}
+    base = {
+        **TINY,
+        "data": str(phantom_folder),
+        "iterations": ITER,
+        "validation": {"last": 1, "every": ITER},
+        "checkpoint_every": 8,
+    }
     one = {**base, "batch_size": 4, "labeled_per_batch": 2}
     two = {**base, "batch_size": 2, "labeled_per_batch": 1}  # per rank: global batch 4 = 2 labeled + 2 unlabeled
     (tmp_path / "one.json").write_text(json.dumps(one))
     (tmp_path / "two.json").write_text(json.dumps(two))
     train = str(REPO / "Training" / "train.py")
-    _run([sys.executable, train, "--config", str(tmp_path / "one.json"), "--out", str(tmp_path / "one"),
-          "--threads", "1", "--no-progress"], REPO)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", train,
-          "--config", str(tmp_path / "two.json"), "--out", str(tmp_path / "two"), "--threads", "1", "--no-progress"], REPO)
+    _run(
+        [
+            sys.executable,
+            train,
+            "--config",
+            str(tmp_path / "one.json"),
+            "--out",
+            str(tmp_path / "one"),
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+        REPO,
+    )
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            train,
+            "--config",
+            str(tmp_path / "two.json"),
+            "--out",
+            str(tmp_path / "two"),
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+        REPO,
+    )
     # Rank 0 alone wrote the log: one line per iteration, not two.
     l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(l2) == ITER == len(l1)
@@ -69,12 +102,37 @@ def test_torchrun_two_processes_matches_one_process(phantom_folder, tmp_path):
 def test_torchrun_ema_teacher_identical_across_ranks(phantom_folder, tmp_path):
     """UA-MT under torchrun: student and EMA teacher (no gradient, updated from the averaged student)
     stay identical on both ranks while their dropout masks and noise differ."""
-    cfg = {**TINY, "method": "uamt", "method_params": {"mc_passes": 2}, "data": str(phantom_folder), "iterations": 6,
-           "validation": {"last": 1, "every": 0}, "checkpoint_every": 6, "batch_size": 2, "labeled_per_batch": 1}
+    cfg = {
+        **TINY,
+        "method": "uamt",
+        "method_params": {"mc_passes": 2},
+        "data": str(phantom_folder),
+        "iterations": 6,
+        "validation": {"last": 1, "every": 0},
+        "checkpoint_every": 6,
+        "batch_size": 2,
+        "labeled_per_batch": 1,
+    }
     (tmp_path / "uamt.json").write_text(json.dumps(cfg))
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(REPO / "Training" / "train.py"), "--config", str(tmp_path / "uamt.json"), "--out", str(tmp_path / "u"),
-          "--threads", "1", "--no-progress"], REPO)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(REPO / "Training" / "train.py"),
+            "--config",
+            str(tmp_path / "uamt.json"),
+            "--out",
+            str(tmp_path / "u"),
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+        REPO,
+    )
     assert _divergence(tmp_path / "u") == [0.0]
     import torch
 
@@ -82,8 +140,11 @@ def test_torchrun_ema_teacher_identical_across_ranks(phantom_folder, tmp_path):
 
     state = load_checkpoint(tmp_path / "u" / "last.pt")["method_state"]
     teacher = [k for k in state if k.startswith("teacher.")]
-    assert teacher and any(not torch.equal(state[k], state["model." + k[len("teacher."):]]) for k in teacher
-                           if state[k].is_floating_point())  # the teacher is a moving average, not a copy
+    assert teacher and any(
+        not torch.equal(state[k], state["model." + k[len("teacher.") :]])
+        for k in teacher
+        if state[k].is_floating_point()
+    )  # the teacher is a moving average, not a copy
 
 
 def _divergence_worker(rank: int, init_file: str, results) -> None:

@@ -10,9 +10,20 @@ import re
 from conftest import REPO
 
 ENTRY = REPO / "ExtensionsIndex" / "SemiSupCardiacSeg.json"
-SCHEMA_URL = "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#"
-PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
-              "build_subdirectory", "enabled", "tier"}
+SCHEMA_URL = (
+    "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#"
+)
+PROPERTIES = {
+    "$schema",
+    "category",
+    "scm_url",
+    "scm_revision",
+    "scm_type",
+    "build_dependencies",
+    "build_subdirectory",
+    "enabled",
+    "tier",
+}
 REQUIRED = {"$schema", "category", "scm_url"}
 
 
@@ -40,7 +51,9 @@ def test_entry_matches_the_extension_cmake_lists():
     assert ENTRY.stem == project == "SemiSupCardiacSeg"  # the index names an extension by its file
     assert entry["category"] == _cmake_set("EXTENSION_CATEGORY")
     assert entry["build_dependencies"] == _cmake_set("EXTENSION_DEPENDS").split(";")
-    assert entry["build_subdirectory"] == re.search(r"^set\(EXTENSION_BUILD_SUBDIRECTORY (\S+)\)", top, flags=re.M).group(1)
+    assert entry["build_subdirectory"] == re.search(
+        r"^set\(EXTENSION_BUILD_SUBDIRECTORY (\S+)\)", top, flags=re.M
+    ).group(1)
 
 
 def test_placeholder_url_is_declared():

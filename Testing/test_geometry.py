@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from SemiSupCardiacSegLib.io import InputError, read_h5_case, read_volume, write_volume
+from SemiSupCardiacSegLib.errors import InputError
+from SemiSupCardiacSegLib.io import read_h5_case, read_volume, write_volume
 from SemiSupCardiacSegLib.preprocessing import Preprocessing, labels_to_model_space, to_model_space
 from SemiSupCardiacSegLib.volume import Volume, canonical_reorientation, reorient_volume
 

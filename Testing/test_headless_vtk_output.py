@@ -16,8 +16,8 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from SemiSupCardiacSegLib.io import write_volume
 from SemiSupCardiacSegLib.volume import Volume
 
@@ -40,14 +40,23 @@ def _segment_outputs(folder):
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def _vtk_lines(proc) -> list[str]:
     out = proc.stdout + proc.stderr
-    return [line for line in out.splitlines()
-            if any(w in line for w in ("vtk", "ERR|", "WARN|", "ERROR", "Warning", "Error"))]
+    return [
+        line
+        for line in out.splitlines()
+        if any(w in line for w in ("vtk", "ERR|", "WARN|", "ERROR", "Warning", "Error"))
+    ]
 
 
 def test_demo_slicer_scene_step_logs_no_vtk_errors_or_warnings(tmp_path):

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.inference import predict_volume
 from SemiSupCardiacSegLib.networks import build_network
-from SemiSupCardiacSegLib.io import InputError
 from SemiSupCardiacSegLib.preprocessing import MIN_MODEL_VOXELS, Preprocessing
 from SemiSupCardiacSegLib.volume import Volume
 
@@ -57,8 +57,12 @@ PREP_2D = Preprocessing.from_dict({"in_plane_shape": [32, 32], "reorient": False
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.tuples(st.integers(3, 70), st.integers(3, 70), st.integers(1, 12)), st.tuples(*[st.floats(0.5, 12.0)] * 3),
-       st.integers(0, 2**16), st.sampled_from([1, 3]))
+@given(
+    st.tuples(st.integers(3, 70), st.integers(3, 70), st.integers(1, 12)),
+    st.tuples(*[st.floats(0.5, 12.0)] * 3),
+    st.integers(0, 2**16),
+    st.sampled_from([1, 3]),
+)
 def test_cine_model_any_stack_gives_outputs_on_its_grid(shape, spacing, seed, mc):
     """A 2D cine model on any stack (any in-plane size, 1-12 slices, any spacing): no crash, outputs on
     the input grid, ACDC label values only."""

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from SemiSupCardiacSegLib.inference import MC_GATE_SAMPLES, flip_sets, model_flip_axes, predict_model_space, sliding_window_predict
+from SemiSupCardiacSegLib.inference import (
+    MC_GATE_SAMPLES,
+    flip_sets,
+    model_flip_axes,
+    predict_model_space,
+    sliding_window_predict,
+)
 from SemiSupCardiacSegLib.networks import build_network
 
 NET = {"in_channels": 1, "num_classes": 2, "n_filters": 4, "dropout": 0.5}
@@ -136,8 +142,12 @@ def test_head_only_mc_runs_the_decoder_once_and_samples_the_heads(sdm_decoder):
     off = sliding_window_predict(model, img, (32, 32, 16), mc_samples=5, window_batch=8, mc_scope="head", dropout=False)
     np.testing.assert_allclose(off.probs, plain.probs, atol=1e-5)
     # A checkpoint's inference.mc_scope is the default of predict_with_model.
-    meta = {"preprocessing": Preprocessing(spacing=(1.0, 1.0, 1.0)).to_dict(), "patch_size": [32, 32, 16],
-            "network": {"num_classes": 2}, "inference": {"mc_scope": "head"}}
+    meta = {
+        "preprocessing": Preprocessing(spacing=(1.0, 1.0, 1.0)).to_dict(),
+        "patch_size": [32, 32, 16],
+        "network": {"num_classes": 2},
+        "inference": {"mc_scope": "head"},
+    }
     vol = Volume(img, (1.0, 1.0, 1.0))
     calls.clear()
     predict_with_model(model, meta, vol, mc_samples=4, tta=False, window_batch=8)
@@ -237,11 +247,13 @@ def test_mc_gate_changes_nothing_where_no_window_is_confident(arch, net):
         torch.manual_seed(3)
         outs.append(sliding_window_predict(model, x, patch, mc_samples=4, mc_gate=gate))
     assert outs[1].mc_window_share == 1.0
-    assert np.allclose(outs[0].probs, outs[1].probs, atol=1e-6) and np.allclose(outs[0].mutual_info, outs[1].mutual_info, atol=1e-6)
+    assert np.allclose(outs[0].probs, outs[1].probs, atol=1e-6) and np.allclose(
+        outs[0].mutual_info, outs[1].mutual_info, atol=1e-6
+    )
 
 
 def test_mc_gate_out_of_range_is_refused_by_name(net):
-    from SemiSupCardiacSegLib.io import InputError
+    from SemiSupCardiacSegLib.errors import InputError
 
     with pytest.raises(InputError, match="mc_gate"):
         sliding_window_predict(net, np.zeros((32, 32, 16), np.float32), (32, 32, 16), mc_samples=2, mc_gate=1.0)

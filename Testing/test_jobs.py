@@ -10,15 +10,17 @@ import time
 import pytest
 
 from SemiSupCardiacSegLib.checkpoint import load_checkpoint, load_model, save_checkpoint
+from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.jobs import TRAIN_SCRIPT, fine_tune_command, fine_tune_config, start_fine_tune
-from SemiSupCardiacSegLib.io import InputError
 
 
 def test_config_and_command_line(trained, phantom_folder, tmp_path):
     _, meta = load_model(trained / "model.pt")
     cfg = fine_tune_config(meta, phantom_folder, iterations=50)
     assert cfg["method"] == meta["method"] == "sassnet" and cfg["network"] == meta["network"]
-    assert cfg["preprocessing"] == meta["preprocessing"] and cfg["labeled"] is None and cfg["data"] == str(phantom_folder)
+    assert (
+        cfg["preprocessing"] == meta["preprocessing"] and cfg["labeled"] is None and cfg["data"] == str(phantom_folder)
+    )
     cmd = fine_tune_command("c.json", "out", "m.pt", slicer="/opt/Slicer/Slicer")
     assert cmd[:4] == ["/opt/Slicer/Slicer", "--no-main-window", "--python-script", str(TRAIN_SCRIPT)]
     assert cmd[4:] == ["--config", "c.json", "--out", "out", "--init", "m.pt", "--no-progress"]
@@ -44,8 +46,19 @@ def test_self_trained_model_fine_tunes_with_its_teachers_method(trained, phantom
     student = tmp_path / "student.pt"
     payload = {**load_checkpoint(trained / "model.pt"), "method": "supervised", "method_params": {"sdm_weight": 0.3}}
     save_checkpoint(tmp_path / "plain_student.pt", payload)
-    assert export_model.main(["--model", str(tmp_path / "plain_student.pt"), "--out", str(student),
-                              "--fine-tune-from", str(trained / "model.pt")]) == 0
+    assert (
+        export_model.main(
+            [
+                "--model",
+                str(tmp_path / "plain_student.pt"),
+                "--out",
+                str(student),
+                "--fine-tune-from",
+                str(trained / "model.pt"),
+            ]
+        )
+        == 0
+    )
     _, meta = load_model(student)
     assert meta["fine_tune"]["from_model_id"] == teacher["model_id"]
     cfg = fine_tune_config(meta, phantom_folder, iterations=5)  # the folder has unlabeled cases

@@ -6,8 +6,8 @@ import sys
 import time
 
 import torch
-
 from conftest import REPO
+
 from SemiSupCardiacSegLib.checkpoint import load_checkpoint, save_checkpoint
 
 WRITER = r"""
@@ -25,8 +25,9 @@ for i in range(1, 1000):
 def test_sigkill_during_checkpoint_write_keeps_a_complete_file(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"kind": "model", "version": 0, "state_dict": {"w": torch.zeros(4)}})
-    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=str(REPO), path=str(path))],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(repo=str(REPO), path=str(path))], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "writing"
     time.sleep(0.3)  # inside the first (or a later) write
     proc.send_signal(signal.SIGKILL)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from SemiSupCardiacSegLib.io import InputError
+from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.locking import LOCK_NAME, folder_lock
 from SemiSupCardiacSegLib.training import Trainer
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from SemiSupCardiacSegLib.losses import dice_ce_loss, discriminator_loss, generator_loss, soft_dice_loss
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.schedules import poly_lr, sigmoid_rampup, step_lr
@@ -173,7 +173,7 @@ def test_dtml_each_network_gets_only_its_own_losses():
     # The summed loss reaches both networks; the unused heads get nothing.
     g_total = torch.autograd.grad(losses["model"], seg_params + sdm_params + unused, allow_unused=True)
     assert all(g is not None for g in g_total[: len(seg_params) + len(sdm_params)])
-    assert all(g is None for g in g_total[len(seg_params) + len(sdm_params):])
+    assert all(g is None for g in g_total[len(seg_params) + len(sdm_params) :])
     m.config["consistency"] = 0.0  # without L_con the two networks are independent
     torch.manual_seed(2)
     out = m.model(b["image"])
@@ -192,7 +192,12 @@ def test_dtml_each_network_gets_only_its_own_losses():
 
 # ----------------------------------------------------------------------------- cross-task family
 from SemiSupCardiacSegLib.losses import (  # noqa: E402
-    adv_gm_discriminator_loss, adv_gm_generator_loss, cross_task_loss, geman_mcclure, guidance_loss)
+    adv_gm_discriminator_loss,
+    adv_gm_generator_loss,
+    cross_task_loss,
+    geman_mcclure,
+    guidance_loss,
+)
 
 
 def test_cross_task_and_guidance_by_hand():
@@ -236,8 +241,11 @@ def test_mc_uncertainties_by_hand():
     assert mean_sample_entropy(s).item() == pytest.approx(math.log(2) / 2)
 
 
-TINY_2D = {"arch": "unet2d", "network": {"in_channels": 1, "num_classes": 4, "n_filters": 2, "dropout": 0.1},
-           "iterations": 100}
+TINY_2D = {
+    "arch": "unet2d",
+    "network": {"in_channels": 1, "num_classes": 4, "n_filters": 2, "dropout": 0.1},
+    "iterations": 100,
+}
 
 
 def _batch_2d(n=4, n_lab=2, size=32):
@@ -253,10 +261,13 @@ def _batch_2d(n=4, n_lab=2, size=32):
     return {"image": image, "label": label, "sdm": sdm, "n_labeled": n_lab}
 
 
-@pytest.mark.parametrize("name,config,batch", [
-    ("mtctl", {**TINY, "method_params": {"disc_filters": 4, "mc_passes": 2}}, _batch),
-    ("bmtctl", {**TINY_2D, "method_params": {"disc_filters": 4, "mc_passes": 3}}, _batch_2d),
-])
+@pytest.mark.parametrize(
+    "name,config,batch",
+    [
+        ("mtctl", {**TINY, "method_params": {"disc_filters": 4, "mc_passes": 2}}, _batch),
+        ("bmtctl", {**TINY_2D, "method_params": {"disc_filters": 4, "mc_passes": 3}}, _batch_2d),
+    ],
+)
 def test_cross_task_methods_steps_touch_only_their_networks(name, config, batch):
     torch.manual_seed(0)
     m = get_method(name)(config)
@@ -265,7 +276,9 @@ def test_cross_task_methods_steps_touch_only_their_networks(name, config, batch)
     losses, logs = m.training_step(batch(), iteration=100)
     assert set(losses) == {"model", "discriminator"}
     assert 0.0 <= logs["certain_fraction"] <= 1.0 and logs["consistency_weight"] == pytest.approx(1.0)
-    grads = torch.autograd.grad(losses["discriminator"], list(m.model.parameters()), allow_unused=True, retain_graph=True)
+    grads = torch.autograd.grad(
+        losses["discriminator"], list(m.model.parameters()), allow_unused=True, retain_graph=True
+    )
     assert all(g is None for g in grads)
     _check_alternating_steps(m, losses, opts)
 
@@ -328,10 +341,16 @@ def test_unet2d_treats_each_slice_independently():
     from SemiSupCardiacSegLib.networks import build_network
 
     torch.manual_seed(0)
-    net = build_network("unet2d", {"num_classes": 4, "n_filters": 2, "area_head": True, "sdm_decoder": "separate"}).eval()
+    net = build_network(
+        "unet2d", {"num_classes": 4, "n_filters": 2, "area_head": True, "sdm_decoder": "separate"}
+    ).eval()
     x = torch.randn(2, 1, 32, 32, 3)
     out5 = net(x)
-    assert out5["seg"].shape == (2, 4, 32, 32, 3) and out5["sdm"].shape == (2, 3, 32, 32, 3) and out5["area"].shape == (2, 3)
+    assert (
+        out5["seg"].shape == (2, 4, 32, 32, 3)
+        and out5["sdm"].shape == (2, 3, 32, 32, 3)
+        and out5["area"].shape == (2, 3)
+    )
     out4 = net(x[..., 1])
     assert torch.allclose(out5["seg"][..., 1], out4["seg"], atol=1e-5)
     assert torch.allclose(out5["area"][:, 1], out4["area"], atol=1e-5)
@@ -339,20 +358,27 @@ def test_unet2d_treats_each_slice_independently():
         net(torch.zeros(1, 32, 32))
 
 
-@pytest.mark.parametrize("name,two_d", [(n, n in ("bmtctl", "mtn")) for n in sorted(METHODS)] + [(n, True) for n in COUNTERPARTS_2D])
+@pytest.mark.parametrize(
+    "name,two_d", [(n, n in ("bmtctl", "mtn")) for n in sorted(METHODS)] + [(n, True) for n in COUNTERPARTS_2D]
+)
 def test_every_method_short_run_supervised_loss_falls(name, two_d):
     """25 steps on one fixed batch: the supervised segmentation loss must fall for every method
     (and for the 2D counterparts of the 3D ones, on slices)."""
     torch.manual_seed(0)
     cfg = dict(TINY_2D if two_d else TINY)
     cfg["network"] = {**cfg["network"], "n_filters": 4, "dropout": 0.1}
-    cfg["method_params"] = {"disc_filters": 4, "mc_passes": 2} if name in ("sassnet", "mtctl", "bmtctl") else (
-        {"mc_passes": 2} if name == "uamt" else {})
+    cfg["method_params"] = (
+        {"disc_filters": 4, "mc_passes": 2}
+        if name in ("sassnet", "mtctl", "bmtctl")
+        else ({"mc_passes": 2} if name == "uamt" else {})
+    )
     m = get_method(name)(cfg)
     opts = {k: torch.optim.Adam(p, lr=1e-2) for k, p in m.optimizer_groups().items()}
     batch = _batch_2d() if two_d else _batch()
     # An image that shows the structures (label intensity + noise), as a real one would.
-    batch["image"] = batch["label"].unsqueeze(1).float() + 0.3 * torch.randn(batch["image"].shape, generator=torch.Generator().manual_seed(1))
+    batch["image"] = batch["label"].unsqueeze(1).float() + 0.3 * torch.randn(
+        batch["image"].shape, generator=torch.Generator().manual_seed(1)
+    )
     seg = []
     for it in range(25):
         losses, logs = m.training_step(batch, it)

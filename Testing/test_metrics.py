@@ -6,15 +6,27 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from SemiSupCardiacSegLib.metrics import (asd, binary_metrics, dice, hd95, hausdorff, jaccard, precision, ravd, recall,
-                                          summarize, surface, surface_distances)
+from SemiSupCardiacSegLib.metrics import (
+    asd,
+    binary_metrics,
+    dice,
+    hausdorff,
+    hd95,
+    jaccard,
+    precision,
+    ravd,
+    recall,
+    summarize,
+    surface,
+    surface_distances,
+)
 
 
 def _cubes():
     a = np.zeros((10, 10, 10), bool)
     b = np.zeros((10, 10, 10), bool)
-    a[0:4, 0:4, 0:4] = True   # 64 voxels
-    b[2:6, 0:4, 0:4] = True   # 64 voxels, overlap 2*4*4 = 32
+    a[0:4, 0:4, 0:4] = True  # 64 voxels
+    b[2:6, 0:4, 0:4] = True  # 64 voxels, overlap 2*4*4 = 32
     return a, b
 
 
@@ -67,7 +79,12 @@ def test_empty_mask_convention():
     missed = binary_metrics(e, f, (1, 1, 1))
     assert missed["dice"] == 0 and missed["recall"] == 0 and missed["ravd"] == 1.0 and math.isnan(missed["hd95"])
     spurious = binary_metrics(f, e, (1, 1, 1))
-    assert spurious["dice"] == 0 and spurious["precision"] == 0 and math.isnan(spurious["ravd"]) and math.isnan(spurious["asd"])
+    assert (
+        spurious["dice"] == 0
+        and spurious["precision"] == 0
+        and math.isnan(spurious["ravd"])
+        and math.isnan(spurious["asd"])
+    )
     s = summarize([both, missed])
     assert s["hd95"]["n"] == 1 and s["hd95"]["n_nan"] == 1 and s["hd95"]["mean"] == 0.0
     assert s["dice"]["mean"] == pytest.approx(0.5)

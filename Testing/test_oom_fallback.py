@@ -38,8 +38,17 @@ def test_inference_retries_with_smaller_window_batch():
     vol = Volume(np.random.default_rng(0).normal(size=(40, 40, 20)).astype(np.float32), spacing=(2.0, 2.0, 2.0))
     model = LimitedMemory(max_windows=1)
     with pytest.warns(RuntimeWarning, match="window batch of 2"):
-        pred = predict_volume(model, vol, Preprocessing(spacing=(2.0, 2.0, 2.0)), (16, 16, 16), 2, mc_samples=1,
-                              window_batch=4, device="cpu", postprocess=False)
+        pred = predict_volume(
+            model,
+            vol,
+            Preprocessing(spacing=(2.0, 2.0, 2.0)),
+            (16, 16, 16),
+            2,
+            mc_samples=1,
+            window_batch=4,
+            device="cpu",
+            postprocess=False,
+        )
     assert pred.labels.shape == vol.shape
     assert 4 in model.seen and 2 in model.seen and model.seen[-1] == 1
 
@@ -65,13 +74,15 @@ def test_oom_on_gpu_falls_back_to_cpu_and_cpu_oom_is_raised():
 
 
 def test_volume_too_large_for_memory_is_refused_with_numbers():
+    from SemiSupCardiacSegLib.errors import InputError
     from SemiSupCardiacSegLib.inference import check_memory, estimate_inference_bytes
-    from SemiSupCardiacSegLib.io import InputError
 
     need = estimate_inference_bytes((576, 576, 88), (288, 288, 44), 2)
     assert 1.4e9 < need < 2.4e9  # the measured peak of this case is 1.8 GB (benchmarks/inference_speed.py)
     check_memory((576, 576, 88), (288, 288, 44), 2, available=8 * 2**30)  # fits: no error
-    with pytest.raises(InputError, match=r"volume too large for available memory: .* needs about .* GiB, 0.5 GiB available"):
+    with pytest.raises(
+        InputError, match=r"volume too large for available memory: .* needs about .* GiB, 0.5 GiB available"
+    ):
         check_memory((2048, 2048, 400), (2048, 2048, 400), 2, available=2**29)
 
 
@@ -79,6 +90,7 @@ def test_training_out_of_memory_names_the_batch_size_that_fits(phantom_folder, t
     """A method whose step runs out of (simulated) GPU memory above 2 samples per batch: the
     Trainer stops with a message naming the batch size that fits and keeps last.pt."""
     from conftest import TINY
+
     from SemiSupCardiacSegLib.methods import register
     from SemiSupCardiacSegLib.methods.supervised import Supervised
     from SemiSupCardiacSegLib.training import Trainer
@@ -96,11 +108,22 @@ def test_training_out_of_memory_names_the_batch_size_that_fits(phantom_folder, t
     from SemiSupCardiacSegLib.checkpoint import load_checkpoint
     from SemiSupCardiacSegLib.methods import METHODS
 
-    cfg = {**TINY, "method": "_test_limited_memory", "batch_size": 4, "labeled_per_batch": 4, "iterations": 10,
-           "validation": {"last": 0}, "checkpoint_every": 100, "data": str(phantom_folder)}
+    cfg = {
+        **TINY,
+        "method": "_test_limited_memory",
+        "batch_size": 4,
+        "labeled_per_batch": 4,
+        "iterations": 10,
+        "validation": {"last": 0},
+        "checkpoint_every": 100,
+        "data": str(phantom_folder),
+    }
     try:
-        with pytest.raises(RuntimeError, match=r"out of GPU memory at iteration 4 with batch_size 4 .* a batch of 2 fits: "
-                                               r"set batch_size 2 and labeled_per_batch 2 \(last.pt saved\)"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"out of GPU memory at iteration 4 with batch_size 4 .* a batch of 2 fits: "
+            r"set batch_size 2 and labeled_per_batch 2 \(last.pt saved\)",
+        ):
             Trainer(cfg, tmp_path / "run", device="cpu", progress=False).run()
     finally:
         METHODS.pop("_test_limited_memory")

@@ -22,15 +22,23 @@ from SemiSupCardiacSegLib.volume import Volume
 REPO = Path(__file__).resolve().parent.parent
 BLOCKED = ("tqdm", "h5py", "matplotlib")
 # A None entry in sys.modules makes `import NAME` raise ImportError (as if it were not installed).
-PRELUDE = ("import runpy, sys\n"
-           "sys.modules.update({n: None for n in %r})\n"
-           "sys.argv = ['semisupcardiacseg'] + sys.argv[1:]\n"
-           "runpy.run_module('SemiSupCardiacSegLib', run_name='__main__', alter_sys=True)\n") % (BLOCKED,)
+PRELUDE = (
+    "import runpy, sys\n"
+    "sys.modules.update({n: None for n in %r})\n"
+    "sys.argv = ['semisupcardiacseg'] + sys.argv[1:]\n"
+    "runpy.run_module('SemiSupCardiacSegLib', run_name='__main__', alter_sys=True)\n"
+) % (BLOCKED,)
 
 
 def _cli_without_optional(args, cwd):
-    return subprocess.run([sys.executable, "-c", PRELUDE, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
 
 
 def test_missing_packages_reports_only_missing():
@@ -43,10 +51,14 @@ def test_missing_packages_reports_only_missing():
 
 
 def test_missing_packages_has_no_import_side_effects():
-    code = ("import sys; from SemiSupCardiacSegLib.dependencies import missing_packages, REQUIRED, OPTIONAL;"
-            "print(missing_packages(list(REQUIRED) + list(OPTIONAL)));"
-            "print(sorted(n for n in ('numpy', 'scipy', 'SimpleITK', 'h5py', 'tqdm', 'matplotlib') if n in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout.split("\n")
+    code = (
+        "import sys; from SemiSupCardiacSegLib.dependencies import missing_packages, REQUIRED, OPTIONAL;"
+        "print(missing_packages(list(REQUIRED) + list(OPTIONAL)));"
+        "print(sorted(n for n in ('numpy', 'scipy', 'SimpleITK', 'h5py', 'tqdm', 'matplotlib') if n in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "[]"
 
 
@@ -80,8 +92,23 @@ def test_segment_runs_without_tqdm_h5py_matplotlib(trained, phantom_folder, tmp_
     inp = tmp_path / "case.nrrd"
     write_volume(Volume(ph.image.astype(np.float32), spacing=(2.5, 2.5, 2.5), origin=(3, 4, 5)), inp)
     model = str(trained / "model.pt")
-    proc = _cli_without_optional(["segment", str(inp), "--out", str(tmp_path / "out"), "--model", model, "--mc-samples", "2",
-                                  "--device", "cpu", "--threads", "1"], tmp_path)
+    proc = _cli_without_optional(
+        [
+            "segment",
+            str(inp),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            model,
+            "--mc-samples",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "error" not in proc.stderr and "Traceback" not in proc.stderr
     assert "segment: 100%" in proc.stderr  # the plain progress printout stands in for tqdm
@@ -93,13 +120,27 @@ def test_segment_runs_without_tqdm_h5py_matplotlib(trained, phantom_folder, tmp_
         assert (tmp_path / "out" / name).is_file(), name
 
     # An .h5 input needs h5py, --montage needs matplotlib: one line each, exit code 2, nothing written.
-    h5 = _cli_without_optional(["segment", str(phantom_folder / "case0.h5"), "--out", str(tmp_path / "h5"), "--model", model,
-                                "--device", "cpu"], tmp_path)
+    h5 = _cli_without_optional(
+        [
+            "segment",
+            str(phantom_folder / "case0.h5"),
+            "--out",
+            str(tmp_path / "h5"),
+            "--model",
+            model,
+            "--device",
+            "cpu",
+        ],
+        tmp_path,
+    )
     assert h5.returncode == 2
     assert h5.stderr.strip().splitlines() == [
-        "error: reading case0.h5 needs the h5py package (pip install h5py; in Slicer: slicer.util.pip_install('h5py'))"]
-    mont = _cli_without_optional(["segment", str(inp), "--out", str(tmp_path / "m"), "--model", model, "--montage",
-                                  "--device", "cpu"], tmp_path)
+        "error: reading case0.h5 needs the h5py package (pip install h5py; in Slicer: slicer.util.pip_install('h5py'))"
+    ]
+    mont = _cli_without_optional(
+        ["segment", str(inp), "--out", str(tmp_path / "m"), "--model", model, "--montage", "--device", "cpu"], tmp_path
+    )
     assert mont.returncode == 2 and not (tmp_path / "m").exists()
     assert mont.stderr.strip().splitlines() == [
-        "error: --montage needs the matplotlib package (pip install matplotlib; in Slicer: slicer.util.pip_install('matplotlib'))"]
+        "error: --montage needs the matplotlib package (pip install matplotlib; in Slicer: slicer.util.pip_install('matplotlib'))"
+    ]

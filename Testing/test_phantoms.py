@@ -37,8 +37,8 @@ def test_blood_pool_brighter_than_surrounding_shell(phantom):
 
 def test_physical_size_independent_of_spacing(phantom):
     coarse = make_la_phantom(shape=(80, 72, 44), spacing=(1.25, 1.25, 1.25), seed=0)
-    ml_fine = phantom.label.sum() * 0.625 ** 3 / 1000
-    ml_coarse = coarse.label.sum() * 1.25 ** 3 / 1000
+    ml_fine = phantom.label.sum() * 0.625**3 / 1000
+    ml_coarse = coarse.label.sum() * 1.25**3 / 1000
     assert ml_coarse == pytest.approx(ml_fine, rel=0.15)
 
 

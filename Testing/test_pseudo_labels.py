@@ -9,12 +9,13 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-
 from conftest import CINE_TINY, write_cine_frames
+
 from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.data import find_cases
+from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.inference import predict_with_model
-from SemiSupCardiacSegLib.io import InputError, read_h5_case, read_volume, write_h5_case
+from SemiSupCardiacSegLib.io import read_h5_case, read_volume, write_h5_case
 from SemiSupCardiacSegLib.pseudo_labels import MANIFEST, pseudo_label_cases
 from SemiSupCardiacSegLib.training import Trainer, split_cases
 
@@ -37,9 +38,17 @@ def test_write_h5_case_is_the_inverse_of_read_h5_case(tmp_path, layout, shape):
 
 
 #: A tiny supervised cine U-Net that finds all three structures on the phantoms (the teacher).
-TEACHER = {**CINE_TINY, "method": "supervised", "labeled": 8, "iterations": 100, "labeled_per_batch": 8,
-           "network": {**CINE_TINY["network"], "n_filters": 8}, "validation": {"last": 2, "every": 0},
-           "log_every": 10, "checkpoint_every": 100}
+TEACHER = {
+    **CINE_TINY,
+    "method": "supervised",
+    "labeled": 8,
+    "iterations": 100,
+    "labeled_per_batch": 8,
+    "network": {**CINE_TINY["network"], "n_filters": 8},
+    "validation": {"last": 2, "every": 0},
+    "log_every": 10,
+    "checkpoint_every": 100,
+}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +101,9 @@ def test_doubtful_cases_are_dropped_unless_asked(unlabeled_inputs, tmp_path):
     manifest = pseudo_label_cases(model, strict, find_cases(src), tmp_path / "a", mc_samples=2, device="cpu")
     assert manifest["n_kept"] == 0 and not list((tmp_path / "a").glob("*.h5"))
     assert all(r["reason"].startswith(("doubtful", "missing")) for r in manifest["cases"].values())
-    kept = pseudo_label_cases(model, strict, find_cases(src), tmp_path / "b", mc_samples=2, keep_doubtful=True, device="cpu")
+    kept = pseudo_label_cases(
+        model, strict, find_cases(src), tmp_path / "b", mc_samples=2, keep_doubtful=True, device="cpu"
+    )
     missing = sum(r["reason"].startswith("missing") for r in kept["cases"].values())
     assert kept["n_kept"] == 2 - missing and len(list((tmp_path / "b").glob("*.h5"))) == kept["n_kept"]
 
@@ -136,8 +147,17 @@ def test_training_on_pseudo_labels_records_them(unlabeled_inputs, teacher, tmp_p
     labeled.mkdir()
     for name in ("patient000_frame01", "patient001_frame01", "patient002_frame01"):
         shutil.copy(data / f"{name}.h5", labeled / f"{name}.h5")
-    config = {**TEACHER, "iterations": 4, "batch_size": 4, "labeled_per_batch": 4, "labeled": 2, "validation": {"last": 1, "every": 0},
-              "data": str(labeled), "pseudo_labels": str(tmp_path / "pl"), "init": str(ckpt)}
+    config = {
+        **TEACHER,
+        "iterations": 4,
+        "batch_size": 4,
+        "labeled_per_batch": 4,
+        "labeled": 2,
+        "validation": {"last": 1, "every": 0},
+        "data": str(labeled),
+        "pseudo_labels": str(tmp_path / "pl"),
+        "init": str(ckpt),
+    }
     Trainer(config, tmp_path / "run", device="cpu", progress=False).run()
     _, run_meta = load_model(tmp_path / "run" / "model.pt")
     td = run_meta["training_data"]
@@ -152,8 +172,15 @@ def test_keep_fraction_keeps_the_most_reliable_cases(unlabeled_inputs, tmp_path)
     with pytest.raises(InputError, match="quality score"):
         pseudo_label_cases(model, {**meta, "quality": None}, find_cases(src), tmp_path / "x", keep_fraction=0.5)
     quality = {"score": "entropy_per_volume", "threshold": -1.0, "min_mc_samples": 2}  # the flag would drop all
-    manifest = pseudo_label_cases(model, {**meta, "quality": quality}, find_cases(src), tmp_path / "half",
-                                  mc_samples=2, keep_fraction=0.5, device="cpu")
+    manifest = pseudo_label_cases(
+        model,
+        {**meta, "quality": quality},
+        find_cases(src),
+        tmp_path / "half",
+        mc_samples=2,
+        keep_fraction=0.5,
+        device="cpu",
+    )
     records = manifest["cases"]
     worst = {n: max(s["entropy_per_volume"] for s in r["structures"].values()) for n, r in records.items()}
     best = min(worst, key=worst.get)

@@ -39,8 +39,12 @@ SOURCE_DIRS = ("SemiSupCardiacSegLib", "Training", "SemiSupCardiacSeg")
 
 def _version_of(python: str) -> str | None:
     try:
-        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -50,8 +54,11 @@ def find_interpreters(version: str) -> list[str]:
     """Candidate executables for Python ``version``, the venv with packages first."""
     tag = version.replace(".", "")
     venvs = Path(os.environ.get("SEMISUP_COMPAT_VENVS", REPO.parent))
-    cands = [os.environ.get(f"SEMISUP_PY{tag}"), str(venvs / VERSIONS[version] / "bin" / "python"),
-             shutil.which(f"python{version}")]
+    cands = [
+        os.environ.get(f"SEMISUP_PY{tag}"),
+        str(venvs / VERSIONS[version] / "bin" / "python"),
+        shutil.which(f"python{version}"),
+    ]
     cands += sorted(glob.glob(str(Path.home() / ".pyenv" / "versions" / f"{version}.*" / "bin" / f"python{version}")))
     found = []
     for c in cands:
@@ -63,8 +70,10 @@ def find_interpreters(version: str) -> list[str]:
 def interpreter(version: str) -> str:
     found = find_interpreters(version)
     if not found:
-        pytest.skip(f"no Python {version} interpreter found (set SEMISUP_PY{version.replace('.', '')} or run "
-                    f"`make compat-venvs`, which creates ../{VERSIONS[version]})")
+        pytest.skip(
+            f"no Python {version} interpreter found (set SEMISUP_PY{version.replace('.', '')} or run "
+            f"`make compat-venvs`, which creates ../{VERSIONS[version]})"
+        )
     return found[0]
 
 
@@ -88,7 +97,9 @@ sys.exit(1 if bad else 0)
 @pytest.mark.parametrize("version", sorted(VERSIONS))
 def test_every_file_compiles(version):
     python = interpreter(version)
-    proc = subprocess.run([python, "-c", COMPILE_ALL, *SOURCE_DIRS], cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [python, "-c", COMPILE_ALL, *SOURCE_DIRS], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, f"Python {version} ({python}) cannot compile:\n{proc.stdout}{proc.stderr}"
     assert int(proc.stdout.split()[1]) > 40
 
@@ -159,7 +170,9 @@ print("SMOKE " + json.dumps({"python": sys.version.split()[0], "h5": h5, "torch_
 def test_torch_free_modules_run(version, tmp_path):
     found = find_interpreters(version)
     if not found:
-        pytest.skip(f"no Python {version} interpreter found (run `make compat-venvs`, which creates ../{VERSIONS[version]})")
+        pytest.skip(
+            f"no Python {version} interpreter found (run `make compat-venvs`, which creates ../{VERSIONS[version]})"
+        )
     probe = "import importlib.util as u; print(' '.join(n for n in ('numpy', 'scipy', 'SimpleITK') if u.find_spec(n) is None))"
     python, lacking = None, ""
     for cand in found:
@@ -168,12 +181,14 @@ def test_torch_free_modules_run(version, tmp_path):
             python = cand
             break
     if python is None:
-        pytest.skip(f"Python {version} ({found[0]}) lacks {lacking.replace(' ', ', ')}: "
-                    f"run `make compat-venvs` (pip install numpy scipy SimpleITK h5py into ../{VERSIONS[version]})")
+        pytest.skip(
+            f"Python {version} ({found[0]}) lacks {lacking.replace(' ', ', ')}: "
+            f"run `make compat-venvs` (pip install numpy scipy SimpleITK h5py into ../{VERSIONS[version]})"
+        )
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run([python, "-c", SMOKE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"Python {version} ({python}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("SMOKE "))
-    info = json.loads(line[len("SMOKE "):])
+    info = json.loads(line[len("SMOKE ") :])
     assert info["python"].startswith(version + ".")
     assert info["torch_free"] >= 15 and info["need_torch"] >= 1

@@ -69,7 +69,9 @@ def test_dataset_items_and_sdm_targets():
     lab[6:14, 6:14, 4:12] = 1
     ds = CropDataset([Case("a", img, lab), Case("b", img, None)], (16, 16, 16), num_classes=2)
     a, b = ds[(0, 123)], ds[(1, 5)]
-    assert a["image"].shape == (1, 16, 16, 16) and a["label"].shape == (16, 16, 16) and a["sdm"].shape == (1, 16, 16, 16)
+    assert (
+        a["image"].shape == (1, 16, 16, 16) and a["label"].shape == (16, 16, 16) and a["sdm"].shape == (1, 16, 16, 16)
+    )
     assert a["labeled"] and not b["labeled"]
     inside = a["label"].numpy() == 1
     assert (a["sdm"][0].numpy()[inside] <= 0).all() and (a["sdm"][0].numpy()[~inside] > 0).all()

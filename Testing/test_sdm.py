@@ -21,7 +21,7 @@ def test_1d_line_values_by_hand():
 
 def test_sphere_sign_range_and_boundary():
     g = np.mgrid[:40, :40, :40]
-    mask = ((g - 20) ** 2).sum(0) <= 10 ** 2
+    mask = ((g - 20) ** 2).sum(0) <= 10**2
     sdm = signed_distance_map(mask)
     assert sdm.dtype == np.float32 and sdm.shape == mask.shape
     assert sdm.min() == pytest.approx(-1.0) and sdm.max() == pytest.approx(1.0)

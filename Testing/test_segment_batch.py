@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from SemiSupCardiacSegLib.cli import main as cli_main
 from SemiSupCardiacSegLib.io import write_volume
 from SemiSupCardiacSegLib.phantoms import make_la_phantom
@@ -30,8 +30,19 @@ def _cases(folder: Path, n: int, shape=(48, 44, 24)) -> Path:
 
 
 def _argv(inp, out, trained, *extra):
-    return ["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--mc-samples", "2",
-            "--device", "cpu", *extra]
+    return [
+        "segment",
+        str(inp),
+        "--out",
+        str(out),
+        "--model",
+        str(trained / "model.pt"),
+        "--mc-samples",
+        "2",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_batch_with_a_corrupt_case_reports_it_and_does_the_rest(trained, tmp_path, capsys):
@@ -46,8 +57,13 @@ def test_batch_with_a_corrupt_case_reports_it_and_does_the_rest(trained, tmp_pat
     assert len(errors) == 1 and errors[0].startswith("error: case1:")
     assert (out / "case0" / "report.json").is_file() and (out / "case2" / "report.json").is_file()
     assert not (out / "case1").exists()
-    assert json.loads(captured.out.strip().splitlines()[-1]) == {"out": str(out), "cases": 3, "complete": 2,
-                                                                 "failed": 1, "summary": str(out / "summary.csv")}
+    assert json.loads(captured.out.strip().splitlines()[-1]) == {
+        "out": str(out),
+        "cases": 3,
+        "complete": 2,
+        "failed": 1,
+        "summary": str(out / "summary.csv"),
+    }
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["case"]: r for r in summary["cases"]}
     assert summary["n_complete"] == 2 and summary["n_failed"] == 1
@@ -55,7 +71,9 @@ def test_batch_with_a_corrupt_case_reports_it_and_does_the_rest(trained, tmp_pat
     for name in ("case0", "case2"):
         report = json.loads((out / name / "report.json").read_text())
         assert rows[name]["status"] == "done" and rows[name]["error"] is None and rows[name]["seconds"] > 0
-        assert rows[name]["volumes_ml"]["left atrium"] == pytest.approx(report["structures"]["left atrium"]["volume_ml"], abs=1e-3)
+        assert rows[name]["volumes_ml"]["left atrium"] == pytest.approx(
+            report["structures"]["left atrium"]["volume_ml"], abs=1e-3
+        )
     table = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["case"] for r in table] == ["case0", "case1", "case2"]
     assert set(table[0]) >= {"case", "status", "left atrium (mL)", "quality", "seconds", "error"}
@@ -68,8 +86,11 @@ def test_batch_with_a_corrupt_case_reports_it_and_does_the_rest(trained, tmp_pat
     assert rows["case0"]["status"] == "done earlier" and rows["case0"]["seconds"] > 0
     assert rows["case1"]["status"] == "failed"
     # Repaired, the rerun does only that case: exit code 0.
-    write_volume(Volume(make_la_phantom(shape=(48, 44, 24), spacing=(2.0, 2.0, 2.5), seed=7).image, (2.0, 2.0, 2.5)),
-                 inp / "case1.nrrd", overwrite=True)
+    write_volume(
+        Volume(make_la_phantom(shape=(48, 44, 24), spacing=(2.0, 2.0, 2.5), seed=7).image, (2.0, 2.0, 2.5)),
+        inp / "case1.nrrd",
+        overwrite=True,
+    )
     assert cli_main(_argv(inp, out, trained, "--quiet")) == 0
     assert (out / "case1" / "report.json").is_file()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nrrd") if p in mtimes} == mtimes
@@ -105,7 +126,9 @@ def test_batch_interrupted_then_rerun_completes_the_rest(trained, tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     done = sorted(p.parent.name for p in out.glob("*/report.json"))
     assert 1 <= len(done) < 5
-    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]  # the case in progress left nothing
+    assert not [
+        p.name for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name
+    ]  # the case in progress left nothing
     summary = json.loads((out / "summary.json").read_text())
     assert {r["case"] for r in summary["cases"] if r["status"] == "done"} >= set(done[:1])
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")}

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import vtk
+from conftest import REPO
 from scipy.spatial.transform import Rotation
 
-from conftest import REPO
 from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.data.datasets import find_cases
 from SemiSupCardiacSegLib.inference import predict_with_model
@@ -75,10 +75,13 @@ def test_segment_matches_library_on_input_grid(logic, trained):
     assert sdm_display.GetLevel() == 0.0 and sdm_display.GetWindow() == 2.0 and not sdm_display.GetAutoWindowLevel()
     assert np.allclose(volume_from_node(result.distance).array, pred.foreground_sdm(), atol=1e-6)
     assert result.report["structures"]["left atrium"]["volume_ml"] == pytest.approx(
-        labels.array.sum() * vol.voxel_volume_ml())
+        labels.array.sum() * vol.voxel_volume_ml()
+    )
     table = logic.results_table(result)
     assert table.GetNumberOfRows() == 1 and table.GetCellText(0, 0) == "left atrium"
-    assert float(table.GetCellText(0, 1)) == pytest.approx(result.report["structures"]["left atrium"]["volume_ml"], abs=0.01)
+    assert float(table.GetCellText(0, 1)) == pytest.approx(
+        result.report["structures"]["left atrium"]["volume_ml"], abs=0.01
+    )
     # The input node is untouched; a second run makes new nodes with new names.
     assert np.array_equal(volume_from_node(node).array, vol.array)
     again = logic.segment(node, model=str(trained / "model.pt"), mc_samples=1, device="cpu")
@@ -145,20 +148,28 @@ def test_fine_tune_from_the_module_logic_gives_a_loadable_model(logic, trained, 
     for i, seed in enumerate((1, 2, 3, 4)):  # 3 labeled (the last held out for validation), 1 unlabeled
         ph = make_la_phantom(shape=(64, 64, 32), spacing=(1.5, 1.5, 1.5), seed=seed)
         node = logic.add_volume_node(Volume(ph.image, ph.spacing), f"case{i}")
-        seg = logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}") if i < 3 else None
+        seg = (
+            logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}")
+            if i < 3
+            else None
+        )
         logic.add_to_library(node, lib, seg)
     job = logic.fine_tune(lib, tmp_path / "ft", model=str(trained / "model.pt"), iterations=2, threads=1)
     assert job.wait(600) == 0, (tmp_path / "ft" / "fine_tune_stdout.txt").read_text()[-2000:]
     new_model = str(tmp_path / "ft" / "model.pt")
     meta = logic.load_model(new_model)[1]
     assert meta["iteration"] == 2
-    assert meta["training_data"]["validation_cases"] == ["case2"] and "case2" not in meta["training_data"]["labeled_cases"]
+    assert (
+        meta["training_data"]["validation_cases"] == ["case2"] and "case2" not in meta["training_data"]["labeled_cases"]
+    )
     assert logic.segment_button_text(new_model) == "Segment LA"
     # Validation metrics of the old and the new model side by side, on the held-out case.
     table, results = logic.compare_models(str(trained / "model.pt"), new_model, device="cpu")
     assert results["old"]["per_case"].keys() == results["new"]["per_case"].keys() == {"case2"}
-    rows = {(table.GetCellText(r, 0), table.GetCellText(r, 1)): (table.GetCellText(r, 2), table.GetCellText(r, 3))
-            for r in range(table.GetNumberOfRows())}
+    rows = {
+        (table.GetCellText(r, 0), table.GetCellText(r, 1)): (table.GetCellText(r, 2), table.GetCellText(r, 3))
+        for r in range(table.GetNumberOfRows())
+    }
     before, after = rows[("left atrium", "dice")]
     assert float(before) == pytest.approx(results["old"]["mean"]["left atrium"]["dice"]["mean"], abs=5e-4)
     assert float(after) == pytest.approx(results["new"]["mean"]["left atrium"]["dice"]["mean"], abs=5e-4)
@@ -180,8 +191,12 @@ def test_uncertain_regions_have_ras_centres_inside_and_slices_jump_there(logic):
     e = np.zeros((30, 30, 20), np.float32)
     e[3:8, 3:8, 3:8] = 0.5
     e[15:25, 15:25, 10:15] = 0.65
-    vol = Volume(e, spacing=(1.0, 1.5, 2.0), origin=(5.0, 7.0, -9.0),
-                 direction=Rotation.from_euler("z", 20, degrees=True).as_matrix())
+    vol = Volume(
+        e,
+        spacing=(1.0, 1.5, 2.0),
+        origin=(5.0, 7.0, -9.0),
+        direction=Rotation.from_euler("z", 20, degrees=True).as_matrix(),
+    )
     node = logic.add_volume_node(vol, "uncertainty")
     regions = logic.uncertain_regions(node)
     assert [r.mean_entropy for r in regions] == pytest.approx([0.65, 0.5])
@@ -214,8 +229,10 @@ def test_scene_with_overlays_saves_and_reloads(logic, trained, tmp_path):
     reloaded = slicer.vtkMRMLScene()
     reloaded.SetURL(str(scene_file))
     assert reloaded.Import()
-    names = {reloaded.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
-             for i in range(reloaded.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))}
+    names = {
+        reloaded.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
+        for i in range(reloaded.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+    }
     assert names == {"patient", "patient distance", "patient uncertainty"}
     back = volume_from_node(reloaded.GetFirstNodeByName("patient uncertainty"))
     assert back.same_grid(vol) and np.allclose(back.array, volume_from_node(result.uncertainty).array)
@@ -237,24 +254,47 @@ def test_import_outputs_of_the_command_line_matches_in_process_segment(logic, tr
 
     vol = _oblique_phantom(seed=4)
     inp = write_volume(vol, tmp_path / "in.nrrd")
-    assert cli_main(["segment", str(inp), "--out", str(tmp_path / "out"), "--model", str(trained / "model.pt"),
-                     "--mc-samples", "2", "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "segment",
+                str(inp),
+                "--out",
+                str(tmp_path / "out"),
+                "--model",
+                str(trained / "model.pt"),
+                "--mc-samples",
+                "2",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     node = logic.add_volume_node(vol, "case")
     imported = logic.import_outputs(node, tmp_path / "out")
     direct = logic.segment(node, model=str(trained / "model.pt"), mc_samples=2, device="cpu")
-    assert np.array_equal(logic.labels_from_segmentation(imported.segmentation, node).array,
-                          logic.labels_from_segmentation(direct.segmentation, node).array)
-    assert np.allclose(volume_from_node(imported.uncertainty).array, volume_from_node(direct.uncertainty).array, atol=1e-6)
+    assert np.array_equal(
+        logic.labels_from_segmentation(imported.segmentation, node).array,
+        logic.labels_from_segmentation(direct.segmentation, node).array,
+    )
+    assert np.allclose(
+        volume_from_node(imported.uncertainty).array, volume_from_node(direct.uncertainty).array, atol=1e-6
+    )
     assert imported.segmentation.GetSegmentation().GetNthSegment(0).GetName() == "left atrium"
-    other = logic.add_volume_node(Volume(vol.array[:, :, :-1].copy(), vol.spacing, vol.origin, vol.direction), "cropped")
+    other = logic.add_volume_node(
+        Volume(vol.array[:, :, :-1].copy(), vol.spacing, vol.origin, vol.direction), "cropped"
+    )
     with pytest.raises(ValueError, match="not on the grid"):
         logic.import_outputs(other, tmp_path / "out")
 
 
 def test_cardiac_table_from_ed_es_segmentations(logic):
+    from SemiSupCardiacSegLogic.logic import SegmentResult
+
     from SemiSupCardiacSegLib.cardiac import cardiac_indices
     from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom
-    from SemiSupCardiacSegLogic.logic import SegmentResult
 
     names = {1: "right ventricle", 2: "myocardium", 3: "left ventricle"}
     results, nodes = [], []
@@ -277,7 +317,9 @@ def test_cardiac_table_from_ed_es_segmentations(logic):
     assert tags["myocardium"].split("~")[1:3] == ["SCT^85756007^Tissue", "SCT^71616004^Muscle"]
     assert tags["myocardium"].split("~")[5] == "SCT^80891009^Heart"
     assert tags["left ventricle"].split("~")[2] == "SCT^87878005^Left ventricle"
-    assert all(tags[n].split("~")[1] == "SCT^123037004^Anatomical Structure" for n in ("right ventricle", "left ventricle"))
+    assert all(
+        tags[n].split("~")[1] == "SCT^123037004^Anatomical Structure" for n in ("right ventricle", "left ventricle")
+    )
     assert all(len(t.split("~")) == 7 for t in tags.values())
 
 
@@ -286,8 +328,10 @@ def test_logic_imports_without_torch():
     may not import torch."""
     import subprocess
 
-    code = ("import sys; sys.path[:0] = [%r, %r]; import SemiSupCardiacSegLogic; "
-            "assert 'torch' not in sys.modules, 'torch imported'" % (str(REPO), str(REPO / "SemiSupCardiacSeg")))
+    code = (
+        "import sys; sys.path[:0] = [%r, %r]; import SemiSupCardiacSegLogic; "
+        "assert 'torch' not in sys.modules, 'torch imported'" % (str(REPO), str(REPO / "SemiSupCardiacSeg"))
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -311,11 +355,15 @@ def test_background_segment_job_streams_progress_and_imports(logic, trained, tmp
         diff = np.abs(volume_from_node(node_of(result)).array - volume_from_node(node_of(direct)).array)
         assert diff.max() <= step / 2 + 1e-6, name
     # Cancel: a job killed at once ends and leaves no outputs behind.
-    slow = logic.start_segment_job(node, tmp_path / "job2", model=str(trained / "model.pt"), mc_samples=50, device="cpu")
+    slow = logic.start_segment_job(
+        node, tmp_path / "job2", model=str(trained / "model.pt"), mc_samples=50, device="cpu"
+    )
     slow.cancel()
     assert slow.poll() is not None and not (tmp_path / "job2" / "result" / "segmentation.nrrd").exists()
     # A bad model path: the child's one-line error is available to show.
-    bad = logic.start_segment_job(node, tmp_path / "job3", model=str(tmp_path / "missing.pt"), mc_samples=1, device="cpu")
+    bad = logic.start_segment_job(
+        node, tmp_path / "job3", model=str(tmp_path / "missing.pt"), mc_samples=1, device="cpu"
+    )
     assert bad.wait(120) == 2 and bad.error().startswith("error:")
 
 
@@ -329,7 +377,10 @@ def test_shipped_cine_model_through_the_logic(logic):
     result = logic.segment(node, model="cine", mc_samples=2, device="cpu")
     seg = result.segmentation.GetSegmentation()
     assert sorted(seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())) == [
-        "left ventricle", "myocardium", "right ventricle"]
+        "left ventricle",
+        "myocardium",
+        "right ventricle",
+    ]
     labels = logic.labels_from_segmentation(result.segmentation, node)
     assert labels.shape == ph.label.shape and set(np.unique(labels.array)) <= {0, 1, 2, 3}
     assert logic.segment_button_text("cine") == "Segment RV, myocardium, LV"
@@ -338,8 +389,12 @@ def test_shipped_cine_model_through_the_logic(logic):
 def _library_case(logic, name="case L"):
     vol = _oblique_phantom(seed=9)
     node = logic.add_volume_node(vol, name)
-    seg = logic.add_segmentation_node(vol.with_array((vol.array > np.percentile(vol.array, 97)).astype(np.uint8)),
-                                      node, {1: "left atrium"}, f"{name} seg")
+    seg = logic.add_segmentation_node(
+        vol.with_array((vol.array > np.percentile(vol.array, 97)).astype(np.uint8)),
+        node,
+        {1: "left atrium"},
+        f"{name} seg",
+    )
     return node, seg
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
-slicer_core = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed for the module tests")
+slicer_core = pytest.importorskip(
+    "slicer", reason="slicer-core (pip install slicer-core) is needed for the module tests"
+)
 sys.path.insert(0, str(REPO / "SemiSupCardiacSeg"))
 from slicer_harness import SLICER_LAYERS, TAGS, SlicerSession  # noqa: E402
 
@@ -23,8 +24,11 @@ from SemiSupCardiacSegLib.phantoms import make_la_phantom  # noqa: E402
 from SemiSupCardiacSegLib.volume import Volume  # noqa: E402
 
 if not SLICER_LAYERS.is_dir():
-    pytest.skip(f"Slicer's Python layers not found at {SLICER_LAYERS} (kept outside the repository: "
-                "../shared/slicer); the module's Widget tests need them", allow_module_level=True)
+    pytest.skip(
+        f"Slicer's Python layers not found at {SLICER_LAYERS} (kept outside the repository: "
+        "../shared/slicer); the module's Widget tests need them",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(params=TAGS)
@@ -49,8 +53,10 @@ def _segment(session, timeout_s: float = 300.0) -> None:
 
 
 def _segmentations(scene) -> list:
-    return [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
-            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    return [
+        scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))
+    ]
 
 
 def _child_processes() -> set[int]:
@@ -133,8 +139,10 @@ def test_segment_in_background_then_review_and_cancel(session, trained):
     table = session.scene.GetNodeByID(session.core.application_logic.GetSelectionNode().GetActiveTableID())
     assert table is not None and table.GetCellText(0, 0) == "left atrium"
     # Heatmap over the input in the slice views.
-    composites = [session.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-                  for i in range(session.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    composites = [
+        session.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        for i in range(session.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))
+    ]
     assert composites and all(c.GetForegroundVolumeID() == result.uncertainty.GetID() for c in composites)
     # Next uncertain region centres the slice views on the first region.
     if w._regions:
@@ -229,7 +237,11 @@ def test_fine_tune_registers_the_new_model_and_compares(session, trained, tmp_pa
     lib = tmp_path / "lib"
     for i, seed in enumerate((1, 2, 3, 4)):  # 3 labeled (the last held out), 1 unlabeled
         node, ph = _volume(session, seed, f"case{i}")
-        seg = w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}") if i < 3 else None
+        seg = (
+            w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}")
+            if i < 3
+            else None
+        )
         w.logic.add_to_library(node, lib, seg)
     p = w._parameterNode
     p.libraryFolder, p.model, p.fineTuneIterations, p.device = lib, str(trained / "model.pt"), 10, "cpu"
@@ -238,8 +250,9 @@ def test_fine_tune_registers_the_new_model_and_compares(session, trained, tmp_pa
     assert w._runner.label == "fine-tune" and w.ui.fineTuneButton.text == "Cancel fine-tuning"
     assert job.argv[0] == sys.executable and job.argv[1].endswith("train.py")
     labels_seen = set()
-    assert session.wait_until(lambda: labels_seen.add(w._runner.label) or not w._runner.busy, 600), \
+    assert session.wait_until(lambda: labels_seen.add(w._runner.label) or not w._runner.busy, 600), (
         job.log_path.read_text()[-2000:]
+    )
     new = job.out / "model.pt"
     assert new.is_file(), w.ui.statusLabel.text
     assert {"fine-tune", "fine-tune: evaluating the old model", "fine-tune: evaluating the new model"} <= labels_seen
@@ -271,8 +284,9 @@ def test_scene_close_and_module_cleanup_leave_nothing_running(session, trained, 
     lib = tmp_path / "lib"
     for i in range(3):
         n, ph = _volume(session, 10 + i, f"case{i}")
-        w.logic.add_to_library(n, lib, w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), n,
-                                                                     {1: "left atrium"}, f"seg{i}"))
+        w.logic.add_to_library(
+            n, lib, w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), n, {1: "left atrium"}, f"seg{i}")
+        )
     w._parameterNode.libraryFolder, w._parameterNode.model = lib, str(trained / "model.pt")
     w._parameterNode.fineTuneIterations = 100000
     w.ui.fineTuneButton.click()
@@ -366,8 +380,7 @@ def test_stop_uses_the_platform_process_group(monkeypatch, tmp_path):
         time.sleep(0.1)
     assert job.poll() is not None
     time.sleep(0.5)
-    alive = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-             if _pgid(pid) == group]
+    alive = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _pgid(pid) == group]
     assert not alive, f"processes of the stopped group still alive: {alive}"
 
     class Recorder:  # stands in for a Windows Popen: records what the stop sends

@@ -60,8 +60,13 @@ def test_cmake_lists_name_existing_files():
     for rel in listed:
         assert (MODULE_DIR / rel).is_file(), rel
     top = (REPO / "CMakeLists.txt").read_text()
-    for needed in ("project(SemiSupCardiacSeg)", "find_package(Slicer", "add_subdirectory(SemiSupCardiacSeg)",
-                   "EXTENSION_DEPENDS", "EXTENSION_CATEGORY"):
+    for needed in (
+        "project(SemiSupCardiacSeg)",
+        "find_package(Slicer",
+        "add_subdirectory(SemiSupCardiacSeg)",
+        "EXTENSION_DEPENDS",
+        "EXTENSION_CATEGORY",
+    ):
         assert needed in top
 
 
@@ -70,8 +75,12 @@ def test_every_mrml_widget_of_the_ui_gets_the_scene():
     widget's mrmlSceneChanged to each one (a selector without it shows an empty list in Slicer)."""
     root = ET.parse(UI_FILE).getroot()
     selectors = {w.get("name") for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
-    connected = {c.findtext("receiver") for c in root.iter("connection")
-                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    connected = {
+        c.findtext("receiver")
+        for c in root.iter("connection")
+        if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+        and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    }
     assert selectors and selectors <= connected, f"no scene for {sorted(selectors - connected)}"
     custom = {c.findtext("class") for c in root.iter("customwidget")}
     used = {w.get("class") for w in root.iter("widget")}
@@ -86,7 +95,14 @@ def test_cmake_minimum_is_slicer_5_10_extension_templates():
     assert m, "no cmake_minimum_required(VERSION ... FATAL_ERROR)"
     assert top.lstrip().startswith("cmake_minimum_required"), "cmake_minimum_required must come first"
     assert (m.group(1), m.group(2)) == ("3.20.6", "3.22.6")
-    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
-                  "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+    for field in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+        "EXTENSION_DEPENDS",
+    ):
         assert re.search(rf"^set\({field} ", top, flags=re.M), field
     assert re.search(r'^set\(EXTENSION_DEPENDS "PyTorch"\)', top, flags=re.M)

@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from SemiSupCardiacSegLib.volume import Volume
 
 sys.path.insert(0, str(REPO / "SemiSupCardiacSeg"))
@@ -52,7 +52,10 @@ def _find(items: list, code: dict) -> dict | None:
     """The item of ``items`` with the code's scheme, value and (exact) meaning."""
     for item in items:
         if (item.get("CodingSchemeDesignator"), item.get("CodeValue"), item.get("CodeMeaning")) == (
-                code["scheme"], code["value"], code["meaning"]):
+            code["scheme"],
+            code["value"],
+            code["meaning"],
+        ):
             return item
     return None
 
@@ -80,7 +83,7 @@ def test_colours_are_rgb_fractions_and_logic_reexports_the_names():
         entry = terminology.STRUCTURES[name]
         assert color == tuple(c / 255 for c in entry.get("display_color", entry["color"]))
     cine = [terminology.structure_color(n) for n in ("right ventricle", "myocardium", "left ventricle")]
-    assert min(np.abs(np.subtract(a, b)).max() for i, a in enumerate(cine) for b in cine[i + 1:]) > 0.3
+    assert min(np.abs(np.subtract(a, b)).max() for i, a in enumerate(cine) for b in cine[i + 1 :]) > 0.3
     assert terminology.structure_color("unknown") == terminology.DEFAULT_COLOR
     assert logic_module.STRUCTURE_COLORS is terminology.STRUCTURE_COLORS
     assert logic_module.DEFAULT_COLOR == terminology.DEFAULT_COLOR
@@ -131,8 +134,11 @@ def _terminology_logic(tag: str):
     load_regions = getattr(logic, "LoadRegionContextFromFile", None) or logic.LoadAnatomicContextFromFile
     for path in files:
         data = json.loads(path.read_text(encoding="utf-8"))
-        loaded = (logic.LoadTerminologyFromFile(str(path)) if "SegmentationCategoryTypeContextName" in data
-                  else load_regions(str(path)))
+        loaded = (
+            logic.LoadTerminologyFromFile(str(path))
+            if "SegmentationCategoryTypeContextName" in data
+            else load_regions(str(path))
+        )
         assert loaded, f"Slicer's logic could not load {path}"
     return slicer, logic
 
@@ -162,8 +168,10 @@ def test_slicer_logic_lookup_rejects_a_code_missing_from_the_lists(tag):
     """The check above can fail: the old myocardium code is not found."""
     slicer, logic = _terminology_logic(tag)
     entry = slicer.vtkSlicerTerminologyEntry()
-    old = ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
-           "~SCT^74281007^Myocardium~^^~Anatomic codes - DICOM master list~^^~^^")
+    old = (
+        "Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+        "~SCT^74281007^Myocardium~^^~Anatomic codes - DICOM master list~^^~^^"
+    )
     if logic.DeserializeTerminologyEntry(old, entry):  # 5.6-style logics refuse it here already
         logic.UpdateEntryFromLoadedTerminologies(entry, [], [])
         assert not entry.GetTypeObject().GetSlicerLabel()
@@ -173,7 +181,6 @@ def test_slicer_logic_lookup_rejects_a_code_missing_from_the_lists(tag):
 def test_segment_tags_round_trip_through_a_saved_segmentation(tmp_path):
     slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed")
     import vtk  # noqa: PLC0415
-
     from SemiSupCardiacSegLogic import headless_slicer  # noqa: PLC0415
 
     logic = headless_slicer().logic()
@@ -195,8 +202,10 @@ def test_segment_tags_round_trip_through_a_saved_segmentation(tmp_path):
 
     written = tags(seg_node)
     for name in names.values():
-        assert written[name] == (terminology.terminology_entry(name),
-                                 tuple(round(c, 6) for c in terminology.structure_color(name)))
+        assert written[name] == (
+            terminology.terminology_entry(name),
+            tuple(round(c, 6) for c in terminology.structure_color(name)),
+        )
     scene_file = logic.save_scene(tmp_path / "scene", [ref, seg_node])
     # Read the .seg.nrrd back into a fresh scene, as Slicer does when it opens the scene.
     scene = slicer.vtkMRMLScene()

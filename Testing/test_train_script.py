@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,12 +21,18 @@ TRAIN = REPO / "Training" / "train.py"
 
 def _train(args, cwd, prelude: str = ""):
     if prelude:  # run the file the way Slicer does: runpy with __name__ == "__main__"
-        cmd = [sys.executable, "-c", prelude + f"import runpy; sys.argv = [{str(TRAIN)!r}] + sys.argv[1:]; "
-               f"runpy.run_path({str(TRAIN)!r}, run_name='__main__'); print('NOT REACHED')", *args]
+        cmd = [
+            sys.executable,
+            "-c",
+            prelude + f"import runpy; sys.argv = [{str(TRAIN)!r}] + sys.argv[1:]; "
+            f"runpy.run_path({str(TRAIN)!r}, run_name='__main__'); print('NOT REACHED')",
+            *args,
+        ]
     else:
         cmd = [sys.executable, str(TRAIN), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -55,7 +60,9 @@ def test_unknown_config_key_is_one_error_line_traceback_only_with_debug(phantom_
     proc = _train(args, tmp_path)
     assert proc.returncode == 2
     lines = _error_lines(proc.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "n_filterz" in lines[0] and str(cfg) in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "n_filterz" in lines[0] and str(cfg) in lines[0], (
+        proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     dbg = _train(args + ["--debug"], tmp_path)
     assert dbg.returncode == 2 and "Traceback" in dbg.stderr
@@ -65,7 +72,8 @@ def test_unknown_config_key_is_one_error_line_traceback_only_with_debug(phantom_
 def test_bad_option_and_unreadable_config(tmp_path):
     bad = _train(["--out", str(tmp_path / "o"), "--iterations", "many"], tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: argument --iterations: invalid int value: 'many' (see --help)"]
+        "error: argument --iterations: invalid int value: 'many' (see --help)"
+    ]
     missing = _train(["--config", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")], tmp_path)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert missing.stderr.startswith(f"error: cannot read config {tmp_path / 'nope.json'}")
@@ -73,11 +81,17 @@ def test_bad_option_and_unreadable_config(tmp_path):
 
 def test_good_tiny_run_through_runpy_exits_zero_without_tqdm(phantom_folder, tmp_path):
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({**TINY, "data": str(phantom_folder), "iterations": 2, "validation": {"last": 0},
-                               "checkpoint_every": 2}))
+    cfg.write_text(
+        json.dumps(
+            {**TINY, "data": str(phantom_folder), "iterations": 2, "validation": {"last": 0}, "checkpoint_every": 2}
+        )
+    )
     # As in Slicer (runpy, __name__ == "__main__"), without tqdm (Slicer has none): progress printout.
-    proc = _train(["--config", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu", "--threads", "1"], tmp_path,
-                  prelude="import sys; sys.modules['tqdm'] = None; ")
+    proc = _train(
+        ["--config", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu", "--threads", "1"],
+        tmp_path,
+        prelude="import sys; sys.modules['tqdm'] = None; ",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "NOT REACHED" not in proc.stdout  # the script ended with SystemExit
     assert json.loads(proc.stdout.strip().splitlines()[-1])["iterations"] == 2
@@ -87,7 +101,9 @@ def test_good_tiny_run_through_runpy_exits_zero_without_tqdm(phantom_folder, tmp
 
 def test_run_path_raises_system_exit_in_process(tmp_path, monkeypatch, capsys):
     """Slicer executes the file in its own interpreter; the end of the script must raise SystemExit."""
-    monkeypatch.setattr(sys, "argv", [str(TRAIN), "--config", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
+    monkeypatch.setattr(
+        sys, "argv", [str(TRAIN), "--config", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]
+    )
     with pytest.raises(SystemExit) as failed:
         runpy.run_path(str(TRAIN), run_name="__main__")
     assert failed.value.code == 2
@@ -99,5 +115,5 @@ def test_run_path_raises_system_exit_in_process(tmp_path, monkeypatch, capsys):
     # The main guard ends with an unconditional, top-level-of-the-guard SystemExit.
     src = TRAIN.read_text().rstrip().splitlines()
     guard = max(i for i, ln in enumerate(src) if ln.startswith('if __name__ == "__main__":'))
-    body = [ln for ln in src[guard + 1:] if ln.strip() and not ln.strip().startswith("#")]
+    body = [ln for ln in src[guard + 1 :] if ln.strip() and not ln.strip().startswith("#")]
     assert body == ["    raise SystemExit(main())"]

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY
 
 from SemiSupCardiacSegLib.cli import main as cli_main
-from SemiSupCardiacSegLib.io import InputError, read_label, read_volume, write_volume
+from SemiSupCardiacSegLib.errors import InputError
+from SemiSupCardiacSegLib.io import read_label, read_volume, write_volume
 from SemiSupCardiacSegLib.phantoms import make_la_phantom
 from SemiSupCardiacSegLib.training import Trainer
 from SemiSupCardiacSegLib.volume import Volume
-
-from conftest import REPO, TINY
 
 
 def _losses(out: Path, key="loss_seg") -> list[float]:
@@ -37,7 +37,7 @@ def test_training_loss_falls_and_files_exist(trained):
 
 
 def test_refuses_to_train_over_existing_run(trained, phantom_folder):
-    from SemiSupCardiacSegLib.io import InputError
+    from SemiSupCardiacSegLib.errors import InputError
 
     with pytest.raises(InputError, match="already holds a training run"):
         Trainer({**TINY, "data": str(phantom_folder)}, trained, device="cpu", progress=False).run()
@@ -48,7 +48,9 @@ def test_resume_continues_to_more_iterations(trained, phantom_folder, tmp_path):
 
     run = tmp_path / "resumed"
     shutil.copytree(trained, run)
-    result = Trainer({**TINY, "data": str(phantom_folder), "iterations": 34}, run, device="cpu", progress=False).run(resume=True)
+    result = Trainer({**TINY, "data": str(phantom_folder), "iterations": 34}, run, device="cpu", progress=False).run(
+        resume=True
+    )
     assert result["iterations"] == 34
     its = [r["iteration"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
     assert its[-4:] == [31, 32, 33, 34]
@@ -63,10 +65,33 @@ def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
     vol = Volume(ph.image, ph.spacing, (10.0, -20.0, 5.0), direction)
     inp = write_volume(vol, tmp_path / "in.nrrd")
     out = tmp_path / "out"
-    code = cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--mc-samples", "3",
-                     "--mc-gate", "0.01", "--device", "cpu", "--montage", "--quiet"])
+    code = cli_main(
+        [
+            "segment",
+            str(inp),
+            "--out",
+            str(out),
+            "--model",
+            str(trained / "model.pt"),
+            "--mc-samples",
+            "3",
+            "--mc-gate",
+            "0.01",
+            "--device",
+            "cpu",
+            "--montage",
+            "--quiet",
+        ]
+    )
     assert code == 0
-    for name in ("segmentation.nrrd", "probability.nrrd", "distance.nrrd", "uncertainty.nrrd", "report.json", "montage.png"):
+    for name in (
+        "segmentation.nrrd",
+        "probability.nrrd",
+        "distance.nrrd",
+        "uncertainty.nrrd",
+        "report.json",
+        "montage.png",
+    ):
         assert (out / name).is_file(), name
     seg = read_label(out / "segmentation.nrrd")
     assert seg.same_grid(vol) and seg.array.dtype == np.uint8
@@ -88,20 +113,65 @@ def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--quiet"]) == 2
     assert "already holds" in capsys.readouterr().err
-    assert cli_main(["segment", str(inp), "--out", str(tmp_path / "gate"), "--model", str(trained / "model.pt"),
-                     "--mc-gate", "1.5", "--quiet"]) == 2
+    assert (
+        cli_main(
+            [
+                "segment",
+                str(inp),
+                "--out",
+                str(tmp_path / "gate"),
+                "--model",
+                str(trained / "model.pt"),
+                "--mc-gate",
+                "1.5",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "mc-gate" in capsys.readouterr().err and not (tmp_path / "gate" / "report.json").exists()
 
 
 def test_segment_h5_and_evaluate(trained, phantom_folder, tmp_path):
     out = tmp_path / "seg"
-    assert cli_main(["segment", str(phantom_folder / "case0.h5"), "--out", str(out), "--model", str(trained / "model.pt"),
-                     "--mc-samples", "1", "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "segment",
+                str(phantom_folder / "case0.h5"),
+                "--out",
+                str(out),
+                "--model",
+                str(trained / "model.pt"),
+                "--mc-samples",
+                "1",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     seg = read_label(out / "segmentation.nrrd")
     assert seg.shape == make_la_phantom(seed=0).label.shape
     res_file = tmp_path / "metrics.json"
-    assert cli_main(["evaluate", "--model", str(trained / "model.pt"), "--data", str(phantom_folder), "--out", str(res_file),
-                     "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(trained / "model.pt"),
+                "--data",
+                str(phantom_folder),
+                "--out",
+                str(res_file),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     res = json.loads(res_file.read_text())
     assert res["n_cases"] == 3 and set(res["per_case"]) == {"case0", "case1", "case9"}
     for key in ("dice", "jaccard", "hd95", "asd", "ravd", "precision", "recall"):
@@ -111,12 +181,28 @@ def test_segment_h5_and_evaluate(trained, phantom_folder, tmp_path):
 def test_cli_bad_input_one_line_and_exit_code(tmp_path):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"not an image")
-    proc = subprocess.run([sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(bad), "--out", str(tmp_path / "o")],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(bad), "--out", str(tmp_path / "o")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
-    missing = subprocess.run([sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(tmp_path / "nope.nrrd"), "--out", str(tmp_path / "o")],
-                             cwd=REPO, capture_output=True, text=True)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "SemiSupCardiacSegLib",
+            "segment",
+            str(tmp_path / "nope.nrrd"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
@@ -124,12 +210,32 @@ def test_unwritable_output_is_named(trained, tmp_path):
     """An output folder that cannot be created (a file is in the way): one error line naming the
     path, exit code 2."""
 
-    image = write_volume(Volume(make_la_phantom(shape=(40, 40, 20), seed=1).image, (2.5, 2.5, 2.5)), tmp_path / "in.nrrd")
+    image = write_volume(
+        Volume(make_la_phantom(shape=(40, 40, 20), seed=1).image, (2.5, 2.5, 2.5)), tmp_path / "in.nrrd"
+    )
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
-    proc = subprocess.run([sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(image), "--out", str(blocker / "out"),
-                           "--model", str(trained / "model.pt"), "--mc-samples", "1", "--device", "cpu", "--quiet"],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "SemiSupCardiacSegLib",
+            "segment",
+            str(image),
+            "--out",
+            str(blocker / "out"),
+            "--model",
+            str(trained / "model.pt"),
+            "--mc-samples",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:") and "blocker" in proc.stderr
 
@@ -155,9 +261,26 @@ def test_read_only_output_folder_is_named(tmp_path):
 def test_train_script_runs_headless(phantom_folder, tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**TINY, "iterations": 3, "validation": {"last": 0}}))
-    proc = subprocess.run([sys.executable, str(REPO / "Training" / "train.py"), "--config", str(cfg), "--data", str(phantom_folder),
-                           "--method", "supervised", "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "Training" / "train.py"),
+            "--config",
+            str(cfg),
+            "--data",
+            str(phantom_folder),
+            "--method",
+            "supervised",
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["iterations"] == 3
     assert (tmp_path / "run" / "model.pt").is_file()
@@ -165,8 +288,13 @@ def test_train_script_runs_headless(phantom_folder, tmp_path):
 
 @pytest.mark.parametrize("method", ["supervised", "dtc", "uamt", "dtml", "mtctl"])
 def test_every_registered_3d_method_trains_through_the_trainer(method, phantom_folder, tmp_path):
-    cfg = {**TINY, "method": method, "iterations": 4, "validation": {"last": 0},
-           "method_params": {"mc_passes": 2, **({"disc_filters": 4} if method == "mtctl" else {})}}
+    cfg = {
+        **TINY,
+        "method": method,
+        "iterations": 4,
+        "validation": {"last": 0},
+        "method_params": {"mc_passes": 2, **({"disc_filters": 4} if method == "mtctl" else {})},
+    }
     if method not in ("uamt", "mtctl"):
         cfg["method_params"] = {}
     result = Trainer({**cfg, "data": str(phantom_folder)}, tmp_path / method, device="cpu", progress=False).run()
@@ -188,8 +316,11 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(phantom_folder, tmp_pa
     Trainer(cfg, tmp_path / "sliced", device="cpu", progress=False).run(resume=True)
 
     def losses(run):
-        return [(r["iteration"], r["loss"], r["loss_adv"]) for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
-                if "loss" in r]
+        return [
+            (r["iteration"], r["loss"], r["loss_adv"])
+            for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+            if "loss" in r
+        ]
 
     assert losses(tmp_path / "sliced") == losses(tmp_path / "straight")
     assert len(losses(tmp_path / "straight")) == 10
@@ -212,7 +343,8 @@ def test_quality_flag_rules():
 
 def test_empty_label_map_in_training_is_named(tmp_path):
     from SemiSupCardiacSegLib.data import find_cases, load_case
-    from SemiSupCardiacSegLib.io import InputError, write_volume
+    from SemiSupCardiacSegLib.errors import InputError
+    from SemiSupCardiacSegLib.io import write_volume
     from SemiSupCardiacSegLib.preprocessing import Preprocessing
     from SemiSupCardiacSegLib.volume import Volume
 
@@ -230,15 +362,22 @@ def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_fold
     statistics recomputed; a stop + resume in the middle of averaging gives the same average."""
     from SemiSupCardiacSegLib.checkpoint import build_model_from_checkpoint, load_checkpoint
 
-    base = {**TINY, "data": str(phantom_folder), "method": "supervised", "method_params": {}, "iterations": 8,
-            "validation": {"last": 1, "every": 100}, "checkpoint_every": 100}
+    base = {
+        **TINY,
+        "data": str(phantom_folder),
+        "method": "supervised",
+        "method_params": {},
+        "iterations": 8,
+        "validation": {"last": 1, "every": 100},
+        "checkpoint_every": 100,
+    }
     swa_cfg = {**base, "swa": {"start": 4, "every": 2, "bn_batches": 3}}
     Trainer(swa_cfg, tmp_path / "swa", device="cpu", progress=False).run()
     snapshots = []
     for n in (6, 8):  # iterations 4 + 2 and 4 + 4
         Trainer({**base, "iterations": 8}, tmp_path / f"plain{n}", device="cpu", progress=False).run(stop_after=n)
         state = torch.load(tmp_path / f"plain{n}" / "last.pt", weights_only=True)["method_state"]
-        snapshots.append({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        snapshots.append({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
     swa = load_checkpoint(tmp_path / "swa" / "model.pt")
     assert swa["swa"]["n_averaged"] == 2 and (tmp_path / "swa" / "swa.pt").is_file()
     params = dict(build_model_from_checkpoint(swa).named_parameters())
@@ -254,13 +393,47 @@ def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_fold
 
     # The model card names the averaging and shows the averaged network's validation row.
     metrics = tmp_path / "metrics.json"
-    assert cli_main(["evaluate", "--model", str(tmp_path / "swa" / "model.pt"), "--data", str(phantom_folder), "--out", str(metrics),
-                     "--mc-samples", "2", "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "swa" / "model.pt"),
+                "--data",
+                str(phantom_folder),
+                "--out",
+                str(metrics),
+                "--mc-samples",
+                "2",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     sys.path.insert(0, str(REPO / "Training"))
     import model_card
 
-    assert model_card.main(["--run", str(tmp_path / "swa"), "--model", str(tmp_path / "swa" / "model.pt"), "--eval", str(metrics),
-                            "--hardware", "test CPU", "--command", "test", "--out", str(tmp_path / "card.md")]) == 0
+    assert (
+        model_card.main(
+            [
+                "--run",
+                str(tmp_path / "swa"),
+                "--model",
+                str(tmp_path / "swa" / "model.pt"),
+                "--eval",
+                str(metrics),
+                "--hardware",
+                "test CPU",
+                "--command",
+                "test",
+                "--out",
+                str(tmp_path / "card.md"),
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "card.md").read_text()
     assert "mean of the weights after iterations 6, 8 (2 snapshots" in text
     assert f"| 8, weight average of 2 | {logs[-1]['swa_val_dice']:.4f} |" in text
@@ -273,4 +446,3 @@ def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_fold
 
     with pytest.raises(InputError, match="swa"):
         Trainer({**swa_cfg, "swa": {"start": 0, "every": 0}}, tmp_path / "bad", device="cpu", progress=False).run()
-

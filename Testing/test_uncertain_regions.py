@@ -24,7 +24,9 @@ def _map():
 def test_regions_ranked_by_mean_entropy_with_centres_inside():
     vol = Volume(_map(), spacing=(1.0, 1.0, 2.0), origin=(10.0, -5.0, 3.0))
     regions = rank_uncertain_regions(vol, num_classes=2, min_volume_mm3=20.0)
-    assert [round(r.mean_entropy, 3) for r in regions] == sorted((round(r.mean_entropy, 3) for r in regions), reverse=True)
+    assert [round(r.mean_entropy, 3) for r in regions] == sorted(
+        (round(r.mean_entropy, 3) for r in regions), reverse=True
+    )
     assert len(regions) == 3  # the single voxel (2 mm^3) is dropped
     big, small, ring = regions
     assert big.volume_mm3 == pytest.approx(1000 * 2.0) and big.max_entropy == pytest.approx(0.69)

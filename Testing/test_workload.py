@@ -9,9 +9,16 @@ import pytest
 
 from SemiSupCardiacSegLib import inference
 from SemiSupCardiacSegLib.cli import main as cli_main
-from SemiSupCardiacSegLib.inference import (LARGE_GRID_FACTOR, Workload, cgroup_available_bytes, check_workload,
-                                            plan_workload, window_grid)
-from SemiSupCardiacSegLib.io import InputError, write_volume
+from SemiSupCardiacSegLib.errors import InputError
+from SemiSupCardiacSegLib.inference import (
+    LARGE_GRID_FACTOR,
+    Workload,
+    cgroup_available_bytes,
+    check_workload,
+    plan_workload,
+    window_grid,
+)
+from SemiSupCardiacSegLib.io import write_volume
 from SemiSupCardiacSegLib.preprocessing import Preprocessing, to_model_space
 from SemiSupCardiacSegLib.volume import Volume
 
@@ -59,8 +66,11 @@ def test_an_ordinary_la_volume_is_not_large_and_costs_no_probe():
 
 
 def test_plan_matches_the_model_grid_and_the_windows_really_run():
-    vol = Volume(np.random.default_rng(1).normal(size=(30, 20, 12)).astype(np.float32), (1.5, 2.0, 3.0),
-                 direction=np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    vol = Volume(
+        np.random.default_rng(1).normal(size=(30, 20, 12)).astype(np.float32),
+        (1.5, 2.0, 3.0),
+        direction=np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    )
     prep = Preprocessing(spacing=(1.0, 1.0, 1.0))
     work = plan_workload(vol, prep, (16, 16, 8), 0.5, mc_samples=1)
     assert work.model_shape == to_model_space(vol, prep).array.shape
@@ -74,14 +84,28 @@ def test_large_grid_threshold_needs_both_the_factor_and_many_windows():
     assert Workload((10, 10, 10), (80, 80, 80), 200, 1, 1).grid_factor > LARGE_GRID_FACTOR
 
 
-def test_segment_refuses_a_coarse_volume_before_any_work_and_runs_it_with_allow_large(trained, tmp_path, capsys, monkeypatch):
+def test_segment_refuses_a_coarse_volume_before_any_work_and_runs_it_with_allow_large(
+    trained, tmp_path, capsys, monkeypatch
+):
     # The tiny model works at 2.5 mm with 32 x 32 x 16 windows; a 20 mm volume is upsampled 8x per axis.
     inp = write_volume(_localizer(shape=(10, 10, 6), spacing=(20.0, 20.0, 20.0)), tmp_path / "coarse.nrrd")
     ran = []
     real = inference.predict_model_space
     monkeypatch.setattr(inference, "predict_model_space", lambda *a, **k: ran.append(1) or real(*a, **k))
-    argv = ["segment", str(inp), "--out", str(tmp_path / "out"), "--model", str(trained / "model.pt"), "--mc-samples", "1",
-            "--device", "cpu", "--quiet", "--no-tta"]
+    argv = [
+        "segment",
+        str(inp),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(trained / "model.pt"),
+        "--mc-samples",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-tta",
+    ]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the model grid 80 x 80 x 48") and "--allow-large" in err and "windows" in err

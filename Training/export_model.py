@@ -24,14 +24,21 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def export(model: Path, out: Path, tta_rot90: bool = False, quality: Path | None = None, choice: str | None = None,
-           overwrite: bool = False, fine_tune_from: Path | None = None) -> dict:
+def export(
+    model: Path,
+    out: Path,
+    tta_rot90: bool = False,
+    quality: Path | None = None,
+    choice: str | None = None,
+    overwrite: bool = False,
+    fine_tune_from: Path | None = None,
+) -> dict:
     """Write ``out`` from ``model`` with the given settings; -> the new metadata (without weights).
 
     fine_tune_from: a checkpoint (a self-trained model's teacher) whose method and parameters the
     Slicer module's fine-tuning uses on libraries with unlabeled cases (``jobs.fine_tune_config``)."""
     from SemiSupCardiacSegLib.checkpoint import load_checkpoint, model_payload_from_resume, save_checkpoint
-    from SemiSupCardiacSegLib.io import InputError
+    from SemiSupCardiacSegLib.errors import InputError
 
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
@@ -44,23 +51,32 @@ def export(model: Path, out: Path, tta_rot90: bool = False, quality: Path | None
         result = json.loads(Path(quality).read_text())
         measured = result.get("model", {}).get("id")
         if measured != ckpt["model_id"]:
-            raise InputError(f"{Path(quality).name} measured model {measured}, not {ckpt['model_id']}: its threshold "
-                             "belongs to other weights")
+            raise InputError(
+                f"{Path(quality).name} measured model {measured}, not {ckpt['model_id']}: its threshold "
+                "belongs to other weights"
+            )
         flag = result["suggested_flag"]
         ckpt["quality"] = {
-            "score": flag["score"], "threshold": round(float(flag["threshold"]), 3),
-            "min_mc_samples": int(result["model"]["mc_samples"]), "mc_scope": result["model"].get("mc_scope", "decoder"),
-            "source": (f"{result['command']} on {result['n_cases']} held-out cases ({result['n_samples']} samples): "
-                       f"{flag['score']} > {flag['threshold']:.3f} (highest Youden index, {flag['youden']:.2f}) flags "
-                       f"{flag['flagged']}, {flag['flagged_below']} of the {flag['below']} below the benchmark's Dice "
-                       "cut among them; set on the same cases it is judged on."),
+            "score": flag["score"],
+            "threshold": round(float(flag["threshold"]), 3),
+            "min_mc_samples": int(result["model"]["mc_samples"]),
+            "mc_scope": result["model"].get("mc_scope", "decoder"),
+            "source": (
+                f"{result['command']} on {result['n_cases']} held-out cases ({result['n_samples']} samples): "
+                f"{flag['score']} > {flag['threshold']:.3f} (highest Youden index, {flag['youden']:.2f}) flags "
+                f"{flag['flagged']}, {flag['flagged_below']} of the {flag['below']} below the benchmark's Dice "
+                "cut among them; set on the same cases it is judged on."
+            ),
         }
     if choice:
         ckpt["inference_choice"] = choice
     if fine_tune_from is not None:
         teacher = load_checkpoint(fine_tune_from)
-        ckpt["fine_tune"] = {"method": teacher["method"], "method_params": teacher.get("method_params", {}),
-                             "from_model_id": teacher.get("model_id")}
+        ckpt["fine_tune"] = {
+            "method": teacher["method"],
+            "method_params": teacher.get("method_params", {}),
+            "from_model_id": teacher.get("model_id"),
+        }
     save_checkpoint(out, ckpt)
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
 
@@ -72,19 +88,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tta-rot90", action="store_true", help="infer with the 8 in-plane rotations/flips")
     p.add_argument("--quality", type=Path, help="uncertainty_quality result JSON of this model: its suggested flag")
     p.add_argument("--choice", help="how the shipped settings were chosen (stored as inference_choice)")
-    p.add_argument("--fine-tune-from", type=Path,
-                   help="teacher checkpoint whose (semi-supervised) method fine-tuning on unlabeled cases uses")
+    p.add_argument(
+        "--fine-tune-from",
+        type=Path,
+        help="teacher checkpoint whose (semi-supervised) method fine-tuning on unlabeled cases uses",
+    )
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    from SemiSupCardiacSegLib.io import InputError
+    from SemiSupCardiacSegLib.errors import InputError
 
     try:
-        meta = export(args.model, args.out, args.tta_rot90, args.quality, args.choice, args.overwrite, args.fine_tune_from)
+        meta = export(
+            args.model, args.out, args.tta_rot90, args.quality, args.choice, args.overwrite, args.fine_tune_from
+        )
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": str(args.out), "model_id": meta["model_id"], "inference": meta["inference"],
-                      "quality": (meta.get("quality") or {}).get("threshold")}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "model_id": meta["model_id"],
+                "inference": meta["inference"],
+                "quality": (meta.get("quality") or {}).get("threshold"),
+            }
+        )
+    )
     return 0
 
 

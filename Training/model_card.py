@@ -50,64 +50,107 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         "## Training protocol",
         "",
         f"- data: `{td.get('source')}`; {td['n_labeled']} labeled, "
-        + (f"{td['n_pseudo_labeled']} pseudo-labeled (a teacher's segmentations, `pseudo_labels.py`), "
-           if td.get("n_pseudo_labeled") else "")
+        + (
+            f"{td['n_pseudo_labeled']} pseudo-labeled (a teacher's segmentations, `pseudo_labels.py`), "
+            if td.get("n_pseudo_labeled")
+            else ""
+        )
         + f"{td['n_unlabeled']} unlabeled, {td['n_validation']} held out for validation (never trained on)",
         f"- labeled cases: {', '.join(td['labeled_cases'])}",
     ]
     if td.get("pseudo_labeled_cases"):
-        lines.append(f"- pseudo-labeled cases (images of unlabeled cases, labels from the teacher): "
-                     f"{', '.join(td['pseudo_labeled_cases'])}")
+        lines.append(
+            f"- pseudo-labeled cases (images of unlabeled cases, labels from the teacher): "
+            f"{', '.join(td['pseudo_labeled_cases'])}"
+        )
     lines += [
         f"- held-out cases: {', '.join(td['validation_cases'])}",
         f"- iterations: {meta['iteration']} (batch {config['batch_size']}, {config['labeled_per_batch']} labeled per batch); "
         f"optimizers `{json.dumps(config['optim'])}`; seed {config['seed']}",
         f"- hardware: {hardware}; mean step time {steps[-1]['step_s']:.2f} s/iteration (data {steps[-1]['data_s']:.3f} s)"
-        if steps else f"- hardware: {hardware}",
+        if steps
+        else f"- hardware: {hardware}",
         f"- command: `{command}`",
     ]
     swa = meta.get("swa")
     if swa:  # stochastic weight averaging (training.py's ``swa``)
         its = [swa["start"] + swa["every"] * (i + 1) for i in range(swa["n_averaged"])]
         shown = ", ".join(map(str, its)) if len(its) <= 3 else f"{its[0]}, {its[1]}, ..., {its[-1]}"
-        lines.append(f"- the shipped weights are the mean of the weights after iterations {shown} "
-                     f"({swa['n_averaged']} snapshots, stochastic weight averaging), "
-                     f"BatchNorm statistics recomputed on {swa['bn_batches']} training batches; no checkpoint was picked on the "
-                     "held-out cases, so the figures below are not selection-biased")
+        lines.append(
+            f"- the shipped weights are the mean of the weights after iterations {shown} "
+            f"({swa['n_averaged']} snapshots, stochastic weight averaging), "
+            f"BatchNorm statistics recomputed on {swa['bn_batches']} training batches; no checkpoint was picked on the "
+            "held-out cases, so the figures below are not selection-biased"
+        )
     else:
-        lines.append("- the shipped weights are those of the last iteration (no checkpoint was picked on the held-out cases, so "
-                     "the figures below are not selection-biased)")
-    lines += ["", "Validation Dice during training (model space, sliding window, no MC):", "", "| iteration | Dice |", "|---|---|"]
+        lines.append(
+            "- the shipped weights are those of the last iteration (no checkpoint was picked on the held-out cases, so "
+            "the figures below are not selection-biased)"
+        )
+    lines += [
+        "",
+        "Validation Dice during training (model space, sliding window, no MC):",
+        "",
+        "| iteration | Dice |",
+        "|---|---|",
+    ]
     lines += [f"| {r['iteration']} | {r['val_dice']:.4f} |" for r in vals]
-    lines += [f"| {r['iteration']}, weight average of {r['swa_n_averaged']} | {r['swa_val_dice']:.4f} |"
-              for r in log if "swa_val_dice" in r]
+    lines += [
+        f"| {r['iteration']}, weight average of {r['swa_n_averaged']} | {r['swa_val_dice']:.4f} |"
+        for r in log
+        if "swa_val_dice" in r
+    ]
     unit = evaluation.get("distance_unit", "mm")
-    unit_note = ("distances in voxels: the cine .h5 files store no spacing (SSL4MIS's ACDC convention)"
-                 if unit == "voxel" else "distances in mm")
-    lines += ["", "## Held-out evaluation (input grid, full resolution)", "",
-              f"`python -m SemiSupCardiacSegLib evaluate` on the {evaluation['n_cases']} held-out cases, "
-              f"MC samples {evaluation['mc_samples']}, "
-              + ("TTA over the 8 in-plane rotations and flips" if evaluation.get("tta_rot90")
-                 else f"flip TTA axes {evaluation.get('tta_flip_axes', [])}") + "; "
-              f"mean ± std over cases; {unit_note}.", "",
-              f"| structure | Dice | Jaccard | HD95 {unit} | ASD {unit} | RAVD | precision | recall | Brier |", "|---|---|---|---|---|---|---|---|---|"]
+    unit_note = (
+        "distances in voxels: the cine .h5 files store no spacing (SSL4MIS's ACDC convention)"
+        if unit == "voxel"
+        else "distances in mm"
+    )
+    lines += [
+        "",
+        "## Held-out evaluation (input grid, full resolution)",
+        "",
+        f"`python -m SemiSupCardiacSegLib evaluate` on the {evaluation['n_cases']} held-out cases, "
+        f"MC samples {evaluation['mc_samples']}, "
+        + (
+            "TTA over the 8 in-plane rotations and flips"
+            if evaluation.get("tta_rot90")
+            else f"flip TTA axes {evaluation.get('tta_flip_axes', [])}"
+        )
+        + "; "
+        f"mean ± std over cases; {unit_note}.",
+        "",
+        f"| structure | Dice | Jaccard | HD95 {unit} | ASD {unit} | RAVD | precision | recall | Brier |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, summary in evaluation["mean"].items():
-        lines.append(f"| {name} | {_fmt(summary, 'dice')} | {_fmt(summary, 'jaccard')} | {_fmt(summary, 'hd95', 2)} | "
-                     f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | {_fmt(summary, 'recall')} | "
-                     f"{_fmt(summary, 'brier', 4)} |")
+        lines.append(
+            f"| {name} | {_fmt(summary, 'dice')} | {_fmt(summary, 'jaccard')} | {_fmt(summary, 'hd95', 2)} | "
+            f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | {_fmt(summary, 'recall')} | "
+            f"{_fmt(summary, 'brier', 4)} |"
+        )
     names = list(evaluation["mean"])
-    lines += ["", "Per case (Dice per structure):", "", "| case | " + " | ".join(names) + " | seconds |",
-              "|---|" + "---|" * (len(names) + 1)]
+    lines += [
+        "",
+        "Per case (Dice per structure):",
+        "",
+        "| case | " + " | ".join(names) + " | seconds |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
     for case, res in evaluation["per_case"].items():
         lines.append(f"| {case} | " + " | ".join(f"{res[n]['dice']:.4f}" for n in names) + f" | {res['seconds']:.1f} |")
     if "left atrium" in meta["labels"].values():
-        cite = ("2018 Atrial Segmentation Challenge LGE-MRI, preprocessed (z-scored, 0.625 mm isotropic). Xiong Z. et al., "
-                "\"A global benchmark of algorithms for segmenting the left atrium from late gadolinium-enhanced cardiac "
-                "magnetic resonance imaging\", Medical Image Analysis 67, 2021.")
+        cite = (
+            "2018 Atrial Segmentation Challenge LGE-MRI, preprocessed (z-scored, 0.625 mm isotropic). Xiong Z. et al., "
+            '"A global benchmark of algorithms for segmenting the left atrium from late gadolinium-enhanced cardiac '
+            'magnetic resonance imaging", Medical Image Analysis 67, 2021.'
+        )
     else:
-        cite = ("ACDC 2017 cine MRI (SSL4MIS h5 layout: slices min-max scaled, no spacing). Bernard O. et al., \"Deep "
-                "learning techniques for automatic MRI cardiac multi-structures segmentation and diagnosis: is the "
-                "problem solved?\", IEEE TMI 37(11), 2018.")
+        cite = (
+            'ACDC 2017 cine MRI (SSL4MIS h5 layout: slices min-max scaled, no spacing). Bernard O. et al., "Deep '
+            "learning techniques for automatic MRI cardiac multi-structures segmentation and diagnosis: is the "
+            'problem solved?", IEEE TMI 37(11), 2018.'
+        )
     lines += ["", "## Data and citation", "", cite + " The data are not part of this repository.", ""]
     return "\n".join(lines)
 

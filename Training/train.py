@@ -28,13 +28,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="JSON config; command-line options override it")
     p.add_argument("--data", nargs="+", help="folder(s) or .list file(s) of cases")
-    p.add_argument("--method", choices=sorted(METHODS),
-                   help="method by name; without --config its paper configuration SemiSupCardiacSegLib/configs/NAME.json")
+    p.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        help="method by name; without --config its paper configuration SemiSupCardiacSegLib/configs/NAME.json",
+    )
     p.add_argument("--labeled", type=int, help="number of labeled cases to use (the rest are unlabeled)")
     p.add_argument("--iterations", type=int)
     p.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, log)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--stop-after", type=int, help="stop (saving last.pt) after N iterations of this run; --resume continues")
+    p.add_argument(
+        "--stop-after", type=int, help="stop (saving last.pt) after N iterations of this run; --resume continues"
+    )
     p.add_argument("--init", type=Path, help="start from the weights of this model checkpoint (fine-tuning)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -92,8 +97,10 @@ def describe(exc: BaseException, config: Path | None = None) -> str:
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
         if top == "torch":
-            return ("training needs PyTorch (in Slicer: install the PyTorch extension and its torch; "
-                    "else pip install torch)")
+            return (
+                "training needs PyTorch (in Slicer: install the PyTorch extension and its torch; "
+                "else pip install torch)"
+            )
         return f"training needs the {top} package (pip install {top}; in Slicer: slicer.util.pip_install('{top}'))"
     if isinstance(exc, InputError):  # its message names the file and the problem
         return first or exc.__class__.__name__
@@ -116,8 +123,12 @@ def check_args(args: argparse.Namespace) -> None:
     checked next, by the Trainer, before any case is loaded: ``config_check.validate_config``)."""
     from SemiSupCardiacSegLib.errors import InputError
 
-    for name, value in (("--iterations", args.iterations), ("--labeled", args.labeled),
-                        ("--stop-after", args.stop_after), ("--threads", args.threads)):
+    for name, value in (
+        ("--iterations", args.iterations),
+        ("--labeled", args.labeled),
+        ("--stop-after", args.stop_after),
+        ("--threads", args.threads),
+    ):
         if value is not None and value < 1:
             raise InputError(f"{name} must be >= 1, got {value}")
     if args.init is not None and not args.init.is_file():
@@ -143,8 +154,14 @@ def run(args: argparse.Namespace) -> int:
         validate_config(merge_config(DEFAULTS, config))
     except InputError as exc:
         raise InputError(f"{args.config}: {exc}" if args.config else str(exc)) from None
-    result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(resume=args.resume, stop_after=args.stop_after)
-    print(json.dumps({**{k: v for k, v in result.items() if k != "best"}, "best_dice": (result["best"] or {}).get("dice")}))
+    result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(
+        resume=args.resume, stop_after=args.stop_after
+    )
+    print(
+        json.dumps(
+            {**{k: v for k, v in result.items() if k != "best"}, "best_dice": (result["best"] or {}).get("dice")}
+        )
+    )
     return 0
 
 

@@ -95,30 +95,51 @@ def main() -> int:
             if not (LA_DIR / "train.list").is_file():
                 print(f"error: the real LA2018 data is not at {LA_DIR} (kept outside the repository)", file=sys.stderr)
                 return 2
-            names = [ln.strip() for ln in (LA_DIR / "train.list").read_text().splitlines() if ln.strip()][:args.cases]
+            names = [ln.strip() for ln in (LA_DIR / "train.list").read_text().splitlines() if ln.strip()][: args.cases]
             for name in names:
                 (inp / f"{name}.h5").symlink_to(LA_DIR / "train" / f"{name}.h5")
             extra = []
-        argv = [sys.executable, "-c", CHILD.format(root=str(ROOT)), "segment", str(inp), "--out", str(tmp / "out"),
-                "--model", args.model, "--device", "cpu", "--threads", str(args.threads), "--quiet", *extra]
+        argv = [
+            sys.executable,
+            "-c",
+            CHILD.format(root=str(ROOT)),
+            "segment",
+            str(inp),
+            "--out",
+            str(tmp / "out"),
+            "--model",
+            args.model,
+            "--device",
+            "cpu",
+            "--threads",
+            str(args.threads),
+            "--quiet",
+            *extra,
+        ]
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RECORDS ")]
-        records = [json.loads(ln[len("RECORD "):]) for ln in proc.stdout.splitlines() if ln.startswith("RECORD ")]
+        records = [json.loads(ln[len("RECORD ") :]) for ln in proc.stdout.splitlines() if ln.startswith("RECORD ")]
         if not records:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
-        data = json.loads(lines[-1][len("RECORDS "):]) if lines else {"code": proc.returncode, "records": records}
+        data = json.loads(lines[-1][len("RECORDS ") :]) if lines else {"code": proc.returncode, "records": records}
         summary = json.loads((tmp / "out" / "summary.json").read_text())
     records = data["records"]
     peaks = [r["peak_mb"] for r in records]
     after = [r["rss_after_mb"] for r in records]
     rows = {f"{i + 1:02d} {r['case']}": r for i, r in enumerate(records)}
     rows["_summary"] = {
-        "cases": len(records), "exit_code": data["code"], "failed": summary["n_failed"],
-        "peak_mb_first": peaks[0] if peaks else None, "peak_mb_last": peaks[-1] if peaks else None,
-        "peak_mb_min": min(peaks) if peaks else None, "peak_mb_max": max(peaks) if peaks else None,
-        "peak_slope_mb_per_case": round(_slope(peaks), 2), "rss_after_slope_mb_per_case": round(_slope(after), 2),
-        "rss_after_first_mb": after[0] if after else None, "rss_after_last_mb": after[-1] if after else None,
+        "cases": len(records),
+        "exit_code": data["code"],
+        "failed": summary["n_failed"],
+        "peak_mb_first": peaks[0] if peaks else None,
+        "peak_mb_last": peaks[-1] if peaks else None,
+        "peak_mb_min": min(peaks) if peaks else None,
+        "peak_mb_max": max(peaks) if peaks else None,
+        "peak_slope_mb_per_case": round(_slope(peaks), 2),
+        "rss_after_slope_mb_per_case": round(_slope(after), 2),
+        "rss_after_first_mb": after[0] if after else None,
+        "rss_after_last_mb": after[-1] if after else None,
         "seconds_per_case_mean": round(sum(r["seconds"] for r in records) / max(1, len(records)), 2),
         "settings": "segment defaults: 10 MC samples, the model's flip TTA, overlap 0.5",
     }
@@ -126,19 +147,35 @@ def main() -> int:
         print(json.dumps(rows["_summary"]))
         return 0 if data["code"] == 0 and len(records) == 3 else 1
     s = rows["_summary"]
-    publish(args.profile, "batch_memory", rows,
-            ["#", "case", "grid", "seconds", "peak RSS (MB)", "RSS after (MB)", "LA (mL)"],
-            lambda k, r: None if k.startswith("_") else [k.split()[0], r["case"], " x ".join(map(str, r["shape"])),
-                                                        f"{r['seconds']:.1f}", f"{r['peak_mb']:.0f}",
-                                                        f"{r['rss_after_mb']:.0f}",
-                                                        ", ".join(f"{v:.1f}" for v in r["volume_ml"].values())],
-            [f"", f"{s['cases']} real LA cases in one `segment FOLDER` batch ({s['settings']}; model `{args.model}`, "
-                  f"{args.threads} threads), exit code {s['exit_code']}, {s['failed']} failed. Peak RSS per case "
-                  f"(VmHWM reset before each case): first {s['peak_mb_first']:.0f} MB, last {s['peak_mb_last']:.0f} MB, "
-                  f"range {s['peak_mb_min']:.0f}-{s['peak_mb_max']:.0f} MB, trend {s['peak_slope_mb_per_case']:+.1f} MB "
-                  f"per case; RSS left after a case: {s['rss_after_first_mb']:.0f} -> {s['rss_after_last_mb']:.0f} MB "
-                  f"(trend {s['rss_after_slope_mb_per_case']:+.1f} MB per case). Mean {s['seconds_per_case_mean']:.1f} s "
-                  "per case, outputs written included. The peak varies with the case's grid (X in 148-244)."])
+    publish(
+        args.profile,
+        "batch_memory",
+        rows,
+        ["#", "case", "grid", "seconds", "peak RSS (MB)", "RSS after (MB)", "LA (mL)"],
+        lambda k, r: (
+            None
+            if k.startswith("_")
+            else [
+                k.split()[0],
+                r["case"],
+                " x ".join(map(str, r["shape"])),
+                f"{r['seconds']:.1f}",
+                f"{r['peak_mb']:.0f}",
+                f"{r['rss_after_mb']:.0f}",
+                ", ".join(f"{v:.1f}" for v in r["volume_ml"].values()),
+            ]
+        ),
+        [
+            "",
+            f"{s['cases']} real LA cases in one `segment FOLDER` batch ({s['settings']}; model `{args.model}`, "
+            f"{args.threads} threads), exit code {s['exit_code']}, {s['failed']} failed. Peak RSS per case "
+            f"(VmHWM reset before each case): first {s['peak_mb_first']:.0f} MB, last {s['peak_mb_last']:.0f} MB, "
+            f"range {s['peak_mb_min']:.0f}-{s['peak_mb_max']:.0f} MB, trend {s['peak_slope_mb_per_case']:+.1f} MB "
+            f"per case; RSS left after a case: {s['rss_after_first_mb']:.0f} -> {s['rss_after_last_mb']:.0f} MB "
+            f"(trend {s['rss_after_slope_mb_per_case']:+.1f} MB per case). Mean {s['seconds_per_case_mean']:.1f} s "
+            "per case, outputs written included. The peak varies with the case's grid (X in 148-244).",
+        ],
+    )
     return 0
 
 

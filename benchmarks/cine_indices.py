@@ -14,7 +14,6 @@ import sys
 import time
 
 import numpy as np
-
 from common import ROOT, benchmark_parser, publish
 
 DATA = ROOT.parent / "shared" / "data" / "ACDC"
@@ -41,16 +40,22 @@ def ef_per_patient(model, meta: dict, patients: list[str], mc_samples: int = 1, 
             ref[phase] = label.array
         spacing = (1.0, 1.0, 1.0)  # EF is a ratio of volumes: the spacing cancels
         r, q = cardiac_indices(ref["ED"], ref["ES"], spacing), cardiac_indices(pred["ED"], pred["ES"], spacing)
-        rows[pat] = {"lv_ef_ref": r["lv_ef_percent"], "lv_ef_pred": q["lv_ef_percent"], "rv_ef_ref": r["rv_ef_percent"],
-                     "rv_ef_pred": q["rv_ef_percent"]}
+        rows[pat] = {
+            "lv_ef_ref": r["lv_ef_percent"],
+            "lv_ef_pred": q["lv_ef_percent"],
+            "rv_ef_ref": r["rv_ef_percent"],
+            "rv_ef_pred": q["rv_ef_percent"],
+        }
     return rows
 
 
 def ef_mean_absolute_error(rows: dict) -> dict:
     """Mean absolute EF error in percentage points, {"lv": ..., "rv": ...}, over the patients of
     :func:`ef_per_patient` (NaN where a predicted ED volume is empty is skipped)."""
-    return {side: float(np.nanmean([abs(v[f"{side}_ef_pred"] - v[f"{side}_ef_ref"]) for v in rows.values()]))
-            for side in ("lv", "rv")}
+    return {
+        side: float(np.nanmean([abs(v[f"{side}_ef_pred"] - v[f"{side}_ef_ref"]) for v in rows.values()]))
+        for side in ("lv", "rv")
+    }
 
 
 def main(argv=None) -> int:
@@ -76,10 +81,26 @@ def main(argv=None) -> int:
         print(rows)
         return 0
     mae = ef_mean_absolute_error(rows)
-    rows["mean absolute error"] = {"lv_ef_ref": float("nan"), "lv_ef_pred": mae["lv"],
-                                   "rv_ef_ref": float("nan"), "rv_ef_pred": mae["rv"], "wall_s": time.perf_counter() - t0}
-    publish(args.profile, "cine_indices", rows, ["patient", "LV EF ref %", "LV EF model %", "RV EF ref %", "RV EF model %"],
-            lambda k, v: [k] + [("-" if np.isnan(v[c]) else f"{v[c]:.1f}") for c in ("lv_ef_ref", "lv_ef_pred", "rv_ef_ref", "rv_ef_pred")])
+    rows["mean absolute error"] = {
+        "lv_ef_ref": float("nan"),
+        "lv_ef_pred": mae["lv"],
+        "rv_ef_ref": float("nan"),
+        "rv_ef_pred": mae["rv"],
+        "wall_s": time.perf_counter() - t0,
+    }
+    publish(
+        args.profile,
+        "cine_indices",
+        rows,
+        ["patient", "LV EF ref %", "LV EF model %", "RV EF ref %", "RV EF model %"],
+        lambda k, v: (
+            [k]
+            + [
+                ("-" if np.isnan(v[c]) else f"{v[c]:.1f}")
+                for c in ("lv_ef_ref", "lv_ef_pred", "rv_ef_ref", "rv_ef_pred")
+            ]
+        ),
+    )
     return 0
 
 

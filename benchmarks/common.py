@@ -52,12 +52,17 @@ def environment() -> dict:
     import torch
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {
-        "commit": commit or None, "python": platform.python_version(), "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "commit": commit or None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_probe_s": round(speed_probe(), 4),
@@ -85,8 +90,13 @@ def publish(profile: str, name: str, rows: dict, header: list[str], cells, extra
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] if header else []
     table += ["| " + " | ".join(c) + " |" for c in (cells(k, v) for k, v in rows.items()) if c is not None]
     text = "\n".join(table + list(extra_lines)) + "\n"
-    result = {"benchmark": name, "command": "python " + " ".join(sys.argv), "environment": environment(),
-              "wall_s": round(time.perf_counter() - _STARTED, 1), "results": rows}
+    result = {
+        "benchmark": name,
+        "command": "python " + " ".join(sys.argv),
+        "environment": environment(),
+        "wall_s": round(time.perf_counter() - _STARTED, 1),
+        "results": rows,
+    }
     path = write_result(profile, name, result, text)
     print(path)
     print(text)

@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import ROOT, benchmark_parser, publish, speed_probe
 
 LA_DIR = ROOT.parent / "shared" / "data" / "LA2018"
@@ -73,28 +72,37 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
     import torch
 
     torch.set_num_threads(threads)
+    from SemiSupCardiacSegLib import inference
     from SemiSupCardiacSegLib.checkpoint import load_model
     from SemiSupCardiacSegLib.inference import predict_with_model
-    from SemiSupCardiacSegLib import inference
     from SemiSupCardiacSegLib.io import read_volume
 
     vol = read_volume(path)
     net, meta = load_model(model_name)
     base = _hwm_mb()
-    kwargs = {"a": dict(mc_samples=1, tta=False), "b": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
-              "c": dict(mc_samples=mc, tta=False, mc_scope="decoder"), "c_batched": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
-              "c_seed1": dict(mc_samples=mc, tta=False, mc_scope="decoder", seed=1),
-              "c_gate": dict(mc_samples=mc, tta=False, mc_scope="decoder", mc_gate=GATE),
-              "c_head": dict(mc_samples=mc, tta=False, mc_scope="head"), "segment": dict(mc_samples=mc, tta=True),
-              "segment_gate": dict(mc_samples=mc, tta=True, mc_gate=GATE)}[mode]
+    kwargs = {
+        "a": dict(mc_samples=1, tta=False),
+        "b": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
+        "c": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
+        "c_batched": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
+        "c_seed1": dict(mc_samples=mc, tta=False, mc_scope="decoder", seed=1),
+        "c_gate": dict(mc_samples=mc, tta=False, mc_scope="decoder", mc_gate=GATE),
+        "c_head": dict(mc_samples=mc, tta=False, mc_scope="head"),
+        "segment": dict(mc_samples=mc, tta=True),
+        "segment_gate": dict(mc_samples=mc, tta=True, mc_gate=GATE),
+    }[mode]
     original = inference.sliding_window_predict
     if mode == "b":  # every MC sample is a full pass: wrap the network
+
         def naive(model, *args, **kw):
             return original(FullPass(model), *args, **kw)
+
         inference.sliding_window_predict = naive
     elif mode == "c_batched":
+
         def batched(*args, **kw):
             return original(*args, **{**kw, "mc_chunk": mc})
+
         inference.sliding_window_predict = batched
     # Best of a few runs on inputs that take seconds: the first run of a process pays one-off costs
     # (allocator growth, oneDNN kernel selection) that measured up to 1 s on the LA case.
@@ -114,10 +122,18 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
 
     score_name = (meta.get("quality") or {}).get("score", "mean_boundary_mutual_info")
     report = segmentation_report(pred, (meta.get("labels") or {"1": "foreground"}), meta)
-    return {"seconds": sec, "network_s": net_s, "repeats": repeats, "peak_rss_mb": peak, "rss_before_mb": base,
-            "shape": list(vol.shape), "foreground_voxels": int((pred.labels.array > 0).sum()),
-            "mean_entropy": float(np.mean(pred.entropy.array)), "mc_window_share": pred.timings.get("mc_window_share", 1.0),
-            "quality_score": {score_name: {k: v.get(score_name) for k, v in report["structures"].items()}}}
+    return {
+        "seconds": sec,
+        "network_s": net_s,
+        "repeats": repeats,
+        "peak_rss_mb": peak,
+        "rss_before_mb": base,
+        "shape": list(vol.shape),
+        "foreground_voxels": int((pred.labels.array > 0).sum()),
+        "mean_entropy": float(np.mean(pred.entropy.array)),
+        "mc_window_share": pred.timings.get("mc_window_share", 1.0),
+        "quality_score": {score_name: {k: v.get(score_name) for k, v in report["structures"].items()}},
+    }
 
 
 #: ``mc_gate`` of the gated rows, and the modes whose maps are kept for ``gate_fidelity``.
@@ -137,16 +153,36 @@ def gate_fidelity(path: Path, pairs=(("c", "c_seed1"), ("c", "c_gate"), ("segmen
         if not (fa.is_file() and fb.is_file()):
             continue
         x, y = np.load(fa), np.load(fb)
-        out[f"{b} vs {a}"] = {"label_agreement": float((x["labels"] == y["labels"]).mean()),
-                              "mi_total_ratio": float(y["mi"].sum() / max(x["mi"].sum(), 1e-12)),
-                              "entropy_total_ratio": float(y["entropy"].sum() / max(x["entropy"].sum(), 1e-12)),
-                              "mi_abs_diff_p999": float(np.quantile(np.abs(y["mi"] - x["mi"]), 0.999))}
+        out[f"{b} vs {a}"] = {
+            "label_agreement": float((x["labels"] == y["labels"]).mean()),
+            "mi_total_ratio": float(y["mi"].sum() / max(x["mi"].sum(), 1e-12)),
+            "entropy_total_ratio": float(y["entropy"].sum() / max(x["entropy"].sum(), 1e-12)),
+            "mi_abs_diff_p999": float(np.quantile(np.abs(y["mi"] - x["mi"]), 0.999)),
+        }
     return out
 
 
 def run_child(mode: str, path: Path, model: str, mc: int, threads: int, device: str = "cpu") -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(path), "--model", model, "--mc-samples", str(mc),
-                          "--threads", str(threads), "--device", device], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            str(path),
+            "--model",
+            model,
+            "--mc-samples",
+            str(mc),
+            "--threads",
+            str(threads),
+            "--device",
+            device,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{mode} on {path.name} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -187,16 +223,25 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
             rows["MONAI sliding_window_inference"] = {"skipped": "monai not installed (pip install monai)"}
         else:
             x = torch.from_numpy(image)[None, None]
-            mon_s, logits = timed(lambda: sliding_window_inference(x, patch, 2, lambda t: net(t)["seg"], overlap=0.5,
-                                                                   mode="gaussian", sigma_scale=0.125))
+            mon_s, logits = timed(
+                lambda: sliding_window_inference(
+                    x, patch, 2, lambda t: net(t)["seg"], overlap=0.5, mode="gaussian", sigma_scale=0.125
+                )
+            )
             agree = float((logits[0].argmax(0).numpy() == ours.probs.argmax(0)).mean())
             rows["MONAI sliding_window_inference (gaussian, overlap 0.5, batch 2)"] = {
-                "seconds": mon_s, "ratio": mon_s / ours_s, "label_agreement": agree}
+                "seconds": mon_s,
+                "ratio": mon_s / ours_s,
+                "label_agreement": agree,
+            }
         stride = [max(1, round(mm / s)) for mm, s in zip(REFERENCE_STRIDE_MM, spacing)]
         ref_overlap = [1.0 - st / p for st, p in zip(stride, patch)]
         ref_s, _ = timed(lambda: sliding_window_predict(net, image, patch, ref_overlap, mc_samples=1))
         rows[f"reference stride {stride[0]}/{stride[1]}/{stride[2]} voxels (18/18/4 at 0.625 mm)"] = {
-            "seconds": ref_s, "ratio": ref_s / ours_s, "stride_voxels": stride}
+            "seconds": ref_s,
+            "ratio": ref_s / ours_s,
+            "stride_voxels": stride,
+        }
     return rows
 
 
@@ -221,8 +266,12 @@ def overlap_sweep(cases: list, model_name: str, threads: int, overlaps=(0.0, 0.2
             pred = predict_with_model(net, meta, image, mc_samples=1, tta=False, overlap=ov, device="cpu")
             secs.append(time.perf_counter() - t)
             dices.append(dice(pred.labels.array == 1, label.array == 1))
-        rows[f"overlap {ov}"] = {"dice_mean": float(np.mean(dices)), "dice_std": float(np.std(dices)),
-                                 "seconds_per_case": float(np.mean(secs)), "n_cases": len(data)}
+        rows[f"overlap {ov}"] = {
+            "dice_mean": float(np.mean(dices)),
+            "dice_std": float(np.std(dices)),
+            "seconds_per_case": float(np.mean(secs)),
+            "n_cases": len(data),
+        }
     return rows
 
 
@@ -261,7 +310,9 @@ def main(argv=None) -> int:
     p.add_argument("--mc-samples", type=int, default=10)
     p.add_argument("--model", default="la")
     p.add_argument("--sweep-cases", type=int, default=4, help="held-out LA cases in the overlap sweep")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda for the gpu-full profile (peak RSS is then host memory)")
+    p.add_argument(
+        "--device", default="cpu", help="cpu, or cuda for the gpu-full profile (peak RSS is then host memory)"
+    )
     args = p.parse_args(argv)
     from SemiSupCardiacSegLib.io import read_h5_case, write_volume
     from SemiSupCardiacSegLib.phantoms import make_la_phantom
@@ -271,8 +322,14 @@ def main(argv=None) -> int:
     threads = 1 if args.smoke else args.threads
     held = [] if args.smoke else held_out_cases(args.model, args.sweep_cases)
     torch.set_num_threads(threads)
-    result = {"mc_samples": mc, "cpu_probe_s_start": round(speed_probe(), 4), "inputs": {}, "paths": {}, "model_space": {},
-              "overlap_sweep": {}}  # the environment's cpu_probe_s is read at the end
+    result = {
+        "mc_samples": mc,
+        "cpu_probe_s_start": round(speed_probe(), 4),
+        "inputs": {},
+        "paths": {},
+        "model_space": {},
+        "overlap_sweep": {},
+    }  # the environment's cpu_probe_s is read at the end
     with tempfile.TemporaryDirectory() as tmp:
         inputs = {}
         if held:
@@ -284,8 +341,11 @@ def main(argv=None) -> int:
         shape = (48, 40, 24) if args.smoke else (576, 576, 88)
         ph = make_la_phantom(shape=shape, spacing=(0.625,) * 3 if not args.smoke else (2.0,) * 3, seed=4)
         inputs[f"phantom {'x'.join(map(str, shape))}"] = Volume(ph.image, ph.spacing)
-        modes = ("a", "c", "c_gate", "c_head") if args.smoke else ("a", "b", "c", "c_seed1", "c_gate", "c_batched", "c_head",
-                                                                  "segment", "segment_gate")
+        modes = (
+            ("a", "c", "c_gate", "c_head")
+            if args.smoke
+            else ("a", "b", "c", "c_seed1", "c_gate", "c_batched", "c_head", "segment", "segment_gate")
+        )
         for name, vol in inputs.items():
             path = write_volume(vol, Path(tmp) / f"{len(result['paths'])}.nrrd")
             rows = {m: run_child(m, path, args.model, mc, threads, args.device) for m in modes}
@@ -295,55 +355,99 @@ def main(argv=None) -> int:
             result["paths"][name] = rows
             result.setdefault("gate_fidelity", {})[name] = gate_fidelity(path)
         first = next(iter(inputs))
-        result["model_space"] = model_space_comparisons(inputs[first], args.model, threads, repeats=1 if args.smoke else 3)
+        result["model_space"] = model_space_comparisons(
+            inputs[first], args.model, threads, repeats=1 if args.smoke else 3
+        )
         if held:
             result["overlap_sweep"] = overlap_sweep(held, args.model, threads)
     if args.smoke:
         print(json.dumps(result)[:2000])
         return 0
-    labels = {"a": "(a) deterministic pass", "b": f"(b) naive MC, N={mc}", "c": f"(c) encoder once + N={mc} decoder passes",
-              "c_batched": f"(c) with the {mc} decoder passes batched",
-              "c_head": f"(c) head-only MC: decoder once + N={mc} samples of the last dropout and the heads",
-              "c_seed1": "(c) again, other dropout masks (seed 1)",
-              "c_gate": f"(c) + mc_gate {GATE}: windows sure in 2 agreeing samples stop there",
-              "segment": f"segment default: N={mc} shared over flip TTA",
-              "segment_gate": f"segment default + mc_gate {GATE}"}
+    labels = {
+        "a": "(a) deterministic pass",
+        "b": f"(b) naive MC, N={mc}",
+        "c": f"(c) encoder once + N={mc} decoder passes",
+        "c_batched": f"(c) with the {mc} decoder passes batched",
+        "c_head": f"(c) head-only MC: decoder once + N={mc} samples of the last dropout and the heads",
+        "c_seed1": "(c) again, other dropout masks (seed 1)",
+        "c_gate": f"(c) + mc_gate {GATE}: windows sure in 2 agreeing samples stop there",
+        "segment": f"segment default: N={mc} shared over flip TTA",
+        "segment_gate": f"segment default + mc_gate {GATE}",
+    }
     flat = {}
     for name, rows in result["paths"].items():
         for m, v in rows.items():
             flat[f"{name} | {labels[m]}"] = v
-    extra = ["", "Model space, same process (seconds of the sliding window; ratio to ours):", "",
-             "| window | seconds | ratio | note |", "|---|---|---|---|"]
+    extra = [
+        "",
+        "Model space, same process (seconds of the sliding window; ratio to ours):",
+        "",
+        "| window | seconds | ratio | note |",
+        "|---|---|---|---|",
+    ]
     for k, v in result["model_space"].items():
         if "skipped" in v:
             extra.append(f"| {k} | - | - | {v['skipped']} |")
         else:
-            note = f"label agreement with ours {v['label_agreement']:.4f}" if "label_agreement" in v else (
-                f"model grid {v['model_shape']}" if "model_shape" in v else "")
+            note = (
+                f"label agreement with ours {v['label_agreement']:.4f}"
+                if "label_agreement" in v
+                else (f"model grid {v['model_shape']}" if "model_shape" in v else "")
+            )
             extra.append(f"| {k} | {v['seconds']:.2f} | {v['ratio']:.2f} | {note} |")
     if result["overlap_sweep"]:
-        extra += ["", f"Window overlap vs accuracy (deterministic, no TTA, {len(held)} held-out LA cases):", "",
-                  "| overlap | Dice | s / case |", "|---|---|---|"]
-        extra += [f"| {k.split()[1]} | {v['dice_mean']:.4f} ± {v['dice_std']:.4f} | {v['seconds_per_case']:.2f} |"
-                  for k, v in result["overlap_sweep"].items()]
-    extra += ["", f"What mc_gate {GATE} changes, against a second MC draw (seed 1) of the same path: share of windows given "
-              "all N samples; label agreement; total MI and entropy relative to the first map; 99.9th percentile of |MI difference| (nats):",
-              "", "| input | comparison | windows sampled | label agreement | MI total ratio | entropy total ratio | |dMI| p99.9 |",
-              "|---|---|---|---|---|---|---|"]
+        extra += [
+            "",
+            f"Window overlap vs accuracy (deterministic, no TTA, {len(held)} held-out LA cases):",
+            "",
+            "| overlap | Dice | s / case |",
+            "|---|---|---|",
+        ]
+        extra += [
+            f"| {k.split()[1]} | {v['dice_mean']:.4f} ± {v['dice_std']:.4f} | {v['seconds_per_case']:.2f} |"
+            for k, v in result["overlap_sweep"].items()
+        ]
+    extra += [
+        "",
+        f"What mc_gate {GATE} changes, against a second MC draw (seed 1) of the same path: share of windows given "
+        "all N samples; label agreement; total MI and entropy relative to the first map; 99.9th percentile of |MI difference| (nats):",
+        "",
+        "| input | comparison | windows sampled | label agreement | MI total ratio | entropy total ratio | |dMI| p99.9 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, comps in result.get("gate_fidelity", {}).items():
         for comp, v in comps.items():
             share = result["paths"][name][comp.split()[0]]["mc_window_share"]
-            extra.append(f"| {name} | {comp} | {share:.2f} | {v['label_agreement']:.5f} | {v['mi_total_ratio']:.3f} | "
-                         f"{v['entropy_total_ratio']:.3f} | {v['mi_abs_diff_p999']:.4f} |")
+            extra.append(
+                f"| {name} | {comp} | {share:.2f} | {v['label_agreement']:.5f} | {v['mi_total_ratio']:.3f} | "
+                f"{v['entropy_total_ratio']:.3f} | {v['mi_abs_diff_p999']:.4f} |"
+            )
     result["cpu_probe_s_end"] = round(speed_probe(), 4)
-    extra += ["", f"Machine speed probe (`common.speed_probe`, seconds of a fixed convolution; compare other runs' seconds through it): "
-              f"{result['cpu_probe_s_start']:.4f} at the start, {result['cpu_probe_s_end']:.4f} at the end."]
-    publish(args.profile, "inference_speed", {**flat, "_details": result},
-            ["input", "path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB", "quality score"],
-            lambda k, v: None if k == "_details" else [k, f"{v['seconds']:.2f}", f"{v['network_s']:.2f}", f"{v['ratio_to_a']:.2f}",
-                                                       f"{v['network_ratio_to_a']:.2f}", f"{v['peak_rss_mb']:.0f}",
-                                                       _score_cell(v)],
-            extra_lines=extra)
+    extra += [
+        "",
+        f"Machine speed probe (`common.speed_probe`, seconds of a fixed convolution; compare other runs' seconds through it): "
+        f"{result['cpu_probe_s_start']:.4f} at the start, {result['cpu_probe_s_end']:.4f} at the end.",
+    ]
+    publish(
+        args.profile,
+        "inference_speed",
+        {**flat, "_details": result},
+        ["input", "path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB", "quality score"],
+        lambda k, v: (
+            None
+            if k == "_details"
+            else [
+                k,
+                f"{v['seconds']:.2f}",
+                f"{v['network_s']:.2f}",
+                f"{v['ratio_to_a']:.2f}",
+                f"{v['network_ratio_to_a']:.2f}",
+                f"{v['peak_rss_mb']:.0f}",
+                _score_cell(v),
+            ]
+        ),
+        extra_lines=extra,
+    )
     return 0
 
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 import sys
 import time
 
-from common import ROOT, benchmark_parser, optimisation_step, publish
-
 import numpy as np
 import torch
+from common import ROOT, benchmark_parser, optimisation_step, publish
 
 LA_DIR = ROOT.parent / "shared" / "data" / "LA2018"
-PROFILES = {"cpu-small": {"spacing": 1.25, "patch": (64, 64, 32), "n_filters": 12, "device": "cpu"},
-            "gpu-full": {"spacing": 0.625, "patch": (112, 112, 80), "n_filters": 16, "device": "cuda"},
-            "smoke": {"spacing": 2.5, "patch": (32, 32, 16), "n_filters": 2, "device": "cpu"}}
+PROFILES = {
+    "cpu-small": {"spacing": 1.25, "patch": (64, 64, 32), "n_filters": 12, "device": "cpu"},
+    "gpu-full": {"spacing": 0.625, "patch": (112, 112, 80), "n_filters": 16, "device": "cuda"},
+    "smoke": {"spacing": 2.5, "patch": (32, 32, 16), "n_filters": 2, "device": "cpu"},
+}
 
 
 def load_cases(prof: dict, smoke: bool):
@@ -48,8 +49,10 @@ def load_cases(prof: dict, smoke: bool):
         from SemiSupCardiacSegLib.phantoms import make_la_phantom, write_phantom_h5
 
         with tempfile.TemporaryDirectory() as tmp:
-            files = [write_phantom_h5(make_la_phantom(shape=(48, 44, 28), spacing=(2.0,) * 3, seed=i), f"{tmp}/p{i}.h5")
-                     for i in range(8)]
+            files = [
+                write_phantom_h5(make_la_phantom(shape=(48, 44, 28), spacing=(2.0,) * 3, seed=i), f"{tmp}/p{i}.h5")
+                for i in range(8)
+            ]
             cases = [load_case(c, prep, 2) for f in files for c in find_cases(f)]
         source = "phantoms"
     for c in cases[4:]:  # the second four train as unlabeled
@@ -65,8 +68,12 @@ def run_loop(kind: str, method_name: str, cases, prof: dict, iterations: int, wo
     from SemiSupCardiacSegLib.sdm import multiclass_sdm
 
     torch.manual_seed(0)
-    cfg = {"arch": "vnet", "network": {"in_channels": 1, "num_classes": 2, "n_filters": prof["n_filters"], "dropout": 0.5},
-           "iterations": 6000, "method_params": {"disc_filters": 16} if method_name == "sassnet" else {}}
+    cfg = {
+        "arch": "vnet",
+        "network": {"in_channels": 1, "num_classes": 2, "n_filters": prof["n_filters"], "dropout": 0.5},
+        "iterations": 6000,
+        "method_params": {"disc_filters": 16} if method_name == "sassnet" else {},
+    }
     method = get_method(method_name)(cfg).to(prof["device"])
     opts = {k: torch.optim.SGD(p, lr=0.01, momentum=0.9) for k, p in method.optimizer_groups().items()}
     total = iterations + 2
@@ -74,8 +81,9 @@ def run_loop(kind: str, method_name: str, cases, prof: dict, iterations: int, wo
     reference = kind == "reference"
     dataset = CropDataset(cases, prof["patch"], 2, augment=True, with_sdm=not reference)
     nw = 0 if reference else workers
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=nw, persistent_workers=nw > 0,
-                        prefetch_factor=2 if nw > 0 else None)
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=nw, persistent_workers=nw > 0, prefetch_factor=2 if nw > 0 else None
+    )
     sync = torch.cuda.synchronize if prof["device"] == "cuda" else (lambda: None)
     t_data = t_sdm = t_step = 0.0
     method.train()
@@ -103,8 +111,14 @@ def run_loop(kind: str, method_name: str, cases, prof: dict, iterations: int, wo
         t_last = time.perf_counter()
     n = max(1, it - 2)
     per_it = (t_data + t_sdm + t_step) / n
-    return {"s_per_it": per_it, "data_share": t_data / n / per_it, "sdm_share": t_sdm / n / per_it,
-            "step_share": t_step / n / per_it, "iterations": n, "workers": nw}
+    return {
+        "s_per_it": per_it,
+        "data_share": t_data / n / per_it,
+        "sdm_share": t_sdm / n / per_it,
+        "step_share": t_step / n / per_it,
+        "iterations": n,
+        "workers": nw,
+    }
 
 
 def main(argv=None) -> int:
@@ -128,12 +142,26 @@ def main(argv=None) -> int:
     if args.smoke:
         print(rows)
         return 0
-    publish(args.profile, "loop_throughput", {**rows, "_source": source},
-            ["method", "loop", "workers", "s / iteration", "data wait", "SDM targets", "step", "reference / project"],
-            lambda k, v: None if k.startswith("_") else [
-                k, str(v["workers"]), f"{v['s_per_it']:.3f}", f"{100 * v['data_share']:.0f}%", f"{100 * v['sdm_share']:.0f}%",
-                f"{100 * v['step_share']:.0f}%", f"{v['ratio_to_project']:.2f}" if "ratio_to_project" in v else "-"],
-            extra_lines=["", f"Cases: {source}."])
+    publish(
+        args.profile,
+        "loop_throughput",
+        {**rows, "_source": source},
+        ["method", "loop", "workers", "s / iteration", "data wait", "SDM targets", "step", "reference / project"],
+        lambda k, v: (
+            None
+            if k.startswith("_")
+            else [
+                k,
+                str(v["workers"]),
+                f"{v['s_per_it']:.3f}",
+                f"{100 * v['data_share']:.0f}%",
+                f"{100 * v['sdm_share']:.0f}%",
+                f"{100 * v['step_share']:.0f}%",
+                f"{v['ratio_to_project']:.2f}" if "ratio_to_project" in v else "-",
+            ]
+        ),
+        extra_lines=["", f"Cases: {source}."],
+    )
     return 0
 
 

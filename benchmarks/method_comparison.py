@@ -52,12 +52,26 @@ CONFIGS = ROOT / "SemiSupCardiacSegLib" / "configs"
 TASKS = {
     # LA at 2 mm with a width-8 V-Net: ~4x cheaper per iteration than the shipped 1.25 mm model, so
     # every method gets 600 iterations within minutes on 2 cores.
-    "la": {"base": "la_sassnet_cpu.json", "data": ROOT.parent / "shared" / "data" / "LA2018" / "train.list",
-           "methods": "supervised,sassnet,dtc,mtctl,uamt,dtml,supervised_all", "iterations": 600, "labeled": "8,16",
-           "overrides": {"preprocessing": {"spacing": [2.0, 2.0, 2.0], "normalization": "zscore"},
-                         "patch_size": [48, 48, 32], "n_filters": 8}},
-    "cine": {"base": "acdc_bmtctl_cpu.json", "data": ROOT.parent / "shared" / "data" / "ACDC" / "train.list",
-             "methods": "supervised,bmtctl,mtn,dtc,uamt,sassnet,supervised_all", "iterations": 600, "labeled": "6,14", "overrides": {}},
+    "la": {
+        "base": "la_sassnet_cpu.json",
+        "data": ROOT.parent / "shared" / "data" / "LA2018" / "train.list",
+        "methods": "supervised,sassnet,dtc,mtctl,uamt,dtml,supervised_all",
+        "iterations": 600,
+        "labeled": "8,16",
+        "overrides": {
+            "preprocessing": {"spacing": [2.0, 2.0, 2.0], "normalization": "zscore"},
+            "patch_size": [48, 48, 32],
+            "n_filters": 8,
+        },
+    },
+    "cine": {
+        "base": "acdc_bmtctl_cpu.json",
+        "data": ROOT.parent / "shared" / "data" / "ACDC" / "train.list",
+        "methods": "supervised,bmtctl,mtn,dtc,uamt,sassnet,supervised_all",
+        "iterations": 600,
+        "labeled": "6,14",
+        "overrides": {},
+    },
 }
 #: 3D methods whose 2D counterparts run on the cine U-Net as they are (with the SDM head on the
 #: segmentation decoder, as in their papers' V-Net).
@@ -65,11 +79,13 @@ COUNTERPARTS_2D = ("dtc", "sassnet", "uamt")
 #: Controls (not in the default lists): a base method ("method", default supervised) with its
 #: network and method parameters changed as given; "labeled_only" batches hold only the labeled
 #: images a semi-supervised batch holds.
-CONTROLS = {"supervised_half": {"labeled_only": True},
-            "supervised_half_shared": {"labeled_only": True, "network": {"sdm_decoder": "shared"}},
-            # SASSNet without its adversarial term: the unlabeled half of the batch only passes
-            # through the network (its BatchNorm statistics), no loss on it
-            "sassnet_no_adv": {"method": "sassnet", "method_params": {"adv_weight": 0.0}}}
+CONTROLS = {
+    "supervised_half": {"labeled_only": True},
+    "supervised_half_shared": {"labeled_only": True, "network": {"sdm_decoder": "shared"}},
+    # SASSNet without its adversarial term: the unlabeled half of the batch only passes
+    # through the network (its BatchNorm statistics), no loss on it
+    "sassnet_no_adv": {"method": "sassnet", "method_params": {"adv_weight": 0.0}},
+}
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
@@ -78,13 +94,25 @@ def _paper(name: str) -> dict:
     return {k: v for k, v in json.loads((CONFIGS / name).read_text()).items() if not k.startswith("_")}
 
 
-def method_config(task: str, method: str, iterations: int | None, labeled: int | None = None, seed: int | None = None,
-                  profile: str = "cpu-small") -> dict:
+def method_config(
+    task: str,
+    method: str,
+    iterations: int | None,
+    labeled: int | None = None,
+    seed: int | None = None,
+    profile: str = "cpu-small",
+) -> dict:
     """The training config of ``method`` on ``task``: the profile's base with the method swapped in.
 
     labeled: labeled training cases (frames for cine); ignored for ``supervised_all`` (all labeled).
     """
-    name = "supervised" if method == "supervised_all" else CONTROLS[method].get("method", "supervised") if method in CONTROLS else method
+    name = (
+        "supervised"
+        if method == "supervised_all"
+        else CONTROLS[method].get("method", "supervised")
+        if method in CONTROLS
+        else method
+    )
     if profile == "gpu-full":
         cfg = _paper(SUPERVISED_PAPER[task] if (name == "supervised" and task == "cine") else f"{name}.json")
         if name == "supervised":
@@ -154,8 +182,17 @@ def train_or_reuse(out: Path, train: Callable[[], object]) -> float | None:
     return float(json.loads(wall_file.read_text())["wall_s"]) if wall_file.exists() else None
 
 
-def run_one(task: str, method: str, labeled: int | None, seed: int | None, iterations: int | None, out_root: Path,
-            device: str, profile: str, progress: bool) -> dict:
+def run_one(
+    task: str,
+    method: str,
+    labeled: int | None,
+    seed: int | None,
+    iterations: int | None,
+    out_root: Path,
+    device: str,
+    profile: str,
+    progress: bool,
+) -> dict:
     """Train (or reuse a finished run) and evaluate on the held-out cases."""
     from SemiSupCardiacSegLib.checkpoint import load_model
     from SemiSupCardiacSegLib.data import find_cases
@@ -169,26 +206,44 @@ def run_one(task: str, method: str, labeled: int | None, seed: int | None, itera
     cfg["data"] = [str((ROOT / d).resolve()) for d in data]
     if "list" in cfg["validation"]:
         cfg["validation"]["list"] = str((ROOT / cfg["validation"]["list"]).resolve())
-    wall = train_or_reuse(out, lambda: Trainer(cfg, out, device=device, progress=progress).run(resume=(out / "last.pt").exists()))
+    wall = train_or_reuse(
+        out, lambda: Trainer(cfg, out, device=device, progress=progress).run(resume=(out / "last.pt").exists())
+    )
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r["step_s"] for r in logs if "step_s" in r]
     net, meta = load_model(out / "model.pt")
     td = meta["training_data"]
     held = set(td["validation_cases"])
-    cases = [c for src in cfg["data"] + ([cfg["validation"]["list"]] if "list" in cfg["validation"] else [])
-             for c in find_cases(src) if c.name in held]
-    evaluation = evaluate_cases(net, meta, list({c.name: c for c in cases}.values()), mc_samples=1, tta=False, device=device)
+    cases = [
+        c
+        for src in cfg["data"] + ([cfg["validation"]["list"]] if "list" in cfg["validation"] else [])
+        for c in find_cases(src)
+        if c.name in held
+    ]
+    evaluation = evaluate_cases(
+        net, meta, list({c.name: c for c in cases}.values()), mc_samples=1, tta=False, device=device
+    )
     extra = {}
     if task == "cine":  # EF error from each held-out patient's ED + ES frames (segmented as `segment` does: its TTA)
         from cine_indices import ef_mean_absolute_error, ef_per_patient, validation_patients
 
         extra["ef_abs_error"] = ef_mean_absolute_error(ef_per_patient(net, meta, validation_patients(), device=device))
     curve = [[r["iteration"], r["loss_seg"]] for r in logs if "loss_seg" in r]
-    return {**extra, "method": cfg["method"], "variant": method, "labeled": td["n_labeled"], "seed": cfg.get("seed"),
-            "iterations": cfg["iterations"], "s_per_it": steps[-1] if steps else None, "wall_s": wall,
-            "loss_seg_curve": curve,
-            "held_out": sorted(held), "distance_unit": evaluation["distance_unit"], "mean": evaluation["mean"],
-            "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
+    return {
+        **extra,
+        "method": cfg["method"],
+        "variant": method,
+        "labeled": td["n_labeled"],
+        "seed": cfg.get("seed"),
+        "iterations": cfg["iterations"],
+        "s_per_it": steps[-1] if steps else None,
+        "wall_s": wall,
+        "loss_seg_curve": curve,
+        "held_out": sorted(held),
+        "distance_unit": evaluation["distance_unit"],
+        "mean": evaluation["mean"],
+        "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
+    }
 
 
 METRICS = ("dice", "jaccard", "hd95", "asd", "ravd", "precision", "recall")
@@ -211,8 +266,13 @@ def summarize(rows: dict) -> dict:
     for (variant, lab), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         d = [mean_dice(r) for r in rs]
         lower = [mean_dice(r) for r in groups.get(("supervised", lab), [])]
-        entry = {"variant": variant, "labeled": lab, "n_seeds": len(d), "dice_mean": float(np.mean(d)),
-                 "dice_seed_std": float(np.std(d)) if len(d) > 1 else None}
+        entry = {
+            "variant": variant,
+            "labeled": lab,
+            "n_seeds": len(d),
+            "dice_mean": float(np.mean(d)),
+            "dice_seed_std": float(np.std(d)) if len(d) > 1 else None,
+        }
         for side in ("lv", "rv"):
             errors = [r["ef_abs_error"][side] for r in rs if "ef_abs_error" in r]
             if errors:
@@ -227,7 +287,9 @@ def table_lines(rows: dict, summary: dict) -> list[str]:
     """Markdown: the summary (mean Dice, spread over seeds, gain recovered), then every run's metrics
     (mean +- std over held-out cases) per structure."""
     ef = any("lv_ef_mae" in v for v in summary.values())
-    head = "| method | labeled | seeds | mean Dice | std over seeds | gain recovered |" + (" LV EF error | RV EF error |" if ef else "")
+    head = "| method | labeled | seeds | mean Dice | std over seeds | gain recovered |" + (
+        " LV EF error | RV EF error |" if ef else ""
+    )
     lines = [head, "|---" * head.count(" | ") + "|---|"]
     for v in summary.values():
         spread = "-" if v["dice_seed_std"] is None else format(v["dice_seed_std"], ".3f")
@@ -237,11 +299,19 @@ def table_lines(rows: dict, summary: dict) -> list[str]:
             cells += [f"{v[k]:.1f} %" if k in v else "-" for k in ("lv_ef_mae", "rv_ef_mae")]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     if ef:
-        lines += ["", "EF error: mean absolute difference (percentage points) between the ejection fraction from the "
-                  "predicted and from the reference ED + ES segmentations of each held-out patient."]
+        lines += [
+            "",
+            "EF error: mean absolute difference (percentage points) between the ejection fraction from the "
+            "predicted and from the reference ED + ES segmentations of each held-out patient.",
+        ]
     unit = next(iter(rows.values()))["distance_unit"] if rows else "mm"
-    lines += ["", f"Per run, held-out mean ± std over cases (HD95 and ASD in {unit}):", "",
-              "| run | structure | " + " | ".join(METRICS) + " | s / it |", "|---|---|" + "---|" * (len(METRICS) + 1)]
+    lines += [
+        "",
+        f"Per run, held-out mean ± std over cases (HD95 and ASD in {unit}):",
+        "",
+        "| run | structure | " + " | ".join(METRICS) + " | s / it |",
+        "|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
     for key, r in rows.items():
         for structure, m in r["mean"].items():
             cells = [f"{m[k]['mean']:.3f} ± {m[k]['std']:.3f}" for k in METRICS]
@@ -288,7 +358,10 @@ def learning_curves(rows: dict, out: Path) -> None:
     colors = {v: f"C{i}" for i, v in enumerate(sorted({r["variant"] for r in rows.values()}))}
     fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 3.6), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], counts):
-        handles, seeds = {}, {}  # variant -> its first line / the seeds drawn in this panel (one legend entry per variant)
+        handles, seeds = (
+            {},
+            {},
+        )  # variant -> its first line / the seeds drawn in this panel (one legend entry per variant)
         for key, r in rows.items():
             if r["labeled"] != n and r["variant"] != "supervised_all":  # the upper bound is drawn in every panel
                 continue
@@ -297,15 +370,22 @@ def learning_curves(rows: dict, out: Path) -> None:
                 continue
             it, loss = map(np.array, zip(*pts))
             smooth = np.convolve(loss, np.ones(5) / 5, mode="valid") if len(loss) >= 5 else loss
-            lines = ax.plot(it[len(it) - len(smooth):], smooth, lw=1.2, color=colors[r["variant"]],
-                            ls="--" if r["variant"].startswith("supervised") else "-")
+            lines = ax.plot(
+                it[len(it) - len(smooth) :],
+                smooth,
+                lw=1.2,
+                color=colors[r["variant"]],
+                ls="--" if r["variant"].startswith("supervised") else "-",
+            )
             handles.setdefault(r["variant"], lines[0])
             seeds.setdefault(r["variant"], []).append(r.get("seed"))
         ax.set_title(f"{n} labeled", fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_yscale("log")
         if handles:
-            ax.legend(list(handles.values()), [f"{k} (seed {', '.join(map(str, seeds[k]))})" for k in handles], fontsize=7)
+            ax.legend(
+                list(handles.values()), [f"{k} (seed {', '.join(map(str, seeds[k]))})" for k in handles], fontsize=7
+            )
     axes[0][0].set_ylabel("supervised segmentation loss (training)")
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -337,10 +417,19 @@ def main(argv=None) -> int:
             for m in methods + [c for c in CONTROLS if c not in methods]:
                 cfg = method_config(args.task, m, 10, labeled[0], seeds[0], profile)
                 get_method(cfg["method"])(merge_config(DEFAULTS, cfg))
-        fake = {f"{v} {l}": {"variant": v, "labeled": l, "s_per_it": 1.0, "distance_unit": "mm", "ef_abs_error": {"lv": 2.0, "rv": 5.0},
-                             "seed": 1, "loss_seg_curve": [[10 * i, 1.0 / i] for i in range(1, 8)],
-                             "mean": {"x": {k: {"mean": d, "std": 0.0} for k in METRICS}}}
-                for v, l, d in (("supervised", 8, 0.6), ("sassnet", 8, 0.7), ("supervised_all", 68, 0.9))}
+        fake = {
+            f"{v} {l}": {
+                "variant": v,
+                "labeled": l,
+                "s_per_it": 1.0,
+                "distance_unit": "mm",
+                "ef_abs_error": {"lv": 2.0, "rv": 5.0},
+                "seed": 1,
+                "loss_seg_curve": [[10 * i, 1.0 / i] for i in range(1, 8)],
+                "mean": {"x": {k: {"mean": d, "std": 0.0} for k in METRICS}},
+            }
+            for v, l, d in (("supervised", 8, 0.6), ("sassnet", 8, 0.7), ("supervised_all", 68, 0.9))
+        }
         summary = summarize(fake)
         table = table_lines(fake, summary)
         assert abs(summary["sassnet @ 8"]["gain_recovered"] - 1 / 3) < 1e-9 and "2.0 %" in table[2], table
@@ -349,31 +438,52 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for i, row in enumerate(fake.values()):
                 (Path(tmp) / str(i)).mkdir()
-                (Path(tmp) / str(i) / "log.jsonl").write_text("".join(json.dumps({"iteration": 10 * j, "loss_seg": 1.0 / j}) + "\n"
-                                                                      for j in range(1, 12)))
+                (Path(tmp) / str(i) / "log.jsonl").write_text(
+                    "".join(json.dumps({"iteration": 10 * j, "loss_seg": 1.0 / j}) + "\n" for j in range(1, 12))
+                )
                 row["run"] = str(Path(tmp) / str(i))
             learning_curves(fake, Path(tmp) / "curves.png")
             assert (Path(tmp) / "curves.png").stat().st_size > 1000
         print({"methods": methods, "gain": summary["sassnet @ 8"]["gain_recovered"], "ok": True})
         return 0
     if not Path(task["data"]).is_file():
-        print(f"real data not found at {task['data']} (kept outside the repository); nothing to benchmark", file=sys.stderr)
+        print(
+            f"real data not found at {task['data']} (kept outside the repository); nothing to benchmark",
+            file=sys.stderr,
+        )
         return 2
-    runs = [(m, None if m == "supervised_all" else n, s) for s in seeds for n in labeled for m in methods
-            if not (m == "supervised_all" and n != labeled[0])]
+    runs = [
+        (m, None if m == "supervised_all" else n, s)
+        for s in seeds
+        for n in labeled
+        for m in methods
+        if not (m == "supervised_all" and n != labeled[0])
+    ]
     # the profile's iteration count (600 at cpu-small, the paper config's at gpu-full), as run_one will use it
     iterations = method_config(args.task, methods[0], args.iterations, labeled[0], seeds[0], args.profile)["iterations"]
     rows = earlier_rows(args.profile, args.task, iterations)
     for m, n, s in runs:  # published after every run, so a stopped benchmark keeps what it measured
         key = f"{m}, {'all' if n is None else n} labeled, seed {s}"
-        rows[key] = run_one(args.task, m, n, s, args.iterations, ROOT / "runs" / "bench", args.device, args.profile, progress=True)
+        rows[key] = run_one(
+            args.task, m, n, s, args.iterations, ROOT / "runs" / "bench", args.device, args.profile, progress=True
+        )
         print(json.dumps({key: round(mean_dice(rows[key]), 4)}), flush=True)
         summary = summarize(rows)
         curves = f"method_comparison_{args.task}_curves.png"
         learning_curves(rows, ROOT / "benchmarks" / "results" / args.profile / curves)
-        publish(args.profile, f"method_comparison_{args.task}", {**rows, "_summary": summary}, [], lambda k, v: None,
-                extra_lines=table_lines(rows, summary) + ["", f"Learning curves: {curves} (each method's own supervised "
-                                                             "loss, e.g. cross-entropy for MTN: compare curves' shapes, not levels across methods)."])
+        publish(
+            args.profile,
+            f"method_comparison_{args.task}",
+            {**rows, "_summary": summary},
+            [],
+            lambda k, v: None,
+            extra_lines=table_lines(rows, summary)
+            + [
+                "",
+                f"Learning curves: {curves} (each method's own supervised "
+                "loss, e.g. cross-entropy for MTN: compare curves' shapes, not levels across methods).",
+            ],
+        )
     return 0
 
 

@@ -13,7 +13,6 @@ import sys
 import time
 
 import numpy as np
-
 from common import publish
 
 from SemiSupCardiacSegLib.sdm import signed_distance_map
@@ -46,12 +45,22 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             signed_distance_map(m)
             t.append(time.perf_counter() - t0)
-        rows[name] = {"shape": list(shape), "median_ms": 1000 * float(np.median(t)), "p90_ms": 1000 * float(np.percentile(t, 90)), "n": len(t)}
+        rows[name] = {
+            "shape": list(shape),
+            "median_ms": 1000 * float(np.median(t)),
+            "p90_ms": 1000 * float(np.percentile(t, 90)),
+            "n": len(t),
+        }
     if args.smoke:
         print(rows)
         return 0
-    publish(args.profile, "sdm_speed", rows, ["crop", "shape", "median ms", "p90 ms"],
-            lambda k, v: [k, "x".join(map(str, v["shape"])), f"{v['median_ms']:.1f}", f"{v['p90_ms']:.1f}"])
+    publish(
+        args.profile,
+        "sdm_speed",
+        rows,
+        ["crop", "shape", "median ms", "p90 ms"],
+        lambda k, v: [k, "x".join(map(str, v["shape"])), f"{v['median_ms']:.1f}", f"{v['p90_ms']:.1f}"],
+    )
     return 0
 
 

@@ -18,20 +18,34 @@ import sys
 import time
 from pathlib import Path
 
-from common import optimisation_step, publish
-
 import torch
+from common import optimisation_step, publish
 
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.sdm import multiclass_sdm
 
 PROFILES = {
-    "cpu-small": {"n_filters": 12, "patch": (64, 64, 32), "device": "cpu", "disc_filters": 32,
-                  "2d": {"n_filters": 16, "patch": (128, 128, 1), "batch": 8, "mc_passes": 3}},
-    "gpu-full": {"n_filters": 16, "patch": (112, 112, 80), "device": "cuda", "disc_filters": 64,
-                 "2d": {"n_filters": 16, "patch": (256, 256, 1), "batch": 16, "mc_passes": 10}},
-    "smoke": {"n_filters": 2, "patch": (16, 16, 16), "device": "cpu", "disc_filters": 4,
-              "2d": {"n_filters": 2, "patch": (32, 32, 1), "batch": 4, "mc_passes": 2}},
+    "cpu-small": {
+        "n_filters": 12,
+        "patch": (64, 64, 32),
+        "device": "cpu",
+        "disc_filters": 32,
+        "2d": {"n_filters": 16, "patch": (128, 128, 1), "batch": 8, "mc_passes": 3},
+    },
+    "gpu-full": {
+        "n_filters": 16,
+        "patch": (112, 112, 80),
+        "device": "cuda",
+        "disc_filters": 64,
+        "2d": {"n_filters": 16, "patch": (256, 256, 1), "batch": 16, "mc_passes": 10},
+    },
+    "smoke": {
+        "n_filters": 2,
+        "patch": (16, 16, 16),
+        "device": "cpu",
+        "disc_filters": 4,
+        "2d": {"n_filters": 2, "patch": (32, 32, 1), "batch": 4, "mc_passes": 2},
+    },
 }
 CONFIGS = Path(__file__).resolve().parent.parent / "SemiSupCardiacSegLib" / "configs"
 
@@ -42,7 +56,7 @@ def make_batch(patch, device, n=4, n_labeled=2, num_classes=2) -> dict:
     x, y, z = (max(1, s // 4) for s in patch)
     zs = slice(z, 3 * z) if patch[2] > 1 else slice(None)
     for c in range(1, num_classes):  # nested boxes: classes 1 .. K-1
-        label[:, (c - 1) * x // 2 + x:3 * x - (c - 1) * x // 2, y:3 * y, zs] = c
+        label[:, (c - 1) * x // 2 + x : 3 * x - (c - 1) * x // 2, y : 3 * y, zs] = c
     sdm = torch.from_numpy(multiclass_sdm(label[0].numpy(), num_classes))[None].repeat(n, 1, 1, 1, 1)
     batch = {"image": torch.randn((n, 1) + tuple(patch), generator=g), "label": label, "sdm": sdm}
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -82,8 +96,15 @@ def time_method(name: str, prof: dict, steps: int) -> dict:
             times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
-    return {"median_s_per_it": median, "its_per_s": 1.0 / median, "steps": steps, "arch": cfg["arch"],
-            "patch": list(patch), "batch": n, "model_params": sum(p.numel() for p in method.model.parameters())}
+    return {
+        "median_s_per_it": median,
+        "its_per_s": 1.0 / median,
+        "steps": steps,
+        "arch": cfg["arch"],
+        "patch": list(patch),
+        "batch": n,
+        "model_params": sum(p.numel() for p in method.model.parameters()),
+    }
 
 
 def main(argv=None) -> int:
@@ -103,9 +124,20 @@ def main(argv=None) -> int:
     if args.smoke:
         print(rows)
         return 0
-    publish(args.profile, "train_speed", rows, ["method", "network", "crop x batch", "s / iteration", "iterations / s", "inference params"],
-            lambda k, v: [k, v["arch"], "x".join(map(str, v["patch"])) + f" x {v['batch']}", f"{v['median_s_per_it']:.2f}",
-                          f"{v['its_per_s']:.2f}", f"{v['model_params']:,}"])
+    publish(
+        args.profile,
+        "train_speed",
+        rows,
+        ["method", "network", "crop x batch", "s / iteration", "iterations / s", "inference params"],
+        lambda k, v: [
+            k,
+            v["arch"],
+            "x".join(map(str, v["patch"])) + f" x {v['batch']}",
+            f"{v['median_s_per_it']:.2f}",
+            f"{v['its_per_s']:.2f}",
+            f"{v['model_params']:,}",
+        ],
+    )
     return 0
 
 

@@ -24,7 +24,6 @@ import sys
 import time
 
 import numpy as np
-
 from common import ROOT, benchmark_parser, publish
 
 
@@ -45,9 +44,9 @@ def main(argv=None) -> int:
     p.add_argument("--mc-samples", type=int, default=10)
     args = p.parse_args(argv)
     import torch
+    from uncertainty_quality import FLAG_DICE, best_score, ece, held_out_paths, measure_model, score_quality
 
     from SemiSupCardiacSegLib.checkpoint import load_model
-    from uncertainty_quality import FLAG_DICE, best_score, ece, held_out_paths, measure_model, score_quality
 
     torch.set_num_threads(args.threads)
     table = ROOT / "benchmarks" / "results" / args.profile / f"method_comparison_{args.task}.json"
@@ -57,8 +56,10 @@ def main(argv=None) -> int:
     table_runs = {k: v for k, v in json.loads(table.read_text())["results"].items() if not k.startswith("_")}
     runs = {k: v for k, v in table_runs.items() if (ROOT / v["run"] / "model.pt").is_file()}
     if not runs:
-        print(f"none of the runs of {table.name} is on this machine (runs/bench/ is not in the repository): "
-              f"run benchmarks/method_comparison.py --task {args.task} first")
+        print(
+            f"none of the runs of {table.name} is on this machine (runs/bench/ is not in the repository): "
+            f"run benchmarks/method_comparison.py --task {args.task} first"
+        )
         return 0 if args.smoke else 2
     if args.smoke:
         runs = dict(list(runs.items())[:1])
@@ -83,24 +84,56 @@ def main(argv=None) -> int:
             return 0
         across = score_quality(per_case)
         best = best_score(across)
-        rows[key] = {"variant": run["variant"], "labeled": run["labeled"], "model_id": meta["model_id"], "n_samples": len(per_case),
-                     "dice": float(np.mean([r["dice"] for r in per_case.values()])),
-                     "pooled_ece_roi": ece(*pooled), "brier_roi": float(np.mean([r["brier_roi"] for r in per_case.values()])),
-                     "uncertain_error_dice": float(np.mean([r["uncertain_error_dice"] for r in per_case.values()])),
-                     "scores": across, "best_score": best.removeprefix("score_"), "seconds": time.perf_counter() - t}
+        rows[key] = {
+            "variant": run["variant"],
+            "labeled": run["labeled"],
+            "model_id": meta["model_id"],
+            "n_samples": len(per_case),
+            "dice": float(np.mean([r["dice"] for r in per_case.values()])),
+            "pooled_ece_roi": ece(*pooled),
+            "brier_roi": float(np.mean([r["brier_roi"] for r in per_case.values()])),
+            "uncertain_error_dice": float(np.mean([r["uncertain_error_dice"] for r in per_case.values()])),
+            "scores": across,
+            "best_score": best.removeprefix("score_"),
+            "seconds": time.perf_counter() - t,
+        }
         print(json.dumps({key: {k: rows[key][k] for k in ("dice", "pooled_ece_roi", "best_score")}}), flush=True)
 
     def fmt(k: str, v: dict) -> list:
         best = v["scores"]["score_" + v["best_score"]]
-        return [k, f"{v['dice']:.3f}", f"{v['pooled_ece_roi']:.4f}", f"{v['brier_roi']:.4f}", f"{v['uncertain_error_dice']:.3f}",
-                v["best_score"], f"{best['spearman_vs_1_minus_dice']:.2f}", f"{best[f'auroc_dice_below_{FLAG_DICE}']:.2f}"]
+        return [
+            k,
+            f"{v['dice']:.3f}",
+            f"{v['pooled_ece_roi']:.4f}",
+            f"{v['brier_roi']:.4f}",
+            f"{v['uncertain_error_dice']:.3f}",
+            v["best_score"],
+            f"{best['spearman_vs_1_minus_dice']:.2f}",
+            f"{best[f'auroc_dice_below_{FLAG_DICE}']:.2f}",
+        ]
 
     rows = {k: rows[k] for k in table_runs if k in rows}  # the accuracy table's order
-    publish(args.profile, f"uncertainty_by_method_{args.task}", rows,
-            ["run", "Dice (MC)", "ECE (ROI, pooled)", "Brier (ROI)", "Dice(uncertain, errors)", "best per-case score",
-             "Spearman vs 1 - Dice", f"AUROC Dice < {FLAG_DICE}"], fmt,
-            extra_lines=["", f"MC dropout with {args.mc_samples} samples and each checkpoint's TTA, on each run's held-out cases "
-                         "(for cine: per (case, structure) pair). Runs: method_comparison_" + args.task + ".json."])
+    publish(
+        args.profile,
+        f"uncertainty_by_method_{args.task}",
+        rows,
+        [
+            "run",
+            "Dice (MC)",
+            "ECE (ROI, pooled)",
+            "Brier (ROI)",
+            "Dice(uncertain, errors)",
+            "best per-case score",
+            "Spearman vs 1 - Dice",
+            f"AUROC Dice < {FLAG_DICE}",
+        ],
+        fmt,
+        extra_lines=[
+            "",
+            f"MC dropout with {args.mc_samples} samples and each checkpoint's TTA, on each run's held-out cases "
+            "(for cine: per (case, structure) pair). Runs: method_comparison_" + args.task + ".json.",
+        ],
+    )
     return 0
 
 

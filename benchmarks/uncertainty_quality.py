@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage, stats
-
 from common import ROOT, benchmark_parser, environment, write_result
+from scipy import ndimage, stats
 
 from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.inference import model_mc_scope, predict_with_model
@@ -131,8 +130,12 @@ def _or_nan(score: float | None) -> float:
 
 def best_score(across: dict) -> str:
     """The score with the highest Spearman correlation with 1 - Dice (NaN counts as lowest)."""
-    return max(across, key=lambda k: -math.inf if math.isnan(across[k]["spearman_vs_1_minus_dice"])
-               else across[k]["spearman_vs_1_minus_dice"])
+    return max(
+        across,
+        key=lambda k: (
+            -math.inf if math.isnan(across[k]["spearman_vs_1_minus_dice"]) else across[k]["spearman_vs_1_minus_dice"]
+        ),
+    )
 
 
 def score_quality(per_case: dict) -> dict:
@@ -146,8 +149,12 @@ def score_quality(per_case: dict) -> dict:
         s = np.array([r[k] for r in per_case.values()], float)
         ok = np.isfinite(s)
         rho, pval = stats.spearmanr(s[ok], 1 - dices[ok]) if ok.sum() > 2 else (math.nan, math.nan)
-        across[k] = {"spearman_vs_1_minus_dice": float(rho), "p_value": float(pval), "n_scored": int(ok.sum()),
-                     f"auroc_dice_below_{FLAG_DICE}": auroc(s[ok], dices[ok] < FLAG_DICE)}
+        across[k] = {
+            "spearman_vs_1_minus_dice": float(rho),
+            "p_value": float(pval),
+            "n_scored": int(ok.sum()),
+            f"auroc_dice_below_{FLAG_DICE}": auroc(s[ok], dices[ok] < FLAG_DICE),
+        }
     return across
 
 
@@ -160,8 +167,13 @@ def youden_threshold(scores, positives) -> dict:
         sens = (flag & y).sum() / max(1, y.sum())
         spec = (~flag & ~y).sum() / max(1, (~y).sum())
         if sens + spec - 1 > best["youden"]:
-            best = {"threshold": float(t), "youden": float(sens + spec - 1), "flagged": int(flag.sum()),
-                    "flagged_below": int((flag & y).sum()), "below": int(y.sum())}
+            best = {
+                "threshold": float(t),
+                "youden": float(sens + spec - 1),
+                "flagged": int(flag.sum()),
+                "flagged_below": int((flag & y).sum()),
+                "below": int(y.sum()),
+            }
     return best
 
 
@@ -226,8 +238,11 @@ def main(argv=None) -> int:
     p = benchmark_parser(__doc__, "one case, MC 2, writes nothing (skips without data)")
     p.add_argument("--model", default="la")
     p.add_argument("--mc-samples", type=int, default=10)
-    p.add_argument("--mc-scope", choices=("decoder", "head"), help="MC-dropout scope (default: the checkpoint's); "
-                   "given, it is added to the result's name")
+    p.add_argument(
+        "--mc-scope",
+        choices=("decoder", "head"),
+        help="MC-dropout scope (default: the checkpoint's); given, it is added to the result's name",
+    )
     args = p.parse_args(argv)
     import torch
 
@@ -235,7 +250,9 @@ def main(argv=None) -> int:
     net, meta = load_model(args.model)
     paths = held_out_paths(meta)
     if not all(p.is_file() for p in paths):
-        print("the model's held-out cases were not found under ../shared (kept outside the repository); nothing to measure")
+        print(
+            "the model's held-out cases were not found under ../shared (kept outside the repository); nothing to measure"
+        )
         return 0
     if args.smoke:
         paths, args.mc_samples = paths[:1], 2
@@ -248,35 +265,68 @@ def main(argv=None) -> int:
     scores = [k for k in next(iter(per_case.values())) if k.startswith("score_")]
     across = score_quality(per_case)
     best = best_score(across)
-    suggestion = {"score": best.removeprefix("score_"), **youden_threshold([r[best] for r in per_case.values()], dices < FLAG_DICE)}
+    suggestion = {
+        "score": best.removeprefix("score_"),
+        **youden_threshold([r[best] for r in per_case.values()], dices < FLAG_DICE),
+    }
     means = {k: float(np.mean([r[k] for r in per_case.values()])) for k in next(iter(per_case.values()))}
-    suffix = ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem) + (f"_mc_{args.mc_scope}" if args.mc_scope else "")
+    suffix = ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem) + (
+        f"_mc_{args.mc_scope}" if args.mc_scope else ""
+    )
     scope = args.mc_scope or model_mc_scope(meta)
     out_dir = ROOT / "benchmarks" / "results" / args.profile
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_plot(*pooled, out_dir / f"reliability{suffix}.png")
     scatter_plot(per_case, scores, out_dir / f"uncertainty_vs_dice{suffix}.png")
-    result = {"benchmark": f"uncertainty_quality{suffix}", "command": "python " + " ".join(sys.argv), "environment": environment(),
-              "model": {"id": meta["model_id"], "mc_samples": args.mc_samples, "mc_scope": scope, "inference": meta.get("inference", {})},
-              "n_cases": len(paths), "n_samples": len(per_case), "n_samples_below_flag": int((dices < FLAG_DICE).sum()),
-              "pooled_ece_roi": ece(*pooled), "mean": means, "per_case_scores": across, "suggested_flag": suggestion,
-              "per_case": per_case, "wall_s": time.perf_counter() - t0}
+    result = {
+        "benchmark": f"uncertainty_quality{suffix}",
+        "command": "python " + " ".join(sys.argv),
+        "environment": environment(),
+        "model": {
+            "id": meta["model_id"],
+            "mc_samples": args.mc_samples,
+            "mc_scope": scope,
+            "inference": meta.get("inference", {}),
+        },
+        "n_cases": len(paths),
+        "n_samples": len(per_case),
+        "n_samples_below_flag": int((dices < FLAG_DICE).sum()),
+        "pooled_ece_roi": ece(*pooled),
+        "mean": means,
+        "per_case_scores": across,
+        "suggested_flag": suggestion,
+        "per_case": per_case,
+        "wall_s": time.perf_counter() - t0,
+    }
     unit = "(case, structure) pairs" if len(per_case) > len(paths) else "cases"
-    lines = [f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), MC {args.mc_samples} ({scope} scope), "
-             f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png", "",
-             "| voxel measure (mean) | value |", "|---|---|",
-             f"| Dice | {means['dice']:.3f} |", f"| Brier score in ROI | {means['brier_roi']:.4f} |",
-             f"| ECE in ROI (per sample / pooled) | {means['ece_roi']:.4f} / {result['pooled_ece_roi']:.4f} |",
-             f"| uncertain voxels that are errors | {means['uncertain_that_are_errors']:.3f} |",
-             f"| error voxels that are uncertain | {means['errors_that_are_uncertain']:.3f} |",
-             f"| Dice(uncertain, errors) | {means['uncertain_error_dice']:.3f} |", "",
-             f"| per-case score | Spearman vs 1 - Dice | AUROC for Dice < {FLAG_DICE} |", "|---|---|---|"]
-    lines += [f"| {k.removeprefix('score_')} | {v['spearman_vs_1_minus_dice']:.2f} (p {v['p_value']:.2f}) | "
-              f"{v[f'auroc_dice_below_{FLAG_DICE}']:.2f} |" for k, v in across.items()]
+    lines = [
+        f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), MC {args.mc_samples} ({scope} scope), "
+        f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png",
+        "",
+        "| voxel measure (mean) | value |",
+        "|---|---|",
+        f"| Dice | {means['dice']:.3f} |",
+        f"| Brier score in ROI | {means['brier_roi']:.4f} |",
+        f"| ECE in ROI (per sample / pooled) | {means['ece_roi']:.4f} / {result['pooled_ece_roi']:.4f} |",
+        f"| uncertain voxels that are errors | {means['uncertain_that_are_errors']:.3f} |",
+        f"| error voxels that are uncertain | {means['errors_that_are_uncertain']:.3f} |",
+        f"| Dice(uncertain, errors) | {means['uncertain_error_dice']:.3f} |",
+        "",
+        f"| per-case score | Spearman vs 1 - Dice | AUROC for Dice < {FLAG_DICE} |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k.removeprefix('score_')} | {v['spearman_vs_1_minus_dice']:.2f} (p {v['p_value']:.2f}) | "
+        f"{v[f'auroc_dice_below_{FLAG_DICE}']:.2f} |"
+        for k, v in across.items()
+    ]
     if suggestion.get("flagged") is not None:
-        lines += ["", f"Suggested quality flag: {suggestion['score']} > {suggestion['threshold']:.3f} (Youden "
-                      f"{suggestion['youden']:.2f}; flags {suggestion['flagged']}, of which {suggestion['flagged_below']} "
-                      f"of the {suggestion['below']} below {FLAG_DICE})."]
+        lines += [
+            "",
+            f"Suggested quality flag: {suggestion['score']} > {suggestion['threshold']:.3f} (Youden "
+            f"{suggestion['youden']:.2f}; flags {suggestion['flagged']}, of which {suggestion['flagged_below']} "
+            f"of the {suggestion['below']} below {FLAG_DICE}).",
+        ]
     text = "\n".join(lines) + "\n"
     print(write_result(args.profile, f"uncertainty_quality{suffix}", result, text))
     print(text)

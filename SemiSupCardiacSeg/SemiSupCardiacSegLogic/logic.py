@@ -87,8 +87,10 @@ def volume_from_node(node) -> Volume:
     if image is None:
         raise ValueError(f"volume node '{node.GetName() if node else None}' has no image data")
     if image.GetNumberOfScalarComponents() != 1:
-        raise ValueError(f"volume node '{node.GetName()}' has {image.GetNumberOfScalarComponents()} "
-                         "components; a single-component (scalar) volume is needed")
+        raise ValueError(
+            f"volume node '{node.GetName()}' has {image.GetNumberOfScalarComponents()} "
+            "components; a single-component (scalar) volume is needed"
+        )
     dims = image.GetDimensions()  # (I, J, K)
     kji = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
     m = _vtk().vtkMatrix4x4()
@@ -117,8 +119,9 @@ def node_to_world(node) -> np.ndarray:
     if parent is None:
         return np.eye(4)
     if not parent.IsTransformToWorldLinear():
-        raise ValueError(f"'{node.GetName()}' is under the non-linear transform '{parent.GetName()}'; "
-                         "harden the transform first")
+        raise ValueError(
+            f"'{node.GetName()}' is under the non-linear transform '{parent.GetName()}'; harden the transform first"
+        )
     m = _vtk().vtkMatrix4x4()
     parent.GetMatrixTransformToWorld(m)
     return _matrix_to_numpy(m)
@@ -134,7 +137,9 @@ def roi_mask(roi_node, volume_node) -> Volume:
     Raises ValueError when the ROI misses the volume."""
     vol = volume_from_node(volume_node)
     ijk_to_world = node_to_world(volume_node) @ vol.ijk_to_ras()
-    world_to_object = np.linalg.inv(_matrix_to_numpy(roi_node.GetObjectToWorldMatrix()))  # ROI axes and centre, its transforms included
+    world_to_object = np.linalg.inv(
+        _matrix_to_numpy(roi_node.GetObjectToWorldMatrix())
+    )  # ROI axes and centre, its transforms included
     half = np.asarray(roi_node.GetSize(), float) / 2.0
     to_object = world_to_object @ ijk_to_world
     inside = np.zeros(vol.shape, bool)
@@ -202,8 +207,9 @@ class SemiSupCardiacSegLogic:
         colors.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
         for value, structure in ordered:
             colors.SetColor(value, structure, *STRUCTURE_COLORS.get(structure, DEFAULT_COLOR), 1.0)
-        labelmap = self.add_volume_node(labels.with_array(labels.array.astype(np.uint8)), name + " labels",
-                                        "vtkMRMLLabelMapVolumeNode")
+        labelmap = self.add_volume_node(
+            labels.with_array(labels.array.astype(np.uint8)), name + " labels", "vtkMRMLLabelMapVolumeNode"
+        )
         labelmap.GetDisplayNode().SetAndObserveColorNodeID(colors.GetID())
         try:
             if not self.segmentations_logic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
@@ -219,7 +225,9 @@ class SemiSupCardiacSegLogic:
             segmentation.SetSegmentIndex(segment_id, index)
             entry = terminology_entry(structure)
             if entry is not None:
-                segmentation.GetSegment(segment_id).SetTag("TerminologyEntry", entry)  # = SetTerminology (Slicer >= 5.6)
+                segmentation.GetSegment(segment_id).SetTag(
+                    "TerminologyEntry", entry
+                )  # = SetTerminology (Slicer >= 5.6)
         return seg_node
 
     def labels_from_segmentation(self, segmentation_node, reference_node) -> Volume:
@@ -231,7 +239,9 @@ class SemiSupCardiacSegLogic:
             raise ValueError(f"segmentation '{segmentation_node.GetName()}' has no segments")
         labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", self.scene.GenerateUniqueName("export"))
         try:
-            if not self.segmentations_logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap, reference_node):
+            if not self.segmentations_logic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, labelmap, reference_node
+            ):
                 raise RuntimeError(f"exporting segmentation '{segmentation_node.GetName()}' to a labelmap failed")
             labels = volume_from_node(labelmap)
         finally:
@@ -248,8 +258,16 @@ class SemiSupCardiacSegLogic:
             self._model_cache[key] = load_model(model)
         return self._model_cache[key]
 
-    def segment(self, input_node, model: str | None = None, mc_samples: int = 10, device: str = "auto",
-                progress: Callable[[float], None] | None = None, tta: bool = True, roi_node=None) -> SegmentResult:
+    def segment(
+        self,
+        input_node,
+        model: str | None = None,
+        mc_samples: int = 10,
+        device: str = "auto",
+        progress: Callable[[float], None] | None = None,
+        tta: bool = True,
+        roi_node=None,
+    ) -> SegmentResult:
         """Segment ``input_node``; returns new segmentation, SDM and uncertainty nodes on its grid.
 
         model: shipped model name or checkpoint path (None: the shipped LA model).
@@ -277,17 +295,33 @@ class SemiSupCardiacSegLogic:
         if roi_node is not None:
             inside = roi_mask(roi_node, input_node).array.astype(bool)
             box = mask_box(inside)
-        pred = predict_with_model(net, meta, volume.crop(box) if box else volume,
-                                  mc_samples=int(mc_samples), tta=tta, device=device, progress=progress)
+        pred = predict_with_model(
+            net,
+            meta,
+            volume.crop(box) if box else volume,
+            mc_samples=int(mc_samples),
+            tta=tta,
+            device=device,
+            progress=progress,
+        )
         if box is not None:
             pred = pred.uncrop(volume, box, inside[box])
         names = {int(k): v for k, v in meta["labels"].items()}
         distance = pred.labels.with_array(pred.foreground_sdm()) if pred.sdm is not None else None
-        return self._add_result_nodes(input_node, pred.labels, names, distance, pred.entropy,
-                                      segmentation_report(pred, meta["labels"], meta))
+        return self._add_result_nodes(
+            input_node, pred.labels, names, distance, pred.entropy, segmentation_report(pred, meta["labels"], meta)
+        )
 
-    def _add_result_nodes(self, input_node, labels: Volume, names: dict[int, str], distance: Volume | None,
-                          uncertainty: Volume, report: dict, suffix: str = "") -> SegmentResult:
+    def _add_result_nodes(
+        self,
+        input_node,
+        labels: Volume,
+        names: dict[int, str],
+        distance: Volume | None,
+        uncertainty: Volume,
+        report: dict,
+        suffix: str = "",
+    ) -> SegmentResult:
         """New segmentation, distance and uncertainty nodes named after ``input_node``, coloured, under
         the input's parent transform (so they overlay it wherever it is)."""
         base = input_node.GetName() + suffix
@@ -301,8 +335,15 @@ class SemiSupCardiacSegLogic:
         for node in (seg_node, distance_node, uncertainty_node):
             if node is not None and transform_id:
                 node.SetAndObserveTransformNodeID(transform_id)
-        return SegmentResult(segmentation=seg_node, distance=distance_node, uncertainty=uncertainty_node, report=report,
-                             input_node=input_node, labels=labels, entropy=uncertainty)
+        return SegmentResult(
+            segmentation=seg_node,
+            distance=distance_node,
+            uncertainty=uncertainty_node,
+            report=report,
+            input_node=input_node,
+            labels=labels,
+            entropy=uncertainty,
+        )
 
     def import_outputs(self, input_node, out_dir: str | Path, es_node=None) -> SegmentResult:
         """Load what ``python -m SemiSupCardiacSegLib segment`` wrote into ``out_dir`` as new nodes
@@ -342,8 +383,9 @@ class SemiSupCardiacSegLogic:
                 raise ValueError(f"{path.name} is not on the grid of volume '{input_node.GetName()}'")
             loaded[name] = vol
         names = {int(v["label"]): k for k, v in report["structures"].items()}
-        return self._add_result_nodes(input_node, loaded["segmentation"], names, loaded.get("distance"),
-                                      loaded["uncertainty"], report, suffix)
+        return self._add_result_nodes(
+            input_node, loaded["segmentation"], names, loaded.get("distance"), loaded["uncertainty"], report, suffix
+        )
 
     def _set_color(self, node, color_node_id: str, window_center: float | None = None) -> None:
         """Assign a colour table by its node ID. Slicer's Colors module creates its default tables at
@@ -358,8 +400,9 @@ class SemiSupCardiacSegLogic:
             display.SetWindowLevel(2.0, window_center)
 
     # --------------------------------------------------------------------------- review helpers
-    def uncertain_regions(self, uncertainty, num_classes: int = 2, threshold: float | None = None,
-                          min_volume_mm3: float = 20.0) -> list:
+    def uncertain_regions(
+        self, uncertainty, num_classes: int = 2, threshold: float | None = None, min_volume_mm3: float = 20.0
+    ) -> list:
         """Regions of high predictive entropy (nats), most uncertain first.
 
         uncertainty: a ``SegmentResult`` (its entropy as read; its own number of classes) or an
@@ -462,8 +505,10 @@ class SemiSupCardiacSegLogic:
         source = segmentation_node.GetAttribute(SOURCE_VOLUME_ATTRIBUTE) if segmentation_node is not None else None
         if source and source != volume_node.GetID():
             other = self.scene.GetNodeByID(source)
-            raise ValueError(f"segmentation '{segmentation_node.GetName()}' was made from volume "
-                             f"'{other.GetName() if other else source}', not from '{volume_node.GetName()}'")
+            raise ValueError(
+                f"segmentation '{segmentation_node.GetName()}' was made from volume "
+                f"'{other.GetName() if other else source}', not from '{volume_node.GetName()}'"
+            )
         library = Path(library_dir)
         if library.exists() and not library.is_dir():
             raise ValueError(f"{library} is a file, not a library folder")
@@ -482,10 +527,18 @@ class SemiSupCardiacSegLogic:
                 if labels is not None:  # the label first: an image alone would read as an unlabeled case
                     written.append(write_volume(labels, label_path))
                 written.append(write_volume(image, image_path))
-                append_to_manifest(library, {"name": name, "image": image_path.name,
-                                             "label": label_path.name if labels is not None else None,
-                                             "labeled": labels is not None, "source_node": volume_node.GetName(),
-                                             "shape": list(image.shape), "spacing_mm": [float(v) for v in image.spacing]})
+                append_to_manifest(
+                    library,
+                    {
+                        "name": name,
+                        "image": image_path.name,
+                        "label": label_path.name if labels is not None else None,
+                        "labeled": labels is not None,
+                        "source_node": volume_node.GetName(),
+                        "shape": list(image.shape),
+                        "spacing_mm": [float(v) for v in image.spacing],
+                    },
+                )
             except FileExistsError:
                 _remove_files(written)
                 continue  # another writer took the name between the check and the write
@@ -513,10 +566,20 @@ class SemiSupCardiacSegLogic:
         rows = []
         for name, st in result.report["structures"].items():
             mi = st.get("mean_boundary_mutual_info")
-            rows.append([name, f"{st['volume_ml']:.2f}", "-" if st.get("mean_boundary_entropy") is None else f"{st['mean_boundary_entropy']:.3f}",
-                         "-" if mi is None else f"{mi:.3f}", "doubtful" if st.get("doubtful") else ("ok" if st.get("doubtful") is False else "-")])
-        return self._table(f"{result.segmentation.GetName()} results",
-                           ["structure", "volume (mL)", "boundary entropy (nats)", "boundary MI (nats)", "quality"], rows)
+            rows.append(
+                [
+                    name,
+                    f"{st['volume_ml']:.2f}",
+                    "-" if st.get("mean_boundary_entropy") is None else f"{st['mean_boundary_entropy']:.3f}",
+                    "-" if mi is None else f"{mi:.3f}",
+                    "doubtful" if st.get("doubtful") else ("ok" if st.get("doubtful") is False else "-"),
+                ]
+            )
+        return self._table(
+            f"{result.segmentation.GetName()} results",
+            ["structure", "volume (mL)", "boundary entropy (nats)", "boundary MI (nats)", "quality"],
+            rows,
+        )
 
     def cardiac_table(self, ed: SegmentResult, es: SegmentResult, reference_ed_node, spacing=None):
         """Table node of LV/RV EDV, ESV, EF and myocardial mass from an ED and an ES segmentation of a
@@ -524,18 +587,33 @@ class SemiSupCardiacSegLogic:
         the label arrays the results keep (their nodes are exported only for a result without them)."""
         from SemiSupCardiacSegLib.cardiac import cardiac_indices  # noqa: PLC0415
 
-        ed_labels = ed.labels if ed.labels is not None else self.labels_from_segmentation(ed.segmentation, reference_ed_node)
-        es_labels = es.labels if es.labels is not None else self.labels_from_segmentation(es.segmentation, reference_ed_node)
+        ed_labels = (
+            ed.labels if ed.labels is not None else self.labels_from_segmentation(ed.segmentation, reference_ed_node)
+        )
+        es_labels = (
+            es.labels if es.labels is not None else self.labels_from_segmentation(es.segmentation, reference_ed_node)
+        )
         values = cardiac_indices(ed_labels.array, es_labels.array, spacing or ed_labels.spacing)
         units = {"ml": "mL", "percent": "%", "g": "g"}
-        rows = [[k.rsplit("_", 1)[0], f"{v:.1f}", units[k.rsplit("_", 1)[1]]] for k, v in values.items()
-                if isinstance(v, float) and k.rsplit("_", 1)[1] in units]
+        rows = [
+            [k.rsplit("_", 1)[0], f"{v:.1f}", units[k.rsplit("_", 1)[1]]]
+            for k, v in values.items()
+            if isinstance(v, float) and k.rsplit("_", 1)[1] in units
+        ]
         return self._table(f"{reference_ed_node.GetName()} cardiac indices", ["index", "value", "unit"], rows), values
 
     # ----------------------------------------------------------------------------- background segmentation
-    def start_segment_job(self, input_node, out_dir: str | Path | None = None, model: str | None = None,
-                          mc_samples: int = 10, device: str = "auto", python_executable: str | None = None,
-                          roi_node=None, es_node=None):
+    def start_segment_job(
+        self,
+        input_node,
+        out_dir: str | Path | None = None,
+        model: str | None = None,
+        mc_samples: int = 10,
+        device: str = "auto",
+        python_executable: str | None = None,
+        roi_node=None,
+        es_node=None,
+    ):
         """Segment ``input_node`` in a child process (the UI stays responsive; ``request_stop()``
         ends it): the volume is written to ``OUT/input.nrrd`` (with ``roi_node``, its voxel mask to
         ``OUT/roi.nrrd``, ``segment --roi-mask``; with ``es_node``, the end-systolic frame to
@@ -564,8 +642,16 @@ class SemiSupCardiacSegLogic:
         path = write_volume(volume, workdir / "input.nrrd", overwrite=True)
         mask_path = write_volume(mask, workdir / "roi.nrrd", overwrite=True) if mask is not None else None
         es_path = write_volume(es, workdir / "es.nrrd", overwrite=True) if es is not None else None
-        job = SegmentJob(path, workdir / "result", model=model, mc_samples=mc_samples, device=device,
-                         python=python_executable, roi_mask=mask_path, es_input=es_path)
+        job = SegmentJob(
+            path,
+            workdir / "result",
+            model=model,
+            mc_samples=mc_samples,
+            device=device,
+            python=python_executable,
+            roi_mask=mask_path,
+            es_input=es_path,
+        )
         job.workdir = workdir
         return job
 
@@ -606,11 +692,21 @@ class SemiSupCardiacSegLogic:
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._metadata_cache:
             ckpt = load_checkpoint(path)
-            self._metadata_cache[key] = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizers", "method_state")}
+            self._metadata_cache[key] = {
+                k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizers", "method_state")
+            }
         return self._metadata_cache[key]
 
-    def fine_tune(self, library_dir: str | Path, out_dir: str | Path, model: str | None = None, iterations: int = 1000,
-                  python_executable: str | None = None, threads: int | None = None, slicer_executable: str | None = None):
+    def fine_tune(
+        self,
+        library_dir: str | Path,
+        out_dir: str | Path,
+        model: str | None = None,
+        iterations: int = 1000,
+        python_executable: str | None = None,
+        threads: int | None = None,
+        slicer_executable: str | None = None,
+    ):
         """Start Training/train.py in a child process: ``model``'s weights, method and network, on the
         library's labeled + unlabeled cases. Inside Slicer ``python_executable`` is PythonSlicer
         (``sys.executable``), which has Slicer's Python and packages and exits when the script ends;
@@ -621,8 +717,16 @@ class SemiSupCardiacSegLogic:
         from SemiSupCardiacSegLib.jobs import start_fine_tune  # noqa: PLC0415
 
         meta = self.model_metadata(model)
-        return start_fine_tune(meta, resolve_model_path(model), library_dir, out_dir, iterations,
-                               python=python_executable, slicer=slicer_executable, threads=threads)
+        return start_fine_tune(
+            meta,
+            resolve_model_path(model),
+            library_dir,
+            out_dir,
+            iterations,
+            python=python_executable,
+            slicer=slicer_executable,
+            threads=threads,
+        )
 
     def held_out_cases(self, new_model: str) -> list:
         """The labeled library cases a fine-tuned model held out (its checkpoint's
@@ -647,10 +751,15 @@ class SemiSupCardiacSegLogic:
         for structure, summary in new["mean"].items():
             for metric in ("dice", "hd95"):
                 before = old["mean"].get(structure, {}).get(metric, {}).get("mean")
-                rows.append([structure, metric, "-" if before is None else f"{before:.3f}", f"{summary[metric]['mean']:.3f}"])
+                rows.append(
+                    [structure, metric, "-" if before is None else f"{before:.3f}", f"{summary[metric]['mean']:.3f}"]
+                )
         n = len(new["per_case"])
-        return self._table(f"fine-tune validation ({n} held-out case{'s' if n > 1 else ''})",
-                           ["structure", "metric", "before", "after"], rows)
+        return self._table(
+            f"fine-tune validation ({n} held-out case{'s' if n > 1 else ''})",
+            ["structure", "metric", "before", "after"],
+            rows,
+        )
 
     def compare_models(self, old_model: str | None, new_model: str, mc_samples: int = 1, device: str = "auto"):
         """Validation metrics of the model before and after fine-tuning, on the cases the new model held
@@ -722,14 +831,18 @@ def read_manifest(library: str | Path) -> list[dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({str(exc).splitlines()[0]}); repair or move it away before "
-                         "adding cases (nothing was written)") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({str(exc).splitlines()[0]}); repair or move it away before "
+            "adding cases (nothing was written)"
+        ) from None
     except OSError as exc:
         raise ValueError(f"{path} cannot be read ({exc.strerror or exc}); nothing was written") from None
     cases = data.get("cases") if isinstance(data, dict) else None
     if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
-        raise ValueError(f"{path} is not a training-library manifest (expected {{\"cases\": [{{...}}, ...]}}); "
-                         "repair or move it away before adding cases (nothing was written)")
+        raise ValueError(
+            f'{path} is not a training-library manifest (expected {{"cases": [{{...}}, ...]}}); '
+            "repair or move it away before adding cases (nothing was written)"
+        )
     return cases
 
 

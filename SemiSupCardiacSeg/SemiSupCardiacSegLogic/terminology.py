@@ -46,9 +46,17 @@ def terminology_entry(structure: str) -> str | None:
     entry = STRUCTURES.get(structure)
     if entry is None:
         return None
-    return "~".join([entry["context"], _code(entry["category"]), _code(entry["type"]), _code(entry.get("modifier")),
-                     entry.get("anatomic_context", ""), _code(entry.get("anatomic_region")),
-                     _code(entry.get("region_modifier"))])
+    return "~".join(
+        [
+            entry["context"],
+            _code(entry["category"]),
+            _code(entry["type"]),
+            _code(entry.get("modifier")),
+            entry.get("anatomic_context", ""),
+            _code(entry.get("anatomic_region")),
+            _code(entry.get("region_modifier")),
+        ]
+    )
 
 
 def structure_color(structure: str) -> tuple[float, float, float]:

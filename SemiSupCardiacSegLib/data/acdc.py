@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import InputError
+from ..errors import InputError
 from .datasets import CaseFile
 
 PATIENT_RE = re.compile(r"^patient\d{3}$")

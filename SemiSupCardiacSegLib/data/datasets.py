@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..dependencies import import_optional
-from ..io import SUPPORTED_SUFFIXES, InputError, check_label_values, file_suffix, read_h5_case, read_label, read_volume
+from ..errors import InputError
+from ..io import SUPPORTED_SUFFIXES, check_label_values, file_suffix, read_h5_case, read_label, read_volume
 from ..preprocessing import Preprocessing, labels_to_model_space, to_model_space
 from ..sdm import multiclass_sdm
 from .transforms import random_crop, random_rot_flip
@@ -80,8 +81,13 @@ def find_cases(source: str | Path) -> list[CaseFile]:
 
         if is_acdc_folder(source):
             return find_acdc_cases(source)
-        files = sorted(p for p in source.iterdir() if p.is_file() and file_suffix(p) in SUPPORTED_SUFFIXES
-                       and not any(_stem(p).endswith(m) for m in LABEL_MARKERS))
+        files = sorted(
+            p
+            for p in source.iterdir()
+            if p.is_file()
+            and file_suffix(p) in SUPPORTED_SUFFIXES
+            and not any(_stem(p).endswith(m) for m in LABEL_MARKERS)
+        )
         if not files:
             raise InputError(f"no images found in folder {source} (looked for {', '.join(SUPPORTED_SUFFIXES)})")
         return [_case_from_image(p) for p in files]
@@ -117,8 +123,10 @@ def load_case(case: CaseFile, prep: Preprocessing, num_classes: int) -> Case:
     lab = None
     if label is not None:
         if not label.array.any():
-            raise InputError(f"{case.name}: the label map is empty (no structure labelled); remove the label file "
-                             "to use the case as unlabeled")
+            raise InputError(
+                f"{case.name}: the label map is empty (no structure labelled); remove the label file "
+                "to use the case as unlabeled"
+            )
         check_label_values(label.array, num_classes, Path(case.label or case.image).name)
         lab = labels_to_model_space(label, msi, num_classes)
     return Case(case.name, msi.array, lab)
@@ -132,8 +140,14 @@ class CropDataset(Dataset):
     labeled: bool. SDM targets are computed here, i.e. in the DataLoader workers.
     """
 
-    def __init__(self, cases: Sequence[Case], crop_size: tuple[int, int, int], num_classes: int, augment: bool = True,
-                 with_sdm: bool = True):
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        crop_size: tuple[int, int, int],
+        num_classes: int,
+        augment: bool = True,
+        with_sdm: bool = True,
+    ):
         self.cases = list(cases)
         self.crop_size = tuple(int(c) for c in crop_size)
         self.num_classes = num_classes
@@ -157,6 +171,9 @@ class CropDataset(Dataset):
         else:
             out["label"] = torch.zeros(self.crop_size, dtype=torch.int64)
         if self.with_sdm:
-            out["sdm"] = (torch.from_numpy(multiclass_sdm(label, self.num_classes)) if label is not None
-                          else torch.zeros((self.num_classes - 1,) + self.crop_size, dtype=torch.float32))
+            out["sdm"] = (
+                torch.from_numpy(multiclass_sdm(label, self.num_classes))
+                if label is not None
+                else torch.zeros((self.num_classes - 1,) + self.crop_size, dtype=torch.float32)
+            )
         return out

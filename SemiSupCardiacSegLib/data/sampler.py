@@ -23,8 +23,18 @@ class TwoStreamBatchSampler:
     rank r takes every world_size-th stream position, so ranks never share a sample in a step.
     """
 
-    def __init__(self, labeled: Sequence[int], unlabeled: Sequence[int], batch_size: int, labeled_per_batch: int,
-                 num_batches: int, seed: int = 0, start_batch: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        labeled: Sequence[int],
+        unlabeled: Sequence[int],
+        batch_size: int,
+        labeled_per_batch: int,
+        num_batches: int,
+        seed: int = 0,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if labeled_per_batch < 1 or labeled_per_batch > batch_size:
             raise ValueError(f"labeled_per_batch must be in [1, batch_size={batch_size}], got {labeled_per_batch}")
         if len(labeled) == 0:

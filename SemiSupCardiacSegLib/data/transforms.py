@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 #: The (X, Y) plane in which training rotates and flips; flips of these axes are also the test-time
 #: augmentation a trained model declares (``inference.tta_flip_axes``).
 AUGMENT_PLANE = (0, 1)

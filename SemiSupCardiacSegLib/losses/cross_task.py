@@ -38,7 +38,9 @@ def geman_mcclure(r2: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
     return r2 / (2.0 * beta + r2)
 
 
-def adv_gm_discriminator_loss(score_labeled: torch.Tensor, score_unlabeled: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+def adv_gm_discriminator_loss(
+    score_labeled: torch.Tensor, score_unlabeled: torch.Tensor, beta: float = 0.5
+) -> torch.Tensor:
     """Eq. (1) of paper 000 as printed, the discriminator's objective: least-squares residuals
     D(x_l, dist_l) - 0 and D(x_ul, dist_ul) - 1 of raw scores (LSGAN targets: labeled 0, unlabeled 1),
     r^2 = D_l^2 + (D_ul - 1)^2 per labeled/unlabeled pair, loss = mean rho(r^2).
@@ -52,4 +54,4 @@ def adv_gm_discriminator_loss(score_labeled: torch.Tensor, score_unlabeled: torc
 def adv_gm_generator_loss(score_unlabeled: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
     """The segmenter's side (LSGAN generator with the GM penalty): make unlabeled SDMs score like
     labeled ones, r^2 = (D(x_ul, dist_ul) - 0)^2, loss = mean rho(r^2)."""
-    return geman_mcclure(score_unlabeled ** 2, beta).mean()
+    return geman_mcclure(score_unlabeled**2, beta).mean()

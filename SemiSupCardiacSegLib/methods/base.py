@@ -58,7 +58,9 @@ class Method(nn.Module):
         """Parameters of each optimizer, by name; 'model' always exists."""
         return {"model": list(self.model.parameters())}
 
-    def training_step(self, batch: dict[str, torch.Tensor], iteration: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def training_step(
+        self, batch: dict[str, torch.Tensor], iteration: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """-> ({optimizer name: loss}, {log name: value}). batch holds the first ``n_labeled`` rows labeled."""
         raise NotImplementedError
 

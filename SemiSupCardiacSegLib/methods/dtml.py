@@ -52,6 +52,11 @@ class DTML(Method):
         consistency = F.mse_loss(prob[:, 1:], from_sdm)
         lam = self.consistency_weight(iteration)
         loss = loss_seg + loss_mask + lam * consistency
-        logs = {"loss": float(loss.detach()), "loss_seg": float(loss_seg.detach()), "loss_mask": float(loss_mask.detach()),
-                "loss_consistency": float(consistency.detach()), "consistency_weight": lam}
+        logs = {
+            "loss": float(loss.detach()),
+            "loss_seg": float(loss_seg.detach()),
+            "loss_mask": float(loss_mask.detach()),
+            "loss_consistency": float(consistency.detach()),
+            "consistency_weight": lam,
+        }
         return {"model": loss}, logs

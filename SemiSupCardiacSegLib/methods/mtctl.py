@@ -64,17 +64,32 @@ def mean_class_std(samples: torch.Tensor) -> torch.Tensor:
 class MTCTL(Supervised):
     uses_unlabeled = True
     spatial_dims = 3
-    defaults = {"seg_loss": "dice", "sdm_weight": 0.3, "k": 1500.0, "consistency": 1.0, "consistency_rampup": 1.0,
-                "mc_passes": 8, "uncertainty": "entropy", "guidance_threshold": [0.75, 1.0],
-                "adv_weight": 0.001, "adv_rampup": 1.0, "gm_beta": 0.5, "disc_filters": 64}
+    defaults = {
+        "seg_loss": "dice",
+        "sdm_weight": 0.3,
+        "k": 1500.0,
+        "consistency": 1.0,
+        "consistency_rampup": 1.0,
+        "mc_passes": 8,
+        "uncertainty": "entropy",
+        "guidance_threshold": [0.75, 1.0],
+        "adv_weight": 0.001,
+        "adv_rampup": 1.0,
+        "gm_beta": 0.5,
+        "disc_filters": 64,
+    }
 
     def __init__(self, config: dict):
         config = dict(config)
         config["network"] = {"sdm_decoder": "separate", **config.get("network", {})}
         super().__init__(config)
         k = int(self.network_params.get("num_classes", 2))
-        self.discriminator = SDMDiscriminator(k - 1, int(self.network_params.get("in_channels", 1)),
-                                              int(self.config["disc_filters"]), spatial_dims=self.spatial_dims)
+        self.discriminator = SDMDiscriminator(
+            k - 1,
+            int(self.network_params.get("in_channels", 1)),
+            int(self.config["disc_filters"]),
+            spatial_dims=self.spatial_dims,
+        )
 
     def optimizer_groups(self):
         return {"model": list(self.model.parameters()), "discriminator": list(self.discriminator.parameters())}
@@ -110,11 +125,22 @@ class MTCTL(Supervised):
         beta = float(self.config["gm_beta"])
         adv = adv_gm_generator_loss(self.discriminator(out["sdm"][n:], image[n:]), beta)
         loss = sup + lam * (cross + guide) + gamma * adv
-        d_loss = adv_gm_discriminator_loss(self.discriminator(out["sdm"][:n].detach(), image[:n]),
-                                           self.discriminator(out["sdm"][n:].detach(), image[n:]), beta)
-        logs.update(loss=float(loss.detach()), loss_cross_task=float(cross.detach()), loss_guidance=float(guide.detach()),
-                    loss_adv=float(adv.detach()), loss_disc=float(d_loss.detach()), consistency_weight=lam,
-                    adv_weight=gamma, certain_fraction=float(certain.float().mean()), uncertainty_threshold=t)
+        d_loss = adv_gm_discriminator_loss(
+            self.discriminator(out["sdm"][:n].detach(), image[:n]),
+            self.discriminator(out["sdm"][n:].detach(), image[n:]),
+            beta,
+        )
+        logs.update(
+            loss=float(loss.detach()),
+            loss_cross_task=float(cross.detach()),
+            loss_guidance=float(guide.detach()),
+            loss_adv=float(adv.detach()),
+            loss_disc=float(d_loss.detach()),
+            consistency_weight=lam,
+            adv_weight=gamma,
+            certain_fraction=float(certain.float().mean()),
+            uncertainty_threshold=t,
+        )
         return {"model": loss, "discriminator": d_loss}, logs
 
 

@@ -65,8 +65,12 @@ class MTN(Supervised):
         l2 = segmentation_loss(self.config["seg_loss"], out["seg"], label)
         l1 = (out["area"] - myocardial_area(label, int(self.config["area_class"]))).abs().mean()
         loss = uncertainty_weighted_loss(l1, l2, self.log_sigma[0], self.log_sigma[1])
-        logs = {"loss_seg": float(l2.detach()), "loss_area": float(l1.detach()),
-                "log_sigma_area": float(self.log_sigma[0].detach()), "log_sigma_seg": float(self.log_sigma[1].detach())}
+        logs = {
+            "loss_seg": float(l2.detach()),
+            "loss_area": float(l1.detach()),
+            "log_sigma_area": float(self.log_sigma[0].detach()),
+            "log_sigma_seg": float(self.log_sigma[1].detach()),
+        }
         w = float(self.config["sdm_weight"])
         if w > 0 and "sdm" in out:
             sdm = F.mse_loss(out["sdm"], batch["sdm"][:n])

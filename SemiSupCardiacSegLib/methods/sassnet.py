@@ -21,7 +21,6 @@ network built from 2D convolutions, scoring each slice, as BMT-CTL's.
 
 from __future__ import annotations
 
-
 from ..losses import discriminator_loss, generator_loss
 from ..networks import SDMDiscriminator
 from .base import register
@@ -36,8 +35,12 @@ class SASSNet(Supervised):
     def __init__(self, config: dict):
         super().__init__(config)
         k = int(self.network_params.get("num_classes", 2))
-        self.discriminator = SDMDiscriminator(k - 1, int(self.network_params.get("in_channels", 1)), int(self.config["disc_filters"]),
-                                              spatial_dims=2 if self.arch == "unet2d" else 3)
+        self.discriminator = SDMDiscriminator(
+            k - 1,
+            int(self.network_params.get("in_channels", 1)),
+            int(self.config["disc_filters"]),
+            spatial_dims=2 if self.arch == "unet2d" else 3,
+        )
 
     def optimizer_groups(self):
         return {"model": list(self.model.parameters()), "discriminator": list(self.discriminator.parameters())}
@@ -57,6 +60,10 @@ class SASSNet(Supervised):
         adv = generator_loss(self.discriminator(sdm[n:], image[n:]))
         loss = sup + beta * adv
         # Discriminator: on detached SDMs, so its step cannot move the segmenter.
-        d_loss = discriminator_loss(self.discriminator(sdm[:n].detach(), image[:n]), self.discriminator(sdm[n:].detach(), image[n:]))
-        logs.update(loss=float(loss.detach()), loss_adv=float(adv.detach()), adv_weight=beta, loss_disc=float(d_loss.detach()))
+        d_loss = discriminator_loss(
+            self.discriminator(sdm[:n].detach(), image[:n]), self.discriminator(sdm[n:].detach(), image[n:])
+        )
+        logs.update(
+            loss=float(loss.detach()), loss_adv=float(adv.detach()), adv_weight=beta, loss_disc=float(d_loss.detach())
+        )
         return {"model": loss, "discriminator": d_loss}, logs

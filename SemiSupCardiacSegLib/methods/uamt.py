@@ -34,8 +34,16 @@ from .supervised import Supervised
 @register("uamt")
 class UAMT(Supervised):
     uses_unlabeled = True
-    defaults = {"seg_loss": "dice_ce", "sdm_weight": 0.3, "consistency": 0.1, "consistency_rampup": 1.0,
-                "ema_decay": 0.99, "mc_passes": 8, "noise_std": 0.1, "noise_clip": 0.2}
+    defaults = {
+        "seg_loss": "dice_ce",
+        "sdm_weight": 0.3,
+        "consistency": 0.1,
+        "consistency_rampup": 1.0,
+        "ema_decay": 0.99,
+        "mc_passes": 8,
+        "noise_std": 0.1,
+        "noise_clip": 0.2,
+    }
 
     def __init__(self, config: dict):
         super().__init__(config)
@@ -60,7 +68,9 @@ class UAMT(Supervised):
         with torch.no_grad():
             target = torch.softmax(self.teacher(self._noisy(unlabeled))["seg"], dim=1)
             passes = int(self.config["mc_passes"])
-            mean = sum(torch.softmax(self.teacher(self._noisy(unlabeled))["seg"], dim=1) for _ in range(passes)) / passes
+            mean = (
+                sum(torch.softmax(self.teacher(self._noisy(unlabeled))["seg"], dim=1) for _ in range(passes)) / passes
+            )
             uncertainty = -(mean * torch.log(mean + 1e-6)).sum(dim=1)  # (B_u, X, Y, Z) nats
             k = target.shape[1]
             threshold = (0.75 + 0.25 * self.ramp(iteration)) * math.log(k)
@@ -69,8 +79,13 @@ class UAMT(Supervised):
         consistency = (mask * dist).sum() / (2 * mask.sum() + 1e-16)
         lam = self.consistency_weight(iteration)
         loss = sup + lam * consistency
-        logs.update(loss=float(loss.detach()), loss_consistency=float(consistency.detach()), consistency_weight=lam,
-                    certain_fraction=float(mask.mean()), uncertainty_threshold=threshold)
+        logs.update(
+            loss=float(loss.detach()),
+            loss_consistency=float(consistency.detach()),
+            consistency_weight=lam,
+            certain_fraction=float(mask.mean()),
+            uncertainty_threshold=threshold,
+        )
         return {"model": loss}, logs
 
     @torch.no_grad()

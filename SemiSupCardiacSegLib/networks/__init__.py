@@ -20,4 +20,14 @@ def build_network(arch: str, params: dict) -> nn.Module:
     return cls(cfg_cls(**params))
 
 
-__all__ = ["VNet", "UNet2D", "UNet2DConfig", "DualTaskVNet", "VNetConfig", "SDMDiscriminator", "set_mc_dropout", "build_network", "ARCHITECTURES"]
+__all__ = [
+    "VNet",
+    "UNet2D",
+    "UNet2DConfig",
+    "DualTaskVNet",
+    "VNetConfig",
+    "SDMDiscriminator",
+    "set_mc_dropout",
+    "build_network",
+    "ARCHITECTURES",
+]

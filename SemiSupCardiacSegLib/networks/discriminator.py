@@ -22,8 +22,9 @@ from torch import nn
 class SDMDiscriminator(nn.Module):
     """forward(sdm: (B, K-1, X, Y, Z), image: (B, C_in, X, Y, Z)) -> (B,) logits."""
 
-    def __init__(self, sdm_channels: int = 1, image_channels: int = 1, ndf: int = 64, dropout: float = 0.5,
-                 spatial_dims: int = 3):
+    def __init__(
+        self, sdm_channels: int = 1, image_channels: int = 1, ndf: int = 64, dropout: float = 0.5, spatial_dims: int = 3
+    ):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -38,7 +39,9 @@ class SDMDiscriminator(nn.Module):
             width *= 2
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool3d(1) if spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
-        self.mlp = nn.Sequential(nn.Linear(width, width // 2), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout), nn.Linear(width // 2, 1))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, width // 2), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout), nn.Linear(width // 2, 1)
+        )
 
     def forward(self, sdm: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         if self.spatial_dims == 2 and sdm.ndim == 5:  # stacks of slices -> batch of slices

@@ -41,7 +41,7 @@ class UNet2DConfig:
     dropout: float = 0.1
     dropout_encoder: bool = True
     sdm_head: bool = True
-    sdm_decoder: str = "shared"   # "shared" | "separate"
+    sdm_decoder: str = "shared"  # "shared" | "separate"
     area_head: bool = False
     normalization: str = "batch"  # kept for interface parity with VNetConfig (BatchNorm2d only)
 
@@ -53,8 +53,14 @@ class Block(nn.Sequential):
     """2 x (3x3 conv -> BatchNorm -> LeakyReLU)."""
 
     def __init__(self, cin: int, cout: int):
-        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01, inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01, inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(0.01, inplace=True),
+        )
 
 
 class UpBlock(nn.Module):

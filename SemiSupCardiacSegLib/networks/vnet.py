@@ -51,7 +51,11 @@ class ConvStage(nn.Sequential):
     def __init__(self, n: int, cin: int, cout: int, norm: str):
         layers: list[nn.Module] = []
         for i in range(n):
-            layers += [nn.Conv3d(cin if i == 0 else cout, cout, 3, padding=1), norm_layer(norm, cout), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv3d(cin if i == 0 else cout, cout, 3, padding=1),
+                norm_layer(norm, cout),
+                nn.ReLU(inplace=True),
+            ]
         super().__init__(*layers)
 
 
@@ -139,7 +143,9 @@ class VNet(nn.Module):
         self.sdm_head = nn.Conv3d(f, config.num_classes - 1, 1) if config.sdm_head else None
         if config.sdm_decoder not in ("shared", "separate"):
             raise ValueError(f"sdm_decoder must be 'shared' or 'separate', got '{config.sdm_decoder}'")
-        self.sdm_branch = VNetDecoder(f, norm, config.dropout) if config.sdm_head and config.sdm_decoder == "separate" else None
+        self.sdm_branch = (
+            VNetDecoder(f, norm, config.dropout) if config.sdm_head and config.sdm_decoder == "separate" else None
+        )
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (B, C_in, X, Y, Z), X, Y, Z divisible by 16 -> features of the five levels."""
@@ -165,7 +171,9 @@ class VNet(nn.Module):
         xs = run_decoder(self.sdm_branch, feats, final_dropout=False) if self.sdm_branch is not None else None
         return run_decoder(self, feats, final_dropout=False), xs
 
-    def decode_heads(self, trunk: tuple[torch.Tensor, torch.Tensor | None], seg_only: bool = False) -> dict[str, torch.Tensor]:
+    def decode_heads(
+        self, trunk: tuple[torch.Tensor, torch.Tensor | None], seg_only: bool = False
+    ) -> dict[str, torch.Tensor]:
         """The last dropout and the 1x1x1 heads on ``decode_trunk``'s features -> the ``decode`` dict.
 
         With MC dropout on, the channel mask of ``Dropout3d`` (one Bernoulli(1 - p) draw per sample
@@ -187,8 +195,12 @@ class VNet(nn.Module):
         with_sdm = self.sdm_head is not None and not seg_only
         mask = channel_mask(x, self.dropout.p)
         if with_sdm and xs is None:  # shared decoder: one convolution for both heads
-            y = masked_pointwise_conv(x, mask, torch.cat([self.seg_head.weight, self.sdm_head.weight]),
-                                      torch.cat([self.seg_head.bias, self.sdm_head.bias]))
+            y = masked_pointwise_conv(
+                x,
+                mask,
+                torch.cat([self.seg_head.weight, self.sdm_head.weight]),
+                torch.cat([self.seg_head.bias, self.sdm_head.bias]),
+            )
             return {"seg": y[:, :k], "sdm": torch.tanh(y[:, k:])}
         out = {"seg": masked_pointwise_conv(x, mask, self.seg_head.weight, self.seg_head.bias)}
         if with_sdm:  # the separate SDM decoder has its own last dropout (same rate, built from the same config)
@@ -217,13 +229,17 @@ def channel_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     return torch.bernoulli(keep) / (1.0 - p)
 
 
-def masked_pointwise_conv(x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def masked_pointwise_conv(
+    x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """``conv3d(x * mask[:, :, None, None, None], weight, bias)`` for a 1x1x1 ``weight`` (K, C, 1, 1, 1),
     computed as one grouped convolution with per-sample weights W * mask[b] (x: (B, C, X, Y, Z) -> (B, K, X, Y, Z))."""
     b, c = x.shape[:2]
     w = weight.reshape(weight.shape[0], c)
     per_sample = (w[None] * mask[:, None, :]).reshape(b * w.shape[0], c, 1, 1, 1)
-    y = nn.functional.conv3d(x.reshape(1, b * c, *x.shape[2:]), per_sample, None if bias is None else bias.repeat(b), groups=b)
+    y = nn.functional.conv3d(
+        x.reshape(1, b * c, *x.shape[2:]), per_sample, None if bias is None else bias.repeat(b), groups=b
+    )
     return y.reshape(b, w.shape[0], *x.shape[2:])
 
 
