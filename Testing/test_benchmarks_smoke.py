@@ -173,6 +173,48 @@ def test_inference_chart_has_a_panel_per_input(tmp_path):
     )
 
 
+def test_results_summary_reads_cards_and_method_tables(tmp_path):
+    """RESULTS.md's summary: a model card's held-out table is read whole (protocol sentence, header,
+    rows), and a method comparison becomes one row per labeled count with a column per method, the
+    controls (a variant that is not its own method) left out and the all-labeled bound last."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import json
+
+    import make_results
+
+    card = tmp_path / "m.md"
+    card.write_text(
+        "# m\n\n## Held-out evaluation (input grid)\n\n`evaluate` on the 3 held-out cases, MC samples 1.\n\n"
+        "| structure | Dice | HD95 mm |\n|---|---|---|\n| left atrium | 0.9 ± 0.1 | 4.0 ± 1.0 |\n\n## Notes\n"
+    )
+    protocol, header, rows = make_results.card_held_out(card)
+    assert protocol.startswith("`evaluate` on the 3") and header == ["structure", "Dice", "HD95 mm"]
+    assert rows == [["left atrium", "0.9 ± 0.1", "4.0 ± 1.0"]]
+
+    def row(variant, method, labeled, dice, gain=None):
+        return {
+            "variant": variant,
+            "labeled": labeled,
+            "n_seeds": 2,
+            "dice_mean": dice,
+            "dice_seed_std": 0.01,
+            "gain_recovered": gain,
+        }, {"variant": variant, "method": method}
+
+    rows = [
+        row("supervised", "supervised", 8, 0.6),
+        row("dtc", "dtc", 8, 0.7, 0.5),
+        row("supervised_half", "supervised", 8, 0.5),
+        row("supervised_all", "supervised", 68, 0.8),
+    ]
+    results = {f"{s['variant']} @ {s['labeled']}": run for s, run in rows}
+    results["_summary"] = {f"{s['variant']} @ {s['labeled']}": s for s, _ in rows}
+    (tmp_path / "method_comparison_la.json").write_text(json.dumps({"benchmark": "mc", "results": results}))
+    table = [line for line in make_results.methods_headline(tmp_path / "method_comparison_la.json") if line[:1] == "|"]
+    assert table[0] == "| labeled cases | supervised (lower) | dtc | all 68 labeled (upper) |"
+    assert table[2] == "| 8 | 0.600 ± 0.010 | 0.700 ± 0.010 (0.50) | 0.800 ± 0.010 |"
+
+
 def test_speed_probe_times_a_fixed_workload():
     """The machine-speed probe recorded with every benchmark result: positive seconds, and part of
     the environment block."""

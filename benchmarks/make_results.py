@@ -1,5 +1,8 @@
-"""Collect every benchmark result into benchmarks/RESULTS.md: per profile, each benchmark's table
-with the exact command, commit, hardware and, where recorded, wall time; PNG plots linked.
+"""Collect every benchmark result into benchmarks/RESULTS.md, summary first: a short summary (the
+shipped models' held-out figures from their cards in models/, the methods table's headline, the
+inference-speed headline), then one section per topic (accuracy, methods comparison, uncertainty
+quality, speed, memory), each benchmark's table with the exact command, the commit it measured and
+that commit's date, hardware and, where recorded, wall time; PNG plots linked in their topic.
 
     python benchmarks/make_results.py
 """
@@ -7,27 +10,105 @@ with the exact command, commit, hardware and, where recorded, wall time; PNG plo
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 from common import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results"
+MODEL_CARDS = ROOT / "models"
+NOT_RECORDED = "commit not recorded"
+
+# topic -> (what it answers, benchmark result names in the order shown, plot name prefixes)
+TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "Accuracy": (
+        "the shipped models on held-out cases, and the cardiac indices derived from the cine model",
+        ("cine_indices",),
+        (),
+    ),
+    "Methods comparison": (
+        "every method at a small CPU budget, with the supervised lower and all-labeled upper bounds",
+        ("method_comparison_la", "method_comparison_cine"),
+        ("method_comparison",),
+    ),
+    "Uncertainty quality": (
+        "whether the heatmap points at the errors: calibration, error overlap, per-case ranking",
+        (
+            "uncertainty_quality",
+            "uncertainty_quality_cine",
+            "uncertainty_quality_mc_head",
+            "uncertainty_by_method_la",
+            "uncertainty_by_method_cine",
+        ),
+        ("reliability", "uncertainty_vs_dice"),
+    ),
+    "Speed": (
+        "inference end to end, signed distance maps, training iterations and the training loop",
+        ("inference_speed", "sdm_speed", "train_speed", "loop_throughput"),
+        ("inference_speed", "train_speed"),
+    ),
+    "Memory": ("resident memory over a batch of real cases in one process", ("batch_memory",), ()),
+}
+# Benchmarks whose JSON merges rows from several invocations: only the last one's command and commit are stored.
+MERGED_ROWS = ("method_comparison", "uncertainty_by_method")
+SPEED_HEADLINE_PATHS = ("(a) ", "(c) encoder once", "(c) head-only", "segment default:")
 
 
-def section(json_path) -> list[str]:
-    data = json.loads(json_path.read_text())
+def commit_date(commit: str | None) -> str:
+    """YYYY-MM-DD of ``commit`` from git, or '' when it is unknown (no commit, no git, not in history)."""
+    if not commit:
+        return ""
+    try:
+        out = subprocess.run(
+            ["git", "show", "-s", "--format=%cs", commit], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def last_change(path: Path) -> tuple[str, str]:
+    """(short commit, date) of the last git commit that changed ``path``; ('', '') when unknown."""
+    try:
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%h %cs", "--", str(path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "", ""
+    parts = out.stdout.split()
+    return (parts[0], parts[1]) if out.returncode == 0 and len(parts) == 2 else ("", "")
+
+
+def provenance(data: dict) -> str:
+    """'`command` at commit `X` (YYYY-MM-DD); hardware; torch' of one benchmark result."""
     env = data.get("environment", {})
-    table = json_path.with_suffix(".md").read_text().strip() if json_path.with_suffix(".md").exists() else ""
+    commit = env.get("commit")
+    date = commit_date(commit)
+    at = f"at commit `{commit}`" + (f" ({date})" if date else "") if commit else f"({NOT_RECORDED})"
     hw = f"{env.get('cpu_count')} CPU cores ({env.get('cpu')}), {env.get('torch_threads')} torch threads" + (
         f", GPU {env['gpu']}" if env.get("gpu") else ", no GPU"
     )
-    lines = [
-        f"### {data.get('benchmark', json_path.stem)}",
-        "",
-        f"`{data.get('command', '?')}` at commit `{env.get('commit')}`; {hw}; torch {env.get('torch')}.",
-        "",
-    ]
+    return f"`{data.get('command', '?')}` {at}; {hw}; torch {env.get('torch')}."
+
+
+def section(json_path: Path) -> list[str]:
+    """One benchmark's heading, provenance, wall time and table (its .md beside the JSON)."""
+    data = json.loads(json_path.read_text())
+    md = json_path.with_suffix(".md")
+    table = md.read_text().strip() if md.exists() else ""
+    lines = [f"### {data.get('benchmark', json_path.stem)}", "", provenance(data), ""]
+    if json_path.stem.startswith(MERGED_ROWS):
+        lines += [
+            "Rows from several invocations, merged: the command and commit above are the last invocation's; "
+            f"rows that invocation did not re-measure do not record theirs ({NOT_RECORDED}).",
+            "",
+        ]
     walls = (
         [data["wall_s"]]
         if data.get("wall_s")
@@ -38,8 +119,173 @@ def section(json_path) -> list[str]:
     return lines + [table, ""]
 
 
+def card_held_out(card: Path) -> tuple[str, list[str], list[list[str]]]:
+    """(protocol sentence, header, rows) of the first table under a model card's '## Held-out evaluation'."""
+    lines = card.read_text().splitlines()
+    try:
+        i = next(n for n, line in enumerate(lines) if line.startswith("## Held-out evaluation"))
+    except StopIteration:
+        return "", [], []
+    body = lines[i + 1 :]
+    protocol = next((line for line in body if line.strip() and not line.startswith("|")), "")
+    table = []
+    for line in body[next((n for n, line in enumerate(body) if line.startswith("|")), len(body)) :]:
+        if not line.startswith("|"):
+            break
+        table.append([c.strip() for c in line.strip().strip("|").split("|")])
+    if len(table) < 3:
+        return protocol, [], []
+    return protocol, table[0], table[2:]
+
+
+def shipped_models_summary() -> list[str]:
+    """Summary table of the shipped models' held-out Dice and HD95 per structure, from models/*.md."""
+    rows = []
+    for card in sorted(MODEL_CARDS.glob("*.md")):
+        protocol, header, cells = card_held_out(card)
+        if not header:
+            continue
+        col = {name: header.index(name) for name in header}
+        hd95 = next((h for h in header if h.startswith("HD95")), None)
+        n_cases = re.search(r"on the (\d+) held-out cases", protocol)
+        mc = re.search(r"MC samples (\d+)", protocol)
+        commit, date = last_change(card)
+        for c in cells:
+            rows.append(
+                f"| [`{card.stem}.pt`](../models/{card.name}) | {c[0]} | {c[col['Dice']]} | "
+                + (f"{c[col[hd95]]} ({hd95.split()[-1]})" if hd95 else "-")
+                + f" | {n_cases.group(1) if n_cases else '?'} | {mc.group(1) if mc else '?'} | "
+                + (f"`{commit}` ({date})" if commit else NOT_RECORDED)
+                + " |"
+            )
+    if not rows:
+        return []
+    return [
+        "Shipped models on their held-out cases (`python -m SemiSupCardiacSegLib evaluate`, on the input grid; "
+        "mean ± std over cases; protocol and per-case figures in each model card; the card's commit is the one "
+        "that last wrote it, the evaluation's own commit is not recorded):",
+        "",
+        "| model | structure | Dice | HD95 | held-out cases | MC samples | card commit (date) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def shipped_models_section() -> list[str]:
+    """Each model card's held-out protocol and table, verbatim, with the commit that last wrote the card."""
+    lines = []
+    for card in sorted(MODEL_CARDS.glob("*.md")):
+        protocol, header, cells = card_held_out(card)
+        if not header:
+            continue
+        commit, date = last_change(card)
+        written = f"card last written at commit `{commit}` ({date})" if commit else NOT_RECORDED
+        lines += [
+            f"### {card.stem}",
+            "",
+            f"From [`models/{card.name}`](../models/{card.name}) ({written}; the evaluation's own commit is "
+            f"not recorded): {protocol}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(c) + " |" for c in cells),
+            "",
+        ]
+    return lines
+
+
+def methods_headline(json_path: Path) -> list[str]:
+    """Pivot of a method_comparison result's summary: one row per labeled count, one column per method
+    (controls left out), cells 'mean Dice ± seed spread (gain recovered)'."""
+    data = json.loads(json_path.read_text())
+    results = data.get("results", {})
+    summary = results.get("_summary", {})
+    method_of = {r["variant"]: r["method"] for r in results.values() if isinstance(r, dict) and "variant" in r}
+    shown = [v for v in dict.fromkeys(s["variant"] for s in summary.values()) if method_of.get(v) == v]
+    shown = ["supervised"] + sorted(v for v in shown if v != "supervised")
+    upper = [s for s in summary.values() if s["variant"] == "supervised_all"]
+    counts = sorted({s["labeled"] for s in summary.values() if s["variant"] != "supervised_all"})
+    if not counts:
+        return []
+
+    def cell(s: dict | None) -> str:
+        if s is None:
+            return "-"
+        text = (
+            f"{s['dice_mean']:.3f} ± {s['dice_seed_std']:.3f}"
+            if s.get("dice_seed_std") is not None
+            else (f"{s['dice_mean']:.3f}")
+        )
+        gain = s.get("gain_recovered")
+        return text + (f" ({gain:.2f})" if gain is not None and s["variant"] != "supervised" else "")
+
+    by_key = {(s["variant"], s["labeled"]): s for s in summary.values()}
+    up = f"all {upper[0]['labeled']} labeled (upper)" if upper else "all labeled (upper)"
+    unit = "labeled frames (2 per patient)" if "cine" in json_path.stem else "labeled cases"
+    header = [unit, "supervised (lower)", *shown[1:], up]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n in counts:
+        cells = [cell(by_key.get((v, n))) for v in shown] + [cell(upper[0]) if upper else "-"]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    n_seeds = sorted({s.get("n_seeds") for s in summary.values() if s["variant"] in shown + ["supervised_all"]})
+    return [
+        f"**{data.get('benchmark', json_path.stem)}** ({'/'.join(str(s) for s in n_seeds)} seeds per row; "
+        f"{provenance(data)[:-1]}; merged rows, see the section below):",
+        "",
+        *lines,
+        "",
+    ]
+
+
+def speed_headline(json_path: Path) -> list[str]:
+    """The inference paths a user meets (plain pass, default MC, segment's default, head-only MC) per input."""
+    data = json.loads(json_path.read_text())
+    rows = [
+        (k.split(" | ", 1), v)
+        for k, v in data.get("results", {}).items()
+        if " | " in k and k.split(" | ", 1)[1].startswith(SPEED_HEADLINE_PATHS)
+    ]
+    if not rows:
+        return []
+    return [
+        f"Inference end to end with the shipped LA model, best of 3 ({provenance(data)[:-1]}):",
+        "",
+        "| input | path | seconds | ratio to (a) | peak RSS MB |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {path} | {v['seconds']:.2f} | {v['ratio_to_a']:.2f} | {v['peak_rss_mb']:.0f} |"
+            for (name, path), v in rows
+        ),
+        "",
+    ]
+
+
+def summary(profile: Path) -> list[str]:
+    """The summary at the top of RESULTS.md for one profile."""
+    lines = ["## Summary", ""] + shipped_models_summary()
+    for name in ("method_comparison_la", "method_comparison_cine"):
+        if (profile / f"{name}.json").exists():
+            if name == "method_comparison_la":
+                lines += [
+                    "Methods at a small CPU budget (600 iterations per run; held-out mean Dice ± spread over seeds; "
+                    "in brackets the gain recovered, (method - lower) / (upper - lower)):",
+                    "",
+                ]
+            lines += methods_headline(profile / f"{name}.json")
+    if (profile / "inference_speed.json").exists():
+        lines += speed_headline(profile / "inference_speed.json")
+    return lines
+
+
+def topic_of_plot(stem: str) -> str:
+    """The topic a PNG belongs to, by its name's prefix; 'Other results' when none claims it."""
+    return next((t for t, (_, _, prefixes) in TOPICS.items() if stem.startswith(prefixes)), "Other results")
+
+
 def speed_bars(profile: Path) -> None:
-    """Bar charts of the measured speeds (train_speed.png; inference_speed.png by ``inference_bars``) from the JSON results."""
+    """Bar charts of the measured speeds (train_speed.png; inference_speed.png by ``inference_bars``) from
+    the JSON results."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,18 +371,32 @@ def main() -> int:
     out = [
         "# Benchmark results",
         "",
-        "Generated by `python benchmarks/make_results.py` from `benchmarks/results/<profile>/*.json`; "
-        "each benchmark's script docstring says what it measures and how. Figures are measurements of the "
-        "commit named beside them, not targets.",
+        "Generated by `python benchmarks/make_results.py` from `benchmarks/results/<profile>/*.json` and the "
+        "model cards in `models/`; how to run each benchmark and what it measures: "
+        "[`docs/benchmarks.md`](../docs/benchmarks.md). Figures are measurements of the commit named beside "
+        "them, not targets; a date is that commit's date.",
         "",
     ]
     for profile in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
-        out += [f"## Profile `{profile.name}`", ""]
+        out += [f"# Profile `{profile.name}`", ""] + summary(profile)
         speed_bars(profile)
-        for j in sorted(profile.glob("*.json")):
-            out += section(j)
-        for png in sorted(profile.glob("*.png")):
-            out += [f"![{png.stem}](results/{profile.name}/{png.name})", ""]
+        results = {j.stem: j for j in sorted(profile.glob("*.json"))}
+        plots = sorted(profile.glob("*.png"))
+        placed = {name for _, names, _ in TOPICS.values() for name in names}
+        topics = dict(TOPICS)
+        others = tuple(name for name in results if name not in placed)
+        if others or any(topic_of_plot(p.stem) == "Other results" for p in plots):
+            topics["Other results"] = ("benchmarks not sorted into a topic", others, ())
+        for topic, (what, names, _) in topics.items():
+            body = []
+            if topic == "Accuracy":
+                body += shipped_models_section()
+            for name in names:
+                if name in results:
+                    body += section(results[name])
+            body += [f"![{p.stem}](results/{profile.name}/{p.name})\n" for p in plots if topic_of_plot(p.stem) == topic]
+            if body:
+                out += [f"## {topic}", "", f"{what[0].upper()}{what[1:]}.", ""] + body
     atomic_write_text(ROOT / "benchmarks" / "RESULTS.md", "\n".join(out))
     print(ROOT / "benchmarks" / "RESULTS.md")
     return 0
