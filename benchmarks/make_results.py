@@ -69,11 +69,12 @@ def commit_date(commit: str | None) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def last_change(path: Path) -> tuple[str, str]:
-    """(short commit, date) of the last git commit that changed ``path``; ('', '') when unknown."""
+def commit_of_text(path: Path, text: str) -> tuple[str, str]:
+    """(short commit, date) of the last git commit that added or removed ``text`` in ``path`` (git's
+    pickaxe, so later edits elsewhere in the file do not count); ('', '') when unknown."""
     try:
         out = subprocess.run(
-            ["git", "log", "-1", "--format=%h %cs", "--", str(path)],
+            ["git", "log", "-1", "--format=%h %cs", f"-S{text}", "--", str(path)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -149,7 +150,7 @@ def shipped_models_summary() -> list[str]:
         hd95 = next((h for h in header if h.startswith("HD95")), None)
         n_cases = re.search(r"on the (\d+) held-out cases", protocol)
         mc = re.search(r"MC samples (\d+)", protocol)
-        commit, date = last_change(card)
+        commit, date = commit_of_text(card, "| " + " | ".join(cells[0]) + " |")
         for c in cells:
             rows.append(
                 f"| [`{card.stem}.pt`](../models/{card.name}) | {c[0]} | {c[col['Dice']]} | "
@@ -162,10 +163,10 @@ def shipped_models_summary() -> list[str]:
         return []
     return [
         "Shipped models on their held-out cases (`python -m SemiSupCardiacSegLib evaluate`, on the input grid; "
-        "mean ± std over cases; protocol and per-case figures in each model card; the card's commit is the one "
-        "that last wrote it, the evaluation's own commit is not recorded):",
+        "mean ± std over cases; protocol and per-case figures in each model card; the commit is the one that "
+        "wrote the table into the card, the evaluation's own commit is not recorded):",
         "",
-        "| model | structure | Dice | HD95 | held-out cases | MC samples | card commit (date) |",
+        "| model | structure | Dice | HD95 | held-out cases | MC samples | table commit (date) |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
@@ -173,14 +174,14 @@ def shipped_models_summary() -> list[str]:
 
 
 def shipped_models_section() -> list[str]:
-    """Each model card's held-out protocol and table, verbatim, with the commit that last wrote the card."""
+    """Each model card's held-out protocol and table, verbatim, with the commit that wrote the table."""
     lines = []
     for card in sorted(MODEL_CARDS.glob("*.md")):
         protocol, header, cells = card_held_out(card)
         if not header:
             continue
-        commit, date = last_change(card)
-        written = f"card last written at commit `{commit}` ({date})" if commit else NOT_RECORDED
+        commit, date = commit_of_text(card, "| " + " | ".join(cells[0]) + " |")
+        written = f"table written at commit `{commit}` ({date})" if commit else NOT_RECORDED
         lines += [
             f"### {card.stem}",
             "",
