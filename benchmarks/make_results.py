@@ -39,7 +39,8 @@ def section(json_path) -> list[str]:
 
 
 def speed_bars(profile: Path) -> None:
-    """Bar charts of the measured speeds (train_speed.png; inference_speed.png by ``inference_bars``) from the JSON results."""
+    """Bar charts of the measured speeds (train_speed.png; inference_speed.png by ``inference_bars``) from the
+    JSON results."""
     import matplotlib
 
     matplotlib.use("Agg")
