@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(PY) -m SemiSupCardiacSegLib.demo --out demo_output
 
 test: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 	$(PY) -m pytest -q Testing
 
 clean-demo:

@@ -1,9 +1,9 @@
 """SemiSupCardiacSeg: semi-supervised cardiac MR segmentation in 3D Slicer.
 
 This file holds what needs Slicer's GUI: the module description, the Widget (wires the .ui to the
-parameter node and calls the Logic) and the self-test. The Logic lives in the Qt-free package
-``SemiSupCardiacSegLogic`` (tested headless with slicer-core), and all computation in
-``SemiSupCardiacSegLib``; nothing here preprocesses or infers by itself.
+parameter node and calls the Logic) and the self-test. The Logic's scene work lives in the Qt-free
+package ``SemiSupCardiacSegSceneLogic`` (``SceneLogic``, tested headless with slicer-core), and all
+computation in ``SemiSupCardiacSegLib``; nothing here preprocesses or infers by itself.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_REPO_ROOT, "SemiSupCardiacSegLib")) and _REPO_ROOT not in sys.path:
     sys.path.append(_REPO_ROOT)
 
-from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic as _SceneLogic  # noqa: E402
-from SemiSupCardiacSegLogic.logic import SOURCE_VOLUME_ATTRIBUTE  # noqa: E402
+from SemiSupCardiacSegSceneLogic import SceneLogic  # noqa: E402
+from SemiSupCardiacSegSceneLogic.logic import SOURCE_VOLUME_ATTRIBUTE  # noqa: E402
 
 
 class SemiSupCardiacSeg(ScriptedLoadableModule):
@@ -52,7 +52,8 @@ class SemiSupCardiacSeg(ScriptedLoadableModule):
         self.parent.acknowledgementText = (
             "Methods: SASSNet (Li et al., MICCAI 2020) and related multi-task semi-supervised methods. "
             "Shipped LA model trained on the 2018 Atrial Segmentation Challenge data (Xiong et al., "
-            "Medical Image Analysis 2021); shipped cine model (BMT-CTL, then self-training) trained on ACDC (Bernard et al., IEEE TMI 2018)."
+            "Medical Image Analysis 2021); shipped cine model (BMT-CTL, then self-training) trained on ACDC "
+            "(Bernard et al., IEEE TMI 2018)."
         )
 
 
@@ -459,14 +460,14 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._startJob(job, done, f"fine-tune: evaluating the {which} model")
 
 
-class SemiSupCardiacSegLogic(_SceneLogic, ScriptedLoadableModuleLogic):
+class SemiSupCardiacSegLogic(SceneLogic, ScriptedLoadableModuleLogic):
     """Slicer-side Logic: the Qt-free scene Logic on slicer.mrmlScene plus the parameter node.
 
     The scene Logic comes first in the bases: ScriptedLoadableModuleLogic.__init__ calls
     ``super().__init__()``, which must reach ``object``, not the scene Logic (that needs a scene)."""
 
     def __init__(self) -> None:
-        _SceneLogic.__init__(self, slicer.mrmlScene)
+        SceneLogic.__init__(self, slicer.mrmlScene)
         ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self):

@@ -23,7 +23,7 @@ import torch
 from .atomic import atomic_write_bytes
 from .errors import InputError
 from .networks import build_network
-from .shipped import MODELS_DIR, SHIPPED_MODELS
+from .shipped import SHIPPED
 
 FORMAT = "semisupcardiacseg-checkpoint/1"
 
@@ -56,8 +56,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def resolve_model_path(model: str | os.PathLike | None) -> Path:
     """A shipped model name ('la') or a path -> checkpoint path. None = the shipped LA model."""
     name = "la" if model is None else str(model)
-    if name in SHIPPED_MODELS:
-        return MODELS_DIR / SHIPPED_MODELS[name]
+    if name in SHIPPED:
+        return SHIPPED[name].path
     return Path(name)
 
 
@@ -172,7 +172,8 @@ def build_model_from_checkpoint(ckpt: dict, name: str | os.PathLike = "checkpoin
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(
-            f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {ckpt['network']}: {str(exc).splitlines()[0]}"
+            f"{name}: checkpoint weights do not fit architecture {ckpt['arch']} {ckpt['network']}: "
+            f"{str(exc).splitlines()[0]}"
         ) from exc
     return model.eval()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from .dependencies import import_optional
 from .errors import InputError
 from .jsonout import dumps as json_dumps
+from .shipped import SHIPPED
 
 #: The most MC-dropout samples accepted (the shipped models' quality flags use 10; hundreds only
 #: cost time).
@@ -80,12 +81,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"{what} file not found: {value}")
     model = getattr(args, "model", None)
     if model is not None:
-        from .shipped import SHIPPED_MODELS
-
-        if str(model) not in SHIPPED_MODELS and not Path(model).is_file():
-            raise InputError(
-                f"--model {model}: neither a shipped model ({', '.join(sorted(SHIPPED_MODELS))}) nor a file"
-            )
+        if str(model) not in SHIPPED and not Path(model).is_file():
+            raise InputError(f"--model {model}: neither a shipped model ({', '.join(sorted(SHIPPED))}) nor a file")
     for src in getattr(args, "data", None) or []:
         if not Path(src).exists():
             raise InputError(f"--data {src}: no such folder, list or file")
@@ -581,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model",
         default=None,
-        help="shipped model name ('la': left atrium, 3D LGE; 'cine': LV/RV/myocardium, short-axis cine) or checkpoint path; default: la",
+        help="shipped model name ("
+        + "; ".join(f"'{m.name}': {', '.join(m.labels)} in {m.modality}" for m in SHIPPED.values())
+        + ") or checkpoint path; default: la",
     )
     s.add_argument("--mc-samples", type=int, default=10, help="MC-dropout samples (1 = deterministic)")
     s.add_argument(

@@ -62,7 +62,7 @@ def write_slicer_scene(out: Path, image: Path) -> Path | None:
     module_dir = str(REPO / "SemiSupCardiacSeg")
     if module_dir not in sys.path:
         sys.path.insert(0, module_dir)
-    from SemiSupCardiacSegLogic import headless_slicer
+    from SemiSupCardiacSegSceneLogic import headless_slicer
 
     logic = headless_slicer().logic()
     node = logic.add_volume_node(read_volume(image), "input")

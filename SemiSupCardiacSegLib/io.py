@@ -358,7 +358,8 @@ def read_h5_case(path: str | os.PathLike, spacing=None) -> tuple[Volume, Volume 
         raise
     except Exception as exc:  # h5py raises OSError/KeyError flavours for truncated files
         raise InputError(
-            f"{path.name}: cannot read h5 file ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"{path.name}: cannot read h5 file "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from exc
     if label is not None:
         if not (np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.bool_)):

@@ -28,8 +28,9 @@ STANDINS = Path(__file__).resolve().parent / "slicer_standins"
 #: Colour tables the module refers to, read from the tag's ColorFiles as Slicer's Colors module does.
 COLOR_FILES = ("Inferno.txt", "DivergingBlueRed.txt", "GenericAnatomyColors.txt")
 #: Modules re-imported for each tag: Slicer's layers, and the module file (which subclasses them).
-#: The library and the Qt-free Logic package are not tag-dependent and stay (re-importing them would
-#: give other tests' imports different class objects, e.g. two InputError classes).
+#: The library and the Qt-free scene Logic package (SemiSupCardiacSegSceneLogic) are not tag-dependent
+#: and stay (re-importing them would give other tests' imports different class objects, e.g. two
+#: InputError classes).
 _PURGED_PREFIXES = ("slicer.ScriptedLoadableModule", "slicer.i18n", "slicer.parameterNodeWrapper")
 _PURGED_NAMES = ("SemiSupCardiacSeg",)
 
@@ -231,7 +232,7 @@ class SlicerSession:
         for name, cls in _mrml_widget_classes(self.qt).items():
             setattr(slicer, name, cls)
 
-        from SemiSupCardiacSegLogic import headless_slicer  # noqa: PLC0415  (module folder on sys.path)
+        from SemiSupCardiacSegSceneLogic import headless_slicer  # noqa: PLC0415  (module folder on sys.path)
 
         color_files = SLICER_LAYERS / tag / "Base" / "Logic" / "Resources" / "ColorFiles"
         core = headless_slicer(color_files=color_files)  # Slicer's Colors logic reads the tag's tables

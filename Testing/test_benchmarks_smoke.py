@@ -7,6 +7,8 @@ import sys
 import pytest
 from conftest import REPO, SHARED
 
+from SemiSupCardiacSegLib.shipped import SHIPPED
+
 #: Benchmarks that only make sense on the real data (kept outside the repository).
 NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC"}
 
@@ -27,7 +29,7 @@ NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC"}
     ],
 )
 def test_benchmark_smoke(script):
-    name, *extra = script.format(cine_model=REPO / "models" / "acdc_bmtctl.pt").split()
+    name, *extra = script.format(cine_model=SHIPPED["cine"].path).split()
     if name in NEEDS_REAL_DATA and not NEEDS_REAL_DATA[name].is_dir():
         pytest.skip(f"{name} needs the real data at {NEEDS_REAL_DATA[name]} (kept outside the repository)")
     proc = subprocess.run(

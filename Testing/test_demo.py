@@ -7,11 +7,11 @@ import sys
 import pytest
 from conftest import REPO
 
-from SemiSupCardiacSegLib.checkpoint import MODELS_DIR, SHIPPED_MODELS
+from SemiSupCardiacSegLib.shipped import SHIPPED
 
 
 def test_phantom_demo_writes_every_output_and_a_slicer_scene(tmp_path):
-    if not (MODELS_DIR / SHIPPED_MODELS["la"]).is_file():
+    if not SHIPPED["la"].path.is_file():
         pytest.skip("shipped LA model not present in models/")
     out = tmp_path / "demo"
     proc = subprocess.run(

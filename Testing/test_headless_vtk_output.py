@@ -86,7 +86,7 @@ def test_headless_core_with_slicers_color_files_resolves_the_heatmap_tables(tmp_
         from pathlib import Path
         sys.path.insert(0, "SemiSupCardiacSeg")
         from SemiSupCardiacSegLib.io import read_volume
-        from SemiSupCardiacSegLogic import headless_slicer
+        from SemiSupCardiacSegSceneLogic import headless_slicer
         out = Path({str(tmp_path)!r})
         logic = headless_slicer({str(COLOR_FILES)!r}).logic()
         gc.collect()  # the Logic keeps the colors logic, hence the default tables, alive

@@ -142,5 +142,6 @@ def test_segment_runs_without_tqdm_h5py_matplotlib(trained, phantom_folder, tmp_
     )
     assert mont.returncode == 2 and not (tmp_path / "m").exists()
     assert mont.stderr.strip().splitlines() == [
-        "error: --montage needs the matplotlib package (pip install matplotlib; in Slicer: slicer.util.pip_install('matplotlib'))"
+        "error: --montage needs the matplotlib package (pip install matplotlib; "
+        "in Slicer: slicer.util.pip_install('matplotlib'))"
     ]

@@ -155,7 +155,8 @@ ind = cardiac_indices(ed.label, es.label, ed.spacing)
 assert 0 < ind["lv_ef_percent"] < 100 and ind["lv_edv_ml"] > ind["lv_esv_ml"] > 0
 write_volume(Volume(ed.label.astype(np.uint8), spacing=ed.spacing), tmp / "ed.nrrd")
 write_volume(Volume(es.label.astype(np.uint8), spacing=es.spacing), tmp / "es.nrrd")
-assert cli_main(["indices", "--ed", str(tmp / "ed.nrrd"), "--es", str(tmp / "es.nrrd"), "--out", str(tmp / "i.json")]) == 0
+assert cli_main(["indices", "--ed", str(tmp / "ed.nrrd"), "--es", str(tmp / "es.nrrd"),
+                 "--out", str(tmp / "i.json")]) == 0
 assert abs(json.loads((tmp / "i.json").read_text())["lv_ef_percent"] - ind["lv_ef_percent"]) < 1e-9
 entropy = vol.with_array(np.where(ph.label > 0, 0.6, 0.01).astype(np.float32))
 regions = rank_uncertain_regions(entropy, num_classes=2)
@@ -173,7 +174,10 @@ def test_torch_free_modules_run(version, tmp_path):
         pytest.skip(
             f"no Python {version} interpreter found (run `make compat-venvs`, which creates ../{VERSIONS[version]})"
         )
-    probe = "import importlib.util as u; print(' '.join(n for n in ('numpy', 'scipy', 'SimpleITK') if u.find_spec(n) is None))"
+    probe = (
+        "import importlib.util as u; "
+        "print(' '.join(n for n in ('numpy', 'scipy', 'SimpleITK') if u.find_spec(n) is None))"
+    )
     python, lacking = None, ""
     for cand in found:
         lacking = subprocess.run([cand, "-c", probe], capture_output=True, text=True, timeout=30).stdout.strip()

@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SemiSupCardiacSegLib.checkpoint import MODELS_DIR, SHIPPED_MODELS, load_model
+from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.inference import predict_with_model
 from SemiSupCardiacSegLib.io import read_h5_case
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.sdm import signed_distance_map
+from SemiSupCardiacSegLib.shipped import SHIPPED
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    if not (MODELS_DIR / SHIPPED_MODELS["la"]).is_file():
+    if not SHIPPED["la"].path.is_file():
         pytest.skip("shipped LA model not present in models/")
     return load_model("la")
 
@@ -29,7 +30,8 @@ def test_shipped_model_on_a_held_out_real_case(la_dir, shipped):
     pred = predict_with_model(net, meta, image, mc_samples=1, device="cpu")
     assert pred.labels.same_grid(image)
     score = dice(pred.labels.array == 1, label.array == 1)
-    # Card: held-out mean Dice 0.89 (with the model's flip TTA); one case below 0.75 means the model or the pipeline broke.
+    # Card: held-out mean Dice 0.89 (with the model's flip TTA); one case below 0.75 means the model or the
+    # pipeline broke.
     assert score > 0.75, f"{name}: Dice {score:.3f}"
 
 

@@ -20,7 +20,7 @@ from SemiSupCardiacSegLib.volume import Volume
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed for the Logic tests")
 sys.path.insert(0, str(REPO / "SemiSupCardiacSeg"))
-from SemiSupCardiacSegLogic import SemiSupCardiacSegLogic, headless_slicer, volume_from_node  # noqa: E402
+from SemiSupCardiacSegSceneLogic import SceneLogic, headless_slicer, volume_from_node  # noqa: E402
 
 
 @pytest.fixture()
@@ -243,7 +243,7 @@ def test_scene_with_overlays_saves_and_reloads(logic, trained, tmp_path):
     heat = reloaded.GetFirstNodeByName("patient uncertainty").GetDisplayNode()
     assert heat.GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"  # resolves when Slicer opens the scene
     seg = reloaded.GetFirstNodeByClass("vtkMRMLSegmentationNode")
-    reloaded_logic = SemiSupCardiacSegLogic(reloaded)
+    reloaded_logic = SceneLogic(reloaded)
     labels = reloaded_logic.labels_from_segmentation(seg, reloaded.GetFirstNodeByName("patient"))
     assert np.array_equal(labels.array, logic.labels_from_segmentation(result.segmentation, node).array)
 
@@ -291,7 +291,7 @@ def test_import_outputs_of_the_command_line_matches_in_process_segment(logic, tr
 
 
 def test_cardiac_table_from_ed_es_segmentations(logic):
-    from SemiSupCardiacSegLogic.logic import SegmentResult
+    from SemiSupCardiacSegSceneLogic.logic import SegmentResult
 
     from SemiSupCardiacSegLib.cardiac import cardiac_indices
     from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom
@@ -329,7 +329,7 @@ def test_logic_imports_without_torch():
     import subprocess
 
     code = (
-        "import sys; sys.path[:0] = [%r, %r]; import SemiSupCardiacSegLogic; "
+        "import sys; sys.path[:0] = [%r, %r]; import SemiSupCardiacSegSceneLogic; "
         "assert 'torch' not in sys.modules, 'torch imported'" % (str(REPO), str(REPO / "SemiSupCardiacSeg"))
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -167,7 +167,7 @@ def test_roi_on_a_transformed_volume_and_a_failing_child(session, trained):
     """Defect 13 and the one-line error: a ROI crops in world coordinates (the volume under a
     transform, the ROI moved with it, gives the untransformed result) in the child process; a
     child that fails shows its one-line message."""
-    from SemiSupCardiacSegLogic.logic import roi_mask
+    from SemiSupCardiacSegSceneLogic.logic import roi_mask
 
     w = session.load_module()
     session.enter()
@@ -367,7 +367,10 @@ def test_stop_uses_the_platform_process_group(monkeypatch, tmp_path):
 
     from SemiSupCardiacSegLib import jobs
 
-    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    script = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    )
     job = jobs.ChildJob([sys.executable, "-c", script], tmp_path, "log.txt", grace_s=5)
     time.sleep(1.0)
     group = os.getpgid(job.process.pid)

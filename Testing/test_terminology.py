@@ -19,8 +19,8 @@ from conftest import REPO
 from SemiSupCardiacSegLib.volume import Volume
 
 sys.path.insert(0, str(REPO / "SemiSupCardiacSeg"))
-from SemiSupCardiacSegLogic import logic as logic_module  # noqa: E402
-from SemiSupCardiacSegLogic import terminology  # noqa: E402
+from SemiSupCardiacSegSceneLogic import logic as logic_module  # noqa: E402
+from SemiSupCardiacSegSceneLogic import terminology  # noqa: E402
 
 SLICER_FILES = REPO.parent / "shared" / "slicer"
 TAGS = ("v5.6.2", "v5.10.0")
@@ -93,9 +93,9 @@ def test_colours_are_rgb_fractions_and_logic_reexports_the_names():
 
 def test_data_file_is_installed_with_the_module():
     text = (REPO / "SemiSupCardiacSeg" / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SemiSupCardiacSeg")
-    assert "SemiSupCardiacSegLogic/terminology.py" in text
+    assert "SemiSupCardiacSegSceneLogic/terminology.py" in text
     resources = text.split("set(MODULE_PYTHON_RESOURCES", 1)[1].split(")", 1)[0]
-    assert "SemiSupCardiacSegLogic/terminology.json" in resources
+    assert "SemiSupCardiacSegSceneLogic/terminology.json" in resources
 
 
 # ---------------------------------------------------------------------------- Slicer's JSON lists
@@ -181,7 +181,7 @@ def test_slicer_logic_lookup_rejects_a_code_missing_from_the_lists(tag):
 def test_segment_tags_round_trip_through_a_saved_segmentation(tmp_path):
     slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is needed")
     import vtk  # noqa: PLC0415
-    from SemiSupCardiacSegLogic import headless_slicer  # noqa: PLC0415
+    from SemiSupCardiacSegSceneLogic import headless_slicer  # noqa: PLC0415
 
     logic = headless_slicer().logic()
     gc.collect()

@@ -2,7 +2,7 @@
 (rotation TTA) and the quality flag measured by ``benchmarks/uncertainty_quality.py`` are written
 into its metadata, so ``segment`` applies them. Weights are copied unchanged (same model id).
 
-    python Training/export_model.py --model runs/x/model.pt --out models/acdc_bmtctl.pt --tta-rot90 \
+    python Training/export_model.py --model runs/x/model.pt --out models/cine_unet2d_selftrained.pt --tta-rot90 \
         [--quality benchmarks/results/cpu-small/uncertainty_quality_cine.json] [--choice "why"] \
         [--fine-tune-from TEACHER.pt] [--overwrite]
 

@@ -1,9 +1,9 @@
 """Write a model card (Markdown) from a training run and an `evaluate` result, so cards are generated,
 not typed: every figure in them comes from files the run and the evaluation wrote.
 
-    python Training/model_card.py --run runs/la_sassnet_cpu --model models/la_sassnet.pt \
+    python Training/model_card.py --run runs/la_sassnet_cpu --model models/la_vnet_sassnet.pt \
         --eval runs/la_sassnet_cpu/eval_val.json --hardware "2-core CPU, no GPU" \
-        --command "python Training/train.py --config ... --out ..." --out models/la_sassnet.md
+        --command "python Training/train.py --config ... --out ..." --out models/la_vnet_sassnet.md
 
 Refuses to overwrite --out unless --overwrite is given.
 """
@@ -40,7 +40,8 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
     lines = [
         f"# {title}",
         "",
-        f"- file: `{model.name}` ({model.stat().st_size / 1e6:.1f} MB, weights {config.get('export_dtype', 'float32')}), "
+        f"- file: `{model.name}` ({model.stat().st_size / 1e6:.1f} MB, "
+        f"weights {config.get('export_dtype', 'float32')}), "
         f"model id `{meta['model_id']}`, created {meta['created']}",
         f"- method: `{meta['method']}`; architecture `{meta['arch']}` {json.dumps(meta['network'])}",
         f"- method parameters: `{json.dumps(meta['method_params'])}`",
@@ -65,9 +66,13 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         )
     lines += [
         f"- held-out cases: {', '.join(td['validation_cases'])}",
-        f"- iterations: {meta['iteration']} (batch {config['batch_size']}, {config['labeled_per_batch']} labeled per batch); "
+        f"- iterations: {meta['iteration']} (batch {config['batch_size']}, "
+        f"{config['labeled_per_batch']} labeled per batch); "
         f"optimizers `{json.dumps(config['optim'])}`; seed {config['seed']}",
-        f"- hardware: {hardware}; mean step time {steps[-1]['step_s']:.2f} s/iteration (data {steps[-1]['data_s']:.3f} s)"
+        (
+            f"- hardware: {hardware}; mean step time {steps[-1]['step_s']:.2f} s/iteration "
+            f"(data {steps[-1]['data_s']:.3f} s)"
+        )
         if steps
         else f"- hardware: {hardware}",
         f"- command: `{command}`",
@@ -126,7 +131,8 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
     for name, summary in evaluation["mean"].items():
         lines.append(
             f"| {name} | {_fmt(summary, 'dice')} | {_fmt(summary, 'jaccard')} | {_fmt(summary, 'hd95', 2)} | "
-            f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | {_fmt(summary, 'recall')} | "
+            f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | "
+            f"{_fmt(summary, 'recall')} | "
             f"{_fmt(summary, 'brier', 4)} |"
         )
     names = list(evaluation["mean"])

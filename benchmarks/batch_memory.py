@@ -53,9 +53,11 @@ def measured(model, meta, args, inputs, out, update):
     reset = reset_peak()
     t0 = time.perf_counter()
     report, seconds = real(model, meta, args, inputs, out, update)
-    records.append({{"case": out.name, "shape": list(inputs["volume"].shape), "seconds": round(time.perf_counter() - t0, 2),
+    records.append({{"case": out.name, "shape": list(inputs["volume"].shape),
+                     "seconds": round(time.perf_counter() - t0, 2),
                      "inference_s": round(seconds, 2), "rss_before_mb": round(rss_before, 1),
-                     "peak_mb": round(status("VmHWM"), 1), "rss_after_mb": round(status("VmRSS"), 1), "peak_reset": reset,
+                     "peak_mb": round(status("VmHWM"), 1), "rss_after_mb": round(status("VmRSS"), 1),
+                     "peak_reset": reset,
                      "volume_ml": {{n: round(s["volume_ml"], 2) for n, s in report["structures"].items()}}}})
     print("RECORD " + json.dumps(records[-1]), flush=True)  # per case: a run cut short keeps what it measured
     return report, seconds

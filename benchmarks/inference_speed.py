@@ -410,9 +410,11 @@ def main(argv=None) -> int:
     extra += [
         "",
         f"What mc_gate {GATE} changes, against a second MC draw (seed 1) of the same path: share of windows given "
-        "all N samples; label agreement; total MI and entropy relative to the first map; 99.9th percentile of |MI difference| (nats):",
+        "all N samples; label agreement; total MI and entropy relative to the first map; "
+        "99.9th percentile of |MI difference| (nats):",
         "",
-        "| input | comparison | windows sampled | label agreement | MI total ratio | entropy total ratio | |dMI| p99.9 |",
+        "| input | comparison | windows sampled | label agreement | MI total ratio | entropy total ratio "
+        "| |dMI| p99.9 |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, comps in result.get("gate_fidelity", {}).items():
@@ -425,7 +427,8 @@ def main(argv=None) -> int:
     result["cpu_probe_s_end"] = round(speed_probe(), 4)
     extra += [
         "",
-        f"Machine speed probe (`common.speed_probe`, seconds of a fixed convolution; compare other runs' seconds through it): "
+        "Machine speed probe (`common.speed_probe`, seconds of a fixed convolution; "
+        "compare other runs' seconds through it): "
         f"{result['cpu_probe_s_start']:.4f} at the start, {result['cpu_probe_s_end']:.4f} at the end.",
     ]
     publish(

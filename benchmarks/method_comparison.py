@@ -2,7 +2,8 @@
 
     python benchmarks/method_comparison.py --task la   [--profile cpu-small|gpu-full] [--labeled 8,16] [--seeds 1337]
                                                        [--iterations 600] [--methods supervised,sassnet,...]
-    python benchmarks/method_comparison.py --task cine [--labeled 6,14] [--iterations 600] [--methods supervised,bmtctl,mtn,dtc,...]
+    python benchmarks/method_comparison.py --task cine [--labeled 6,14] [--iterations 600]
+                                                       [--methods supervised,bmtctl,mtn,dtc,...]
 
 Each method is trained by ``training.Trainer`` with only the method (and its own network options:
 dual V-Net for DTML, separate SDM decoder for MTCTL/BMT-CTL, area head for MTN) changed. Cine rows:
@@ -27,7 +28,8 @@ patients) held out. Bounds: ``supervised`` at each labeled count (lower) and ``s
 holds (4 of the cine rows' 8), which tells the cost of seeing fewer labeled images per step from
 that of the methods' unlabeled terms; ``supervised_half_shared``, the same with the SDM head on the
 segmentation decoder (the cine counterparts' network); ``sassnet_no_adv``, SASSNet with its
-adversarial weight at 0 (the unlabeled images only pass through the network's BatchNorm). Each trained model is evaluated on the held-out cases
+adversarial weight at 0 (the unlabeled images only pass through the network's BatchNorm). Each
+trained model is evaluated on the held-out cases
 (``evaluation.evaluate_cases``, deterministic, no TTA): Dice, Jaccard, HD95, ASD (mm; voxels for the
 ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
 structure; "gain recovered" = (method - lower) / (upper - lower) on mean Dice. With several
@@ -418,9 +420,9 @@ def main(argv=None) -> int:
                 cfg = method_config(args.task, m, 10, labeled[0], seeds[0], profile)
                 get_method(cfg["method"])(merge_config(DEFAULTS, cfg))
         fake = {
-            f"{v} {l}": {
+            f"{v} {n_lab}": {
                 "variant": v,
-                "labeled": l,
+                "labeled": n_lab,
                 "s_per_it": 1.0,
                 "distance_unit": "mm",
                 "ef_abs_error": {"lv": 2.0, "rv": 5.0},
@@ -428,7 +430,7 @@ def main(argv=None) -> int:
                 "loss_seg_curve": [[10 * i, 1.0 / i] for i in range(1, 8)],
                 "mean": {"x": {k: {"mean": d, "std": 0.0} for k in METRICS}},
             }
-            for v, l, d in (("supervised", 8, 0.6), ("sassnet", 8, 0.7), ("supervised_all", 68, 0.9))
+            for v, n_lab, d in (("supervised", 8, 0.6), ("sassnet", 8, 0.7), ("supervised_all", 68, 0.9))
         }
         summary = summarize(fake)
         table = table_lines(fake, summary)

@@ -2,7 +2,8 @@
 on its held-out cases (those its checkpoint lists as validation cases, never trained on): LA2018
 cases for the LA model, ACDC frames for the cine model, per structure (RV, myocardium, LV).
 
-    python benchmarks/uncertainty_quality.py [--model la|cine|PATH] [--mc-samples 10] [--mc-scope decoder|head] [--profile cpu-small] [--smoke]
+    python benchmarks/uncertainty_quality.py [--model la|cine|PATH] [--mc-samples 10] [--mc-scope decoder|head]
+                                             [--profile cpu-small] [--smoke]
 
 Per case and structure, with the `segment` defaults (MC dropout, the model's TTA), on the input grid:
 * voxel Brier score and expected calibration error (15 equal-width bins of the foreground
@@ -112,7 +113,8 @@ def evaluate_case(net, meta, path: Path, mc: int, mc_scope: str | None = None) -
 
 
 def measure_model(net, meta, paths: list[Path], mc: int, mc_scope: str | None = None) -> tuple[dict, np.ndarray]:
-    """``evaluate_case`` over ``paths`` -> ({case or case/structure: measures}, pooled calibration counts (3, N_BINS))."""
+    """``evaluate_case`` over ``paths`` -> ({case or case/structure: measures}, pooled calibration counts
+    (3, N_BINS))."""
     per_case, pooled = {}, np.zeros((3, N_BINS))
     for path in paths:
         rows, counts = evaluate_case(net, meta, path, mc, mc_scope)
@@ -251,7 +253,8 @@ def main(argv=None) -> int:
     paths = held_out_paths(meta)
     if not all(p.is_file() for p in paths):
         print(
-            "the model's held-out cases were not found under ../shared (kept outside the repository); nothing to measure"
+            "the model's held-out cases were not found under ../shared (kept outside the repository); "
+            "nothing to measure"
         )
         return 0
     if args.smoke:
@@ -300,8 +303,9 @@ def main(argv=None) -> int:
     }
     unit = "(case, structure) pairs" if len(per_case) > len(paths) else "cases"
     lines = [
-        f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), MC {args.mc_samples} ({scope} scope), "
-        f"{int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png",
+        f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), "
+        f"MC {args.mc_samples} ({scope} scope), {int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. "
+        f"Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png",
         "",
         "| voxel measure (mean) | value |",
         "|---|---|",

@@ -4,9 +4,9 @@ Paper (004, Sec. 2.3 and 3): "5 convolution layers followed by an MLP", 4x4x4 ke
 2, taking the SDM and the input volume and fusing them. Reference code behaviour followed here:
 the SDM and the image each go through their own first stride-2 conv and the two feature maps are
 *added*; then three more stride-2 convs (width doubling from ``ndf`` to ``8 ndf``; five convs in
-all, as in the paper) with LeakyReLU(0.2), global average pooling and a small MLP. We output one logit ("is labeled") and train with binary
-cross-entropy with logits, which is the two-way softmax cross-entropy of the reference written
-with one output instead of two.
+all, as in the paper) with LeakyReLU(0.2), global average pooling and a small MLP. We output one
+logit ("is labeled") and train with binary cross-entropy with logits, which is the two-way softmax
+cross-entropy of the reference written with one output instead of two.
 
 ``spatial_dims = 2`` builds the same network from 2D convolutions for cine models (BMT-CTL); it
 takes (B, C, X, Y) or, like ``UNet2D``, (B, C, X, Y, Z) stacks whose z-slices it scores one by one

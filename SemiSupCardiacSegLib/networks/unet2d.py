@@ -94,7 +94,8 @@ class Decoder(nn.Module):
 
 
 class UNet2D(nn.Module):
-    """forward(x: (B, C, X, Y[, Z])) -> {'seg': (B, K, X, Y[, Z]), 'sdm': (B, K-1, ...) in [-1, 1], ['area': (B[, Z])]}."""
+    """forward(x: (B, C, X, Y[, Z])) -> {'seg': (B, K, X, Y[, Z]), 'sdm': (B, K-1, ...) in [-1, 1],
+    ['area': (B[, Z])]}."""
 
     def __init__(self, config: UNet2DConfig = UNet2DConfig()):
         super().__init__()

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from SemiSupCardiacSegLib.shipped import SHIPPED
 from SemiSupCardiacSegLib.volume import Volume, mask_box
 
 # Display colours (RGB 0..1), standard codes and Slicer terminology entries of the structures the
@@ -152,7 +153,7 @@ def roi_mask(roi_node, volume_node) -> Volume:
     return vol.with_array(inside.astype(np.uint8))
 
 
-class SemiSupCardiacSegLogic:
+class SceneLogic:
     """Segment a volume node with a SemiSupCardiacSegLib model, and export cases for training.
 
     scene: the vtkMRMLScene to work in (``slicer.mrmlScene`` inside Slicer).
@@ -162,7 +163,7 @@ class SemiSupCardiacSegLogic:
 
     def __init__(self, scene, segmentations_logic=None) -> None:
         if scene is None:
-            raise ValueError("SemiSupCardiacSegLogic needs an MRML scene")
+            raise ValueError("SceneLogic needs an MRML scene")
         self.scene = scene
         if segmentations_logic is None:
             segmentations_logic = self._default_segmentations_logic(scene)
@@ -783,9 +784,7 @@ class SemiSupCardiacSegLogic:
     def model_choices(registered: list[str] = ()) -> list[str]:
         """The model list: shipped model names present in ``models/``, then the ``registered``
         checkpoint paths (e.g. fine-tuned models) that still exist, without duplicates."""
-        from SemiSupCardiacSegLib.shipped import MODELS_DIR, SHIPPED_MODELS  # noqa: PLC0415
-
-        names = [n for n, f in SHIPPED_MODELS.items() if (MODELS_DIR / f).is_file()]
+        names = [m.name for m in SHIPPED.values() if m.path.is_file()]
         for path in registered:
             if path and path not in names and Path(path).is_file():
                 names.append(path)
@@ -795,11 +794,9 @@ class SemiSupCardiacSegLogic:
         """The structures ``model`` segments (labels 1, 2, ...), or None when it names no readable
         checkpoint. A shipped name is answered without reading its file; a checkpoint's metadata is
         read once per file version, so calling this on every keystroke of the model field is cheap."""
-        from SemiSupCardiacSegLib.shipped import SHIPPED_LABELS  # noqa: PLC0415
-
         name = (model or "la").strip()
-        if name in SHIPPED_LABELS:
-            return list(SHIPPED_LABELS[name])
+        if name in SHIPPED:
+            return list(SHIPPED[name].labels)
         if not Path(name).is_file():
             return None
         try:

@@ -10,6 +10,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .logic import SceneLogic
+
 
 @dataclass
 class HeadlessSlicer:
@@ -22,16 +24,14 @@ class HeadlessSlicer:
     segmentations_logic: object  # vtkSlicerSegmentationsModuleLogic
     home: object = field(default=None, repr=False)  # the temporary home folder, when one was made
 
-    def logic(self):
-        """The module's Logic working on this scene.
+    def logic(self) -> SceneLogic:
+        """The module's scene Logic working on this scene.
 
         The Logic keeps this object alive: the colors logic removes its default colour tables from
         the scene when it is deleted (vtkMRMLColorLogic's destructor), and labelmap display nodes
         made later would then warn that their 'vtkMRMLColorTableNodeLabels' cannot be found.
         """
-        from .logic import SemiSupCardiacSegLogic  # noqa: PLC0415
-
-        logic = SemiSupCardiacSegLogic(self.scene, self.segmentations_logic)
+        logic = SceneLogic(self.scene, self.segmentations_logic)
         logic._headless = self
         return logic
 
