@@ -283,9 +283,22 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def with_method_defaults(cfg: dict) -> dict:
+    """``cfg`` with ``method_params`` completed by its method's ``defaults`` (the values the method
+    runs with: a config file states only those it changes)."""
+    from .methods import METHODS
+
+    method = METHODS.get(cfg.get("method"))
+    if method is None:
+        return cfg
+    return {**cfg, "method_params": {**method.defaults, **(cfg.get("method_params") or {})}}
+
+
 def config_differences(saved: dict, current: dict, ignore=RESUME_MAY_CHANGE) -> list[str]:
-    """'key: saved -> current' for each setting that differs, outside ``ignore`` (flattened keys)."""
-    a, b = _flatten(saved), _flatten(current)
+    """'key: saved -> current' for each setting that differs, outside ``ignore`` (flattened keys);
+    method parameters are compared with their method's defaults filled in (a parameter left at
+    its default is the same setting whether or not the config states it)."""
+    a, b = _flatten(with_method_defaults(saved)), _flatten(with_method_defaults(current))
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key in ignore or any(key.startswith(i + ".") for i in ignore):

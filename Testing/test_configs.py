@@ -1,21 +1,18 @@
 """Every registered method has a paper configuration that states its sources and builds the method."""
 
-import json
-
 import pytest
 from conftest import REPO
 
+from SemiSupCardiacSegLib.config_files import CONFIGS, load_config
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.training import DEFAULTS, merge_config
-
-CONFIGS = REPO / "SemiSupCardiacSegLib" / "configs"
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_has_paper_config_with_sources(name):
     path = CONFIGS / f"{name}.json"
     assert path.is_file(), f"configs/{name}.json missing: `train.py --method {name}` loads it"
-    cfg = json.loads(path.read_text())
+    cfg = load_config(path)  # composed: its protocol and method files, its own keys last
     assert cfg["method"] == name
     sources = cfg.get("_sources", {})
     assert sources.get("method_params") or name == "supervised", "method_params need a stated source"

@@ -3,8 +3,11 @@
 
 Runs under plain Python and under Slicer's Python, headless:
     python Training/train.py --config SemiSupCardiacSegLib/configs/la_sassnet_cpu.json --out runs/la
+    python Training/train.py --recipe recipes/la.json --out runs/la [--stage NAME]
     Slicer --no-main-window --python-script Training/train.py --config ... --out ...
 No Qt, no GUI. Ctrl-C (or SIGTERM) saves ``last.pt``; ``--resume`` continues from it.
+``--recipe`` runs a recipe's stages in order into OUT/<stage>/ (``SemiSupCardiacSegLib.recipes``):
+finished stages are skipped, an interrupted one continues; ``--stage`` runs one stage alone.
 Any failure ends with one line ``error: ...`` on stderr (the file and cause where there is one;
 ``--debug`` also prints the traceback) and exit code 2. The script always ends by raising
 ``SystemExit(code)``, success included, which is what makes a headless Slicer exit.
@@ -27,6 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="JSON config; command-line options override it")
+    p.add_argument("--recipe", type=Path, help="recipe JSON: train its stages in order (recipes/*.json)")
+    p.add_argument("--stage", help="with --recipe: run only this stage (the stages it reads must be complete)")
     p.add_argument("--data", nargs="+", help="folder(s) or .list file(s) of cases")
     p.add_argument(
         "--method",
@@ -49,33 +54,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> dict:
-    """The training config: --config (or, with --method alone, configs/METHOD.json), then the
-    command-line overrides; relative data paths resolved from the current folder, the config's
-    folder, then the repository. Raises InputError (a ValueError) naming an unreadable config."""
-    from SemiSupCardiacSegLib.errors import InputError
+    """The training config: --config (or, with --method alone, configs/METHOD.json) composed by
+    ``config_files.load_config``, the command-line overrides merged last; relative data paths
+    resolved from the current folder, the config's folder, then the repository
+    (``config_files.resolve_data_paths``). Raises InputError naming an unreadable or invalid config."""
+    from SemiSupCardiacSegLib.config_files import CONFIGS, load_config, resolve_data_paths
 
-    config: dict = {}
-    if args.config is None and args.method:  # --method NAME alone: that method's paper configuration
-        args.config = REPO / "SemiSupCardiacSegLib" / "configs" / f"{args.method}.json"
-    if args.config:
-        try:
-            config = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read config {args.config}: {exc}") from exc
-    for key in ("data", "method", "labeled", "iterations"):
-        val = getattr(args, key)
-        if val is not None:
-            config[key] = val
+    overrides = {key: getattr(args, key) for key in ("data", "method", "labeled", "iterations")}
+    overrides = {key: val for key, val in overrides.items() if val is not None}
     if args.init:
-        config["init"] = str(args.init)
-    if "data" in config:  # relative paths: from the current folder, else the config's folder, else the repo
-        bases = [Path.cwd()] + ([args.config.resolve().parent] if args.config else []) + [REPO]
-        srcs = config["data"] if isinstance(config["data"], list) else [config["data"]]
-        config["data"] = [next((str(b / s) for b in bases if (b / s).exists()), s) for s in srcs]
-        val_list = (config.get("validation") or {}).get("list")
-        if val_list:
-            config["validation"]["list"] = next((str(b / val_list) for b in bases if (b / val_list).exists()), val_list)
-    return config
+        overrides["init"] = str(args.init)
+    if args.config is None and args.method:  # --method NAME alone: that method's paper configuration
+        args.config = CONFIGS / f"{args.method}.json"
+    config = load_config(args.config, overrides) if args.config else overrides
+    return resolve_data_paths(config, args.config)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +110,10 @@ def describe(exc: BaseException, config: Path | None = None) -> str:
     return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
 
 
+#: Options a recipe's stages set themselves.
+RECIPE_EXCLUDES = ("config", "data", "method", "labeled", "iterations", "init", "resume")
+
+
 def check_args(args: argparse.Namespace) -> None:
     """The command-line numbers, range-checked before anything is read (the whole config is
     checked next, by the Trainer, before any case is loaded: ``config_check.validate_config``)."""
@@ -133,6 +129,14 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"{name} must be >= 1, got {value}")
     if args.init is not None and not args.init.is_file():
         raise InputError(f"--init checkpoint not found: {args.init}")
+    if args.recipe is None and args.stage is not None:
+        raise InputError("--stage needs --recipe")
+    if args.recipe is not None:
+        given = [f"--{k}" for k in RECIPE_EXCLUDES if getattr(args, k) not in (None, False)]
+        if given:
+            raise InputError(
+                f"--recipe takes its settings from its stages: {', '.join(given)} cannot be combined with it"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,17 +147,22 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = build_config(args)
+    if args.recipe is not None:
+        from SemiSupCardiacSegLib.recipes import run_recipe
+
+        status = run_recipe(
+            args.recipe,
+            args.out,
+            only=args.stage,
+            stop_after=args.stop_after,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+        print(json.dumps({"recipe": str(args.recipe), "out": str(args.out), "stages": status}))
+        return 0
+    config = build_config(args)  # a config file is checked whole here, naming the file
     if "data" not in config:
         return _fail("no training data: give --data or a config with 'data'")
-    from SemiSupCardiacSegLib.config_check import validate_config
-    from SemiSupCardiacSegLib.errors import InputError
-    from SemiSupCardiacSegLib.training import DEFAULTS, merge_config
-
-    try:  # the whole config, before any case is read; the message names the config file
-        validate_config(merge_config(DEFAULTS, config))
-    except InputError as exc:
-        raise InputError(f"{args.config}: {exc}" if args.config else str(exc)) from None
     result = Trainer(config, args.out, device=args.device, progress=not args.no_progress).run(
         resume=args.resume, stop_after=args.stop_after
     )

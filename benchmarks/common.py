@@ -69,11 +69,12 @@ def environment() -> dict:
     }
 
 
-def write_result(profile: str, name: str, result: dict, table: str) -> Path:
-    """Write benchmarks/results/<profile>/<name>.json and <name>.md (the readable table)."""
+def write_result(profile: str, name: str, result: dict, table: str, folder: Path | None = None) -> Path:
+    """Write benchmarks/results/<profile>/<name>.json and <name>.md (the readable table); into
+    ``folder`` instead where given."""
     from SemiSupCardiacSegLib.atomic import atomic_write_text
 
-    out = ROOT / "benchmarks" / "results" / profile
+    out = folder or ROOT / "benchmarks" / "results" / profile
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2))
     atomic_write_text(out / f"{name}.md", table)

@@ -50,7 +50,8 @@ from typing import Callable
 
 from common import ROOT, benchmark_parser, publish
 
-CONFIGS = ROOT / "SemiSupCardiacSegLib" / "configs"
+from SemiSupCardiacSegLib.config_files import CONFIGS, load_config
+
 TASKS = {
     # LA at 2 mm with a width-8 V-Net: ~4x cheaper per iteration than the shipped 1.25 mm model, so
     # every method gets 600 iterations within minutes on 2 cores.
@@ -93,7 +94,8 @@ SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
 
 def _paper(name: str) -> dict:
-    return {k: v for k, v in json.loads((CONFIGS / name).read_text()).items() if not k.startswith("_")}
+    """The composed config ``configs/NAME`` (its method's parameters spelled out), without notes."""
+    return {k: v for k, v in load_config(CONFIGS / name).items() if not k.startswith("_")}
 
 
 def method_config(
@@ -123,7 +125,7 @@ def method_config(
         if iterations:
             cfg["iterations"] = iterations
     else:
-        base = json.loads((CONFIGS / TASKS[task]["base"]).read_text())
+        base = load_config(CONFIGS / TASKS[task]["base"])
         paper = _paper(f"{name}.json")
         cfg = {k: v for k, v in base.items() if not k.startswith("_")}
         cfg["method"] = name

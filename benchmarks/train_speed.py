@@ -13,14 +13,13 @@ figure is the method's own cost. Writes benchmarks/results/<profile>/train_speed
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 from common import optimisation_step, publish
 
+from SemiSupCardiacSegLib.config_files import CONFIGS, load_config
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.sdm import multiclass_sdm
 
@@ -47,7 +46,6 @@ PROFILES = {
         "2d": {"n_filters": 2, "patch": (32, 32, 1), "batch": 4, "mc_passes": 2},
     },
 }
-CONFIGS = Path(__file__).resolve().parent.parent / "SemiSupCardiacSegLib" / "configs"
 
 
 def make_batch(patch, device, n=4, n_labeled=2, num_classes=2) -> dict:
@@ -66,7 +64,7 @@ def make_batch(patch, device, n=4, n_labeled=2, num_classes=2) -> dict:
 
 def time_method(name: str, prof: dict, steps: int) -> dict:
     torch.manual_seed(0)
-    paper = json.loads((CONFIGS / f"{name}.json").read_text())
+    paper = load_config(CONFIGS / f"{name}.json")
     params = {k: v for k, v in paper.get("method_params", {}).items() if k in ("disc_filters", "mc_passes")}
     if "disc_filters" in params:
         params["disc_filters"] = prof["disc_filters"]

@@ -3,7 +3,7 @@ on its held-out cases (those its checkpoint lists as validation cases, never tra
 cases for the LA model, ACDC frames for the cine model, per structure (RV, myocardium, LV).
 
     python benchmarks/uncertainty_quality.py [--model la|cine|PATH] [--mc-samples 10] [--mc-scope decoder|head]
-                                             [--profile cpu-small] [--smoke]
+                                             [--profile cpu-small] [--out-dir DIR] [--smoke]
 
 Per case and structure, with the `segment` defaults (MC dropout, the model's TTA), on the input grid:
 * voxel Brier score and expected calibration error (15 equal-width bins of the foreground
@@ -18,7 +18,8 @@ Per case and structure, with the `segment` defaults (MC dropout, the model's TTA
   for the best-correlated score, the threshold with the highest Youden index (a candidate for the
   checkpoint's quality flag, chosen on the same cases it is judged on).
 For a multi-class model each (case, structure) pair is one sample; probabilities are one-vs-rest.
-Writes benchmarks/results/<profile>/uncertainty_quality[_<model>].json, .md and reliability[_<model>].png.
+Writes uncertainty_quality[_<model>].json, .md and reliability[_<model>].png into benchmarks/results/<profile>/
+(or --out-dir: a recipe's quality stage).
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ def main(argv=None) -> int:
         choices=("decoder", "head"),
         help="MC-dropout scope (default: the checkpoint's); given, it is added to the result's name",
     )
+    p.add_argument("--out-dir", type=Path, help="folder to write into (default: results/<profile>/)")
     args = p.parse_args(argv)
     import torch
 
@@ -277,7 +279,7 @@ def main(argv=None) -> int:
         f"_mc_{args.mc_scope}" if args.mc_scope else ""
     )
     scope = args.mc_scope or model_mc_scope(meta)
-    out_dir = ROOT / "benchmarks" / "results" / args.profile
+    out_dir = args.out_dir or ROOT / "benchmarks" / "results" / args.profile
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_plot(*pooled, out_dir / f"reliability{suffix}.png")
     scatter_plot(per_case, scores, out_dir / f"uncertainty_vs_dice{suffix}.png")
@@ -332,7 +334,7 @@ def main(argv=None) -> int:
             f"of the {suggestion['below']} below {FLAG_DICE}).",
         ]
     text = "\n".join(lines) + "\n"
-    print(write_result(args.profile, f"uncertainty_quality{suffix}", result, text))
+    print(write_result(args.profile, f"uncertainty_quality{suffix}", result, text, out_dir))
     print(text)
     return 0
 
