@@ -285,13 +285,8 @@ def topic_of_plot(stem: str) -> str:
 
 
 def speed_bars(profile: Path) -> None:
-<<<<<<< HEAD
     """Bar charts of the measured speeds (train_speed.png; inference_speed.png by ``inference_bars``) from
     the JSON results."""
-=======
-    """Bar charts of the measured speeds (train_speed.png; inference_speed.png by ``inference_bars``) from the
-    JSON results."""
->>>>>>> redesign-registry
     import matplotlib
 
     matplotlib.use("Agg")
