@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import torch
-from common import optimisation_step, publish
+from common import publish
 
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.sdm import multiclass_sdm
+from SemiSupCardiacSegLib.training import train_step
 
 PROFILES = {
     "cpu-small": {
@@ -90,7 +91,7 @@ def time_method(name: str, prof: dict, steps: int) -> dict:
         sync = torch.cuda.synchronize if prof["device"] == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
-        optimisation_step(method, opts, batch, 3000)
+        train_step(method, opts, batch, 3000)
         sync()
         if it >= 2:
             times.append(time.perf_counter() - t0)
