@@ -1,9 +1,11 @@
 """What the training loop does around each step, as objects with hooks: logging, validation, stochastic
 weight averaging, stop requests, resume checkpoints, the ranks' agreement check.
 
-The Trainer calls, in list order, ``on_train_start`` before the first step, ``on_step_end`` after every
-step (``TrainState.iteration`` then counts the completed steps), ``on_train_end`` when the loop ends
-without an error (also after a stop), and ``close`` always. Only rank 0 writes files.
+The Trainer calls, in list order, ``on_resume`` with the resume checkpoint (a resumed run),
+``on_train_start`` before the first step, ``on_step_end`` after every step (``TrainState.iteration``
+then counts the completed steps), ``on_out_of_memory`` when a step ran out of GPU memory,
+``on_train_end`` when the loop ends without an error (also after a stop), and ``close`` always.
+Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from ..data import Case, CropDataset
 from ..distributed import DistContext
-from ..errors import InputError
 from ..jsonout import dumps as json_dumps
 from ..methods import Method
 from ..progress import progress_bar
@@ -54,8 +55,14 @@ class TrainState:
 class Callback:
     """Hooks of the training loop; each does nothing by default."""
 
+    def on_resume(self, checkpoint: dict) -> None:
+        """Restore this callback's state from ``last.pt`` (before ``on_train_start``)."""
+
     def on_train_start(self, state: TrainState) -> None:
         pass
+
+    def on_out_of_memory(self, state: TrainState) -> None:
+        """The step after ``state.iteration`` ran out of GPU memory; the run ends with an error."""
 
     def on_step_end(self, state: TrainState) -> None:
         pass
@@ -126,8 +133,8 @@ class Validation(Callback):
         self.active = is_main and bool(cases) and self.every > 0
         self.best_payload: dict | None = None
 
-    def on_train_start(self, state: TrainState) -> None:
-        if self.active and state.history["best"] is not None:  # resumed after an earlier slice validated
+    def on_resume(self, checkpoint: dict) -> None:
+        if self.active and checkpoint["history"]["best"] is not None:  # an earlier slice validated
             self.best_payload = self.files.read_best()
 
     def on_step_end(self, state: TrainState) -> None:
@@ -167,9 +174,7 @@ class WeightAveraging(Callback):
     ):
         """dataset: the training crops (their cases feed the BatchNorm pass)."""
         spec = config["swa"]
-        self.start, self.every = int(spec.get("start", -1)), int(spec.get("every", 0))
-        if self.every < 1 or self.start < 0:
-            raise InputError(f"swa needs start >= 0 and every >= 1 (got {spec})")
+        self.start, self.every = int(spec["start"]), int(spec["every"])  # checked by config_check
         self.bn_batches = int(spec.get("bn_batches", 50))
         self.config = config
         self.averaged = AveragedModel(method.model, use_buffers=False)
@@ -180,6 +185,10 @@ class WeightAveraging(Callback):
         self.is_main = is_main
         self.dataset = dataset
         self.final_payload: dict | None = None
+
+    def on_resume(self, checkpoint: dict) -> None:
+        if "swa_state" in checkpoint:
+            self.averaged.load_state_dict(checkpoint["swa_state"])
 
     def on_step_end(self, state: TrainState) -> None:
         it = state.iteration
@@ -259,7 +268,8 @@ class StopRequests(Callback):
 
 
 class ResumeCheckpoints(Callback):
-    """``last.pt`` every ``checkpoint_every`` steps, at the end and on a stop (rank 0)."""
+    """``last.pt`` every ``checkpoint_every`` steps, at the end, on a stop and after an out-of-memory step
+    (of the last completed iteration; rank 0)."""
 
     def __init__(self, config: dict, files: RunFiles, swa: WeightAveraging | None, is_main: bool):
         self.every = int(config["checkpoint_every"])
@@ -275,6 +285,27 @@ class ResumeCheckpoints(Callback):
         it = state.iteration
         if self.is_main and (it % self.every == 0 or it == state.total or state.stop):
             self.save(state)
+
+    def on_out_of_memory(self, state: TrainState) -> None:
+        if self.is_main and state.iteration > 0:
+            self.save(state)
+
+
+class FinalModel(Callback):
+    """``model.pt`` at the end (rank 0), from memory: the SWA average when configured, else the best
+    validated weights, else the last ones."""
+
+    def __init__(self, files: RunFiles, swa: WeightAveraging | None, validation: Validation, is_main: bool):
+        self.files = files
+        self.swa = swa
+        self.validation = validation
+        self.is_main = is_main
+
+    def on_train_end(self, state: TrainState) -> None:
+        if not self.is_main:
+            return
+        payload = (self.swa and self.swa.final_payload) or self.validation.best_payload
+        self.files.save("model.pt", payload or self.files.model_payload(state.method, state.iteration, None))
 
 
 class RankAgreement(Callback):

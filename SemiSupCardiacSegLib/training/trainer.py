@@ -18,6 +18,7 @@ from ..locking import folder_lock
 from ..methods import Method, get_method
 from .callbacks import (
     Callback,
+    FinalModel,
     RankAgreement,
     ResumeCheckpoints,
     StopRequests,
@@ -27,7 +28,7 @@ from .callbacks import (
     WeightAveraging,
 )
 from .config import DEFAULTS, merge_config
-from .data import TrainingData, make_batches, to_device
+from .data import Batches, TrainingData, make_batches, to_device
 from .oom import largest_fitting_batch, out_of_memory_message
 from .optim import Optimizers
 from .run_files import RunFiles, load_init_weights, read_init, read_resume
@@ -72,8 +73,9 @@ class Trainer:
             self.dist.close()
 
     def fit(self, resume: bool, stop_after: int | None) -> dict:
-        """The training loop (``run`` checks the config, joins the ranks and locks the folder first)."""
-        cfg, main = self.config, self.dist.is_main
+        """The training run (``run`` checks the config, joins the ranks and locks the folder first): set-up,
+        the loop over ``step.train_step`` with the callbacks' hooks, the end-of-run files."""
+        cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(int(cfg["seed"]))
         np.random.seed(int(cfg["seed"]) % 2**32)
@@ -84,60 +86,72 @@ class Trainer:
         method = self._build_method(init)
         optimizers = Optimizers(method.optimizer_groups(), cfg["optim"], int(cfg["iterations"]))
         start = int(ck["iteration"]) if ck is not None else 0
-        batches = make_batches(data, cfg, method.uses_unlabeled, start, self.dist, self.device)
-        log = TrainingLog(self.out / "log.jsonl", cfg, start, main, self.progress)
-        swa = (
-            WeightAveraging(cfg, method, batches.dataset, files, log, data.validation, self.device, main)
-            if cfg.get("swa")
-            else None
-        )
-        validation = Validation(cfg, data.validation, files, log, self.device, main)
-        checkpoints = ResumeCheckpoints(cfg, files, swa, main)
-        callbacks: list[Callback] = [RankAgreement(self.dist, log), *([swa] if swa else []), log, validation]
-        callbacks += [StopRequests(stop_after), checkpoints]
         state = TrainState(method, optimizers, int(cfg["iterations"]), start, {"best": None, "validations": []}, start)
+        batches = make_batches(data, cfg, method.uses_unlabeled, start, self.dist, self.device)
+        callbacks = self._callbacks(state, data, batches, files, stop_after)
         if ck is not None:
-            self._restore(ck, state, swa)
+            self._restore(ck, state, callbacks)
         if self.dist.enabled:  # identical weights on every rank, different dropout masks
             torch.manual_seed(int(cfg["seed"]) + 1000003 * self.dist.rank + start)
-        if main:
+        if self.dist.is_main:
             files.write_config()
         try:
             for cb in callbacks:
                 cb.on_train_start(state)
-            method.train()
-            t_last = time.perf_counter()
-            for batch in batches.loader:
-                t0 = time.perf_counter()
-                state.data_s += t0 - t_last
-                batch = to_device(batch, self.device, batches.labeled_per_batch)
-                state.lr = optimizers.lr("model")
-                try:
-                    state.logs = train_step(method, optimizers.by_name, batch, state.iteration, self.dist).logs
-                except torch.cuda.OutOfMemoryError:
-                    raise RuntimeError(self._out_of_memory(state, batch, checkpoints)) from None
-                optimizers.step_schedules()
-                state.iteration += 1
-                t_last = time.perf_counter()
-                state.step_s += t_last - t0
-                for cb in callbacks:
-                    cb.on_step_end(state)
-                if state.stop:
-                    break
+            self._loop(state, batches, callbacks)
             for cb in callbacks:
                 cb.on_train_end(state)
         finally:
             for cb in callbacks:
                 cb.close()
-        if main:  # the SWA average when configured, else the best validated weights, else the last ones
-            final = (swa and swa.final_payload) or validation.best_payload
-            files.save("model.pt", final or files.model_payload(method, state.iteration, None))
         return {
             "iterations": state.iteration,
             "stopped_early": state.stop,
             "best": state.history["best"],
             "out": str(self.out),
         }
+
+    def _loop(self, state: TrainState, batches: Batches, callbacks: list[Callback]) -> None:
+        """Steps until the sampler's last batch or a stop; times the data wait and the steps."""
+        state.method.train()
+        t_last = time.perf_counter()
+        for batch in batches.loader:
+            t0 = time.perf_counter()
+            state.data_s += t0 - t_last
+            batch = to_device(batch, self.device, batches.labeled_per_batch)
+            state.lr = state.optimizers.lr("model")
+            try:
+                state.logs = train_step(state.method, state.optimizers.by_name, batch, state.iteration, self.dist).logs
+            except torch.cuda.OutOfMemoryError:
+                raise RuntimeError(self._out_of_memory(state, batch, callbacks)) from None
+            state.optimizers.step_schedules()
+            state.iteration += 1
+            t_last = time.perf_counter()
+            state.step_s += t_last - t0
+            for cb in callbacks:
+                cb.on_step_end(state)
+            if state.stop:
+                break
+
+    def _callbacks(
+        self, state: TrainState, data: TrainingData, batches: Batches, files: RunFiles, stop_after: int | None
+    ) -> list[Callback]:
+        """The loop's callbacks in hook order: rank check, SWA, log, validation, stop, last.pt, model.pt."""
+        cfg, main, device = self.config, self.dist.is_main, self.device
+        log = TrainingLog(self.out / "log.jsonl", cfg, state.start, main, self.progress)
+        swa = None
+        if cfg.get("swa"):
+            swa = WeightAveraging(cfg, state.method, batches.dataset, files, log, data.validation, device, main)
+        validation = Validation(cfg, data.validation, files, log, device, main)
+        return [
+            RankAgreement(self.dist, log),
+            *([swa] if swa else []),
+            log,
+            validation,
+            StopRequests(stop_after),
+            ResumeCheckpoints(cfg, files, swa, main),
+            FinalModel(files, swa, validation, main),
+        ]
 
     def _build_method(self, init: dict | None) -> Method:
         """The config's method on the device (from the ``init`` checkpoint's weights), the same on every rank."""
@@ -148,19 +162,19 @@ class Trainer:
         return method
 
     @staticmethod
-    def _restore(ck: dict, state: TrainState, swa: WeightAveraging | None) -> None:
-        """Continue from the resume checkpoint ``ck``: networks, optimizers, schedules, RNG, history, SWA."""
+    def _restore(ck: dict, state: TrainState, callbacks: list[Callback]) -> None:
+        """Continue from the resume checkpoint ``ck``: networks, optimizers and schedules, RNG, history, callbacks."""
         state.method.load_state_dict(ck["method_state"])
         state.optimizers.load_state_dict(ck["optimizers"], state.start)
         torch.set_rng_state(ck["torch_rng"])
         state.history = ck["history"]
-        if swa is not None and "swa_state" in ck:
-            swa.averaged.load_state_dict(ck["swa_state"])
+        for cb in callbacks:
+            cb.on_resume(ck)
 
-    def _out_of_memory(self, state: TrainState, batch: dict, checkpoints: ResumeCheckpoints) -> str:
-        """After an out-of-memory step: save ``last.pt`` (of the last completed iteration) and find, by
-        halving, the largest batch whose step fits; the message names both."""
+    def _out_of_memory(self, state: TrainState, batch: dict, callbacks: list[Callback]) -> str:
+        """After an out-of-memory step: find, by halving, the largest batch whose step fits, let the callbacks
+        save ``last.pt`` (of the last completed iteration); the message names both."""
         fits = largest_fitting_batch(state.method, state.optimizers.by_name, batch, state.iteration, self.device)
-        if self.dist.is_main and state.iteration > 0:
-            checkpoints.save(state)
+        for cb in callbacks:
+            cb.on_out_of_memory(state)
         return out_of_memory_message(self.config, batch, state.iteration, fits, saved=state.iteration > 0)
