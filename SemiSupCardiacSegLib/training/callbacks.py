@@ -130,11 +130,12 @@ class Validation(Callback):
         self.files = files
         self.log = log
         self.device = device
+        self.is_main = is_main
         self.active = is_main and bool(cases) and self.every > 0
         self.best_payload: dict | None = None
 
     def on_resume(self, checkpoint: dict) -> None:
-        if self.active and checkpoint["history"]["best"] is not None:  # an earlier slice validated
+        if self.is_main and checkpoint["history"]["best"] is not None:  # an earlier slice validated
             self.best_payload = self.files.read_best()
 
     def on_step_end(self, state: TrainState) -> None:
