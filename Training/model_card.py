@@ -78,7 +78,7 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         f"- command: `{command}`",
     ]
     swa = meta.swa
-    if swa:  # stochastic weight averaging (training.py's ``swa``)
+    if swa:  # stochastic weight averaging (the training config's ``swa``)
         its = [swa["start"] + swa["every"] * (i + 1) for i in range(swa["n_averaged"])]
         shown = ", ".join(map(str, its)) if len(its) <= 3 else f"{its[0]}, {its[1]}, ..., {its[-1]}"
         lines.append(

@@ -38,24 +38,6 @@ from .workload import (
     time_one_window,
 )
 
-
-def sliding_window_predict(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    patch_size,
-    overlap=0.5,
-    mc_samples: int = 1,
-    window_batch: int = 2,
-    device="cpu",
-) -> ModelSpaceOutput:
-    """Transitional: the call training.validate still makes (training.py belongs to another branch,
-    which moves it to ``predict_model_space``); delete this with that merge."""
-    settings = InferenceSettings(
-        tuple(patch_size), overlap=overlap, mc_samples=mc_samples, window_batch=window_batch, device=str(device)
-    )
-    return predict_model_space(model, image, settings)
-
-
 __all__ = [
     "LARGE_GRID_FACTOR",
     "LARGE_GRID_WINDOWS",
@@ -90,7 +72,6 @@ __all__ = [
     "run_with_oom_fallback",
     "set_mc_dropout",
     "sliding_window",
-    "sliding_window_predict",
     "time_one_window",
     "window_grid",
     "window_starts",
