@@ -12,8 +12,6 @@ probabilities), ``workload`` (memory/time checks, out-of-memory fallback), ``pre
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 
 from ..networks import set_mc_dropout
 from .model_space import ModelSpaceOutput, check_mc_scope, mc_window_fn, predict_model_space
