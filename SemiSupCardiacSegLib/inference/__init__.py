@@ -12,7 +12,6 @@ probabilities), ``workload`` (memory/time checks, out-of-memory fallback), ``pre
 
 from __future__ import annotations
 
-
 from ..networks import set_mc_dropout
 from .model_space import ModelSpaceOutput, check_mc_scope, mc_window_fn, predict_model_space
 from .postprocess import keep_largest_per_class, labels_from_probs, largest_component
