@@ -5,7 +5,8 @@ reads them (no pickle code execution):
 * model checkpoint (``kind = 'model'``): ``arch``, ``network`` (architecture params),
   ``state_dict`` (optionally stored float16 to halve the size; cast back to float32 on load),
   ``preprocessing``, ``patch_size``, ``labels`` ({value: name}), ``method`` and its config,
-  ``training_data`` summary, ``validation`` metrics, ``iteration``, ``model_id``, ``created``.
+  ``training_data`` summary, ``validation`` metrics, ``iteration``, ``model_id``, ``created``;
+  read and checked as one ``model_meta.ModelMeta`` (``meta_version``; see there).
 * resume checkpoint (``kind = 'resume'``): the model checkpoint's fields plus every network of
   the method, optimizer states, RNG state and history.
 """
@@ -22,6 +23,7 @@ import torch
 
 from .atomic import atomic_write_bytes
 from .errors import InputError
+from .model_meta import ModelMeta
 from .networks import build_network
 from .shipped import SHIPPED
 
@@ -83,60 +85,6 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-#: Keys a model checkpoint must hold to be used (``check_model_metadata``).
-REQUIRED_MODEL_KEYS = ("arch", "network", "state_dict", "preprocessing", "patch_size", "labels")
-
-
-def check_model_metadata(ckpt: dict, name: str = "checkpoint") -> None:
-    """Refuse a checkpoint whose metadata cannot drive inference, naming the file and the key:
-    a required key missing, an unknown architecture, preprocessing that is not valid, a patch size
-    the network cannot downsample, labels outside the network's classes."""
-    from .config_check import check_patch
-    from .networks import ARCHITECTURES
-
-    for key in REQUIRED_MODEL_KEYS:
-        if key not in ckpt:
-            raise InputError(
-                f"{name}: checkpoint has no '{key}' (a required metadata key); re-export it with "
-                "Training/export_model.py from its training run"
-            )
-    arch, net = ckpt["arch"], ckpt["network"]
-    if arch not in ARCHITECTURES:
-        raise InputError(f"{name}: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHITECTURES))})")
-    if not isinstance(net, dict) or not isinstance(net.get("num_classes", 2), int):
-        raise InputError(f"{name}: 'network' must be an object with an integer num_classes, got {net!r}")
-    if not isinstance(ckpt["state_dict"], dict) or not ckpt["state_dict"]:
-        raise InputError(f"{name}: 'state_dict' holds no weights")
-    prep = ckpt["preprocessing"]
-    if not isinstance(prep, dict):
-        raise InputError(f"{name}: 'preprocessing' must be an object, got {prep!r}")
-    try:
-        from .preprocessing import Preprocessing
-
-        p = Preprocessing.from_dict(prep)
-    except (TypeError, ValueError, IndexError) as exc:
-        raise InputError(f"{name}: 'preprocessing' is not valid ({exc})") from None
-    sp = [float(v) for v in p.spacing]
-    if len(sp) != 3 or not all(v > 0 and v == v and v != float("inf") for v in sp):
-        raise InputError(f"{name}: 'preprocessing.spacing' must be three numbers > 0, got {prep.get('spacing')!r}")
-    if p.normalization not in ("zscore", "none"):
-        raise InputError(f"{name}: 'preprocessing.normalization' {p.normalization!r} is not zscore or none")
-    if p.in_plane_shape is not None and min(p.in_plane_shape) < 4:
-        raise InputError(f"{name}: 'preprocessing.in_plane_shape' {list(p.in_plane_shape)} is too small")
-    try:
-        check_patch(
-            list(ckpt["patch_size"]) if isinstance(ckpt["patch_size"], (list, tuple)) else ckpt["patch_size"],
-            arch,
-            "its 'patch_size'",
-        )
-    except InputError as exc:
-        raise InputError(f"{name}: {exc}") from None
-    labels = ckpt["labels"]
-    k = int(net.get("num_classes", 2))
-    if not isinstance(labels, dict) or not labels or not all(str(v).isdigit() and 1 <= int(v) < k for v in labels):
-        raise InputError(f"{name}: 'labels' must map label values 1..{k - 1} to names, got {labels!r}")
-
-
 def build_model_from_checkpoint(ckpt: dict, name: str | os.PathLike = "checkpoint") -> torch.nn.Module:
     """Rebuild the network and load its weights (float32), in eval mode; ``name`` (the file) is
     named in the errors."""
@@ -179,7 +127,7 @@ def build_model_from_checkpoint(ckpt: dict, name: str | os.PathLike = "checkpoin
 
 
 #: Keys only resume checkpoints carry (training state, not needed to run the model).
-RESUME_ONLY_KEYS = ("method_state", "optimizers", "torch_rng", "history", "config")
+RESUME_ONLY_KEYS = ("method_state", "optimizers", "torch_rng", "history", "config", "swa_state")
 
 
 def model_payload_from_resume(ckpt: dict) -> dict:
@@ -187,14 +135,16 @@ def model_payload_from_resume(ckpt: dict) -> dict:
     return {**{k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, "kind": "model"}
 
 
-def load_model(model: str | os.PathLike | None = None) -> tuple[torch.nn.Module, dict]:
-    """Shipped name or path -> (network in eval mode on CPU, checkpoint metadata without weights)."""
+def read_model_meta(model: str | os.PathLike | None = None) -> tuple[ModelMeta, dict]:
+    """Shipped name or path -> (its validated metadata, the raw checkpoint dict), without building
+    the network. InputError naming the file for a bad file or metadata."""
     path = resolve_model_path(model)
     ckpt = load_checkpoint(path)
-    if ckpt.get("kind") not in ("model", "resume"):
-        raise InputError(f"{path.name}: unknown checkpoint kind {ckpt.get('kind')!r}")
-    check_model_metadata(ckpt, path.name)
-    net = build_model_from_checkpoint(ckpt, path)
-    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict",) + RESUME_ONLY_KEYS}
-    meta["path"] = str(path)
-    return net, meta
+    meta = ModelMeta.from_dict({k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, path.name, str(path))
+    return meta, ckpt
+
+
+def load_model(model: str | os.PathLike | None = None) -> tuple[torch.nn.Module, ModelMeta]:
+    """Shipped name or path -> (network in eval mode on CPU, its validated metadata)."""
+    meta, ckpt = read_model_meta(model)
+    return build_model_from_checkpoint(ckpt, meta.path), meta

@@ -18,11 +18,15 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .dependencies import import_optional
 from .errors import InputError
 from .jsonout import dumps as json_dumps
 from .shipped import SHIPPED
+
+if TYPE_CHECKING:  # torch-free at import: the model metadata type only for annotations
+    from .model_meta import ModelMeta
 
 #: The most MC-dropout samples accepted (the shipped models' quality flags use 10; hundreds only
 #: cost time).
@@ -59,7 +63,6 @@ def check_args(args: argparse.Namespace) -> None:
     if getattr(args, "mc_samples", None) is not None and not isinstance(args.mc_samples, int):
         raise InputError(f"--mc-samples must be an integer, got {args.mc_samples}")
     _in_range("--overlap", getattr(args, "overlap", None), 0.0, 1.0, hi_open=True)
-    _in_range("--mc-gate", getattr(args, "mc_gate", None), 0.0, 1.0, hi_open=True)
     _in_range("--threads", getattr(args, "threads", None), 1, 4096)
     _in_range("--keep-fraction", getattr(args, "keep_fraction", None), 0.0, 1.0, lo_open=True)
     spacing = getattr(args, "spacing", None)
@@ -193,36 +196,36 @@ def _read_inputs(path, es_path=None, roi_path=None) -> dict:
     }
 
 
-def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out: Path, update) -> tuple[dict, float]:
+def segment_case(
+    model, meta: ModelMeta, args: argparse.Namespace, inputs: dict, out: Path, update
+) -> tuple[dict, float]:
     """Segment one case (``_read_inputs``) and write its whole output set into ``out``, all or nothing
     (``atomic.atomic_folder``: the NRRDs, report.json, montage.png and es/ go into a folder beside
     ``out``, then into place). Returns (report, seconds of inference)."""
     from .atomic import atomic_folder
-    from .inference import predict_with_model
+    from .inference import InferenceSettings, Predictor
     from .reporting import SEGMENT_SET, segmentation_report, write_output_files
 
     volume, es_volume, box, inside = inputs["volume"], inputs["es_volume"], inputs["box"], inputs["inside"]
+    settings = InferenceSettings.from_meta(
+        meta,
+        tta=not args.no_tta,
+        mc_samples=args.mc_samples,
+        mc_scope=args.mc_scope,
+        overlap=args.overlap,
+        device=args.device,
+        allow_large=args.allow_large,
+    )
+    predictor = Predictor(model, meta, settings)
 
     def predict(vol, progress):
-        pred = predict_with_model(
-            model,
-            meta,
-            vol.crop(box) if box else vol,
-            mc_samples=args.mc_samples,
-            tta=not args.no_tta,
-            overlap=args.overlap,
-            device=args.device,
-            progress=progress,
-            mc_scope=args.mc_scope,
-            mc_gate=args.mc_gate,
-            allow_large=args.allow_large,
-        )
+        pred = predictor.predict(vol.crop(box) if box else vol, progress)
         return pred.uncrop(vol, box, inside[box]) if box else pred
 
     share = 0.5 if es_volume is not None else 1.0
     pred = predict(volume, lambda f: update(share * f))
     es_pred = predict(es_volume, lambda f: update(0.5 + 0.5 * f)) if es_volume is not None else None
-    report = segmentation_report(pred, meta["labels"], meta)
+    report = segmentation_report(pred, meta)
     report["input"] = str(inputs["input"])
     if box is not None:
         report["roi_mask"] = {
@@ -234,11 +237,11 @@ def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out:
     if es_pred is not None:
         from .cardiac import cardiac_indices
 
-        es_report = segmentation_report(es_pred, meta["labels"], meta)
+        es_report = segmentation_report(es_pred, meta)
         es_report["input"] = str(inputs["es"])
-        if set(meta["labels"].values()) >= {"right ventricle", "myocardium", "left ventricle"}:
+        if set(meta.labels.values()) >= {"right ventricle", "myocardium", "left ventricle"}:
             report["cardiac_indices"] = cardiac_indices(pred.labels.array, es_pred.labels.array, volume.spacing)
-    seconds = pred.timings["total_s"] + (es_pred.timings["total_s"] if es_pred is not None else 0.0)
+    seconds = pred.timings.total_s + (es_pred.timings.total_s if es_pred is not None else 0.0)
     with atomic_folder(out, overwrite=args.overwrite, owned=SEGMENT_SET.__contains__) as tmp:
         if es_pred is not None:
             write_output_files(es_pred, es_report, tmp / "es", compact=args.compact)
@@ -250,7 +253,7 @@ def segment_case(model, meta: dict, args: argparse.Namespace, inputs: dict, out:
                 pred.labels.array,
                 pred.entropy.array,
                 tmp / "montage.png",
-                title=f"{Path(inputs['input']).name} - model {meta.get('model_id')}",
+                title=f"{Path(inputs['input']).name} - model {meta.model_id}",
             )
         write_output_files(pred, report, tmp, compact=args.compact)
     return report, seconds
@@ -293,7 +296,7 @@ def cmd_segment_batch(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_model(args.model)
     _set_threads(args)
-    structures = [meta["labels"][k] for k in sorted(meta["labels"], key=int)]
+    structures = list(meta.labels.values())
     rows: dict[str, dict] = {}
     n = len(cases)
     bar = progress_bar(total=n, desc="segment", disable=args.quiet or args.progress_lines, unit="case")
@@ -375,7 +378,7 @@ def _summary_row(
     }
 
 
-def _write_summary(out: Path, rows: dict, structures: list, meta: dict) -> None:
+def _write_summary(out: Path, rows: dict, structures: list, meta: ModelMeta) -> None:
     """OUT/summary.json and OUT/summary.csv, each written atomically."""
     import csv
     import io
@@ -384,7 +387,7 @@ def _write_summary(out: Path, rows: dict, structures: list, meta: dict) -> None:
 
     ordered = [rows[k] for k in rows]
     payload = {
-        "model": {"id": meta.get("model_id"), "path": meta.get("path")},
+        "model": {"id": meta.model_id, "path": meta.path},
         "n_cases": len(ordered),
         "n_complete": sum(r["status"] != "failed" for r in ordered),
         "n_failed": sum(r["status"] == "failed" for r in ordered),
@@ -459,7 +462,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             progress=lambda f: bar.update(round(f * len(cases)) - bar.n),
         )
-    result = {"model": {"id": meta.get("model_id"), "path": meta.get("path")}, **result}
+    result = {"model": {"id": meta.model_id, "path": meta.path}, **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json_dumps(result, indent=2))
     print(json_dumps({n: {m: _round(v["mean"], 4) for m, v in s.items()} for n, s in result["mean"].items()}))
@@ -522,14 +525,12 @@ def cmd_indices(args: argparse.Namespace) -> int:
             ed, es = read_label(pat.ed.label), read_label(pat.es.label)
         else:
             from .checkpoint import load_model
-            from .inference import predict_with_model
+            from .inference import InferenceSettings, Predictor
             from .io import read_volume
 
             model, meta = load_model(args.model or "cine")
-            ed, es = (
-                predict_with_model(model, meta, read_volume(c.image), mc_samples=1, device=args.device).labels
-                for c in (pat.ed, pat.es)
-            )
+            predictor = Predictor(model, meta, InferenceSettings.from_meta(meta, mc_samples=1, device=args.device))
+            ed, es = (predictor.predict(read_volume(c.image)).labels for c in (pat.ed, pat.es))
     else:
         same_frame = None
         if not (args.ed and args.es):
@@ -589,13 +590,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dropout layers sampled: 'decoder' (every decoder pass re-run per sample) or 'head' (only the "
         "last dropout; V-Net models, about the cost of one pass); default: the model's",
-    )
-    s.add_argument(
-        "--mc-gate",
-        type=float,
-        default=0.0,
-        help="stop MC early in windows whose first two samples agree and are sure (top-class probability "
-        ">= 1 - G) everywhere: much faster on large volumes mostly far from the structure; 0 = off",
     )
     s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
     s.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")

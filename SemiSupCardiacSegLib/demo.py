@@ -27,7 +27,7 @@ def default_input(out: Path, model: str | None, source: str) -> tuple[Path, Path
 
     if source in ("auto", "real") and (LA_DIR / "train").is_dir():
         _, meta = load_model(model)
-        val = (meta.get("training_data") or {}).get("validation_cases") or []
+        val = meta.training_data.get("validation_cases") or []
         h5 = next((LA_DIR / "train" / f"{n}.h5" for n in val if (LA_DIR / "train" / f"{n}.h5").is_file()), None)
         if h5 is not None:
             image, label = read_h5_case(h5)

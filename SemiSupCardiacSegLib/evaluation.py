@@ -10,7 +10,7 @@ import torch
 
 from .data.datasets import CaseFile
 from .errors import InputError
-from .inference import model_flip_axes, model_rot90_tta, predict_with_model
+from .inference import InferenceSettings, Predictor
 from .io import (
     CINE_H5_NOMINAL_SPACING_MM,
     check_label_values,
@@ -21,9 +21,10 @@ from .io import (
     read_volume,
 )
 from .metrics import binary_metrics, brier_score, summarize
+from .model_meta import ModelMeta
 
 
-def check_case_pair(case: CaseFile, num_classes: int, labels: dict | None = None) -> None:
+def check_case_pair(case: CaseFile, num_classes: int, labels: dict[int, str] | None = None) -> None:
     """Refuse a case whose label cannot be scored against its image, naming the file: a label on
     another grid (shape, spacing, origin, direction) or with values outside 0..num_classes-1 (the
     label convention training refuses too, ``io.check_label_values``: a 0/255 mask is not Dice 0)."""
@@ -51,7 +52,7 @@ def check_case_pair(case: CaseFile, num_classes: int, labels: dict | None = None
 
 def evaluate_cases(
     model: torch.nn.Module,
-    meta: dict,
+    meta: ModelMeta,
     cases: Sequence[CaseFile],
     mc_samples: int = 1,
     tta: bool = True,
@@ -69,10 +70,12 @@ def evaluate_cases(
     cases = [c for c in cases if c.label is not None]
     if not cases:
         raise InputError("no labeled cases to evaluate on")
-    k = int(meta["network"]["num_classes"])
+    k = meta.num_classes
     for case in cases:  # every label checked before any inference: a bad one fails in seconds
-        check_case_pair(case, k, meta.get("labels"))
-    names = [meta["labels"].get(str(c), str(c)) for c in range(1, k)]
+        check_case_pair(case, k, meta.labels)
+    names = [meta.labels.get(c, str(c)) for c in range(1, k)]
+    settings = InferenceSettings.from_meta(meta, tta=tta, mc_samples=mc_samples, overlap=overlap, device=device)
+    predictor = Predictor(model, meta, settings)
     per_case: dict[str, dict] = {}
     nominal = False
     for i, case in enumerate(cases):
@@ -81,24 +84,24 @@ def evaluate_cases(
             nominal |= bool(np.allclose(image.spacing, CINE_H5_NOMINAL_SPACING_MM))  # LA .h5 is read at 0.625 mm
         else:
             image, label = read_volume(case.image), read_label(case.label)
-        pred = predict_with_model(model, meta, image, mc_samples=mc_samples, tta=tta, overlap=overlap, device=device)
+        pred = predictor.predict(image)
         per_case[case.name] = {
             names[c - 1]: {
                 **binary_metrics(pred.labels.array == c, label.array == c, image.spacing),
-                "brier": brier_score(pred.probs, label.array, c),
+                "brier": brier_score(pred.probabilities.array, label.array, c),
             }
             for c in range(1, k)
         }
-        per_case[case.name]["seconds"] = pred.timings["total_s"]
+        per_case[case.name]["seconds"] = pred.timings.total_s
         if progress is not None:
             progress((i + 1) / len(cases))
     mean = {n: summarize([per_case[c][n] for c in per_case]) for n in names}
     return {
         "n_cases": len(per_case),
         "distance_unit": "voxel" if nominal else "mm",
-        "mc_samples": int(mc_samples),
-        "tta_flip_axes": model_flip_axes(meta) if tta else [],
-        "tta_rot90": bool(tta and model_rot90_tta(meta)),
+        "mc_samples": settings.mc_samples,
+        "tta_flip_axes": list(settings.flip_axes),
+        "tta_rot90": settings.rot90,
         "mean": mean,
         "per_case": per_case,
     }

@@ -18,17 +18,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .atomic import atomic_write_text
 from .errors import InputError
+
+if TYPE_CHECKING:  # torch-free at import (the Slicer module loads this before torch exists)
+    from .model_meta import ModelMeta
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "Training" / "train.py"
 
 
 def fine_tune_config(
-    meta: dict, library: str | os.PathLike, iterations: int = 1000, labeled: int | None = None, lr: float | None = None
+    meta: ModelMeta,
+    library: str | os.PathLike,
+    iterations: int = 1000,
+    labeled: int | None = None,
+    lr: float | None = None,
 ) -> dict:
     """Training config continuing ``meta``'s model on ``library`` (every labeled case labeled by default;
     with three or more, the last labeled one by name is held out for validation).
@@ -51,7 +58,7 @@ def fine_tune_config(
         raise InputError(
             f"{library} holds no labeled case (NAME.nrrd with NAME_label.nrrd); add a corrected segmentation first"
         )
-    own = meta.get("fine_tune") or {"method": meta["method"], "method_params": meta.get("method_params", {})}
+    own = meta.fine_tune or {"method": meta.method, "method_params": meta.method_params}
     method = own["method"]
     labeled_cases = [c for c in cases if c.label is not None]
     # With 3+ labeled cases the last one (by name) is held out, so the new model can be compared with
@@ -62,23 +69,23 @@ def fine_tune_config(
     )
     if all(c.label is not None for c in cases):
         method = "supervised"  # no unlabeled case: the semi-supervised terms have nothing to work on
-    opt_type = "adam" if meta.get("arch") == "unet2d" else "sgd"
+    opt_type = "adam" if meta.arch == "unet2d" else "sgd"
     base_lr = 1e-4 if opt_type == "adam" else 1e-3
     return {
         "data": str(library),
         "method": method,
         "method_params": own.get("method_params", {}) if method == own["method"] else {},
-        "arch": meta["arch"],
-        "network": meta["network"],
-        "preprocessing": meta["preprocessing"],
-        "patch_size": meta["patch_size"],
-        "labels": meta["labels"],
+        "arch": meta.arch,
+        "network": dict(meta.network),
+        "preprocessing": meta.preprocessing.to_dict(),
+        "patch_size": list(meta.patch_size),
+        "labels": meta.label_names(),
         "labeled": labeled,
         "iterations": int(iterations),
         "validation": validation,
         "num_workers": 0,
-        "batch_size": 4 if meta.get("arch") != "unet2d" else 8,
-        "labeled_per_batch": 2 if meta.get("arch") != "unet2d" else 4,
+        "batch_size": 4 if meta.arch != "unet2d" else 8,
+        "labeled_per_batch": 2 if meta.arch != "unet2d" else 4,
         "optim": {
             "model": {
                 "type": opt_type,
@@ -237,7 +244,7 @@ class FineTuneJob(ChildJob):
 
 
 def start_fine_tune(
-    meta: dict,
+    meta: ModelMeta,
     init: str | os.PathLike,
     library: str | os.PathLike,
     out: str | os.PathLike,

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .volume import AxisReorientation, Volume, canonical_reorientation
+from .volume import AxisReorientation, Grid, Volume, canonical_reorientation
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class ModelSpaceImage:
     """An image in model space plus what is needed to map results back onto the input grid.
 
     array: (X', Y', Z') float32 on the model grid. input_grid: the input Volume's geometry (its
-    array is not kept). canonical_shape / canonical_spacing: the grid after reorientation.
+    voxels are not kept). canonical_shape / canonical_spacing: the grid after reorientation.
     """
 
     array: np.ndarray
@@ -148,7 +148,7 @@ class ModelSpaceImage:
     canonical_shape: tuple[int, int, int]
     canonical_spacing: np.ndarray
     model_spacing: np.ndarray
-    input_grid: Volume
+    input_grid: Grid
 
     def to_input_grid(self, data: np.ndarray, order: int = 1) -> np.ndarray:
         """Model-space (X', Y', Z') or (C, X', Y', Z') -> input grid (I, J, K) or (C, I, J, K).
@@ -195,9 +195,7 @@ def to_model_space(volume: Volume, prep: Preprocessing) -> ModelSpaceImage:
         resampled = zscore(resampled)
     elif prep.normalization != "none":
         raise ValueError(f"unknown normalization '{prep.normalization}'")
-    grid = Volume(np.empty((1, 1, 1), np.uint8), volume.spacing, volume.origin, volume.direction)
-    grid.array = np.broadcast_to(np.uint8(0), volume.shape)  # geometry only, no voxel copy
-    return ModelSpaceImage(resampled, reo, tuple(canon.shape), canon_spacing, model_spacing, grid)
+    return ModelSpaceImage(resampled, reo, tuple(canon.shape), canon_spacing, model_spacing, volume.grid)
 
 
 def labels_to_model_space(label: Volume, msi: ModelSpaceImage, num_classes: int) -> np.ndarray:

@@ -43,9 +43,10 @@ from .atomic import atomic_folder, atomic_write_text
 from .data.datasets import CaseFile
 from .dependencies import import_optional
 from .errors import InputError
-from .inference import predict_with_model
+from .inference import InferenceSettings, Predictor
 from .io import file_suffix, h5_layout, read_volume, write_h5_case, write_volume
 from .jsonout import dumps as json_dumps
+from .model_meta import ModelMeta
 from .reporting import segmentation_report
 
 MANIFEST = "pseudo_labels.json"
@@ -76,7 +77,7 @@ def _write_case(case: CaseFile, image, labels: np.ndarray, out: Path, overwrite:
 
 def pseudo_label_cases(
     model: torch.nn.Module,
-    meta: dict,
+    meta: ModelMeta,
     cases: Sequence[CaseFile],
     out_dir: str | Path,
     mc_samples: int = 10,
@@ -101,20 +102,19 @@ def pseudo_label_cases(
     if keep_fraction is not None:
         if not 0 < keep_fraction <= 1:
             raise InputError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
-        if not meta.get("quality"):
+        if meta.quality is None:
             raise InputError("keep_fraction ranks cases by the model's quality score, and this model has none")
     sources = {Path(c.image).resolve().parent for c in cases}
     if out.resolve() in sources:
         raise InputError(f"{out} holds input cases; write pseudo-labels to another folder")
     if (out / MANIFEST).exists() and not overwrite:
         raise InputError(f"{out} already holds {MANIFEST}; choose another folder or pass --overwrite")
-    if not 1 <= int(mc_samples):
-        raise InputError(f"mc_samples must be >= 1, got {mc_samples}")
+    predictor = Predictor(model, meta, InferenceSettings.from_meta(meta, mc_samples=mc_samples, device=device))
     earlier = _earlier_cases(out)
     with atomic_folder(
         out, overwrite=overwrite, owned=lambda name: name == MANIFEST or _case_name(name) in earlier, marker=MANIFEST
     ) as tmp:
-        return _pseudo_label_into(model, meta, cases, tmp, mc_samples, keep_doubtful, keep_fraction, device, progress)
+        return _pseudo_label_into(predictor, cases, tmp, keep_doubtful, keep_fraction, progress)
 
 
 def _case_name(file_name: str) -> str:
@@ -131,18 +131,17 @@ def _earlier_cases(out: Path) -> set[str]:
         return set()
 
 
-def _pseudo_label_into(
-    model, meta, cases, out: Path, mc_samples, keep_doubtful, keep_fraction, device, progress
-) -> dict:
+def _pseudo_label_into(predictor: Predictor, cases, out: Path, keep_doubtful, keep_fraction, progress) -> dict:
     """``pseudo_label_cases``' work, written into the (temporary, empty) folder ``out``."""
+    meta = predictor.meta
     overwrite = True  # ``out`` is the set's own temporary folder
     records: dict[str, dict] = {}
     held: dict[str, tuple] = {}  # keep_fraction: (case, image, labels, worst score) until all are ranked
     for i, case in enumerate(cases):
         image = read_volume(case.image)  # the image only: a reference label in the file is never read
         # (its file name is in every InputError it raises: a truncated .h5 among the cases is named)
-        pred = predict_with_model(model, meta, image, mc_samples=mc_samples, device=device)
-        report = segmentation_report(pred, meta["labels"], meta)
+        pred = predictor.predict(image)
+        report = segmentation_report(pred, meta)
         missing, doubtful = _problems(report)
         reason = (
             "missing: " + ", ".join(missing) if missing else "doubtful: " + ", ".join(doubtful) if doubtful else None
@@ -156,7 +155,7 @@ def _pseudo_label_into(
             },
         }
         if not missing and keep_fraction is not None:
-            held[case.name] = (case, image, pred.labels.array, _worst_score(report, meta["quality"]["score"]))
+            held[case.name] = (case, image, pred.labels.array, _worst_score(report, meta.quality.score))
         elif not missing and (not doubtful or keep_doubtful):
             _write_case(case, image, pred.labels.array, out, overwrite)
             records[case.name]["kept"] = True
@@ -174,12 +173,12 @@ def _pseudo_label_into(
                 records[name]["reason"] = f"not among the {n_keep} most reliable"
     manifest = {
         "teacher": {
-            "id": meta.get("model_id"),
-            "path": meta.get("path"),
-            "method": meta.get("method"),
-            "quality": meta.get("quality"),
+            "id": meta.model_id,
+            "path": meta.path,
+            "method": meta.method,
+            "quality": None if meta.quality is None else meta.quality.to_dict(),
         },
-        "mc_samples": int(mc_samples),
+        "mc_samples": predictor.settings.mc_samples,
         "keep_doubtful": bool(keep_doubtful),
         "keep_fraction": keep_fraction,
         "n_cases": len(records),

@@ -20,7 +20,8 @@ value = offset + scale * code, with scale and offset recorded in report.json und
 0.0078 in SDM, 0.0027 nats of entropy for 2 classes - below what the maps are read for.
 
 Quality flag: a checkpoint may carry ``quality = {"score": "mean_boundary_mutual_info", "threshold": t,
-"min_mc_samples": n, ...}``, chosen by ``benchmarks/uncertainty_quality.py`` on held-out cases.
+"min_mc_samples": n, ...}`` (``model_meta.QualityRule``), chosen by ``benchmarks/uncertainty_quality.py``
+on held-out cases; it is judged against the ``InferenceSettings`` the prediction was made with.
 A structure is flagged ``doubtful`` when its score exceeds t; with fewer MC samples than the
 threshold was set with (MI needs dropout sampling) the flag is ``null`` (not assessed).
 """
@@ -35,9 +36,10 @@ from scipy import ndimage
 
 from .atomic import atomic_folder, atomic_write_text, is_complete_set
 from .errors import InputError
-from .inference import Prediction
+from .inference import InferenceSettings, Prediction
 from .io import write_volume
 from .jsonout import dumps as json_dumps
+from .model_meta import ModelMeta, QualityRule
 
 OUTPUT_FILES = (
     "segmentation.nrrd",
@@ -93,25 +95,26 @@ def near_region(mask: np.ndarray, spacing, margin_mm: float = NEAR_MM) -> np.nda
     return out
 
 
-def quality_flag(structure: dict, quality: dict | None, mc_samples: int, mc_scope: str = "decoder") -> bool | None:
+def quality_flag(structure: dict, quality: QualityRule | None, settings: InferenceSettings) -> bool | None:
     """True when the structure's quality score exceeds the model's threshold; None if not assessable:
     too few MC samples, or MC dropout of another scope than the threshold was chosen with
-    (``quality["mc_scope"]``, "decoder" if absent: head-only MC gives other uncertainty values)."""
-    if not quality or mc_samples < int(quality.get("min_mc_samples", 2)):
+    (``quality.mc_scope``: head-only MC gives other uncertainty values)."""
+    if quality is None or settings.mc_samples < quality.min_mc_samples:
         return None
-    if mc_scope != quality.get("mc_scope", "decoder"):
+    if settings.mc_scope != quality.mc_scope:
         return None
-    score = structure.get(quality["score"])
+    score = structure.get(quality.score)
     if score is None:  # empty structure: nothing to judge by uncertainty
         return None
-    return bool(score > float(quality["threshold"]))
+    return bool(score > quality.threshold)
 
 
-def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: float = 2.0) -> dict:
-    """Per-structure volume (mL) and mean uncertainty in a +-band_mm boundary band; timings; model id."""
+def segmentation_report(pred: Prediction, meta: ModelMeta, band_mm: float = 2.0) -> dict:
+    """Per-structure volume (mL) and mean uncertainty in a +-band_mm boundary band; timings and the
+    settings that produced them (``timings_s``); model id."""
     vox_ml = pred.labels.voxel_volume_ml()
     structures = {}
-    for value, name in sorted(((int(k), v) for k, v in labels.items())):
+    for value, name in sorted(meta.labels.items()):
         mask = pred.labels.array == value
         band = boundary_band(mask, pred.labels.spacing, band_mm)
         near = near_region(mask, pred.labels.spacing, NEAR_MM)
@@ -124,22 +127,15 @@ def segmentation_report(pred: Prediction, labels: dict, meta: dict, band_mm: flo
             # entropy (nats) summed within NEAR_MM of the structure, per voxel of the structure
             "entropy_per_volume": float(pred.entropy.array[near].sum() / mask.sum()) if mask.any() else None,
         }
-        structures[name]["doubtful"] = quality_flag(
-            structures[name],
-            meta.get("quality"),
-            int(pred.timings.get("mc_samples", 1)),
-            pred.timings.get("mc_scope", "decoder"),
-        )
+        structures[name]["doubtful"] = quality_flag(structures[name], meta.quality, pred.settings)
+    timings = {**pred.timings.to_dict(), "device": pred.device, **pred.settings.report()}
+    if pred.roi_box is not None:
+        timings["roi_box"] = [[b.start, b.stop] for b in pred.roi_box]
     return {
         "structures": structures,
         "mean_entropy": float(pred.entropy.array.mean()),
-        "timings_s": pred.timings,
-        "model": {
-            "id": meta.get("model_id"),
-            "path": meta.get("path"),
-            "method": meta.get("method"),
-            "iteration": meta.get("iteration"),
-        },
+        "timings_s": timings,
+        "model": {"id": meta.model_id, "path": meta.path, "method": meta.method, "iteration": meta.iteration},
         "grid": {"shape": list(pred.labels.shape), "spacing_mm": pred.labels.spacing.tolist()},
         # what reading the input assumed (a spacing the file does not store, a guessed layout): io
         "assumptions": list(getattr(pred.labels, "assumptions", []) or []),
@@ -163,16 +159,15 @@ def write_output_files(pred: Prediction, report: dict, folder: str | Path, compa
     replaced): the raw writer, meant for the temporary folder of ``atomic_folder``."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    grid = pred.labels
-    max_nats = float(np.log(pred.probs.shape[0]))
-    maps = [("probability.nrrd", grid.with_array(pred.foreground_probability()), 0.0, 1.0)]
+    max_nats = float(np.log(pred.probabilities.channels))
+    maps = [("probability.nrrd", pred.foreground_probability(), 0.0, 1.0)]
     if pred.sdm is not None:
-        maps.append(("distance.nrrd", grid.with_array(pred.foreground_sdm()), -1.0, 1.0))
+        maps.append(("distance.nrrd", pred.foreground_sdm(), -1.0, 1.0))
     maps += [
         ("uncertainty.nrrd", pred.entropy, 0.0, max_nats),
         ("mutual_information.nrrd", pred.mutual_info, 0.0, max_nats),
     ]
-    paths = [write_volume(grid, out / "segmentation.nrrd", overwrite=True)]
+    paths = [write_volume(pred.labels, out / "segmentation.nrrd", overwrite=True)]
     stored = {}
     for name, volume, lo, hi in maps:
         if compact:

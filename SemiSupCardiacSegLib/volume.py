@@ -67,11 +67,32 @@ def _fmt(values) -> str:
     return "[" + ", ".join(f"{float(v):g}" for v in np.asarray(values, dtype=np.float64).reshape(-1)) + "]"
 
 
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A voxel grid without voxels (``Volume.grid``): shape (I, J, K), spacing (3,) mm, origin (3,) mm,
+    direction (3, 3), as ``Volume`` defines them."""
+
+    shape: tuple[int, int, int]
+    spacing: np.ndarray
+    origin: np.ndarray
+    direction: np.ndarray
+
+    def same_grid(self, other: "Grid | Volume", atol: float = 1e-4) -> bool:
+        """True when both share shape, spacing, origin and direction."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, atol=atol)
+            and np.allclose(self.origin, other.origin, atol=atol)
+            and np.allclose(self.direction, other.direction, atol=atol)
+        )
+
+
 @dataclass
 class Volume:
-    """A 3D image or label map on a physical grid.
+    """A 3D image or label map on a physical grid, or a stack of such maps sharing it.
 
-    array: (I, J, K) numpy array, any dtype. spacing: (3,) mm. origin: (3,) mm. direction: (3, 3).
+    array: (I, J, K) numpy array, any dtype, or (C, I, J, K) with a leading channel axis (e.g. K
+    class probabilities). spacing: (3,) mm. origin: (3,) mm. direction: (3, 3).
     """
 
     array: np.ndarray
@@ -85,19 +106,30 @@ class Volume:
         self.spacing = np.asarray(self.spacing, dtype=np.float64).reshape(3)
         self.origin = np.asarray(self.origin, dtype=np.float64).reshape(3)
         self.direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
-        if self.array.ndim != 3:
-            raise ValueError(f"Volume needs a 3D array, got shape {self.array.shape}")
+        if self.array.ndim not in (3, 4):
+            raise ValueError(f"Volume needs a 3D array (or 4D, channels first), got shape {self.array.shape}")
         if not np.all(np.isfinite(self.spacing)) or np.any(self.spacing <= 0):
             raise ValueError(f"spacing must be finite and > 0 mm, got {self.spacing.tolist()}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+        """The grid's shape (I, J, K) (without the channel axis)."""
+        return tuple(int(s) for s in self.array.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def channels(self) -> int | None:
+        """C of a (C, I, J, K) array; None for a plain (I, J, K) map."""
+        return int(self.array.shape[0]) if self.array.ndim == 4 else None
+
+    @property
+    def grid(self) -> Grid:
+        """The geometry alone."""
+        return Grid(self.shape, self.spacing, self.origin, self.direction)
 
     def with_array(self, array: np.ndarray) -> "Volume":
-        """Same geometry, new voxels (shape must match)."""
-        if array.shape[:3] != self.array.shape:
-            raise ValueError(f"array shape {array.shape} does not match grid {self.array.shape}")
+        """Same geometry (and assumptions), new voxels: (I, J, K) or (C, I, J, K) on the same grid."""
+        if tuple(array.shape[-3:]) != self.shape:
+            raise ValueError(f"array shape {array.shape} does not match grid {self.shape}")
         return replace(self, array=array)
 
     def index_to_physical(self) -> np.ndarray:
@@ -107,14 +139,9 @@ class Volume:
         m[:3, 3] = self.origin
         return m
 
-    def same_grid(self, other: "Volume", atol: float = 1e-4) -> bool:
-        """True when both volumes share shape, spacing, origin and direction."""
-        return (
-            self.shape == other.shape
-            and np.allclose(self.spacing, other.spacing, atol=atol)
-            and np.allclose(self.origin, other.origin, atol=atol)
-            and np.allclose(self.direction, other.direction, atol=atol)
-        )
+    def same_grid(self, other: "Grid | Volume", atol: float = 1e-4) -> bool:
+        """True when both share shape, spacing, origin and direction."""
+        return self.grid.same_grid(other, atol)
 
     def ijk_to_ras(self) -> np.ndarray:
         """4x4 matrix mapping voxel index (i, j, k, 1) to RAS mm, as Slicer's IJKToRAS matrix.

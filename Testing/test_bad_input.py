@@ -432,7 +432,7 @@ def test_evaluate_checks_labels_before_inference(tmp_path, capsys, model, monkey
     import SemiSupCardiacSegLib.evaluation as ev
 
     monkeypatch.setattr(
-        ev, "predict_with_model", lambda *a, **k: pytest.fail("inference ran before the labels were checked")
+        ev.Predictor, "predict", lambda *a, **k: pytest.fail("inference ran before the labels were checked")
     )
     shape = _eval_folder(tmp_path, np.zeros((40, 36, 20), np.uint8), "shape")
     rc, _, err = run_cli(capsys, "evaluate", "--model", model, "--data", shape, "--out", tmp_path / "m.json", "--quiet")

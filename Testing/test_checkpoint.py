@@ -15,6 +15,7 @@ from SemiSupCardiacSegLib.checkpoint import (
     state_dict_for_export,
 )
 from SemiSupCardiacSegLib.errors import InputError
+from SemiSupCardiacSegLib.model_meta import META_VERSION, ModelMeta
 from SemiSupCardiacSegLib.networks import VNet, VNetConfig
 
 
@@ -40,7 +41,7 @@ def test_round_trip_rebuilds_the_same_network(tmp_path, dtype):
     net = VNet(VNetConfig(n_filters=2)).eval()
     save_checkpoint(tmp_path / "m.pt", _payload(net, dtype))
     loaded, meta = load_model(tmp_path / "m.pt")
-    assert meta["labels"] == {"1": "left atrium"} and meta["validation"]["dice"] == 0.5
+    assert meta.labels == {1: "left atrium"} and meta.validation["dice"] == 0.5 and meta.meta_version == 0
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         a, b = net(x)["seg"], loaded(x)["seg"]
@@ -134,13 +135,13 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
     out = tmp_path / "shipped.pt"
     assert export_model.main(["--model", str(src), "--out", str(out), "--tta-rot90", "--choice", "why"]) == 0
     _, new = load_model(out)
-    assert new["model_id"] == meta["model_id"] and new["inference"]["tta_rot90"] is True
-    assert new["inference"]["tta_flip_axes"] == meta["inference"]["tta_flip_axes"] and new["inference_choice"] == "why"
+    assert new.model_id == meta.model_id and new.inference.tta_rot90 is True and new.meta_version == META_VERSION
+    assert new.inference.tta_flip_axes == meta.inference.tta_flip_axes and new.inference_choice == "why"
     bench = {
         "command": "python benchmarks/uncertainty_quality.py",
         "n_cases": 3,
         "n_samples": 3,
-        "model": {"id": meta["model_id"], "mc_samples": 10, "mc_scope": "decoder"},
+        "model": {"id": meta.model_id, "mc_samples": 10, "mc_scope": "decoder"},
         "suggested_flag": {
             "score": "entropy_per_volume",
             "threshold": 0.61234,
@@ -155,8 +156,8 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
     assert export_model.main(args) == 2 and "--overwrite" in capsys.readouterr().err  # never replaced silently
     assert export_model.main(args + ["--overwrite"]) == 0
     _, flagged = load_model(out)
-    assert flagged["quality"]["threshold"] == 0.612 and flagged["quality"]["min_mc_samples"] == 10
-    assert flagged["inference"]["tta_rot90"] is True  # kept from the first export
+    assert flagged.quality.threshold == 0.612 and flagged.quality.min_mc_samples == 10
+    assert flagged.inference.tta_rot90 is True  # kept from the first export
     (tmp_path / "other.json").write_text(json.dumps({**bench, "model": {**bench["model"], "id": "0123456789ab"}}))
     assert (
         export_model.main(
@@ -165,3 +166,51 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
         == 2
     )
     assert "belongs to other weights" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_model_meta_round_trips_a_dict_payload_and_checks_it_on_load(tmp_path):
+    net = VNet(VNetConfig(n_filters=2))
+    payload = _payload(net)
+    meta = ModelMeta.from_dict(payload, "m.pt")
+    assert meta.meta_version == 0 and meta.num_classes == 2 and meta.patch_size == (16, 16, 16)
+    again = ModelMeta.from_dict(meta.to_dict(), "m.pt")
+    assert again == meta.__class__(**{**meta.__dict__, "meta_version": META_VERSION})
+    assert again.to_dict() == meta.to_dict() and meta.to_dict()["meta_version"] == META_VERSION
+    # Written back: loads the same, with its version.
+    save_checkpoint(tmp_path / "v1.pt", {**meta.to_dict(), "state_dict": payload["state_dict"]})
+    assert load_model(tmp_path / "v1.pt")[1].meta_version == META_VERSION
+    for bad, match in (
+        ({**payload, "colour": "red"}, "bad.pt: unknown metadata key 'colour'"),
+        ({k: v for k, v in payload.items() if k != "labels"}, "bad.pt: checkpoint has no 'labels'"),
+        ({**payload, "meta_version": META_VERSION + 1}, "bad.pt: metadata version"),
+        ({**payload, "inference": {"tta_flip": [0]}}, "bad.pt: unknown key 'inference.tta_flip'"),
+        ({**payload, "quality": {"score": "x"}}, "bad.pt: 'quality' must be an object with a score and a threshold"),
+        ({**payload, "labels": {"2": "x"}}, "bad.pt: 'labels' must map label values 1..1"),
+    ):
+        save_checkpoint(tmp_path / "bad.pt", bad)
+        with pytest.raises(InputError, match=match):
+            load_model(tmp_path / "bad.pt")
+
+
+def test_rot90_tta_supersedes_in_plane_flips_and_refuses_others():
+    """tta_rot90's 8 in-plane symmetries hold every flip of axes 0 and 1 (the shipped cine model
+    carries both fields: nothing of its flips is lost); a flip of axis 2 with rot90 would be
+    ignored, so it is refused on load, naming the file."""
+    payload = _payload(VNet(VNetConfig(n_filters=2)))
+    both = ModelMeta.from_dict({**payload, "inference": {"tta_flip_axes": [1, 0], "tta_rot90": True}}, "c.pt")
+    assert both.inference.tta_rot90 and both.inference.tta_flip_axes == (0, 1)
+    with pytest.raises(
+        InputError, match=r"c.pt: inference: tta_rot90 runs the 8 symmetries.*\[0, 1, 2\] would be ignored"
+    ):
+        ModelMeta.from_dict({**payload, "inference": {"tta_flip_axes": [0, 1, 2], "tta_rot90": True}}, "c.pt")
+
+
+@pytest.mark.parametrize("name", ["la", "cine"])
+def test_shipped_checkpoints_load_as_version_0(name):
+    from SemiSupCardiacSegLib.checkpoint import read_model_meta
+    from SemiSupCardiacSegLib.shipped import SHIPPED
+
+    meta, _ = read_model_meta(name)
+    assert meta.meta_version == 0 and list(meta.labels.values()) == list(SHIPPED[name].labels)
+    assert meta.inference.tta_flip_axes == (0, 1) and meta.inference.tta_rot90 is (name == "cine")
+    assert meta.quality is not None and meta.quality.min_mc_samples == 10

@@ -93,7 +93,7 @@ def test_torchrun_two_processes_matches_one_process(phantom_folder, tmp_path):
     from SemiSupCardiacSegLib.checkpoint import load_model
 
     model, meta = load_model(tmp_path / "two" / "model.pt")
-    assert meta["iteration"] == ITER and meta["method"] == "sassnet"
+    assert meta.iteration == ITER and meta.method == "sassnet"
     with torch.no_grad():
         out = model(torch.zeros(1, 1, 32, 32, 16))
     assert out["seg"].shape == (1, 2, 32, 32, 16)

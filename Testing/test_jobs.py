@@ -17,9 +17,11 @@ from SemiSupCardiacSegLib.jobs import TRAIN_SCRIPT, fine_tune_command, fine_tune
 def test_config_and_command_line(trained, phantom_folder, tmp_path):
     _, meta = load_model(trained / "model.pt")
     cfg = fine_tune_config(meta, phantom_folder, iterations=50)
-    assert cfg["method"] == meta["method"] == "sassnet" and cfg["network"] == meta["network"]
+    assert cfg["method"] == meta.method == "sassnet" and cfg["network"] == meta.network
     assert (
-        cfg["preprocessing"] == meta["preprocessing"] and cfg["labeled"] is None and cfg["data"] == str(phantom_folder)
+        cfg["preprocessing"] == meta.preprocessing.to_dict()
+        and cfg["labeled"] is None
+        and cfg["data"] == str(phantom_folder)
     )
     cmd = fine_tune_command("c.json", "out", "m.pt", slicer="/opt/Slicer/Slicer")
     assert cmd[:4] == ["/opt/Slicer/Slicer", "--no-main-window", "--python-script", str(TRAIN_SCRIPT)]
@@ -60,9 +62,9 @@ def test_self_trained_model_fine_tunes_with_its_teachers_method(trained, phantom
         == 0
     )
     _, meta = load_model(student)
-    assert meta["fine_tune"]["from_model_id"] == teacher["model_id"]
+    assert meta.fine_tune["from_model_id"] == teacher.model_id
     cfg = fine_tune_config(meta, phantom_folder, iterations=5)  # the folder has unlabeled cases
-    assert cfg["method"] == "sassnet" and cfg["method_params"] == teacher["method_params"]
+    assert cfg["method"] == "sassnet" and cfg["method_params"] == teacher.method_params
     labeled_only = tmp_path / "lib"
     labeled_only.mkdir()
     for name in ("case0.h5", "case1.h5", "case9.h5"):
@@ -78,7 +80,7 @@ def test_short_real_fine_tune_gives_loadable_checkpoint(trained, phantom_folder,
     assert job.wait(600) == 0, (tmp_path / "ft" / "fine_tune_stdout.txt").read_text()[-2000:]
     assert job.progress() == 1.0
     new, new_meta = load_model(tmp_path / "ft" / "model.pt")
-    assert new_meta["iteration"] == 3 and new_meta["network"] == meta["network"]
+    assert new_meta.iteration == 3 and new_meta.network == meta.network
     assert json.loads((tmp_path / "ft" / "fine_tune_config.json").read_text())["iterations"] == 3
     with pytest.raises(InputError, match="already holds a training run"):
         start_fine_tune(meta, trained / "model.pt", phantom_folder, tmp_path / "ft", iterations=3)

@@ -79,16 +79,16 @@ def _changed(before, module):
     return any(not torch.equal(b, p.detach()) for b, p in zip(before, module.parameters()))
 
 
-def _check_alternating_steps(m, losses, opts):
+def _check_alternating_steps(m, out, opts):
     """The segmenter's step moves only the segmenter, the discriminator's only the discriminator."""
     seg0, d0 = _snapshot(m.model), _snapshot(m.discriminator)
     opts["model"].zero_grad()
-    losses["model"].backward(retain_graph=True)
+    out.loss("model").backward(retain_graph=True)
     opts["model"].step()
     assert _changed(seg0, m.model) and not _changed(d0, m.discriminator)
     seg1 = _snapshot(m.model)
     opts["discriminator"].zero_grad()
-    losses["discriminator"].backward()
+    out.loss("discriminator").backward()
     opts["discriminator"].step()
     assert _changed(d0, m.discriminator) and not _changed(seg1, m.model)
 
@@ -103,15 +103,15 @@ def test_sassnet_steps_touch_only_their_networks():
     torch.manual_seed(0)
     m = get_method("sassnet")({**TINY, "method_params": {"disc_filters": 4}})
     opts = {k: torch.optim.SGD(p, lr=0.1) for k, p in m.optimizer_groups().items()}
-    losses, logs = m.training_step(_batch(), iteration=100)  # adversarial weight fully ramped up
-    assert set(losses) == {"model", "discriminator"} and logs["adv_weight"] == pytest.approx(0.001)
-    _check_alternating_steps(m, losses, opts)
+    out = m.training_step(_batch(), iteration=100)  # adversarial weight fully ramped up
+    assert out.optimizers == ("model", "discriminator") and out.logs["adv_weight"] == pytest.approx(0.001)
+    _check_alternating_steps(m, out, opts)
 
 
 def test_discriminator_loss_has_no_path_to_segmenter():
     m = get_method("sassnet")({**TINY, "method_params": {"disc_filters": 4}})
-    losses, _ = m.training_step(_batch(), iteration=0)
-    grads = torch.autograd.grad(losses["discriminator"], list(m.model.parameters()), allow_unused=True)
+    out = m.training_step(_batch(), iteration=0)
+    grads = torch.autograd.grad(out.loss("discriminator"), list(m.model.parameters()), allow_unused=True)
     assert all(g is None for g in grads)
 
 
@@ -119,8 +119,8 @@ def test_supervised_uses_only_labeled_rows():
     m = get_method("supervised")(TINY)
     b = _batch()
     b["image"][2:] = float("nan")  # unlabeled rows must not be touched
-    losses, logs = m.training_step(b, 0)
-    assert torch.isfinite(losses["model"]) and "loss_sdm" in logs
+    out = m.training_step(b, 0)
+    assert torch.isfinite(out.loss("model")) and "loss_sdm" in out.logs
 
 
 def test_dtc_consistency_by_hand_and_uses_unlabeled_rows():
@@ -129,16 +129,16 @@ def test_dtc_consistency_by_hand_and_uses_unlabeled_rows():
     assert m.consistency_weight(0) == pytest.approx(math.exp(-5)) and m.consistency_weight(100) == pytest.approx(1.0)
     b = _batch()
     torch.manual_seed(1)  # same dropout masks in both forward passes (BatchNorm uses batch statistics)
-    losses, logs = m.training_step(b, iteration=100)
+    out = m.training_step(b, iteration=100)
     torch.manual_seed(1)
-    out = m.model(b["image"])
-    p_fg = torch.softmax(out["seg"], 1)[:, 1:]
-    by_hand = ((torch.sigmoid(-1500.0 * out["sdm"]) - p_fg) ** 2).mean()
-    assert logs["loss_consistency"] == pytest.approx(float(by_hand.detach()), rel=1e-4)
+    pred = m.model(b["image"])
+    p_fg = torch.softmax(pred["seg"], 1)[:, 1:]
+    by_hand = ((torch.sigmoid(-1500.0 * pred["sdm"]) - p_fg) ** 2).mean()
+    assert out.logs["loss_consistency"] == pytest.approx(float(by_hand.detach()), rel=1e-4)
     # The consistency term reaches the network through the unlabeled rows too.
     b["image"][2:] = float("nan")
-    bad, _ = m.training_step(b, iteration=100)
-    assert not torch.isfinite(bad["model"])
+    bad = m.training_step(b, iteration=100)
+    assert not torch.isfinite(bad.loss("model"))
 
 
 def test_uamt_teacher_is_ema_of_student_and_gets_no_gradient():
@@ -147,11 +147,11 @@ def test_uamt_teacher_is_ema_of_student_and_gets_no_gradient():
     assert "uamt" in METHODS and all(not p.requires_grad for p in m.teacher.parameters())
     opt = torch.optim.SGD(m.optimizer_groups()["model"], lr=0.1)
     teacher0 = _snapshot(m.teacher)
-    losses, logs = m.training_step(_batch(), iteration=100)
-    assert 0.0 <= logs["certain_fraction"] <= 1.0
-    assert logs["uncertainty_threshold"] == pytest.approx(math.log(2))  # fully ramped: ln K
+    out = m.training_step(_batch(), iteration=100)
+    assert 0.0 <= out.logs["certain_fraction"] <= 1.0
+    assert out.logs["uncertainty_threshold"] == pytest.approx(math.log(2))  # fully ramped: ln K
     opt.zero_grad()
-    losses["model"].backward()
+    out.loss("model").backward()
     assert all(p.grad is None for p in m.teacher.parameters())
     opt.step()
     m.after_step(5)  # a = min(1 - 1/6, 0.99) = 5/6
@@ -166,20 +166,20 @@ def test_dtml_each_network_gets_only_its_own_losses():
     m = get_method("dtml")({**TINY, "iterations": 100})
     assert m.arch == "dual_vnet"
     b = _batch()
-    losses, logs = m.training_step(b, iteration=100)
+    out = m.training_step(b, iteration=100)
     seg_params = [p for n, p in m.model.seg_net.named_parameters() if not n.startswith("sdm_head")]
     sdm_params = [p for n, p in m.model.sdm_net.named_parameters() if not n.startswith("seg_head")]
     unused = list(m.model.seg_net.sdm_head.parameters()) + list(m.model.sdm_net.seg_head.parameters())
     # The summed loss reaches both networks; the unused heads get nothing.
-    g_total = torch.autograd.grad(losses["model"], seg_params + sdm_params + unused, allow_unused=True)
+    g_total = torch.autograd.grad(out.loss("model"), seg_params + sdm_params + unused, allow_unused=True)
     assert all(g is not None for g in g_total[: len(seg_params) + len(sdm_params)])
     assert all(g is None for g in g_total[len(seg_params) + len(sdm_params) :])
     m.config["consistency"] = 0.0  # without L_con the two networks are independent
     torch.manual_seed(2)
-    out = m.model(b["image"])
+    pred = m.model(b["image"])
     from SemiSupCardiacSegLib.losses import segmentation_loss
 
-    l_seg = segmentation_loss("dice_ce", out["seg"][:2], b["label"][:2])
+    l_seg = segmentation_loss("dice_ce", pred["seg"][:2], b["label"][:2])
     grads = torch.autograd.grad(l_seg, sdm_params, allow_unused=True)
     assert all(g is None for g in grads)
     # The exported network rebuilds from its checkpoint config and gives both outputs.
@@ -273,26 +273,27 @@ def test_cross_task_methods_steps_touch_only_their_networks(name, config, batch)
     m = get_method(name)(config)
     assert m.network_params["sdm_decoder"] == "separate"  # one decoder per task on a shared encoder
     opts = {k: torch.optim.SGD(p, lr=0.1) for k, p in m.optimizer_groups().items()}
-    losses, logs = m.training_step(batch(), iteration=100)
-    assert set(losses) == {"model", "discriminator"}
-    assert 0.0 <= logs["certain_fraction"] <= 1.0 and logs["consistency_weight"] == pytest.approx(1.0)
+    out = m.training_step(batch(), iteration=100)
+    assert out.optimizers == ("model", "discriminator")
+    assert 0.0 <= out.logs["certain_fraction"] <= 1.0 and out.logs["consistency_weight"] == pytest.approx(1.0)
     grads = torch.autograd.grad(
-        losses["discriminator"], list(m.model.parameters()), allow_unused=True, retain_graph=True
+        out.loss("discriminator"), list(m.model.parameters()), allow_unused=True, retain_graph=True
     )
     assert all(g is None for g in grads)
-    _check_alternating_steps(m, losses, opts)
+    _check_alternating_steps(m, out, opts)
 
 
 def test_mtctl_cross_task_term_uses_unlabeled_rows():
     m = get_method("mtctl")({**TINY, "method_params": {"disc_filters": 4, "mc_passes": 2, "adv_weight": 0.0}})
     b = _batch()
     b["image"][2:] = float("nan")
-    bad, _ = m.training_step(b, iteration=100)
-    assert not torch.isfinite(bad["model"])
+    bad = m.training_step(b, iteration=100)
+    assert not torch.isfinite(bad.loss("model"))
 
 
 def test_mtn_uncertainty_weights_by_hand_and_log_sigma_learns():
-    from SemiSupCardiacSegLib.methods.mtn import myocardial_area, uncertainty_weighted_loss
+    from SemiSupCardiacSegLib.losses import uncertainty_weighted_loss
+    from SemiSupCardiacSegLib.methods.mtn import myocardial_area
 
     l1, l2, s1, s2 = torch.tensor(2.0), torch.tensor(0.5), torch.tensor(0.3), torch.tensor(-0.2)
     expected = math.exp(-0.3) * 2.0 + math.exp(0.4) * 0.5 + 0.3 - 0.2
@@ -304,14 +305,14 @@ def test_mtn_uncertainty_weights_by_hand_and_log_sigma_learns():
     m = get_method("mtn")({**TINY_2D})
     assert not m.uses_unlabeled and m.model.config.area_head
     opt = torch.optim.SGD(m.optimizer_groups()["model"], lr=0.1)
-    losses, logs = m.training_step(_batch_2d(), 0)
+    out = m.training_step(_batch_2d(), 0)
     opt.zero_grad()
-    losses["model"].backward()
+    out.loss("model").backward()
     assert m.log_sigma.grad is not None and torch.all(m.log_sigma.grad != 0)
     before = m.log_sigma.detach().clone()
     opt.step()
     assert not torch.equal(before, m.log_sigma.detach())
-    assert {"loss_area", "log_sigma_area", "log_sigma_seg"} <= set(logs)
+    assert {"loss_area", "log_sigma_area", "log_sigma_seg"} <= set(out.logs)
 
 
 def test_mtn_area_head_learns_the_area():
@@ -326,14 +327,14 @@ def test_mtn_area_head_learns_the_area():
     opt = torch.optim.Adam(m.optimizer_groups()["model"], lr=1e-2)
     first = None
     for step in range(60):
-        losses, logs = m.training_step(batch, step)
+        out = m.training_step(batch, step)
         opt.zero_grad()
-        losses["model"].backward()
+        out.loss("model").backward()
         opt.step()
-        first = logs["loss_area"] if first is None else first
+        first = out.logs["loss_area"] if first is None else first
     with torch.no_grad():
         area = m.model(batch["image"])["area"]
-    assert first > 0.05 and logs["loss_area"] < 0.25 * first
+    assert first > 0.05 and out.logs["loss_area"] < 0.25 * first
     assert torch.allclose(area, target, atol=0.03)
 
 
@@ -381,11 +382,11 @@ def test_every_method_short_run_supervised_loss_falls(name, two_d):
     )
     seg = []
     for it in range(25):
-        losses, logs = m.training_step(batch, it)
-        for k, loss in losses.items():
-            opts[k].zero_grad(set_to_none=True)
-            loss.backward(retain_graph=True)
-            opts[k].step()
+        out = m.training_step(batch, it)
+        for step in out.steps:
+            opts[step.optimizer].zero_grad(set_to_none=True)
+            step.loss.backward(retain_graph=True)
+            opts[step.optimizer].step()
         m.after_step(it + 1)
-        seg.append(logs["loss_seg"])
+        seg.append(out.logs["loss_seg"])
     assert sum(seg[-5:]) / 5 < 0.85 * sum(seg[:3]) / 3, seg

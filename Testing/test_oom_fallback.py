@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from SemiSupCardiacSegLib.inference import predict_volume, run_with_oom_fallback
+from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor, run_with_oom_fallback
+from SemiSupCardiacSegLib.model_meta import ModelMeta
 from SemiSupCardiacSegLib.networks import build_network
 from SemiSupCardiacSegLib.preprocessing import Preprocessing
 from SemiSupCardiacSegLib.volume import Volume
@@ -38,17 +39,18 @@ def test_inference_retries_with_smaller_window_batch():
     vol = Volume(np.random.default_rng(0).normal(size=(40, 40, 20)).astype(np.float32), spacing=(2.0, 2.0, 2.0))
     model = LimitedMemory(max_windows=1)
     with pytest.warns(RuntimeWarning, match="window batch of 2"):
-        pred = predict_volume(
-            model,
-            vol,
-            Preprocessing(spacing=(2.0, 2.0, 2.0)),
-            (16, 16, 16),
-            2,
-            mc_samples=1,
-            window_batch=4,
-            device="cpu",
-            postprocess=False,
+        meta = ModelMeta.from_dict(
+            {
+                "arch": "vnet",
+                "network": {"n_filters": 2},
+                "preprocessing": Preprocessing(spacing=(2.0, 2.0, 2.0)).to_dict(),
+                "patch_size": [16, 16, 16],
+                "labels": {"1": "x"},
+            },
+            "m.pt",
         )
+        settings = InferenceSettings((16, 16, 16), mc_samples=1, window_batch=4, device="cpu", postprocess=False)
+        pred = Predictor(model, meta, settings).predict(vol)
     assert pred.labels.shape == vol.shape
     assert 4 in model.seen and 2 in model.seen and model.seen[-1] == 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -14,8 +15,9 @@ from conftest import CINE_TINY, write_cine_frames
 from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.data import find_cases
 from SemiSupCardiacSegLib.errors import InputError
-from SemiSupCardiacSegLib.inference import predict_with_model
+from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
 from SemiSupCardiacSegLib.io import read_h5_case, read_volume, write_h5_case
+from SemiSupCardiacSegLib.model_meta import QualityRule
 from SemiSupCardiacSegLib.pseudo_labels import MANIFEST, pseudo_label_cases
 from SemiSupCardiacSegLib.training import Trainer, split_cases
 
@@ -77,7 +79,7 @@ def unlabeled_inputs(teacher, tmp_path):
 def test_pseudo_labels_are_the_models_segmentation_not_the_files_label(unlabeled_inputs, tmp_path):
     src, ckpt = unlabeled_inputs
     model, meta = load_model(ckpt)
-    meta = {**meta, "quality": None}  # no flag: every non-empty result is kept
+    meta = replace(meta, quality=None)  # no flag: every non-empty result is kept
     cases = find_cases(src)
     manifest = pseudo_label_cases(model, meta, cases, tmp_path / "pl", mc_samples=2, device="cpu")
     assert manifest["n_kept"] == manifest["n_cases"] == 2
@@ -85,11 +87,12 @@ def test_pseudo_labels_are_the_models_segmentation_not_the_files_label(unlabeled
         image, label = read_h5_case(tmp_path / "pl" / f"{case.name}.h5")
         original = read_volume(case.image)
         assert np.array_equal(image.array, original.array)  # the image, in the input's layout
-        expected = predict_with_model(model, meta, original, mc_samples=2, device="cpu").labels.array
+        settings = InferenceSettings.from_meta(meta, mc_samples=2, device="cpu")
+        expected = Predictor(model, meta, settings).predict(original).labels.array
         assert np.array_equal(label.array, expected)
         assert not np.all(label.array == 2)
     on_disk = json.loads((tmp_path / "pl" / MANIFEST).read_text())
-    assert on_disk["teacher"]["id"] == meta["model_id"] and set(on_disk["cases"]) == {c.name for c in cases}
+    assert on_disk["teacher"]["id"] == meta.model_id and set(on_disk["cases"]) == {c.name for c in cases}
     # The folder reads back as labeled training cases.
     assert all(c.label is not None for c in find_cases(tmp_path / "pl"))
 
@@ -97,7 +100,7 @@ def test_pseudo_labels_are_the_models_segmentation_not_the_files_label(unlabeled
 def test_doubtful_cases_are_dropped_unless_asked(unlabeled_inputs, tmp_path):
     src, ckpt = unlabeled_inputs
     model, meta = load_model(ckpt)
-    strict = {**meta, "quality": {"score": "entropy_per_volume", "threshold": -1.0, "min_mc_samples": 2}}
+    strict = replace(meta, quality=QualityRule("entropy_per_volume", -1.0, min_mc_samples=2))
     manifest = pseudo_label_cases(model, strict, find_cases(src), tmp_path / "a", mc_samples=2, device="cpu")
     assert manifest["n_kept"] == 0 and not list((tmp_path / "a").glob("*.h5"))
     assert all(r["reason"].startswith(("doubtful", "missing")) for r in manifest["cases"].values())
@@ -142,7 +145,7 @@ def test_training_on_pseudo_labels_records_them(unlabeled_inputs, teacher, tmp_p
     data, _ = teacher
     src, ckpt = unlabeled_inputs
     model, meta = load_model(ckpt)
-    pseudo_label_cases(model, {**meta, "quality": None}, find_cases(src), tmp_path / "pl", mc_samples=2, device="cpu")
+    pseudo_label_cases(model, replace(meta, quality=None), find_cases(src), tmp_path / "pl", mc_samples=2, device="cpu")
     labeled = tmp_path / "labeled"
     labeled.mkdir()
     for name in ("patient000_frame01", "patient001_frame01", "patient002_frame01"):
@@ -160,7 +163,7 @@ def test_training_on_pseudo_labels_records_them(unlabeled_inputs, teacher, tmp_p
     }
     Trainer(config, tmp_path / "run", device="cpu", progress=False).run()
     _, run_meta = load_model(tmp_path / "run" / "model.pt")
-    td = run_meta["training_data"]
+    td = run_meta.training_data
     assert td["n_labeled"] == 2 and td["n_pseudo_labeled"] == 2
     assert td["labeled_cases"] == ["patient000_frame01", "patient001_frame01"]
     assert sorted(td["pseudo_labeled_cases"]) == ["patient004_frame01", "patient005_frame02"]
@@ -170,11 +173,11 @@ def test_keep_fraction_keeps_the_most_reliable_cases(unlabeled_inputs, tmp_path)
     src, ckpt = unlabeled_inputs
     model, meta = load_model(ckpt)
     with pytest.raises(InputError, match="quality score"):
-        pseudo_label_cases(model, {**meta, "quality": None}, find_cases(src), tmp_path / "x", keep_fraction=0.5)
-    quality = {"score": "entropy_per_volume", "threshold": -1.0, "min_mc_samples": 2}  # the flag would drop all
+        pseudo_label_cases(model, replace(meta, quality=None), find_cases(src), tmp_path / "x", keep_fraction=0.5)
+    quality = QualityRule("entropy_per_volume", -1.0, min_mc_samples=2)  # the flag would drop all
     manifest = pseudo_label_cases(
         model,
-        {**meta, "quality": quality},
+        replace(meta, quality=quality),
         find_cases(src),
         tmp_path / "half",
         mc_samples=2,
@@ -198,7 +201,7 @@ def test_pseudo_label_folder_is_all_or_nothing(unlabeled_inputs, tmp_path, monke
 
     src, ckpt = unlabeled_inputs
     model, meta = load_model(ckpt)
-    meta = {**meta, "quality": None}
+    meta = replace(meta, quality=None)
     out = tmp_path / "pl"
     real = pseudo_labels.write_h5_case
     calls = []
@@ -217,7 +220,7 @@ def test_pseudo_label_folder_is_all_or_nothing(unlabeled_inputs, tmp_path, monke
     first = pseudo_label_cases(model, meta, find_cases(src), out, mc_samples=2, device="cpu")  # the rerun works
     assert first["n_kept"] == 2 and len(list(out.glob("*.h5"))) == 2
     (out / "notes.txt").write_text("the user's own file")
-    strict = {**meta, "quality": {"score": "entropy_per_volume", "threshold": -1.0, "min_mc_samples": 2}}
+    strict = replace(meta, quality=QualityRule("entropy_per_volume", -1.0, min_mc_samples=2))
     second = pseudo_label_cases(model, strict, find_cases(src), out, mc_samples=2, device="cpu", overwrite=True)
     assert second["n_kept"] == 0
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "notes.txt"])  # no case of the first run left

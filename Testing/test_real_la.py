@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from SemiSupCardiacSegLib.checkpoint import load_model
-from SemiSupCardiacSegLib.inference import predict_with_model
+from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
 from SemiSupCardiacSegLib.io import read_h5_case
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.sdm import signed_distance_map
@@ -22,12 +22,12 @@ def shipped():
 
 def test_shipped_model_on_a_held_out_real_case(la_dir, shipped):
     net, meta = shipped
-    held_out = meta["training_data"]["validation_cases"]
+    held_out = meta.training_data["validation_cases"]
     assert held_out, "the model card promises a held-out validation split"
     name = held_out[0]
     path = next(p for p in la_dir.rglob("*.h5") if p.stem == name or p.parent.name == name)
     image, label = read_h5_case(path)
-    pred = predict_with_model(net, meta, image, mc_samples=1, device="cpu")
+    pred = Predictor(net, meta, InferenceSettings.from_meta(meta, mc_samples=1, device="cpu")).predict(image)
     assert pred.labels.same_grid(image)
     score = dice(pred.labels.array == 1, label.array == 1)
     # Card: held-out mean Dice 0.89 (with the model's flip TTA); one case below 0.75 means the model or the

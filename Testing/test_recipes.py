@@ -82,7 +82,7 @@ def test_recipe_runs_resumes_an_interrupted_stage_and_skips_finished_ones(phanto
     second = json.loads((out / "second" / "config.json").read_text())
     assert second["init"] == str(out / "first" / "last.pt") and second["iterations"] == 6
     _, meta = load_model(out / "export" / "model.pt")
-    assert meta["iteration"] == 6 and meta["kind"] == "model"
+    assert meta.iteration == 6 and meta.kind == "model"
     for stage in ("first", "second", "export"):
         assert json.loads((out / stage / MARKER).read_text())["stage"]["name"] == stage
     # Rerun of a finished recipe: every stage skipped, nothing retrained.

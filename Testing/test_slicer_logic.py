@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.data.datasets import find_cases
-from SemiSupCardiacSegLib.inference import predict_with_model
+from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
 from SemiSupCardiacSegLib.io import read_label, read_volume
 from SemiSupCardiacSegLib.phantoms import make_la_phantom
 from SemiSupCardiacSegLib.volume import Volume
@@ -57,8 +57,8 @@ def test_segment_matches_library_on_input_grid(logic, trained):
     assert logic.scene.GetNumberOfNodes() > n_before
     # Library output for the same input and model.
     net, meta = load_model(trained / "model.pt")
-    assert meta["inference"]["tta_flip_axes"] == [0, 1]  # the Logic must apply the model's TTA too
-    pred = predict_with_model(net, meta, vol, mc_samples=2, device="cpu")
+    assert meta.inference.tta_flip_axes == (0, 1)  # the Logic must apply the model's TTA too
+    pred = Predictor(net, meta, InferenceSettings.from_meta(meta, mc_samples=2, device="cpu")).predict(vol)
     labels = logic.labels_from_segmentation(result.segmentation, node)
     assert labels.same_grid(vol)
     assert np.array_equal(labels.array, pred.labels.array)
@@ -73,7 +73,7 @@ def test_segment_matches_library_on_input_grid(logic, trained):
     sdm_display = result.distance.GetDisplayNode()
     assert sdm_display.GetColorNodeID() == "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
     assert sdm_display.GetLevel() == 0.0 and sdm_display.GetWindow() == 2.0 and not sdm_display.GetAutoWindowLevel()
-    assert np.allclose(volume_from_node(result.distance).array, pred.foreground_sdm(), atol=1e-6)
+    assert np.allclose(volume_from_node(result.distance).array, pred.foreground_sdm().array, atol=1e-6)
     assert result.report["structures"]["left atrium"]["volume_ml"] == pytest.approx(
         labels.array.sum() * vol.voxel_volume_ml()
     )
@@ -158,10 +158,8 @@ def test_fine_tune_from_the_module_logic_gives_a_loadable_model(logic, trained, 
     assert job.wait(600) == 0, (tmp_path / "ft" / "fine_tune_stdout.txt").read_text()[-2000:]
     new_model = str(tmp_path / "ft" / "model.pt")
     meta = logic.load_model(new_model)[1]
-    assert meta["iteration"] == 2
-    assert (
-        meta["training_data"]["validation_cases"] == ["case2"] and "case2" not in meta["training_data"]["labeled_cases"]
-    )
+    assert meta.iteration == 2
+    assert meta.training_data["validation_cases"] == ["case2"] and "case2" not in meta.training_data["labeled_cases"]
     assert logic.segment_button_text(new_model) == "Segment LA"
     # Validation metrics of the old and the new model side by side, on the held-out case.
     table, results = logic.compare_models(str(trained / "model.pt"), new_model, device="cpu")

@@ -31,9 +31,9 @@ def test_training_loss_falls_and_files_exist(trained):
     from SemiSupCardiacSegLib.checkpoint import load_model
 
     _, meta = load_model(trained / "model.pt")
-    assert meta["training_data"]["n_labeled"] == 2 and meta["training_data"]["n_unlabeled"] == 2
-    assert meta["training_data"]["validation_cases"] == ["case9"]
-    assert 0.0 <= meta["validation"]["dice"] <= 1.0
+    assert meta.training_data["n_labeled"] == 2 and meta.training_data["n_unlabeled"] == 2
+    assert meta.training_data["validation_cases"] == ["case9"]
+    assert 0.0 <= meta.validation["dice"] <= 1.0
 
 
 def test_refuses_to_train_over_existing_run(trained, phantom_folder):
@@ -75,8 +75,6 @@ def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
             str(trained / "model.pt"),
             "--mc-samples",
             "3",
-            "--mc-gate",
-            "0.01",
             "--device",
             "cpu",
             "--montage",
@@ -108,7 +106,6 @@ def test_segment_end_to_end_on_input_grid(trained, tmp_path, capsys):
     la = report["structures"]["left atrium"]
     assert la["volume_ml"] == pytest.approx(seg.array.sum() * np.prod(ph.spacing) / 1000, rel=1e-6)
     assert report["timings_s"]["mc_samples"] == 3 and report["model"]["id"]
-    assert report["timings_s"]["mc_gate"] == 0.01 and 0.0 <= report["timings_s"]["mc_window_share"] <= 1.0
     # A second run into the same folder refuses to overwrite.
     capsys.readouterr()
     assert cli_main(["segment", str(inp), "--out", str(out), "--model", str(trained / "model.pt"), "--quiet"]) == 2
@@ -304,7 +301,7 @@ def test_every_registered_3d_method_trains_through_the_trainer(method, phantom_f
     from SemiSupCardiacSegLib.checkpoint import load_model
 
     _, meta = load_model(tmp_path / method / "model.pt")
-    assert meta["method"] == method
+    assert meta.method == method
 
 
 def test_stopped_and_resumed_run_equals_uninterrupted_run(phantom_folder, tmp_path):
@@ -327,18 +324,25 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(phantom_folder, tmp_pa
 
 
 def test_quality_flag_rules():
+    from dataclasses import replace
+
+    from SemiSupCardiacSegLib.inference import InferenceSettings
+    from SemiSupCardiacSegLib.model_meta import QualityRule
     from SemiSupCardiacSegLib.reporting import quality_flag
 
-    q = {"score": "mean_boundary_mutual_info", "threshold": 0.23, "min_mc_samples": 10}
-    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 10) is True
-    assert quality_flag({"mean_boundary_mutual_info": 0.10}, q, 16) is False
-    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 1) is None  # MI needs MC sampling
-    assert quality_flag({"mean_boundary_mutual_info": None}, q, 10) is None  # empty structure
-    assert quality_flag({"mean_boundary_mutual_info": 0.30}, None, 10) is None  # model without a threshold
+    def mc(n, scope="decoder"):
+        return InferenceSettings((16, 16, 16), mc_samples=n, mc_scope=scope)
+
+    q = QualityRule.from_dict({"score": "mean_boundary_mutual_info", "threshold": 0.23, "min_mc_samples": 10}, "m.pt")
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, mc(10)) is True
+    assert quality_flag({"mean_boundary_mutual_info": 0.10}, q, mc(16)) is False
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, mc(1)) is None  # MI needs MC sampling
+    assert quality_flag({"mean_boundary_mutual_info": None}, q, mc(10)) is None  # empty structure
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, None, mc(10)) is None  # model without a threshold
     # A threshold chosen with decoder-scope MC says nothing about head-only MC values, and the reverse.
-    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, 10, "head") is None
-    assert quality_flag({"mean_boundary_mutual_info": 0.30}, {**q, "mc_scope": "head"}, 10, "head") is True
-    assert quality_flag({"mean_boundary_mutual_info": 0.30}, {**q, "mc_scope": "head"}, 10) is None
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, q, mc(10, "head")) is None
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, replace(q, mc_scope="head"), mc(10, "head")) is True
+    assert quality_flag({"mean_boundary_mutual_info": 0.30}, replace(q, mc_scope="head"), mc(10)) is None
 
 
 def test_empty_label_map_in_training_is_named(tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SemiSupCardiacSegLib import inference
 from SemiSupCardiacSegLib.cli import main as cli_main
 from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.inference import (
@@ -16,7 +15,9 @@ from SemiSupCardiacSegLib.inference import (
     cgroup_available_bytes,
     check_workload,
     plan_workload,
+    predictor,
     window_grid,
+    workload,
 )
 from SemiSupCardiacSegLib.io import write_volume
 from SemiSupCardiacSegLib.preprocessing import Preprocessing, to_model_space
@@ -90,8 +91,8 @@ def test_segment_refuses_a_coarse_volume_before_any_work_and_runs_it_with_allow_
     # The tiny model works at 2.5 mm with 32 x 32 x 16 windows; a 20 mm volume is upsampled 8x per axis.
     inp = write_volume(_localizer(shape=(10, 10, 6), spacing=(20.0, 20.0, 20.0)), tmp_path / "coarse.nrrd")
     ran = []
-    real = inference.predict_model_space
-    monkeypatch.setattr(inference, "predict_model_space", lambda *a, **k: ran.append(1) or real(*a, **k))
+    real = predictor.predict_model_space
+    monkeypatch.setattr(predictor, "predict_model_space", lambda *a, **k: ran.append(1) or real(*a, **k))
     argv = [
         "segment",
         str(inp),
@@ -157,11 +158,11 @@ def test_cgroup_v1_limit_and_its_unlimited_value(tmp_path):
 
 
 def test_memory_check_uses_the_smaller_of_host_and_container(monkeypatch):
-    monkeypatch.setattr(inference, "host_available_bytes", lambda: 64 * 2**30)
-    monkeypatch.setattr(inference, "cgroup_available_bytes", lambda: 2**30)
-    assert inference.available_memory_bytes() == 2**30
+    monkeypatch.setattr(workload, "host_available_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(workload, "cgroup_available_bytes", lambda: 2**30)
+    assert workload.available_memory_bytes() == 2**30
     with pytest.raises(InputError, match="1.0 GiB available"):
-        inference.check_memory((576, 576, 88), (576, 576, 176), 2)
-    monkeypatch.setattr(inference, "cgroup_available_bytes", lambda: None)
-    assert inference.available_memory_bytes() == 64 * 2**30
-    inference.check_memory((576, 576, 88), (576, 576, 176), 2)
+        workload.check_memory((576, 576, 88), (576, 576, 176), 2)
+    monkeypatch.setattr(workload, "cgroup_available_bytes", lambda: None)
+    assert workload.available_memory_bytes() == 64 * 2**30
+    workload.check_memory((576, 576, 88), (576, 576, 176), 2)

@@ -17,11 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from SemiSupCardiacSegLib.checkpoint import (  # noqa: E402  (after the path set-up above)
+    load_checkpoint,
+    model_payload_from_resume,
+    read_model_meta,
+    save_checkpoint,
+)
+from SemiSupCardiacSegLib.errors import InputError  # noqa: E402
+from SemiSupCardiacSegLib.model_meta import ModelMeta, QualityRule  # noqa: E402
 
 
 def export(
@@ -32,53 +42,53 @@ def export(
     choice: str | None = None,
     overwrite: bool = False,
     fine_tune_from: Path | None = None,
-) -> dict:
-    """Write ``out`` from ``model`` with the given settings; -> the new metadata (without weights).
+) -> ModelMeta:
+    """Write ``out`` from ``model`` with the given settings; -> the new metadata.
 
     fine_tune_from: a checkpoint (a self-trained model's teacher) whose method and parameters the
     Slicer module's fine-tuning uses on libraries with unlabeled cases (``jobs.fine_tune_config``)."""
-    from SemiSupCardiacSegLib.checkpoint import load_checkpoint, model_payload_from_resume, save_checkpoint
-    from SemiSupCardiacSegLib.errors import InputError
-
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
     ckpt = model_payload_from_resume(load_checkpoint(model))
-    inference = dict(ckpt.get("inference") or {})
+    meta = ModelMeta.from_dict(ckpt, Path(model).name)
     if tta_rot90:
-        inference["tta_rot90"] = True
-    ckpt["inference"] = inference
+        meta = replace(meta, inference=replace(meta.inference, tta_rot90=True))
     if quality is not None:
         result = json.loads(Path(quality).read_text())
         measured = result.get("model", {}).get("id")
-        if measured != ckpt["model_id"]:
+        if measured != meta.model_id:
             raise InputError(
-                f"{Path(quality).name} measured model {measured}, not {ckpt['model_id']}: its threshold "
+                f"{Path(quality).name} measured model {measured}, not {meta.model_id}: its threshold "
                 "belongs to other weights"
             )
         flag = result["suggested_flag"]
-        ckpt["quality"] = {
-            "score": flag["score"],
-            "threshold": round(float(flag["threshold"]), 3),
-            "min_mc_samples": int(result["model"]["mc_samples"]),
-            "mc_scope": result["model"].get("mc_scope", "decoder"),
-            "source": (
+        rule = QualityRule(
+            score=flag["score"],
+            threshold=round(float(flag["threshold"]), 3),
+            min_mc_samples=int(result["model"]["mc_samples"]),
+            mc_scope=result["model"].get("mc_scope", "decoder"),
+            source=(
                 f"{result['command']} on {result['n_cases']} held-out cases ({result['n_samples']} samples): "
                 f"{flag['score']} > {flag['threshold']:.3f} (highest Youden index, {flag['youden']:.2f}) flags "
                 f"{flag['flagged']}, {flag['flagged_below']} of the {flag['below']} below the benchmark's Dice "
                 "cut among them; set on the same cases it is judged on."
             ),
-        }
+        )
+        meta = replace(meta, quality=rule)
     if choice:
-        ckpt["inference_choice"] = choice
+        meta = replace(meta, inference_choice=choice)
     if fine_tune_from is not None:
-        teacher = load_checkpoint(fine_tune_from)
-        ckpt["fine_tune"] = {
-            "method": teacher["method"],
-            "method_params": teacher.get("method_params", {}),
-            "from_model_id": teacher.get("model_id"),
-        }
-    save_checkpoint(out, ckpt)
-    return {k: v for k, v in ckpt.items() if k != "state_dict"}
+        teacher = read_model_meta(fine_tune_from)[0]
+        meta = replace(
+            meta,
+            fine_tune={
+                "method": teacher.method,
+                "method_params": teacher.method_params,
+                "from_model_id": teacher.model_id,
+            },
+        )
+    save_checkpoint(out, {**meta.to_dict(), "state_dict": ckpt["state_dict"]})
+    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    from SemiSupCardiacSegLib.errors import InputError
-
     try:
         meta = export(
             args.model, args.out, args.tta_rot90, args.quality, args.choice, args.overwrite, args.fine_tune_from
@@ -108,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "out": str(args.out),
-                "model_id": meta["model_id"],
-                "inference": meta["inference"],
-                "quality": (meta.get("quality") or {}).get("threshold"),
+                "model_id": meta.model_id,
+                "inference": meta.inference.to_dict(),
+                "quality": None if meta.quality is None else meta.quality.threshold,
             }
         )
     )

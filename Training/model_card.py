@@ -36,17 +36,17 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     steps = [r for r in log if "step_s" in r]
     vals = [r for r in log if "val_dice" in r]
-    td = meta["training_data"]
+    td = meta.training_data
     lines = [
         f"# {title}",
         "",
         f"- file: `{model.name}` ({model.stat().st_size / 1e6:.1f} MB, "
         f"weights {config.get('export_dtype', 'float32')}), "
-        f"model id `{meta['model_id']}`, created {meta['created']}",
-        f"- method: `{meta['method']}`; architecture `{meta['arch']}` {json.dumps(meta['network'])}",
-        f"- method parameters: `{json.dumps(meta['method_params'])}`",
-        f"- preprocessing: `{json.dumps(meta['preprocessing'])}`; patch {meta['patch_size']} voxels",
-        f"- labels: {json.dumps(meta['labels'])}",
+        f"model id `{meta.model_id}`, created {meta.created}",
+        f"- method: `{meta.method}`; architecture `{meta.arch}` {json.dumps(meta.network)}",
+        f"- method parameters: `{json.dumps(meta.method_params)}`",
+        f"- preprocessing: `{json.dumps(meta.preprocessing.to_dict())}`; patch {list(meta.patch_size)} voxels",
+        f"- labels: {json.dumps(meta.label_names())}",
         "",
         "## Training protocol",
         "",
@@ -66,7 +66,7 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         )
     lines += [
         f"- held-out cases: {', '.join(td['validation_cases'])}",
-        f"- iterations: {meta['iteration']} (batch {config['batch_size']}, "
+        f"- iterations: {meta.iteration} (batch {config['batch_size']}, "
         f"{config['labeled_per_batch']} labeled per batch); "
         f"optimizers `{json.dumps(config['optim'])}`; seed {config['seed']}",
         (
@@ -77,8 +77,8 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         else f"- hardware: {hardware}",
         f"- command: `{command}`",
     ]
-    swa = meta.get("swa")
-    if swa:  # stochastic weight averaging (training.py's ``swa``)
+    swa = meta.swa
+    if swa:  # stochastic weight averaging (the training config's ``swa``)
         its = [swa["start"] + swa["every"] * (i + 1) for i in range(swa["n_averaged"])]
         shown = ", ".join(map(str, its)) if len(its) <= 3 else f"{its[0]}, {its[1]}, ..., {its[-1]}"
         lines.append(
@@ -145,7 +145,7 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
     ]
     for case, res in evaluation["per_case"].items():
         lines.append(f"| {case} | " + " | ".join(f"{res[n]['dice']:.4f}" for n in names) + f" | {res['seconds']:.1f} |")
-    if "left atrium" in meta["labels"].values():
+    if "left atrium" in meta.labels.values():
         cite = (
             "2018 Atrial Segmentation Challenge LGE-MRI, preprocessed (z-scored, 0.625 mm isotropic). Xiong Z. et al., "
             '"A global benchmark of algorithms for segmenting the left atrium from late gadolinium-enhanced cardiac '

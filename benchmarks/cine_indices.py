@@ -24,19 +24,20 @@ def validation_patients() -> list[str]:
     return sorted({ln.split("_frame")[0] for ln in (DATA / "val.list").read_text().split()})
 
 
-def ef_per_patient(model, meta: dict, patients: list[str], mc_samples: int = 1, device: str = "cpu") -> dict:
+def ef_per_patient(model, meta, patients: list[str], mc_samples: int = 1, device: str = "cpu") -> dict:
     """LV and RV ejection fraction (%) of the reference and of ``model``'s segmentations, per ACDC
     validation patient (frame01 = ED, frame02 = ES of the preprocessed .h5 files)."""
     from SemiSupCardiacSegLib.cardiac import cardiac_indices
-    from SemiSupCardiacSegLib.inference import predict_with_model
+    from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
     from SemiSupCardiacSegLib.io import read_h5_case
 
+    predictor = Predictor(model, meta, InferenceSettings.from_meta(meta, mc_samples=mc_samples, device=device))
     rows = {}
     for pat in patients:
         ref, pred = {}, {}
         for phase, frame in (("ED", "frame01"), ("ES", "frame02")):
             image, label = read_h5_case(DATA / "val" / f"{pat}_{frame}.h5")
-            pred[phase] = predict_with_model(model, meta, image, mc_samples=mc_samples, device=device).labels.array
+            pred[phase] = predictor.predict(image).labels.array
             ref[phase] = label.array
         spacing = (1.0, 1.0, 1.0)  # EF is a ratio of volumes: the spacing cancels
         r, q = cardiac_indices(ref["ED"], ref["ES"], spacing), cardiac_indices(pred["ED"], pred["ES"], spacing)

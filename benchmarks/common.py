@@ -102,14 +102,3 @@ def publish(profile: str, name: str, rows: dict, header: list[str], cells, extra
     print(path)
     print(text)
     return path
-
-
-def optimisation_step(method, optimizers: dict, batch: dict, iteration: int) -> None:
-    """One training iteration of a method as the Trainer runs it on one process (losses, backward,
-    each optimizer's step, the method's after-step update such as EMA), without logging."""
-    losses, _ = method.training_step(batch, iteration)
-    for name, loss in losses.items():
-        optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers[name].step()
-    method.after_step(iteration + 1)

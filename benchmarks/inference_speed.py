@@ -9,13 +9,10 @@ a fresh child process that reads the input from a file (its peak RSS, VmHWM, is 
   (a) one deterministic sliding-window pass (overlap 0.5, no TTA);
   (b) naive MC dropout: N full network passes (encoder and decoder) per window;
   (c) the project's uncertainty path: encoder once per window, the dropout-bearing decoder N times;
-  (c, batched) the same with the N decoder passes as one batch (``mc_chunk = N``);
   (c, head-only) ``mc_scope = "head"``: encoder and decoder once, only the last dropout and the
   1x1 heads sampled N times (an approximate posterior; its quality: uncertainty_quality.py --mc-scope head);
-  (c, seed 1) (c) with other dropout masks: the noise floor of what a second MC draw changes;
-  (c, gate) (c) with ``mc_gate`` (``sliding_window_predict``): a window whose first two samples
-  agree and are sure everywhere stops there; its fidelity against (c) is set beside (c, seed 1)'s;
-  segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA), and with the gate.
+  (c, seed 1) (c) with other dropout masks;
+  segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA).
 Seconds are end to end (resampling to model space and back included) and of the sliding window
 alone ("network s"), the best of 3 runs in the child for the LA case (1 for the large volume).
 On the LA case, also in model space: MONAI's ``sliding_window_inference``
@@ -52,7 +49,7 @@ def _hwm_mb() -> float:
 
 
 class FullPass(torch.nn.Module):
-    """Wraps a network so that ``sliding_window_predict``'s 'decode' is a full forward pass: the
+    """Wraps a network so that the MC window function's 'decode' is a full forward pass: the
     naive MC dropout baseline (b), where every sample re-runs the encoder too."""
 
     def __init__(self, inner: torch.nn.Module):
@@ -72,9 +69,8 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
     import torch
 
     torch.set_num_threads(threads)
-    from SemiSupCardiacSegLib import inference
     from SemiSupCardiacSegLib.checkpoint import load_model
-    from SemiSupCardiacSegLib.inference import predict_with_model
+    from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
     from SemiSupCardiacSegLib.io import read_volume
 
     vol = read_volume(path)
@@ -84,26 +80,14 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
         "a": dict(mc_samples=1, tta=False),
         "b": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
         "c": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
-        "c_batched": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
         "c_seed1": dict(mc_samples=mc, tta=False, mc_scope="decoder", seed=1),
-        "c_gate": dict(mc_samples=mc, tta=False, mc_scope="decoder", mc_gate=GATE),
         "c_head": dict(mc_samples=mc, tta=False, mc_scope="head"),
         "segment": dict(mc_samples=mc, tta=True),
-        "segment_gate": dict(mc_samples=mc, tta=True, mc_gate=GATE),
     }[mode]
-    original = inference.sliding_window_predict
-    if mode == "b":  # every MC sample is a full pass: wrap the network
-
-        def naive(model, *args, **kw):
-            return original(FullPass(model), *args, **kw)
-
-        inference.sliding_window_predict = naive
-    elif mode == "c_batched":
-
-        def batched(*args, **kw):
-            return original(*args, **{**kw, "mc_chunk": mc})
-
-        inference.sliding_window_predict = batched
+    # (b): every MC sample is a full pass: the network wrapped
+    predictor = Predictor(
+        FullPass(net) if mode == "b" else net, meta, InferenceSettings.from_meta(meta, device=device, **kwargs)
+    )
     # Best of a few runs on inputs that take seconds: the first run of a process pays one-off costs
     # (allocator growth, oneDNN kernel selection) that measured up to 1 s on the LA case.
     repeats = 3 if vol.array.size < 10_000_000 else 1
@@ -111,17 +95,17 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
     for _ in range(repeats):
         t = time.perf_counter()
         with torch.inference_mode():
-            pred = predict_with_model(net, meta, vol, device=device, **kwargs)
+            pred = predictor.predict(vol)
         dt = time.perf_counter() - t
         if sec is None or dt < sec:
-            sec, net_s = dt, pred.timings["network_s"]
+            sec, net_s = dt, pred.timings.network_s
     peak = _hwm_mb()  # before the report and the saved maps below, which are not the path's cost
-    if mode in FIDELITY_MODES:  # the maps, for the gate's fidelity (compared in the parent)
+    if mode in NOISE_MODES:  # the maps, for ``mc_noise`` (compared in the parent)
         np.savez(f"{path}.{mode}.npz", labels=pred.labels.array, entropy=pred.entropy.array, mi=pred.mutual_info.array)
     from SemiSupCardiacSegLib.reporting import segmentation_report
 
-    score_name = (meta.get("quality") or {}).get("score", "mean_boundary_mutual_info")
-    report = segmentation_report(pred, (meta.get("labels") or {"1": "foreground"}), meta)
+    score_name = meta.quality.score if meta.quality is not None else "mean_boundary_mutual_info"
+    report = segmentation_report(pred, meta)
     return {
         "seconds": sec,
         "network_s": net_s,
@@ -131,35 +115,30 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
         "shape": list(vol.shape),
         "foreground_voxels": int((pred.labels.array > 0).sum()),
         "mean_entropy": float(np.mean(pred.entropy.array)),
-        "mc_window_share": pred.timings.get("mc_window_share", 1.0),
         "quality_score": {score_name: {k: v.get(score_name) for k, v in report["structures"].items()}},
     }
 
 
-#: ``mc_gate`` of the gated rows, and the modes whose maps are kept for ``gate_fidelity``.
-GATE = 0.01
-FIDELITY_MODES = ("c", "c_seed1", "c_gate", "segment", "segment_gate")
+#: The modes whose maps ``mc_noise`` compares: two MC draws of the same path.
+NOISE_MODES = ("c", "c_seed1")
 
 
-def gate_fidelity(path: Path, pairs=(("c", "c_seed1"), ("c", "c_gate"), ("segment", "segment_gate"))) -> dict:
-    """What the gate changes, against what a second MC draw changes (c vs c_seed1, the noise floor):
-    label agreement, total MI and total entropy of the second map relative to the first, and the
-    99.9th percentile of the voxelwise |MI difference| (nats)."""
+def mc_noise(path: Path) -> dict:
+    """What a second MC draw changes (c vs c_seed1, other dropout masks): label agreement, total MI
+    and total entropy of the second map relative to the first, and the 99.9th percentile of the
+    voxelwise |MI difference| (nats)."""
     import numpy as np
 
-    out = {}
-    for a, b in pairs:
-        fa, fb = Path(f"{path}.{a}.npz"), Path(f"{path}.{b}.npz")
-        if not (fa.is_file() and fb.is_file()):
-            continue
-        x, y = np.load(fa), np.load(fb)
-        out[f"{b} vs {a}"] = {
-            "label_agreement": float((x["labels"] == y["labels"]).mean()),
-            "mi_total_ratio": float(y["mi"].sum() / max(x["mi"].sum(), 1e-12)),
-            "entropy_total_ratio": float(y["entropy"].sum() / max(x["entropy"].sum(), 1e-12)),
-            "mi_abs_diff_p999": float(np.quantile(np.abs(y["mi"] - x["mi"]), 0.999)),
-        }
-    return out
+    fa, fb = (Path(f"{path}.{m}.npz") for m in NOISE_MODES)
+    if not (fa.is_file() and fb.is_file()):
+        return {}
+    x, y = np.load(fa), np.load(fb)
+    return {
+        "label_agreement": float((x["labels"] == y["labels"]).mean()),
+        "mi_total_ratio": float(y["mi"].sum() / max(x["mi"].sum(), 1e-12)),
+        "entropy_total_ratio": float(y["entropy"].sum() / max(x["entropy"].sum(), 1e-12)),
+        "mi_abs_diff_p999": float(np.quantile(np.abs(y["mi"] - x["mi"]), 0.999)),
+    }
 
 
 def run_child(mode: str, path: Path, model: str, mc: int, threads: int, device: str = "cpu") -> dict:
@@ -196,13 +175,13 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
 
     torch.set_num_threads(threads)
     from SemiSupCardiacSegLib.checkpoint import load_model
-    from SemiSupCardiacSegLib.inference import sliding_window_predict
-    from SemiSupCardiacSegLib.preprocessing import Preprocessing, to_model_space
+    from SemiSupCardiacSegLib.inference import InferenceSettings, predict_model_space
+    from SemiSupCardiacSegLib.preprocessing import to_model_space
 
     net, meta = load_model(model_name)
-    prep = Preprocessing.from_dict(meta["preprocessing"])
+    prep = meta.preprocessing
     image = to_model_space(image_volume, prep).array.astype(np.float32)
-    patch = tuple(meta["patch_size"])
+    patch = meta.patch_size
     spacing = prep.model_spacing(image_volume.shape, image_volume.spacing)
 
     def timed(fn):
@@ -215,7 +194,7 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
         return best, value
 
     with torch.inference_mode():
-        ours_s, ours = timed(lambda: sliding_window_predict(net, image, patch, 0.5, mc_samples=1))
+        ours_s, ours = timed(lambda: predict_model_space(net, image, InferenceSettings(patch, device="cpu")))
         rows = {"ours, overlap 0.5": {"seconds": ours_s, "ratio": 1.0, "model_shape": list(image.shape)}}
         try:
             from monai.inferers import sliding_window_inference
@@ -236,7 +215,8 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
             }
         stride = [max(1, round(mm / s)) for mm, s in zip(REFERENCE_STRIDE_MM, spacing)]
         ref_overlap = [1.0 - st / p for st, p in zip(stride, patch)]
-        ref_s, _ = timed(lambda: sliding_window_predict(net, image, patch, ref_overlap, mc_samples=1))
+        ref_settings = InferenceSettings(patch, overlap=tuple(ref_overlap), device="cpu")
+        ref_s, _ = timed(lambda: predict_model_space(net, image, ref_settings))
         rows[f"reference stride {stride[0]}/{stride[1]}/{stride[2]} voxels (18/18/4 at 0.625 mm)"] = {
             "seconds": ref_s,
             "ratio": ref_s / ours_s,
@@ -252,7 +232,7 @@ def overlap_sweep(cases: list, model_name: str, threads: int, overlaps=(0.0, 0.2
 
     torch.set_num_threads(threads)
     from SemiSupCardiacSegLib.checkpoint import load_model
-    from SemiSupCardiacSegLib.inference import predict_with_model
+    from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
     from SemiSupCardiacSegLib.io import read_h5_case
     from SemiSupCardiacSegLib.metrics import dice
 
@@ -261,9 +241,12 @@ def overlap_sweep(cases: list, model_name: str, threads: int, overlaps=(0.0, 0.2
     rows = {}
     for ov in overlaps:
         dices, secs = [], []
+        predictor = Predictor(
+            net, meta, InferenceSettings.from_meta(meta, mc_samples=1, tta=False, overlap=ov, device="cpu")
+        )
         for image, label in data:
             t = time.perf_counter()
-            pred = predict_with_model(net, meta, image, mc_samples=1, tta=False, overlap=ov, device="cpu")
+            pred = predictor.predict(image)
             secs.append(time.perf_counter() - t)
             dices.append(dice(pred.labels.array == 1, label.array == 1))
         rows[f"overlap {ov}"] = {
@@ -281,7 +264,7 @@ def held_out_cases(model_name: str, n: int) -> list[Path]:
     if not (LA_DIR / "train").is_dir():
         return []
     _, meta = load_model(model_name)
-    names = (meta.get("training_data") or {}).get("validation_cases") or []
+    names = meta.training_data.get("validation_cases") or []
     return [LA_DIR / "train" / f"{c}.h5" for c in names if (LA_DIR / "train" / f"{c}.h5").is_file()][:n]
 
 
@@ -341,11 +324,7 @@ def main(argv=None) -> int:
         shape = (48, 40, 24) if args.smoke else (576, 576, 88)
         ph = make_la_phantom(shape=shape, spacing=(0.625,) * 3 if not args.smoke else (2.0,) * 3, seed=4)
         inputs[f"phantom {'x'.join(map(str, shape))}"] = Volume(ph.image, ph.spacing)
-        modes = (
-            ("a", "c", "c_gate", "c_head")
-            if args.smoke
-            else ("a", "b", "c", "c_seed1", "c_gate", "c_batched", "c_head", "segment", "segment_gate")
-        )
+        modes = ("a", "c", "c_head") if args.smoke else ("a", "b", "c", "c_seed1", "c_head", "segment")
         for name, vol in inputs.items():
             path = write_volume(vol, Path(tmp) / f"{len(result['paths'])}.nrrd")
             rows = {m: run_child(m, path, args.model, mc, threads, args.device) for m in modes}
@@ -353,7 +332,7 @@ def main(argv=None) -> int:
                 rows[m]["ratio_to_a"] = rows[m]["seconds"] / rows["a"]["seconds"]
                 rows[m]["network_ratio_to_a"] = rows[m]["network_s"] / rows["a"]["network_s"]
             result["paths"][name] = rows
-            result.setdefault("gate_fidelity", {})[name] = gate_fidelity(path)
+            result.setdefault("mc_noise", {})[name] = mc_noise(path)
         first = next(iter(inputs))
         result["model_space"] = model_space_comparisons(
             inputs[first], args.model, threads, repeats=1 if args.smoke else 3
@@ -367,12 +346,9 @@ def main(argv=None) -> int:
         "a": "(a) deterministic pass",
         "b": f"(b) naive MC, N={mc}",
         "c": f"(c) encoder once + N={mc} decoder passes",
-        "c_batched": f"(c) with the {mc} decoder passes batched",
         "c_head": f"(c) head-only MC: decoder once + N={mc} samples of the last dropout and the heads",
         "c_seed1": "(c) again, other dropout masks (seed 1)",
-        "c_gate": f"(c) + mc_gate {GATE}: windows sure in 2 agreeing samples stop there",
         "segment": f"segment default: N={mc} shared over flip TTA",
-        "segment_gate": f"segment default + mc_gate {GATE}",
     }
     flat = {}
     for name, rows in result["paths"].items():
@@ -409,26 +385,23 @@ def main(argv=None) -> int:
         ]
     extra += [
         "",
-        f"What mc_gate {GATE} changes, against a second MC draw (seed 1) of the same path: share of windows given "
-        "all N samples; label agreement; total MI and entropy relative to the first map; "
-        "99.9th percentile of |MI difference| (nats):",
+        "What a second MC draw (seed 1) of (c) changes: label agreement; total MI and entropy relative to the first "
+        "map; 99.9th percentile of |MI difference| (nats):",
         "",
-        "| input | comparison | windows sampled | label agreement | MI total ratio | entropy total ratio "
-        "| |dMI| p99.9 |",
-        "|---|---|---|---|---|---|---|",
+        "| input | label agreement | MI total ratio | entropy total ratio | |dMI| p99.9 |",
+        "|---|---|---|---|---|",
     ]
-    for name, comps in result.get("gate_fidelity", {}).items():
-        for comp, v in comps.items():
-            share = result["paths"][name][comp.split()[0]]["mc_window_share"]
+    for name, v in result.get("mc_noise", {}).items():
+        if v:
             extra.append(
-                f"| {name} | {comp} | {share:.2f} | {v['label_agreement']:.5f} | {v['mi_total_ratio']:.3f} | "
+                f"| {name} | {v['label_agreement']:.5f} | {v['mi_total_ratio']:.3f} | "
                 f"{v['entropy_total_ratio']:.3f} | {v['mi_abs_diff_p999']:.4f} |"
             )
     result["cpu_probe_s_end"] = round(speed_probe(), 4)
     extra += [
         "",
         "Machine speed probe (`common.speed_probe`, seconds of a fixed convolution; "
-        "compare other runs' seconds through it): "
+        f"compare other runs' seconds through it): "
         f"{result['cpu_probe_s_start']:.4f} at the start, {result['cpu_probe_s_end']:.4f} at the end.",
     ]
     publish(

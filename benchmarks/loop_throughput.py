@@ -23,7 +23,9 @@ import time
 
 import numpy as np
 import torch
-from common import ROOT, benchmark_parser, optimisation_step, publish
+from common import ROOT, benchmark_parser, publish
+
+from SemiSupCardiacSegLib.training import train_step
 
 LA_DIR = ROOT.parent / "shared" / "data" / "LA2018"
 PROFILES = {
@@ -100,7 +102,7 @@ def run_loop(kind: str, method_name: str, cases, prof: dict, iterations: int, wo
         t1 = time.perf_counter()
         batch = {k: v.to(prof["device"]) if torch.is_tensor(v) else v for k, v in batch.items()}
         batch["n_labeled"] = 2
-        optimisation_step(method, opts, batch, 3000)
+        train_step(method, opts, batch, 3000)
         sync()
         t2 = time.perf_counter()
         if it >= 2:  # two warm-up iterations

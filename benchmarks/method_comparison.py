@@ -216,7 +216,7 @@ def run_one(
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r["step_s"] for r in logs if "step_s" in r]
     net, meta = load_model(out / "model.pt")
-    td = meta["training_data"]
+    td = meta.training_data
     held = set(td["validation_cases"])
     cases = [
         c

@@ -17,11 +17,12 @@ import sys
 import time
 
 import torch
-from common import optimisation_step, publish
+from common import publish
 
 from SemiSupCardiacSegLib.config_files import CONFIGS, load_config
 from SemiSupCardiacSegLib.methods import METHODS, get_method
 from SemiSupCardiacSegLib.sdm import multiclass_sdm
+from SemiSupCardiacSegLib.training import train_step
 
 PROFILES = {
     "cpu-small": {
@@ -88,7 +89,7 @@ def time_method(name: str, prof: dict, steps: int) -> dict:
         sync = torch.cuda.synchronize if prof["device"] == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
-        optimisation_step(method, opts, batch, 3000)
+        train_step(method, opts, batch, 3000)
         sync()
         if it >= 2:
             times.append(time.perf_counter() - t0)

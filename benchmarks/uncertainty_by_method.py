@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     out = ROOT / "benchmarks" / "results" / args.profile / f"uncertainty_by_method_{args.task}.json"
     earlier = json.loads(out.read_text())["results"] if out.is_file() and not args.smoke else {}
     models = {k: load_model(ROOT / v["run"] / "model.pt") for k, v in runs.items()}
-    kept, measure = plan(table_runs, earlier, {k: meta["model_id"] for k, (_, meta) in models.items()})
+    kept, measure = plan(table_runs, earlier, {k: meta.model_id for k, (_, meta) in models.items()})
     rows = dict(kept)
     for key in measure:
         run = runs[key]
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         rows[key] = {
             "variant": run["variant"],
             "labeled": run["labeled"],
-            "model_id": meta["model_id"],
+            "model_id": meta.model_id,
             "n_samples": len(per_case),
             "dice": float(np.mean([r["dice"] for r in per_case.values()])),
             "pooled_ece_roi": ece(*pooled),

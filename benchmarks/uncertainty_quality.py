@@ -34,7 +34,7 @@ from common import ROOT, benchmark_parser, environment, write_result
 from scipy import ndimage, stats
 
 from SemiSupCardiacSegLib.checkpoint import load_model
-from SemiSupCardiacSegLib.inference import model_mc_scope, predict_with_model
+from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
 from SemiSupCardiacSegLib.io import read_h5_case
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.reporting import segmentation_report
@@ -81,15 +81,16 @@ def evaluate_case(net, meta, path: Path, mc: int, mc_scope: str | None = None) -
     """Rows per structure ({structure: measures}) of one held-out case, and its pooled calibration counts
     (mc_scope None: the checkpoint's)."""
     image, label = read_h5_case(path)
-    pred = predict_with_model(net, meta, image, mc_samples=mc, device="cpu", mc_scope=mc_scope)
+    settings = InferenceSettings.from_meta(meta, mc_samples=mc, device="cpu", mc_scope=mc_scope)
+    pred = Predictor(net, meta, settings).predict(image)
     ent = pred.entropy.array
-    report = segmentation_report(pred, meta["labels"], meta)["structures"]
-    k = int(meta["network"]["num_classes"])
+    report = segmentation_report(pred, meta)["structures"]
+    k = meta.num_classes
     uncertain = ent > 0.5 * math.log(k)
     rows, pooled = {}, np.zeros((3, N_BINS))
     for c in range(1, k):
-        name = meta["labels"][str(c)]
-        seg, ref, prob = pred.labels.array == c, label.array == c, pred.probs[c]
+        name = meta.labels[c]
+        seg, ref, prob = pred.labels.array == c, label.array == c, pred.probabilities.array[c]
         roi = roi_mask(seg, ref, image.spacing)
         counts = calibration_counts(prob[roi], ref[roi])
         pooled += np.array(counts)
@@ -108,7 +109,7 @@ def evaluate_case(net, meta, path: Path, mc: int, mc_scope: str | None = None) -
             "score_boundary_entropy": _or_nan(structure["mean_boundary_entropy"]),
             "score_boundary_mi": _or_nan(structure["mean_boundary_mutual_info"]),
             "score_entropy_per_volume": _or_nan(structure["entropy_per_volume"]),
-            "seconds": pred.timings["total_s"],
+            "seconds": pred.timings.total_s,
         }
     return rows, tuple(pooled)
 
@@ -182,7 +183,7 @@ def youden_threshold(scores, positives) -> dict:
 
 def held_out_paths(meta) -> list[Path]:
     """The files of the checkpoint's validation cases (LA2018 train/, ACDC train/ or val/)."""
-    names = meta["training_data"]["validation_cases"]
+    names = meta.training_data["validation_cases"]
     roots = [LA_TRAIN, ACDC / "train", ACDC / "val"]
     return [next((r / f"{n}.h5" for r in roots if (r / f"{n}.h5").is_file()), LA_TRAIN / f"{n}.h5") for n in names]
 
@@ -278,7 +279,7 @@ def main(argv=None) -> int:
     suffix = ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem) + (
         f"_mc_{args.mc_scope}" if args.mc_scope else ""
     )
-    scope = args.mc_scope or model_mc_scope(meta)
+    scope = args.mc_scope or meta.inference.mc_scope
     out_dir = args.out_dir or ROOT / "benchmarks" / "results" / args.profile
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_plot(*pooled, out_dir / f"reliability{suffix}.png")
@@ -288,10 +289,10 @@ def main(argv=None) -> int:
         "command": "python " + " ".join(sys.argv),
         "environment": environment(),
         "model": {
-            "id": meta["model_id"],
+            "id": meta.model_id,
             "mc_samples": args.mc_samples,
             "mc_scope": scope,
-            "inference": meta.get("inference", {}),
+            "inference": meta.inference.to_dict(),
         },
         "n_cases": len(paths),
         "n_samples": len(per_case),
@@ -305,7 +306,7 @@ def main(argv=None) -> int:
     }
     unit = "(case, structure) pairs" if len(per_case) > len(paths) else "cases"
     lines = [
-        f"Model `{meta['model_id']}`, {len(paths)} held-out cases ({len(per_case)} {unit}), "
+        f"Model `{meta.model_id}`, {len(paths)} held-out cases ({len(per_case)} {unit}), "
         f"MC {args.mc_samples} ({scope} scope), {int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. "
         f"Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png",
         "",

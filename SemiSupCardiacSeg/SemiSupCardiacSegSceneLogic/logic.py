@@ -282,7 +282,7 @@ class SceneLogic:
         This runs in the calling process (scripts, tests); the Slicer Widget runs every inference
         in a child process instead (``start_segment_job``), so the GUI never blocks.
         """
-        from SemiSupCardiacSegLib.inference import predict_with_model  # noqa: PLC0415
+        from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor  # noqa: PLC0415
         from SemiSupCardiacSegLib.reporting import segmentation_report  # noqa: PLC0415
 
         if input_node is None:
@@ -296,21 +296,12 @@ class SceneLogic:
         if roi_node is not None:
             inside = roi_mask(roi_node, input_node).array.astype(bool)
             box = mask_box(inside)
-        pred = predict_with_model(
-            net,
-            meta,
-            volume.crop(box) if box else volume,
-            mc_samples=int(mc_samples),
-            tta=tta,
-            device=device,
-            progress=progress,
-        )
+        settings = InferenceSettings.from_meta(meta, tta=tta, mc_samples=int(mc_samples), device=device)
+        pred = Predictor(net, meta, settings).predict(volume.crop(box) if box else volume, progress)
         if box is not None:
             pred = pred.uncrop(volume, box, inside[box])
-        names = {int(k): v for k, v in meta["labels"].items()}
-        distance = pred.labels.with_array(pred.foreground_sdm()) if pred.sdm is not None else None
         return self._add_result_nodes(
-            input_node, pred.labels, names, distance, pred.entropy, segmentation_report(pred, meta["labels"], meta)
+            input_node, pred.labels, meta.labels, pred.foreground_sdm(), pred.entropy, segmentation_report(pred, meta)
         )
 
     def _add_result_nodes(
@@ -683,19 +674,16 @@ class SceneLogic:
         return switched
 
     # ----------------------------------------------------------------------------- fine-tuning
-    def model_metadata(self, model: str | None = None) -> dict:
-        """A checkpoint's metadata (labels, method, network, training data), read once per file
+    def model_metadata(self, model: str | None = None):
+        """A checkpoint's ``ModelMeta`` (labels, method, network, training data), read once per file
         version (path, size and modification time) without building the network."""
-        from SemiSupCardiacSegLib.checkpoint import load_checkpoint, resolve_model_path  # noqa: PLC0415
+        from SemiSupCardiacSegLib.checkpoint import read_model_meta, resolve_model_path  # noqa: PLC0415
 
         path = resolve_model_path(model)
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._metadata_cache:
-            ckpt = load_checkpoint(path)
-            self._metadata_cache[key] = {
-                k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizers", "method_state")
-            }
+            self._metadata_cache[key] = read_model_meta(path)[0]
         return self._metadata_cache[key]
 
     def fine_tune(
@@ -735,7 +723,7 @@ class SceneLogic:
         three labeled cases). Raises ValueError when they have left the library since."""
         from SemiSupCardiacSegLib.data import find_cases  # noqa: PLC0415
 
-        data = self.model_metadata(new_model).get("training_data", {})
+        data = self.model_metadata(new_model).training_data
         held_out = set(data.get("validation_cases") or [])
         source = data.get("source")
         sources = [source] if isinstance(source, str) else list(source or [])
@@ -800,7 +788,7 @@ class SceneLogic:
         if not Path(name).is_file():
             return None
         try:
-            return list(self.model_metadata(name)["labels"].values())
+            return list(self.model_metadata(name).labels.values())
         except Exception:  # unreadable checkpoint: the segment call itself reports the problem
             return None
 

@@ -1,12 +1,14 @@
 """The Method interface and registry.
 
 A method says what its networks and losses are; it never opens files, picks devices or saves
-(the Trainer does). ``training_step`` returns the losses to minimise, one per optimizer, in the
-order the Trainer must step them (e.g. segmenter first, then discriminator), plus scalars to log.
+(the Trainer does). ``training_step`` returns a ``StepOutput``: the losses to minimise as
+``OptimizerStep``s, one per optimizer, in the order the Trainer must step them (e.g. segmenter
+first, then discriminator), plus scalars to log.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -16,6 +18,42 @@ from ..networks import build_network
 from ..schedules import sigmoid_rampup
 
 METHODS: dict[str, type["Method"]] = {}
+
+
+@dataclass(frozen=True)
+class OptimizerStep:
+    """One optimizer's update: ``loss`` (a scalar tensor) is backpropagated, then ``optimizer`` steps.
+
+    optimizer: a key of ``Method.optimizer_groups()``.
+    """
+
+    optimizer: str
+    loss: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What ``Method.training_step`` gives the Trainer.
+
+    steps: the optimizer updates in the order they are taken (each zeroes its optimizer's gradients,
+    backpropagates its loss and steps, so a later step never sees an earlier step's gradients).
+    logs: scalars for ``log.jsonl`` (plain floats, detached).
+    """
+
+    steps: tuple[OptimizerStep, ...]
+    logs: dict[str, float]
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        """The optimizer names in step order."""
+        return tuple(s.optimizer for s in self.steps)
+
+    def loss(self, optimizer: str) -> torch.Tensor:
+        """The loss of the step of ``optimizer``."""
+        for s in self.steps:
+            if s.optimizer == optimizer:
+                return s.loss
+        raise KeyError(f"no step for optimizer '{optimizer}' (steps: {', '.join(self.optimizers)})")
 
 
 def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
@@ -58,10 +96,9 @@ class Method(nn.Module):
         """Parameters of each optimizer, by name; 'model' always exists."""
         return {"model": list(self.model.parameters())}
 
-    def training_step(
-        self, batch: dict[str, torch.Tensor], iteration: int
-    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """-> ({optimizer name: loss}, {log name: value}). batch holds the first ``n_labeled`` rows labeled."""
+    def training_step(self, batch: dict[str, torch.Tensor], iteration: int) -> StepOutput:
+        """The losses of one iteration. batch holds the first ``n_labeled`` rows labeled; iteration
+        counts completed iterations (0 at the first step)."""
         raise NotImplementedError
 
     def ramped(self, value: float, iteration: int, rampup_fraction: float) -> float:

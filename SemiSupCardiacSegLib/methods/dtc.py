@@ -19,10 +19,10 @@ foreground classes c >= 1 (the reference code is binary); background has no SDM 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from ..losses import dual_task_consistency_loss
 from ..sdm import sdm_to_probability
-from .base import register
+from .base import OptimizerStep, StepOutput, register
 from .supervised import Supervised
 
 
@@ -37,8 +37,8 @@ class DTC(Supervised):
         sup, logs = self.supervised_losses(out, batch, n)
         prob_fg = torch.softmax(out["seg"], dim=1)[:, 1:]
         from_sdm = sdm_to_probability(out["sdm"], float(self.config["k"]))
-        consistency = F.mse_loss(from_sdm, prob_fg)
+        consistency = dual_task_consistency_loss(prob_fg, from_sdm)
         lam = self.consistency_weight(iteration)
         loss = sup + lam * consistency
         logs.update(loss=float(loss.detach()), loss_consistency=float(consistency.detach()), consistency_weight=lam)
-        return {"model": loss}, logs
+        return StepOutput((OptimizerStep("model", loss),), logs)

@@ -25,11 +25,10 @@ probability f_seg = softmax, M_d the signed distance map f_dis = tanh. Losses (e
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..losses import segmentation_loss, soft_dice_loss
+from ..losses import dual_task_consistency_loss, sdm_mask_dice_loss, segmentation_loss
 from ..sdm import sdm_to_probability
-from .base import Method, register
+from .base import Method, OptimizerStep, StepOutput, register
 
 
 @register("dtml")
@@ -46,10 +45,8 @@ class DTML(Method):
         prob = torch.softmax(out["seg"], dim=1)  # (B, K, ...)
         from_sdm = sdm_to_probability(out["sdm"], float(self.config["k"]))  # (B, K-1, ...)
         loss_seg = segmentation_loss(self.config["seg_loss"], out["seg"][:n], batch["label"][:n])
-        # Dice on the transformed SDM; channel 0 (background) is ignored by soft_dice_loss.
-        padded = torch.cat([torch.zeros_like(from_sdm[:n, :1]), from_sdm[:n]], dim=1)
-        loss_mask = soft_dice_loss(padded, batch["label"][:n])
-        consistency = F.mse_loss(prob[:, 1:], from_sdm)
+        loss_mask = sdm_mask_dice_loss(from_sdm[:n], batch["label"][:n])
+        consistency = dual_task_consistency_loss(prob[:, 1:], from_sdm)
         lam = self.consistency_weight(iteration)
         loss = loss_seg + loss_mask + lam * consistency
         logs = {
@@ -59,4 +56,4 @@ class DTML(Method):
             "loss_consistency": float(consistency.detach()),
             "consistency_weight": lam,
         }
-        return {"model": loss}, logs
+        return StepOutput((OptimizerStep("model", loss),), logs)

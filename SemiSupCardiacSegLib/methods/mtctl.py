@@ -37,10 +37,9 @@ import math
 import torch
 
 from ..losses import adv_gm_discriminator_loss, adv_gm_generator_loss, cross_task_loss, guidance_loss
-from ..networks import SDMDiscriminator
 from ..sdm import sdm_to_probability
-from .base import register
-from .supervised import Supervised
+from .adversarial import WithSDMDiscriminator
+from .base import OptimizerStep, StepOutput, register
 
 
 def mc_softmax_samples(model: torch.nn.Module, image: torch.Tensor, passes: int) -> torch.Tensor:
@@ -61,9 +60,9 @@ def mean_class_std(samples: torch.Tensor) -> torch.Tensor:
 
 
 @register("mtctl")
-class MTCTL(Supervised):
+class MTCTL(WithSDMDiscriminator):
     uses_unlabeled = True
-    spatial_dims = 3
+    discriminator_dims = 3
     defaults = {
         "seg_loss": "dice",
         "sdm_weight": 0.3,
@@ -83,16 +82,6 @@ class MTCTL(Supervised):
         config = dict(config)
         config["network"] = {"sdm_decoder": "separate", **config.get("network", {})}
         super().__init__(config)
-        k = int(self.network_params.get("num_classes", 2))
-        self.discriminator = SDMDiscriminator(
-            k - 1,
-            int(self.network_params.get("in_channels", 1)),
-            int(self.config["disc_filters"]),
-            spatial_dims=self.spatial_dims,
-        )
-
-    def optimizer_groups(self):
-        return {"model": list(self.model.parameters()), "discriminator": list(self.discriminator.parameters())}
 
     def uncertainty_threshold(self, iteration: int, num_classes: int) -> float:
         lo, hi = (float(v) for v in self.config["guidance_threshold"])
@@ -141,7 +130,7 @@ class MTCTL(Supervised):
             certain_fraction=float(certain.float().mean()),
             uncertainty_threshold=t,
         )
-        return {"model": loss, "discriminator": d_loss}, logs
+        return StepOutput((OptimizerStep("model", loss), OptimizerStep("discriminator", d_loss)), logs)
 
 
 @register("bmtctl")
@@ -149,5 +138,5 @@ class BMTCTL(MTCTL):
     """BMT-CTL (paper 001): MTCTL's losses on a 2D U-Net with dropout q = 0.1 after every block;
     uncertainty = mean class standard deviation over N = 10 MC-dropout samples."""
 
-    spatial_dims = 2
+    discriminator_dims = 2
     defaults = {**MTCTL.defaults, "mc_passes": 10, "uncertainty": "std", "guidance_threshold": [0.15, 0.25]}

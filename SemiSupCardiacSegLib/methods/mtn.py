@@ -25,22 +25,16 @@ false for the paper's network exactly). Optimiser in the paper: RMSprop lr 1e-3,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..losses import segmentation_loss
-from .base import register
+from ..losses import area_regression_loss, sdm_regression_loss, segmentation_loss, uncertainty_weighted_loss
+from .base import OptimizerStep, StepOutput, register
 from .supervised import Supervised
 
 
 def myocardial_area(label: torch.Tensor, area_class: int) -> torch.Tensor:
     """(B, X, Y[, Z]) labels -> (B[, Z]) area of ``area_class`` per slice as a fraction of the slice's pixels."""
     return (label == area_class).to(torch.float32).mean(dim=(1, 2))
-
-
-def uncertainty_weighted_loss(l1: torch.Tensor, l2: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-    """Eq. (5) of paper 002: exp(-s1) L1 + exp(-2 s2) L2 + s1 + s2 (s = log sigma)."""
-    return torch.exp(-s1) * l1 + torch.exp(-2.0 * s2) * l2 + s1 + s2
 
 
 @register("mtn")
@@ -63,7 +57,7 @@ class MTN(Supervised):
         out = self.model(batch["image"][:n])
         label = batch["label"][:n]
         l2 = segmentation_loss(self.config["seg_loss"], out["seg"], label)
-        l1 = (out["area"] - myocardial_area(label, int(self.config["area_class"]))).abs().mean()
+        l1 = area_regression_loss(out["area"], myocardial_area(label, int(self.config["area_class"])))
         loss = uncertainty_weighted_loss(l1, l2, self.log_sigma[0], self.log_sigma[1])
         logs = {
             "loss_seg": float(l2.detach()),
@@ -73,8 +67,8 @@ class MTN(Supervised):
         }
         w = float(self.config["sdm_weight"])
         if w > 0 and "sdm" in out:
-            sdm = F.mse_loss(out["sdm"], batch["sdm"][:n])
+            sdm = sdm_regression_loss(out["sdm"], batch["sdm"][:n])
             loss = loss + w * sdm
             logs["loss_sdm"] = float(sdm.detach())
         logs["loss"] = float(loss.detach())
-        return {"model": loss}, logs
+        return StepOutput((OptimizerStep("model", loss),), logs)

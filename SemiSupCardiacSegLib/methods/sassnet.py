@@ -22,28 +22,14 @@ network built from 2D convolutions, scoring each slice, as BMT-CTL's.
 from __future__ import annotations
 
 from ..losses import discriminator_loss, generator_loss
-from ..networks import SDMDiscriminator
-from .base import register
-from .supervised import Supervised
+from .adversarial import WithSDMDiscriminator
+from .base import OptimizerStep, StepOutput, register
 
 
 @register("sassnet")
-class SASSNet(Supervised):
+class SASSNet(WithSDMDiscriminator):
     uses_unlabeled = True
     defaults = {"seg_loss": "dice", "sdm_weight": 0.3, "adv_weight": 0.001, "adv_rampup": 1.0, "disc_filters": 64}
-
-    def __init__(self, config: dict):
-        super().__init__(config)
-        k = int(self.network_params.get("num_classes", 2))
-        self.discriminator = SDMDiscriminator(
-            k - 1,
-            int(self.network_params.get("in_channels", 1)),
-            int(self.config["disc_filters"]),
-            spatial_dims=2 if self.arch == "unet2d" else 3,
-        )
-
-    def optimizer_groups(self):
-        return {"model": list(self.model.parameters()), "discriminator": list(self.discriminator.parameters())}
 
     def adversarial_weight(self, iteration: int) -> float:
         return self.ramped(self.config["adv_weight"], iteration, self.config["adv_rampup"])
@@ -66,4 +52,4 @@ class SASSNet(Supervised):
         logs.update(
             loss=float(loss.detach()), loss_adv=float(adv.detach()), adv_weight=beta, loss_disc=float(d_loss.detach())
         )
-        return {"model": loss, "discriminator": d_loss}, logs
+        return StepOutput((OptimizerStep("model", loss), OptimizerStep("discriminator", d_loss)), logs)

@@ -9,10 +9,9 @@ supervised loss) + ``sdm_weight`` * MSE(SDM head, normalized SDM of the label). 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..losses import segmentation_loss
-from .base import Method, register
+from ..losses import sdm_regression_loss, segmentation_loss
+from .base import Method, OptimizerStep, StepOutput, register
 
 
 @register("supervised")
@@ -27,7 +26,7 @@ class Supervised(Method):
         loss = seg
         w = float(self.config["sdm_weight"])
         if w > 0 and "sdm" in out:
-            sdm = F.mse_loss(out["sdm"][:n], batch["sdm"][:n])
+            sdm = sdm_regression_loss(out["sdm"][:n], batch["sdm"][:n])
             loss = loss + w * sdm
             logs["loss_sdm"] = float(sdm.detach())
         return loss, logs
@@ -37,4 +36,4 @@ class Supervised(Method):
         out = self.model(batch["image"][:n])
         loss, logs = self.supervised_losses(out, batch, n)
         logs["loss"] = float(loss.detach())
-        return {"model": loss}, logs
+        return StepOutput((OptimizerStep("model", loss),), logs)

@@ -27,7 +27,8 @@ import math
 
 import torch
 
-from .base import register
+from ..losses import masked_consistency_loss
+from .base import OptimizerStep, StepOutput, register
 from .supervised import Supervised
 
 
@@ -75,8 +76,7 @@ class UAMT(Supervised):
             k = target.shape[1]
             threshold = (0.75 + 0.25 * self.ramp(iteration)) * math.log(k)
             mask = (uncertainty < threshold).float()
-        dist = ((torch.softmax(out["seg"][n:], dim=1) - target) ** 2).sum(dim=1)
-        consistency = (mask * dist).sum() / (2 * mask.sum() + 1e-16)
+        consistency = masked_consistency_loss(torch.softmax(out["seg"][n:], dim=1), target, mask)
         lam = self.consistency_weight(iteration)
         loss = sup + lam * consistency
         logs.update(
@@ -86,7 +86,7 @@ class UAMT(Supervised):
             certain_fraction=float(mask.mean()),
             uncertainty_threshold=threshold,
         )
-        return {"model": loss}, logs
+        return StepOutput((OptimizerStep("model", loss),), logs)
 
     @torch.no_grad()
     def after_step(self, iteration: int) -> None:

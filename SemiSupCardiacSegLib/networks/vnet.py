@@ -8,7 +8,7 @@ doubled per level (16 in the papers).
 Dropout (``nn.Dropout3d``, rate ``dropout``) sits where the reference places it: on the bottleneck
 features and on the last decoder features before the heads. Both are after the encoder, so MC
 dropout can run the encoder once and sample only the decoder (``decode``), which is what
-``inference.sliding_window_predict`` does. Head-only MC (``mc_scope = "head"`` there) samples only
+``inference.model_space`` does. Head-only MC (``mc_scope = "head"`` there) samples only
 the last dropout: ``decode_trunk`` once with dropout off, then ``decode_heads`` per sample. Dropout
 is active in training, and at inference only when MC sampling asks for it (``set_mc_dropout``);
 normalization layers stay in eval mode.
