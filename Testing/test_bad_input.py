@@ -270,7 +270,6 @@ SEGMENT_PARAMS = {
     "overlap nan": (["--overlap", "nan"], "--overlap must be in [0, 1)"),
     "mc 0": (["--mc-samples", "0"], "--mc-samples must be in [1, 1000]"),
     "mc huge": (["--mc-samples", "100000"], "--mc-samples must be in [1, 1000]"),
-    "mc-gate 1": (["--mc-gate", "1"], "--mc-gate must be in [0, 1)"),
     "threads 0": (["--threads", "0"], "--threads must be in [1, 4096]"),
     "spacing 0": (["--spacing", "0", "1", "1"], "--spacing must be three numbers > 0"),
     "device gpu": (["--device", "gpu"], "--device must be auto, cpu or cuda"),
