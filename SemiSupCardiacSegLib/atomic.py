@@ -8,9 +8,14 @@ path (``filename``), so the command lines can say which file and why (``errors.d
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import shutil
+import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -104,8 +109,6 @@ def is_complete_set(folder: str | os.PathLike, marker: str = DEFAULT_MARKER) -> 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM (POSIX, main thread) while a few renames run: delivered right after."""
-    import signal
-    import threading
 
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
@@ -119,9 +122,6 @@ def _signals_deferred() -> Iterator[None]:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where not supported."""
-    import ctypes
-    import errno
-    import sys
 
     if not sys.platform.startswith("linux"):
         return False
@@ -164,7 +164,6 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
 
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

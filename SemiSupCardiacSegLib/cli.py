@@ -12,18 +12,32 @@ stderr and is also written into the output JSON (``assumptions`` / ``warnings``)
 from __future__ import annotations
 
 import argparse
+import csv
+import errno
+import io
 import json
 import math
 import os
 import re
 import sys
+import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from .atomic import atomic_folder, atomic_write_text
+from .cardiac import ACDC_LABELS, cardiac_indices
 from .dependencies import import_optional
-from .errors import InputError
+from .errors import InputError, InputWarning, describe_os_error, warn
+from .io import check_label_values, read_label, read_volume, reading_overrides
 from .jsonout import dumps as json_dumps
+from .montage import save_montage
+from .progress import progress_bar
 from .shipped import SHIPPED
+from .volume import mask_box
 
 if TYPE_CHECKING:  # torch-free at import: the model metadata type only for annotations
     from .model_meta import ModelMeta
@@ -97,7 +111,6 @@ def check_args(args: argparse.Namespace) -> None:
 def _check_out(out: Path, is_file: bool) -> None:
     """The output path can be written: not a file where a folder is wanted (or the reverse), and its
     nearest existing folder is writable (read-only file systems named as such)."""
-    import errno
 
     if is_file and out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name (e.g. {out / 'result.json'})")
@@ -117,7 +130,6 @@ def _check_out(out: Path, is_file: bool) -> None:
 
 
 def _progress_bar(desc: str, enabled: bool):
-    from .progress import progress_bar
 
     bar = progress_bar(total=100, desc=desc, disable=not enabled, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
 
@@ -134,8 +146,8 @@ def is_batch_input(path: str) -> bool:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .reporting import is_complete_set
+    from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
+    from .reporting import is_complete_set  # deferred: loads torch (start-up, --help)
 
     if args.montage:  # fail before the work, not after it
         import_optional("matplotlib", "--montage")
@@ -166,14 +178,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def _set_threads(args: argparse.Namespace) -> None:
     if args.threads:
-        import torch
+        import torch  # deferred: loads torch (start-up, --help)
 
         torch.set_num_threads(args.threads)
 
 
 def _read_inputs(path, es_path=None, roi_path=None) -> dict:
     """The volumes of one ``segment`` case: {"input", "volume", "es", "es_volume", "roi_mask", "box", "inside"}."""
-    from .io import read_volume
 
     volume = read_volume(path)
     box, inside = _roi_from_mask(roi_path, volume) if roi_path else (None, None)
@@ -202,9 +213,12 @@ def segment_case(
     """Segment one case (``_read_inputs``) and write its whole output set into ``out``, all or nothing
     (``atomic.atomic_folder``: the NRRDs, report.json, montage.png and es/ go into a folder beside
     ``out``, then into place). Returns (report, seconds of inference)."""
-    from .atomic import atomic_folder
-    from .inference import InferenceSettings, Predictor
-    from .reporting import SEGMENT_SET, segmentation_report, write_output_files
+    from .inference import InferenceSettings, Predictor  # deferred: loads torch (start-up, --help)
+    from .reporting import (  # deferred: loads torch (start-up, --help)
+        SEGMENT_SET,
+        segmentation_report,
+        write_output_files,
+    )
 
     volume, es_volume, box, inside = inputs["volume"], inputs["es_volume"], inputs["box"], inputs["inside"]
     settings = InferenceSettings.from_meta(
@@ -235,8 +249,6 @@ def segment_case(
         }
     es_report = None
     if es_pred is not None:
-        from .cardiac import cardiac_indices
-
         es_report = segmentation_report(es_pred, meta)
         es_report["input"] = str(inputs["es"])
         if set(meta.labels.values()) >= {"right ventricle", "myocardium", "left ventricle"}:
@@ -246,8 +258,6 @@ def segment_case(
         if es_pred is not None:
             write_output_files(es_pred, es_report, tmp / "es", compact=args.compact)
         if args.montage:
-            from .montage import save_montage
-
             save_montage(
                 volume.array,
                 pred.labels.array,
@@ -273,13 +283,10 @@ def cmd_segment_batch(args: argparse.Namespace) -> int:
     flag, seconds, error) are rewritten atomically after each case. Exit code 0: every case
     segmented; 1: some failed (named in the summary); 2: the batch itself could not run (bad
     list, unwritable OUT, disk full: cases done so far are kept); 130: interrupted."""
-    import errno
-    import time
 
-    from .checkpoint import load_model
-    from .data import find_cases
-    from .progress import progress_bar
-    from .reporting import is_complete_set
+    from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
+    from .data import find_cases  # deferred: loads torch (start-up, --help)
+    from .reporting import is_complete_set  # deferred: loads torch (start-up, --help)
 
     if args.es or args.roi_mask:
         raise InputError("--es and --roi-mask name files of one case; they cannot be used with a folder or .list input")
@@ -380,10 +387,6 @@ def _summary_row(
 
 def _write_summary(out: Path, rows: dict, structures: list, meta: ModelMeta) -> None:
     """OUT/summary.json and OUT/summary.csv, each written atomically."""
-    import csv
-    import io
-
-    from .atomic import atomic_write_text
 
     ordered = [rows[k] for k in rows]
     payload = {
@@ -416,10 +419,6 @@ def _write_summary(out: Path, rows: dict, structures: list, meta: ModelMeta) -> 
 def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], object]:
     """``--roi-mask``: a label file on the input's grid whose nonzero voxels are to be segmented ->
     (the index box around them, the bool mask); refused when off-grid or empty."""
-    import numpy as np
-
-    from .io import read_label
-    from .volume import mask_box
 
     mask = read_label(path)
     if not mask.same_grid(volume):
@@ -441,11 +440,9 @@ def _roi_from_mask(path, volume) -> tuple[tuple[slice, slice, slice], object]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .atomic import atomic_write_text
-    from .checkpoint import load_model
-    from .data import find_cases
-    from .evaluation import evaluate_cases
-    from .progress import progress_bar
+    from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
+    from .data import find_cases  # deferred: loads torch (start-up, --help)
+    from .evaluation import evaluate_cases  # deferred: loads torch (start-up, --help)
 
     model, meta = load_model(args.model)
     cases = [c for src in args.data for c in find_cases(src) if c.label is not None]
@@ -474,10 +471,9 @@ def _round(value, digits: int):
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .data import find_cases
-    from .progress import progress_bar
-    from .pseudo_labels import pseudo_label_cases
+    from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
+    from .data import find_cases  # deferred: loads torch (start-up, --help)
+    from .pseudo_labels import pseudo_label_cases  # deferred: loads torch (start-up, --help)
 
     model, meta = load_model(args.model)
     cases = [c for src in args.data for c in find_cases(src)]
@@ -500,19 +496,14 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
 
 
 def cmd_indices(args: argparse.Namespace) -> int:
-    from .atomic import atomic_write_text
-    from .cardiac import cardiac_indices
-    from .io import read_label
 
     if args.patient:
-        from .data.acdc import read_acdc_patient
+        from .data.acdc import read_acdc_patient  # deferred: loads torch (start-up, --help)
 
         if args.ed or args.es:
             raise InputError("give either --patient or --ed/--es, not both")
         pat = read_acdc_patient(args.patient)
         if pat.info.get("ED") is not None and int(pat.info["ED"]) == int(pat.info["ES"]):
-            from .errors import warn
-
             same_frame = warn(
                 f"{Path(args.patient) / 'Info.cfg'} names frame {pat.info['ED']} for both ED and ES: "
                 "the ejection fractions are not measurable"
@@ -524,9 +515,8 @@ def cmd_indices(args: argparse.Namespace) -> int:
                 raise InputError(f"{pat.name}: --reference needs the _gt files of both frames")
             ed, es = read_label(pat.ed.label), read_label(pat.es.label)
         else:
-            from .checkpoint import load_model
-            from .inference import InferenceSettings, Predictor
-            from .io import read_volume
+            from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
+            from .inference import InferenceSettings, Predictor  # deferred: loads torch (start-up, --help)
 
             model, meta = load_model(args.model or "cine")
             predictor = Predictor(model, meta, InferenceSettings.from_meta(meta, mc_samples=1, device=args.device))
@@ -538,8 +528,6 @@ def cmd_indices(args: argparse.Namespace) -> int:
         ed, es = read_label(args.ed), read_label(args.es)
     if not ed.same_grid(es):
         raise InputError("ED and ES segmentations are on different grids")
-    from .cardiac import ACDC_LABELS
-    from .io import check_label_values
 
     names = {v: k for k, v in ACDC_LABELS.items()}
     for which, vol in (("ED", ed), ("ES", es)):
@@ -699,7 +687,6 @@ def _reading_options(p: argparse.ArgumentParser) -> None:
 
 def describe_failure(exc: BaseException) -> str:
     """One line naming the file and the cause of a failed command."""
-    from .errors import describe_os_error
 
     text = str(exc).strip().splitlines()
     first = text[0].strip() if text else ""
@@ -723,7 +710,6 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    from .errors import InputWarning
 
     if issubclass(category, InputWarning):
         print(f"warning: {message}", file=sys.stderr, flush=True)
@@ -734,10 +720,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv: list[str] | None = None) -> int:
     """Run a command; returns the exit code (0 done, 2 failed with one ``error:`` line on stderr,
     130 interrupted). Never raises."""
-    import warnings
-
-    from .errors import InputWarning
-    from .io import reading_overrides
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -759,8 +741,6 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         except Exception as exc:  # noqa: BLE001 - any failure: one line naming the file and the cause
             if debug:
-                import traceback
-
                 traceback.print_exc()
             try:
                 message = describe_failure(exc)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
-from .errors import InputError
+from .errors import InputError, warn
 
 #: Top-level keys allowed besides those of ``training.DEFAULTS``.
 OPTIONAL_KEYS = {"data", "pseudo_labels", "inference_patch_size", "method_params", "swa", "init"}
@@ -50,7 +50,7 @@ def check_patch(patch, arch: str, where: str) -> None:
 
 def architecture_differences(arch_a: str, net_a: dict, arch_b: str, net_b: dict) -> list[str]:
     """'field: a vs b' for every architecture field that differs (defaults filled in)."""
-    from .networks import ARCHITECTURES
+    from .networks import ARCHITECTURES  # deferred: loads torch; config_check is torch-free
 
     if arch_a != arch_b:
         return [f"arch: {arch_a} vs {arch_b}"]
@@ -119,9 +119,9 @@ def _non_finite(obj, path=""):
 
 def validate_config(cfg: dict) -> None:
     """Refuse a merged training config (``training.merge_config(DEFAULTS, ...)``) that cannot train."""
-    from .methods import METHODS
-    from .networks import ARCHITECTURES
-    from .training import DEFAULTS
+    from .methods import METHODS  # deferred: loads torch; config_check is torch-free
+    from .networks import ARCHITECTURES  # deferred: loads torch; config_check is torch-free
+    from .training import DEFAULTS  # deferred: import cycle (training imports config_check)
 
     bad = _non_finite({k: v for k, v in cfg.items() if not str(k).startswith("_")})
     if bad:
@@ -169,8 +169,6 @@ def validate_config(cfg: dict) -> None:
         )
     unused = sorted(set(params) - known_params)
     if unused:  # another method's setting (a config written for it, run with --method): said, not fatal
-        from .errors import warn
-
         warn(f"method_params {', '.join(unused)} not used by method {method} (ignored)")
     if "seg_loss" in params and params["seg_loss"] not in SEG_LOSSES:
         raise InputError(f"method_params.seg_loss must be one of {', '.join(SEG_LOSSES)}, got {params['seg_loss']!r}")
@@ -286,7 +284,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def with_method_defaults(cfg: dict) -> dict:
     """``cfg`` with ``method_params`` completed by its method's ``defaults`` (the values the method
     runs with: a config file states only those it changes)."""
-    from .methods import METHODS
+    from .methods import METHODS  # deferred: loads torch; config_check is torch-free
 
     method = METHODS.get(cfg.get("method"))
     if method is None:

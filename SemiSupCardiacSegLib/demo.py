@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
+
+from .atomic import atomic_write_text
+from .cli import main as cli_main
+from .io import read_h5_case, read_label, read_volume, write_volume
+from .metrics import dice
+from .phantoms import make_la_phantom
+from .volume import Volume
 
 REPO = Path(__file__).resolve().parent.parent
 LA_DIR = REPO.parent / "shared" / "data" / "LA2018"
@@ -21,9 +29,7 @@ LA_DIR = REPO.parent / "shared" / "data" / "LA2018"
 
 def default_input(out: Path, model: str | None, source: str) -> tuple[Path, Path | None, str]:
     """Write the default input (and its reference label) into ``out``; -> (image, label, description)."""
-    from .checkpoint import load_model
-    from .io import read_h5_case, write_volume
-    from .volume import Volume
+    from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
 
     if source in ("auto", "real") and (LA_DIR / "train").is_dir():
         _, meta = load_model(model)
@@ -36,7 +42,6 @@ def default_input(out: Path, model: str | None, source: str) -> tuple[Path, Path
             return out / "input.nrrd", out / "reference_label.nrrd", f"real LA case {h5.stem} (held out of training)"
     if source == "real":
         raise SystemExit(f"error: real LA data not found at {LA_DIR}")
-    from .phantoms import make_la_phantom
 
     ph = make_la_phantom(seed=7)
     write_volume(Volume(ph.image, ph.spacing), out / "input.nrrd", overwrite=True)
@@ -55,14 +60,11 @@ def write_slicer_scene(out: Path, image: Path) -> Path | None:
     except ImportError:
         print("slicer-core not installed: no Slicer scene written (pip install slicer-core)")
         return None
-    import shutil
-
-    from .io import read_volume
 
     module_dir = str(REPO / "SemiSupCardiacSeg")
     if module_dir not in sys.path:
         sys.path.insert(0, module_dir)
-    from SemiSupCardiacSegSceneLogic import headless_slicer
+    from SemiSupCardiacSegSceneLogic import headless_slicer  # optional: needs slicer-core
 
     logic = headless_slicer().logic()
     node = logic.add_volume_node(read_volume(image), "input")
@@ -83,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mc-samples", type=int, default=10)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    from .atomic import atomic_write_text
-    from .cli import main as cli_main
-    from .io import read_label
-    from .metrics import dice
 
     args.out.mkdir(parents=True, exist_ok=True)
     image, label, what = default_input(args.out, args.model, args.source)

@@ -1,5 +1,8 @@
 """The library's user-facing error types (no third-party imports, so anything may import them)."""
 
+import errno as _errno
+import warnings
+
 
 class InputError(ValueError):
     """Bad user input (file, geometry, values); the message names the problem in one line."""
@@ -22,7 +25,6 @@ class InputWarning(UserWarning):
 
 def warn(message: str) -> str:
     """Issue ``message`` as an :class:`InputWarning`; returns it (to be stored in a report too)."""
-    import warnings
 
     warnings.warn(message, InputWarning, stacklevel=2)
     return message
@@ -48,7 +50,6 @@ _ERRNO_TEXT = {
 def describe_os_error(exc: OSError) -> str:
     """One line for an OSError: the path it concerns and what its errno means ("no space left on
     device", "read-only file system", ...), whatever the raising code put in its message."""
-    import errno as _errno
 
     name = _errno.errorcode.get(exc.errno or -1, "")
     text = _ERRNO_TEXT.get(name) or (exc.strerror or "").strip() or (str(exc).strip().splitlines() or [""])[0]

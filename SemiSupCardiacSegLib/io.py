@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import gzip
 import os
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -496,7 +498,7 @@ def _check_size(path: Path, size, components: int, pixel: str) -> None:
         else 1
     )
     try:  # the memory check inference uses (torch may be missing: then a fixed limit)
-        from .inference import available_memory_bytes
+        from .inference import available_memory_bytes  # deferred: loads torch; io is torch-free
 
         avail = available_memory_bytes()
     except ImportError:
@@ -603,8 +605,6 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
 def _write_failure(path: Path, tmp: Path, exc: Exception, nbytes: int) -> Exception:
     """The clearest error for a failed image write: OSError ENOSPC / EROFS / EACCES naming ``path``
     when the folder is full, read-only or not writable, else an InputError with ITK's last line."""
-    import errno
-    import shutil
 
     text = str(exc)
     folder = path.parent if str(path.parent) else Path(".")

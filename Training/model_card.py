@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from SemiSupCardiacSegLib.atomic import atomic_write_text  # noqa: E402 (after the sys.path entry above)
+
 
 def _fmt(summary: dict, key: str, digits: int = 3) -> str:
     s = summary.get(key)
@@ -29,7 +31,7 @@ def _fmt(summary: dict, key: str, digits: int = 3) -> str:
 
 
 def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, command: str) -> str:
-    from SemiSupCardiacSegLib.checkpoint import load_model
+    from SemiSupCardiacSegLib.checkpoint import load_model  # deferred: loads torch (start-up, --help)
 
     _, meta = load_model(model)
     config = json.loads((run / "config.json").read_text())
@@ -173,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    from SemiSupCardiacSegLib.atomic import atomic_write_text
 
     if args.out.exists() and not args.overwrite:
         print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)

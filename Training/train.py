@@ -18,15 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without pip install
     sys.path.insert(0, str(REPO))
 
+from SemiSupCardiacSegLib.errors import InputError, describe_os_error  # noqa: E402 (after the sys.path entry above)
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from SemiSupCardiacSegLib.methods import METHODS
+    from SemiSupCardiacSegLib.methods import METHODS  # deferred: loads torch (start-up, --help)
 
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="JSON config; command-line options override it")
@@ -58,7 +61,11 @@ def build_config(args: argparse.Namespace) -> dict:
     ``config_files.load_config``, the command-line overrides merged last; relative data paths
     resolved from the current folder, the config's folder, then the repository
     (``config_files.resolve_data_paths``). Raises InputError naming an unreadable or invalid config."""
-    from SemiSupCardiacSegLib.config_files import CONFIGS, load_config, resolve_data_paths
+    from SemiSupCardiacSegLib.config_files import (  # deferred: loads torch (start-up, --help)
+        CONFIGS,
+        load_config,
+        resolve_data_paths,
+    )
 
     overrides = {key: getattr(args, key) for key in ("data", "method", "labeled", "iterations")}
     overrides = {key: val for key, val in overrides.items() if val is not None}
@@ -82,7 +89,6 @@ def _fail(message: str, code: int = 2) -> int:
 
 def describe(exc: BaseException, config: Path | None = None) -> str:
     """One line naming the cause (and the file where there is one) of a failed run."""
-    from SemiSupCardiacSegLib.errors import InputError
 
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
@@ -102,8 +108,6 @@ def describe(exc: BaseException, config: Path | None = None) -> str:
     if isinstance(exc, TypeError) and "unexpected keyword argument" in first and config:
         return f"{first} (an unknown key in config {config}?)"
     if isinstance(exc, OSError):  # the path and what the errno means: no space left, read-only, ...
-        from SemiSupCardiacSegLib.errors import describe_os_error
-
         return describe_os_error(exc)
     if isinstance(exc, RuntimeError) and first:  # e.g. out of GPU memory, with the batch size that fits
         return first
@@ -117,7 +121,6 @@ RECIPE_EXCLUDES = ("config", "data", "method", "labeled", "iterations", "init", 
 def check_args(args: argparse.Namespace) -> None:
     """The command-line numbers, range-checked before anything is read (the whole config is
     checked next, by the Trainer, before any case is loaded: ``config_check.validate_config``)."""
-    from SemiSupCardiacSegLib.errors import InputError
 
     for name, value in (
         ("--iterations", args.iterations),
@@ -140,15 +143,15 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # deferred: loads torch (start-up, --help)
 
-    from SemiSupCardiacSegLib.training import Trainer
+    from SemiSupCardiacSegLib.training import Trainer  # deferred: loads torch (start-up, --help)
 
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.recipe is not None:
-        from SemiSupCardiacSegLib.recipes import run_recipe
+        from SemiSupCardiacSegLib.recipes import run_recipe  # deferred: loads torch (start-up, --help)
 
         status = run_recipe(
             args.recipe,
@@ -191,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except BaseException as exc:  # noqa: BLE001 - any failure: one line, exit code 2 (Slicer must exit)
         if debug:
-            import traceback
-
             traceback.print_exc()
         try:
             message = describe(exc, getattr(args, "config", None))
