@@ -401,7 +401,7 @@ def main(argv=None) -> int:
     extra += [
         "",
         "Machine speed probe (`common.speed_probe`, seconds of a fixed convolution; "
-        f"compare other runs' seconds through it): "
+        "compare other runs' seconds through it): "
         f"{result['cpu_probe_s_start']:.4f} at the start, {result['cpu_probe_s_end']:.4f} at the end.",
     ]
     publish(
