@@ -1,4 +1,4 @@
-"""Command line: ``python -m SemiSupCardiacSegLib segment|evaluate|pseudo-label|indices ...``.
+"""Command line: ``python -m SemiSupCardiacSegLib segment|evaluate|pseudo-label|suggest|indices ...``.
 
 Bad input ends with one line ``error: ...`` on stderr and exit code 2; nothing is overwritten
 unless ``--overwrite`` is given. Any failure does: a bad option, a parameter out of range (checked
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import hashlib
 import io
 import json
 import math
@@ -208,12 +209,14 @@ def _read_inputs(path, es_path=None, roi_path=None) -> dict:
 
 
 def segment_case(
-    model, meta: ModelMeta, args: argparse.Namespace, inputs: dict, out: Path, update
+    model, meta: ModelMeta, args: argparse.Namespace, inputs: dict, out: Path, update, input_sha256: str | None = None
 ) -> tuple[dict, float]:
     """Segment one case (``_read_inputs``) and write its whole output set into ``out``, all or nothing
     (``atomic.atomic_folder``: the NRRDs, report.json, montage.png and es/ go into a folder beside
-    ``out``, then into place). Returns (report, seconds of inference)."""
-    from .inference import InferenceSettings, Predictor  # deferred: loads torch (start-up, --help)
+    ``out``, then into place). report.json records the input file's sha256 (``input_sha256``; computed
+    here unless given), which tells a later batch run whether the set is still this input's.
+    Returns (report, seconds of inference)."""
+    from .inference import Predictor  # deferred: loads torch (start-up, --help)
     from .reporting import (  # deferred: loads torch (start-up, --help)
         SEGMENT_SET,
         segmentation_report,
@@ -221,15 +224,7 @@ def segment_case(
     )
 
     volume, es_volume, box, inside = inputs["volume"], inputs["es_volume"], inputs["box"], inputs["inside"]
-    settings = InferenceSettings.from_meta(
-        meta,
-        tta=not args.no_tta,
-        mc_samples=args.mc_samples,
-        mc_scope=args.mc_scope,
-        overlap=args.overlap,
-        device=args.device,
-        allow_large=args.allow_large,
-    )
+    settings = _settings_of(meta, args)
     predictor = Predictor(model, meta, settings)
 
     def predict(vol, progress):
@@ -241,6 +236,7 @@ def segment_case(
     es_pred = predict(es_volume, lambda f: update(0.5 + 0.5 * f)) if es_volume is not None else None
     report = segmentation_report(pred, meta)
     report["input"] = str(inputs["input"])
+    report["input_sha256"] = input_sha256 or file_sha256(inputs["input"])
     if box is not None:
         report["roi_mask"] = {
             "file": str(inputs["roi_mask"]),
@@ -278,59 +274,132 @@ _BATCH_FATAL_ERRNOS = ("ENOSPC", "EDQUOT", "EROFS")
 def cmd_segment_batch(args: argparse.Namespace) -> int:
     """``segment FOLDER|LIST --out OUT``: every case into OUT/<case>/ (all or nothing per case), the
     model loaded once. A failing case is reported in one line and skipped; a case whose folder holds
-    a complete set (report.json) is skipped unless --overwrite (a rerun after a crash or Ctrl-C only
-    does what is left). OUT/summary.csv and OUT/summary.json (one row per case: volumes, quality
-    flag, seconds, error) are rewritten atomically after each case. Exit code 0: every case
-    segmented; 1: some failed (named in the summary); 2: the batch itself could not run (bad
-    list, unwritable OUT, disk full: cases done so far are kept); 130: interrupted."""
+    a complete set (report.json) made by this model, with these settings, from this very input file
+    (its sha256) is skipped unless --overwrite (a rerun after a crash or Ctrl-C only does what is
+    left); a set made otherwise is not replaced without --overwrite (the case fails, saying why).
+    OUT/summary.csv and OUT/summary.json (one row per case: volumes, quality flag, seconds, error)
+    are rewritten atomically after each case. Exit code 0: every case segmented; 1: some failed
+    (named in the summary); 2: the batch itself could not run (bad list, unwritable OUT, disk full:
+    cases done so far are kept); 130: interrupted."""
 
     from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
     from .data import find_cases  # deferred: loads torch (start-up, --help)
-    from .reporting import is_complete_set  # deferred: loads torch (start-up, --help)
 
     if args.es or args.roi_mask:
         raise InputError("--es and --roi-mask name files of one case; they cannot be used with a folder or .list input")
     cases = find_cases(args.input)
-    seen: dict[str, str] = {}
-    for c in cases:
-        if c.name in seen:
-            raise InputError(
-                f"{args.input}: two cases are named '{c.name}' ({seen[c.name]}, {c.image}); "
-                "each case needs its own output folder"
-            )
-        seen[c.name] = str(c.image)
+    _check_unique_names(cases, args.input)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_model(args.model)
     _set_threads(args)
+    try:
+        rows = segment_cases(model, meta, args, cases, out, replace_stale=args.overwrite)
+    except KeyboardInterrupt:
+        return 130
+    failed = sum(r["status"] == "failed" for r in rows.values())
+    done = len(rows) - failed
+    result = {"out": str(out), "cases": len(cases), "complete": done, "failed": failed}
+    print(json.dumps({**result, "summary": str(out / SUMMARY_CSV)}))
+    return 1 if failed else 0
+
+
+def _check_unique_names(cases, source) -> None:
+    seen: dict[str, str] = {}
+    for c in cases:
+        if c.name in seen:
+            raise InputError(
+                f"{source}: two cases are named '{c.name}' ({seen[c.name]}, {c.image}); "
+                "each case needs its own output folder"
+            )
+        seen[c.name] = str(c.image)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex): what identifies the input a saved output set was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _settings_of(meta: ModelMeta, args: argparse.Namespace):
+    from .inference import InferenceSettings  # deferred: loads torch (start-up, --help)
+
+    return InferenceSettings.from_meta(
+        meta,
+        tta=not args.no_tta,
+        mc_samples=args.mc_samples,
+        mc_scope=args.mc_scope,
+        overlap=args.overlap,
+        device=args.device,
+        allow_large=args.allow_large,
+    )
+
+
+def earlier_set(case_out: Path, meta: ModelMeta, settings_report: dict, sha256: str) -> tuple[dict | None, str | None]:
+    """(report, None) when ``case_out`` holds a complete set made by this model (id), with these
+    inference settings (MC samples, TTA, MC scope), from this input (sha256); (None, why not) when it
+    holds another one; (None, None) when it holds none."""
+    from .reporting import is_complete_set  # deferred: loads torch (start-up, --help)
+
+    if not is_complete_set(case_out):
+        return None, None
+    report = _read_report(case_out)
+    if report is None:
+        return None, "its report.json cannot be read"
+    made_by = (report.get("model") or {}).get("id")
+    if made_by != meta.model_id:
+        return None, f"it holds outputs of another model (id {made_by}, not {meta.model_id})"
+    timings = report.get("timings_s") or {}
+    changed = sorted(k for k, v in settings_report.items() if timings.get(k) != v)
+    if changed:
+        return None, f"it holds outputs made with other settings ({', '.join(changed)})"
+    if report.get("input_sha256") != sha256:
+        return None, "it holds outputs of another input file (or of one whose sha256 was not recorded)"
+    return report, None
+
+
+def segment_cases(
+    model, meta: ModelMeta, args: argparse.Namespace, cases: list, out: Path, replace_stale: bool
+) -> dict[str, dict]:
+    """Segment ``cases`` into OUT/<case>/, reusing the sets made earlier by this model, settings and
+    input (``earlier_set``); replace_stale: recompute a set made otherwise (else that case fails,
+    saying why). Writes OUT/summary.csv/.json after each case. Returns {case: summary row (with its
+    "report")}; KeyboardInterrupt is re-raised after one line saying what is complete."""
+    settings_report = _settings_of(meta, args).report()
     structures = list(meta.labels.values())
     rows: dict[str, dict] = {}
     n = len(cases)
     bar = progress_bar(total=n, desc="segment", disable=args.quiet or args.progress_lines, unit="case")
-    failed = 0
     try:
         for i, case in enumerate(cases):
             case_out = out / case.name
-            if not args.overwrite and is_complete_set(case_out):
-                rows[case.name] = _summary_row(case, case_out, _read_report(case_out), None, None, "done earlier")
-            else:
-                t0 = time.perf_counter()
+            t0 = time.perf_counter()
+            try:
+                sha = file_sha256(case.image)
+                report, stale = (None, None) if args.overwrite else earlier_set(case_out, meta, settings_report, sha)
+                if report is not None:
+                    rows[case.name] = _summary_row(case, case_out, report, None, None, "done earlier")
+                elif stale and not replace_stale:
+                    raise InputError(f"{case_out}: not replaced: {stale}; pass --overwrite to recompute it")
+                else:
 
-                def update(frac: float, i=i) -> None:
-                    if args.progress_lines:
-                        print(f"PROGRESS {(i + frac) / n:.4f}", flush=True)
+                    def update(frac: float, i=i) -> None:
+                        if args.progress_lines:
+                            print(f"PROGRESS {(i + frac) / n:.4f}", flush=True)
 
-                try:
                     inputs = _read_inputs(case.image)
-                    report, _ = segment_case(model, meta, args, inputs, case_out, update)
+                    case_args = argparse.Namespace(**{**vars(args), "overwrite": args.overwrite or bool(stale)})
+                    report, _ = segment_case(model, meta, case_args, inputs, case_out, update, input_sha256=sha)
                     rows[case.name] = _summary_row(case, case_out, report, time.perf_counter() - t0, None, "done")
-                except (InputError, OSError, RuntimeError, ValueError, MemoryError) as exc:
-                    if isinstance(exc, OSError) and errno.errorcode.get(exc.errno or -1) in _BATCH_FATAL_ERRNOS:
-                        raise
-                    message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-                    failed += 1
-                    rows[case.name] = _summary_row(case, case_out, None, time.perf_counter() - t0, message, "failed")
-                    bar.write(f"error: {case.name}: {message}", file=sys.stderr)
+            except (InputError, OSError, RuntimeError, ValueError, MemoryError) as exc:
+                if isinstance(exc, OSError) and errno.errorcode.get(exc.errno or -1) in _BATCH_FATAL_ERRNOS:
+                    raise
+                message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                rows[case.name] = _summary_row(case, case_out, None, time.perf_counter() - t0, message, "failed")
+                bar.write(f"error: {case.name}: {message}", file=sys.stderr)
             _write_summary(out, rows, structures, meta)
             bar.update(1)
     except KeyboardInterrupt:
@@ -341,13 +410,9 @@ def cmd_segment_batch(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        return 130
+        raise
     bar.close()
-    done = sum(r["status"] != "failed" for r in rows.values())
-    print(
-        json.dumps({"out": str(out), "cases": n, "complete": done, "failed": failed, "summary": str(out / SUMMARY_CSV)})
-    )
-    return 1 if failed else 0
+    return rows
 
 
 def _read_report(folder: Path) -> dict | None:
@@ -382,13 +447,14 @@ def _summary_row(
         "quality": quality,
         "seconds": None if seconds is None else round(float(seconds), 2),
         "error": error,
+        "report": report,
     }
 
 
 def _write_summary(out: Path, rows: dict, structures: list, meta: ModelMeta) -> None:
     """OUT/summary.json and OUT/summary.csv, each written atomically."""
 
-    ordered = [rows[k] for k in rows]
+    ordered = [{k: v for k, v in rows[name].items() if k != "report"} for name in rows]
     payload = {
         "model": {"id": meta.model_id, "path": meta.path},
         "n_cases": len(ordered),
@@ -493,6 +559,72 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     dropped = {n: r["reason"] for n, r in manifest["cases"].items() if not r["kept"]}
     print(json.dumps({"out": str(args.out), "kept": manifest["n_kept"], "of": manifest["n_cases"], "dropped": dropped}))
     return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    """``suggest --model M --data FOLDER|LIST ... --out OUT [--top K] [--diversity W]``: segment the
+    unlabeled cases into OUT/cases/<case>/ (sets made earlier by this model, settings and input are
+    reused; others are recomputed), rank them by the model's per-case uncertainty score
+    (``suggest``), and write OUT/suggestions.csv and .json. Labeled cases are never suggested. A
+    training library among --data (a folder with manifest.json) remembers each case's score under
+    the model's id. Exit code 0, or 1 when some case failed (named in suggestions.json)."""
+    from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
+    from .data import find_cases  # deferred: loads torch (start-up, --help)
+    from .suggest import DEFAULT_SCORE, SUGGESTIONS_CSV, rank_cases, thumbnail, write_suggestions
+    from .training_library import MANIFEST_NAME, remember_scores
+
+    _in_range("--diversity", args.diversity, 0.0, 1.0)
+    _in_range("--top", args.top, 1)
+    cases = [c for src in args.data for c in find_cases(src)]
+    _check_unique_names(cases, " ".join(args.data))
+    unlabeled = [c for c in cases if c.label is None]
+    if not unlabeled:
+        where = " ".join(args.data)
+        raise InputError(f"--data {where}: every one of its {len(cases)} cases is labeled; nothing to suggest")
+    model, meta = load_model(args.model)
+    _set_threads(args)
+    score_name = meta.quality.score if meta.quality is not None else DEFAULT_SCORE
+    if meta.quality is None:
+        warn(f"model {meta.model_id} carries no quality rule: ranking by {DEFAULT_SCORE} (an untested choice)")
+    needed = meta.quality.min_mc_samples if meta.quality is not None else 2
+    if args.mc_samples < needed:
+        raise InputError(f"--mc-samples {args.mc_samples}: ranking by {score_name} needs at least {needed} MC samples")
+    out = Path(args.out)
+    try:
+        rows = segment_cases(model, meta, args, unlabeled, out / "cases", replace_stale=True)
+    except KeyboardInterrupt:
+        return 130
+    ok = [r for r in rows.values() if r["status"] != "failed"]
+    thumbs = [thumbnail(read_volume(r["input"]).array) for r in ok] if args.diversity > 0 else None
+    ranked = rank_cases(ok, score_name, thumbs, args.diversity)
+    shown = ranked[: args.top] if args.top else ranked
+    failed = {r["case"]: r["error"] for r in rows.values() if r["status"] == "failed"}
+    header = {
+        "model": {"id": meta.model_id, "path": meta.path},
+        "score": score_name,
+        "score_source": "the model's quality flag" if meta.quality is not None else "default (no quality rule)",
+        "threshold": meta.quality.threshold if meta.quality is not None else None,
+        "diversity": args.diversity,
+        "n_labeled_skipped": len(cases) - len(unlabeled),
+        "n_ranked": len(ranked),
+        "failed": failed,
+    }
+    write_suggestions(out, shown, header)
+    for src in args.data:
+        if Path(src).is_dir() and (Path(src) / MANIFEST_NAME).is_file():
+            scores = {
+                s.case: {
+                    "score": s.score if math.isfinite(s.score) else None,
+                    "score_name": score_name,
+                    "doubtful": s.doubtful,
+                    "input_sha256": rows[s.case]["report"].get("input_sha256"),
+                }
+                for s in ranked
+            }
+            remember_scores(src, meta.model_id, scores)
+    top = [{"rank": s.rank, "case": s.case, "score": round(s.score, 5), "doubtful": s.doubtful} for s in shown[:10]]
+    print(json_dumps({"out": str(out / SUGGESTIONS_CSV), "ranked": len(ranked), "failed": len(failed), "top": top}))
+    return 1 if failed else 0
 
 
 def cmd_indices(args: argparse.Namespace) -> int:
@@ -651,6 +783,38 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     _reading_options(q)
     q.set_defaults(func=cmd_pseudo_label)
+    g = sub.add_parser(
+        "suggest",
+        help="rank unlabeled cases by the model's uncertainty: which case to correct next (active learning)",
+    )
+    g.add_argument("--model", default=None)
+    g.add_argument("--data", nargs="+", required=True, help="folder(s), .list file(s) or image file(s)")
+    g.add_argument("--out", required=True, help="folder: suggestions.csv/.json and the segmentations (cases/)")
+    g.add_argument("--top", type=int, default=None, help="list only the K first cases")
+    g.add_argument(
+        "--diversity",
+        type=float,
+        default=0.0,
+        help="weight in [0, 1] of unlikeness to the cases ranked above (0: uncertainty alone)",
+    )
+    g.add_argument("--mc-samples", type=int, default=10)
+    g.add_argument("--no-tta", action="store_true", help="switch off the model's test-time augmentation")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--overwrite", action="store_true", help="recompute every case's segmentation")
+    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
+    _reading_options(g)
+    g.set_defaults(
+        func=cmd_suggest,
+        mc_scope=None,
+        overlap=0.5,
+        allow_large=False,
+        compact=True,
+        montage=False,
+        es=None,
+        roi_mask=None,
+    )
     c = sub.add_parser("indices", help="LV/RV volumes, ejection fractions, myocardial mass and areas from ED + ES")
     c.add_argument("--ed", help="end-diastolic segmentation (labels 1 RV, 2 Myo, 3 LV)")
     c.add_argument("--es", help="end-systolic segmentation on the same grid")

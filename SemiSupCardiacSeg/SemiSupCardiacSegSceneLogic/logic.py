@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from SemiSupCardiacSegLib.shipped import SHIPPED
+from SemiSupCardiacSegLib.training_library import append_to_manifest, read_manifest
 from SemiSupCardiacSegLib.volume import Volume, mask_box
 
 # Display colours (RGB 0..1), standard codes and Slicer terminology entries of the structures the
@@ -800,50 +801,6 @@ class SceneLogic:
         if names == ["left atrium"]:
             return "Segment LA"
         return "Segment " + ", ".join(n.replace("right ventricle", "RV").replace("left ventricle", "LV") for n in names)
-
-
-MANIFEST_NAME = "manifest.json"
-
-
-def read_manifest(library: str | Path) -> list[dict]:
-    """The cases ``library/manifest.json`` lists ([] when there is none). A file that is not a valid
-    manifest ({"cases": [{...}, ...]}) raises ValueError naming it: nothing is ever appended to it."""
-    import json  # noqa: PLC0415
-
-    path = Path(library) / MANIFEST_NAME
-    if not path.exists():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"{path} is not valid JSON ({str(exc).splitlines()[0]}); repair or move it away before "
-            "adding cases (nothing was written)"
-        ) from None
-    except OSError as exc:
-        raise ValueError(f"{path} cannot be read ({exc.strerror or exc}); nothing was written") from None
-    cases = data.get("cases") if isinstance(data, dict) else None
-    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
-        raise ValueError(
-            f'{path} is not a training-library manifest (expected {{"cases": [{{...}}, ...]}}); '
-            "repair or move it away before adding cases (nothing was written)"
-        )
-    return cases
-
-
-def append_to_manifest(library: Path, entry: dict) -> Path:
-    """Add ``entry`` (plus the time) to ``library/manifest.json``, atomically (the list of cases the
-    library holds, in the order they were added). A corrupt manifest raises ValueError (``read_manifest``)."""
-    import json  # noqa: PLC0415
-    from datetime import datetime, timezone  # noqa: PLC0415
-
-    from SemiSupCardiacSegLib.atomic import atomic_write_text  # noqa: PLC0415
-
-    path = Path(library) / MANIFEST_NAME
-    cases = read_manifest(library)
-    cases.append({**entry, "added": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    atomic_write_text(path, json.dumps({"cases": cases}, indent=2))
-    return path
 
 
 def _remove_files(paths: list[Path]) -> None:
