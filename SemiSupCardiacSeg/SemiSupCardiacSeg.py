@@ -32,7 +32,7 @@ if os.path.isdir(os.path.join(_REPO_ROOT, "SemiSupCardiacSegLib")) and _REPO_ROO
     sys.path.append(_REPO_ROOT)
 
 from SemiSupCardiacSegSceneLogic import SceneLogic  # noqa: E402
-from SemiSupCardiacSegSceneLogic.logic import SOURCE_VOLUME_ATTRIBUTE  # noqa: E402
+from SemiSupCardiacSegSceneLogic.logic import LIBRARY_CASE_ATTRIBUTE, SOURCE_VOLUME_ATTRIBUTE  # noqa: E402
 
 
 class SemiSupCardiacSeg(ScriptedLoadableModule):
@@ -111,6 +111,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regionIndex = -1
         self._runner = None
         self._timer = None
+        self._suggestions: list = []  # ranked unlabeled library cases, as the combo box lists them
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -131,6 +132,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.addToLibraryButton.connect("clicked(bool)", self.onAddToLibraryButton)
         self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegionButton)
         self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTuneButton)
+        self.ui.suggestButton.connect("clicked(bool)", self.onSuggestButton)
+        self.ui.loadSuggestionButton.connect("clicked(bool)", self.onLoadSuggestionButton)
         self.ui.heatmapOpacitySlider.connect("valueChanged(double)", self.logic.set_heatmap_opacity)
         self.ui.modelListComboBox.connect("activated(int)", self.onModelListActivated)
         self._fillModelList()
@@ -224,6 +227,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         )
         self.ui.addToLibraryButton.enabled = ready and library is not None
         self.ui.fineTuneButton.enabled = (library is not None and not label) or label.startswith("fine-tune")
+        self.ui.suggestButton.enabled = (library is not None and not label) or label == "suggest"
+        self.ui.loadSuggestionButton.enabled = bool(self._suggestions) and not label
         if label != "segment" and p:  # the button says what the model segments (or "Cancel")
             self.ui.segmentButton.text = self.logic.segment_button_text(p.model or None)
 
@@ -282,6 +287,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             fraction = runner.progress()
             if runner.label == "segment":
                 self.ui.statusLabel.text = f"Segmenting... {int(100 * fraction)}%"
+            elif runner.label == "suggest":
+                self.ui.statusLabel.text = f"Ranking the library's unlabeled cases... {int(100 * fraction)}%"
             elif runner.label == "fine-tune":
                 self.ui.fineTuneProgressBar.value = int(100 * fraction)
         if not runner.poll():
@@ -377,12 +384,77 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     f" unlabeled: the last segmentation is of '{result.input_node.GetName()}', "
                     f"not of '{p.inputVolume.GetName()}'"
                 )
+        case_file = p.inputVolume.GetAttribute(LIBRARY_CASE_ATTRIBUTE)  # loaded from this library: labels it
+        from_library = bool(case_file) and folder.is_dir() and Path(case_file).parent.resolve() == folder.resolve()
         with slicer.util.tryWithErrorDisplay("Adding the case to the training library failed.", waitCursor=True):
             image_path, label_path = self.logic.add_to_library(p.inputVolume, folder, segmentation)
             qt.QSettings().setValue(LIBRARY_FOLDER_KEY, str(folder))
+            if self._suggestions:  # a suggested case labeled now leaves the list
+                self._fillSuggestions()
+            if from_library:
+                self.ui.statusLabel.text = f"Labeled library case {image_path.stem} ({label_path.name})"
+                return
             self.ui.statusLabel.text = f"Added {os.path.basename(image_path)}" + (
                 " (labeled)" if label_path else note or " (unlabeled)"
             )
+
+    # ------------------------------------------------------------------------------ which case next
+    def onSuggestButton(self) -> None:
+        """Rank the library's unlabeled cases by the model's uncertainty in a child process, or stop it."""
+        if self._runner.label == "suggest":
+            self._runner.cancel()
+            self.ui.statusLabel.text = "Stopping the ranking..."
+            return
+        if not self._ensureDependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not rank the library's cases.", waitCursor=True):
+            job = self.logic.start_suggest_job(
+                chosen_folder(p.libraryFolder),
+                model=p.model or None,
+                mc_samples=max(2, p.mcSamples),
+                device=p.device,
+                python_executable=sys.executable,
+            )
+            self._startJob(job, self._suggestDone, "suggest")
+            self.ui.suggestButton.text = "Cancel ranking"
+
+    def _suggestDone(self, code: int, job) -> None:
+        self.ui.suggestButton.text = "Suggest next case"
+        if job.stop_requested:
+            self.ui.statusLabel.text = "Ranking cancelled"
+            return
+        if code not in (0, 1):  # 1: some case failed, the others are ranked
+            self.ui.statusLabel.text = f"Ranking failed: {job.error() or f'exit code {code}'}"
+            return
+        self._fillSuggestions()
+        failed = f"; {job.error()}" if code == 1 else ""
+        self.ui.statusLabel.text = f"{len(self._suggestions)} unlabeled cases ranked, most uncertain first{failed}"
+
+    def _fillSuggestions(self) -> None:
+        p = self._parameterNode
+        self._suggestions = self.logic.ranked_library_cases(chosen_folder(p.libraryFolder), p.model or None)
+        combo = self.ui.suggestionsComboBox
+        combo.clear()
+        for r in self._suggestions:
+            score = "not scored" if r["score"] is None else f"score {r['score']:.3f}"
+            combo.addItem(f"{r['name']} ({score}{', doubtful' if r['doubtful'] else ''})")
+        self._checkCanApply()
+
+    def onLoadSuggestionButton(self) -> None:
+        """Load the chosen case with the segmentation the ranking made of it (or segment it)."""
+        index = self.ui.suggestionsComboBox.currentIndex
+        if not 0 <= index < len(self._suggestions):
+            return
+        p = self._parameterNode
+        name = self._suggestions[index]["name"]
+        with slicer.util.tryWithErrorDisplay(f"Loading library case '{name}' failed.", waitCursor=True):
+            node, result = self.logic.load_library_case(chosen_folder(p.libraryFolder), name, p.model or None)
+            p.inputVolume = node
+            if result is not None:
+                self._showResult(result)
+            else:
+                self.onSegmentButton()
 
     # ------------------------------------------------------------------------------ fine-tune
     def onFineTuneButton(self) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
-import hashlib
 import io
 import json
 import math
@@ -33,7 +32,7 @@ from .atomic import atomic_folder, atomic_write_text
 from .cardiac import ACDC_LABELS, cardiac_indices
 from .dependencies import import_optional
 from .errors import InputError, InputWarning, describe_os_error, warn
-from .io import check_label_values, read_label, read_volume, reading_overrides
+from .io import check_label_values, file_sha256, read_label, read_volume, reading_overrides
 from .jsonout import dumps as json_dumps
 from .montage import save_montage
 from .progress import progress_bar
@@ -313,15 +312,6 @@ def _check_unique_names(cases, source) -> None:
                 "each case needs its own output folder"
             )
         seen[c.name] = str(c.image)
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (hex): what identifies the input a saved output set was made from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _settings_of(meta: ModelMeta, args: argparse.Namespace):

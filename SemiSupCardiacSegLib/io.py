@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import errno
 import gzip
+import hashlib
 import os
 import re
 import shutil
@@ -63,6 +64,15 @@ LA_H5_SPACING_MM = (0.625, 0.625, 0.625)
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 SUPPORTED_SUFFIXES = ITK_SUFFIXES + (".h5", ".hdf5")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex): what identifies the input a saved output set was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_suffix(path: str | os.PathLike) -> str:

@@ -308,13 +308,41 @@ class SegmentJob(ChildJob):
         super().__init__(argv, out, "segment_stdout.txt", env=_library_env(), grace_s=0.0)
 
     def progress(self) -> float:
-        if not self._log.exists():
-            return 0.0
-        lines = [ln for ln in self._log.read_text(errors="replace").splitlines() if ln.startswith("PROGRESS ")]
-        try:
-            return float(lines[-1].split()[1]) if lines else 0.0
-        except (IndexError, ValueError):  # a line being written
-            return 0.0
+        return _last_progress(self._log)
+
+
+def _last_progress(log: Path) -> float:
+    """The fraction of the last ``PROGRESS <fraction>`` line of a child's output (0 before the first)."""
+    if not log.exists():
+        return 0.0
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("PROGRESS ")]
+    try:
+        return float(lines[-1].split()[1]) if lines else 0.0
+    except (IndexError, ValueError):  # a line being written
+        return 0.0
+
+
+class SuggestJob(ChildJob):
+    """``python -m SemiSupCardiacSegLib suggest`` on a training library, in a child process: its
+    unlabeled cases segmented into ``out/cases/`` (reused when done earlier by the same model) and
+    ranked into ``out/suggestions.json``; the library's manifest remembers the scores."""
+
+    def __init__(
+        self,
+        library: str | os.PathLike,
+        out: str | os.PathLike,
+        model: str | None = None,
+        mc_samples: int = 10,
+        device: str = "auto",
+        python: str | None = None,
+    ):
+        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "suggest", "--data", str(library)]
+        argv += ["--out", str(out), "--mc-samples", str(int(mc_samples)), "--device", device, "--progress-lines"]
+        argv += ["--quiet"] + (["--model", str(model)] if model else [])
+        super().__init__(argv, out, "suggest_stdout.txt", env=_library_env(), grace_s=0.0)
+
+    def progress(self) -> float:
+        return _last_progress(self._log)
 
 
 class EvaluateJob(ChildJob):

@@ -228,6 +228,63 @@ def test_add_to_library_never_pairs_a_mask_with_another_volume(session, trained,
         w.logic.add_to_library(b, tmp_path / "lib", w._result.segmentation)
 
 
+def test_suggest_next_case_loads_it_reviewed_and_add_labels_it(session, trained, tmp_path):
+    """Suggest next case ranks the library's unlabeled cases in a child process (the same `suggest`
+    as the command line: most uncertain first); Load and review shows the chosen case with the
+    segmentation the ranking made; after correction, Add to training library labels that very case
+    (no copy), and it leaves the list."""
+    import json
+
+    from SemiSupCardiacSegLib.suggest import DEFAULT_SCORE, case_score
+    from SemiSupCardiacSegLib.training_library import read_manifest
+
+    w = session.load_module()
+    session.enter()
+    lib = tmp_path / "lib"
+    for i, seed in enumerate((11, 12, 13, 14)):  # 1 labeled, 3 unlabeled
+        node, ph = _volume(session, seed, f"case{i}")
+        label = Volume(ph.label, ph.spacing)
+        seg = w.logic.add_segmentation_node(label, node, {1: "left atrium"}, f"s{i}") if i == 0 else None
+        w.logic.add_to_library(node, lib, seg)
+    p = w._parameterNode
+    p.libraryFolder, p.model, p.mcSamples, p.device = lib, str(trained / "model.pt"), 2, "cpu"
+    assert w.ui.suggestButton.enabled and not w.ui.loadSuggestionButton.enabled
+    w.ui.suggestButton.click()
+    job = w._runner.job
+    assert w._runner.label == "suggest" and job.argv[0] == sys.executable and "suggest" in job.argv
+    assert session.wait_until(lambda: not w._runner.busy, 300), job.log_path.read_text()[-2000:]
+    assert w.ui.statusLabel.text.startswith("3 unlabeled cases ranked"), w.ui.statusLabel.text
+    names = [r["name"] for r in w._suggestions]
+    assert sorted(names) == ["case1", "case2", "case3"] and w.ui.suggestionsComboBox.count == 3
+    reports = {n: json.loads((lib / "suggestions" / "cases" / n / "report.json").read_text()) for n in names}
+    scores = [case_score(reports[n], DEFAULT_SCORE) for n in names]
+    assert scores == sorted(scores, reverse=True)
+    assert w.ui.suggestionsComboBox.itemText(0).startswith(f"{names[0]} (score ")
+    # Load and review: the first case, with the ranking's segmentation (no second child).
+    assert w.ui.loadSuggestionButton.enabled
+    w.ui.suggestionsComboBox.setCurrentIndex(0)
+    w.ui.loadSuggestionButton.click()
+    assert w._runner.job is None or not w._runner.busy
+    loaded = p.inputVolume.GetAttribute("SemiSupCardiacSeg.LibraryCase")
+    assert loaded == str((lib / f"{names[0]}.nrrd").resolve()) and p.inputVolume.GetName().startswith(names[0])
+    assert w._result is not None and w._result.input_node is p.inputVolume
+    assert w.ui.statusLabel.text.startswith("Done:"), w.ui.statusLabel.text
+    # Add to training library labels this case in place.
+    w.ui.addToLibraryButton.click()
+    assert w.ui.statusLabel.text == f"Labeled library case {names[0]} ({names[0]}_label.nrrd)", w.ui.statusLabel.text
+    assert (lib / f"{names[0]}_label.nrrd").is_file() and not (lib / f"{names[0]}_2.nrrd").exists()
+    entry = next(c for c in read_manifest(lib) if c["name"] == names[0])
+    assert entry["labeled"] is True and entry["label"] == f"{names[0]}_label.nrrd"
+    assert [r["name"] for r in w._suggestions] == names[1:]
+    # A second add of the same case is refused and changes nothing.
+    with pytest.raises(ValueError, match=f"library case '{names[0]}' is labeled already"):
+        w.logic.add_to_library(p.inputVolume, lib, w._result.segmentation)
+    assert len(read_manifest(lib)) == 4 and sorted(p.name for p in lib.glob("*_label.nrrd")) == [
+        "case0_label.nrrd",
+        f"{names[0]}_label.nrrd",
+    ]
+
+
 def test_fine_tune_registers_the_new_model_and_compares(session, trained, tmp_path):
     """Defect 5 and 9: Fine-tune runs train.py with PythonSlicer (sys.executable) in a child, its
     progress shown; the new model is registered and selected; the before/after evaluation runs in

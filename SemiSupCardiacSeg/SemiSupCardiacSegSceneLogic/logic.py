@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from SemiSupCardiacSegLib.shipped import SHIPPED
-from SemiSupCardiacSegLib.training_library import append_to_manifest, read_manifest
+from SemiSupCardiacSegLib.training_library import append_to_manifest, read_manifest, update_manifest_entry
 from SemiSupCardiacSegLib.volume import Volume, mask_box
 
 # Display colours (RGB 0..1), standard codes and Slicer terminology entries of the structures the
@@ -35,6 +35,10 @@ HEATMAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"
 SDM_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
 #: Node attribute of a segmentation made by this Logic: the ID of the volume node it segments.
 SOURCE_VOLUME_ATTRIBUTE = "SemiSupCardiacSeg.SourceVolumeID"
+#: Attribute of a volume node loaded from a training library (``load_library_case``): its image file.
+LIBRARY_CASE_ATTRIBUTE = "SemiSupCardiacSeg.LibraryCase"
+#: The library's subfolder ``suggest`` writes into (its ranking and the cases' segmentations).
+SUGGESTIONS_FOLDER = "suggestions"
 
 
 @dataclass
@@ -505,6 +509,9 @@ class SceneLogic:
         library = Path(library_dir)
         if library.exists() and not library.is_dir():
             raise ValueError(f"{library} is a file, not a library folder")
+        case_file = volume_node.GetAttribute(LIBRARY_CASE_ATTRIBUTE)
+        if case_file and library.is_dir() and Path(case_file).parent.resolve() == library.resolve():
+            return self._label_library_case(library, Path(case_file), volume_node, segmentation_node)
         listed = {c.get("name") for c in read_manifest(library)}  # a corrupt manifest stops us here
         image = volume_from_node(volume_node)
         labels = self.labels_from_segmentation(segmentation_node, volume_node) if segmentation_node else None
@@ -540,6 +547,90 @@ class SceneLogic:
                 raise
             return image_path, (label_path if labels is not None else None)
         raise RuntimeError(f"no free case name for '{stem}' in {library}")
+
+    def _label_library_case(self, library: Path, image: Path, volume_node, segmentation_node) -> tuple[Path, Path]:
+        """An unlabeled library case loaded by ``load_library_case``, now corrected: its segmentation
+        becomes NAME_label.nrrd and its manifest entry labeled (one unit: the label file is removed
+        again when the manifest update fails). ValueError when it is labeled already or no
+        segmentation is given."""
+        from SemiSupCardiacSegLib.io import write_volume  # noqa: PLC0415
+
+        entry = next((c for c in read_manifest(library) if c.get("image") == image.name), None)
+        if entry is None:
+            raise ValueError(f"{library / 'manifest.json'} lists no case with image {image.name}")
+        name = entry["name"]
+        label_path = library / f"{name}_label.nrrd"
+        if entry.get("labeled") or label_path.exists():
+            raise ValueError(f"library case '{name}' is labeled already ({label_path.name}); nothing was written")
+        if segmentation_node is None:
+            raise ValueError(f"library case '{name}' is in the library already; segment and correct it to label it")
+        labels = self.labels_from_segmentation(segmentation_node, volume_node)
+        write_volume(labels, label_path)
+        try:
+            update_manifest_entry(library, name, {"label": label_path.name, "labeled": True})
+        except BaseException:
+            _remove_files([label_path])
+            raise
+        return image, label_path
+
+    # ----------------------------------------------------------------------------- active learning
+    def start_suggest_job(
+        self,
+        library_dir: str | Path,
+        model: str | None = None,
+        mc_samples: int = 10,
+        device: str = "auto",
+        python_executable: str | None = None,
+    ):
+        """Rank the library's unlabeled cases in a child process (``suggest``; ``jobs.SuggestJob``):
+        their segmentations go to LIBRARY/suggestions/cases/, their scores into the manifest, which
+        ``ranked_library_cases`` then reads. ValueError when the folder is not a library."""
+        from SemiSupCardiacSegLib.jobs import SuggestJob  # noqa: PLC0415
+
+        library = Path(library_dir)
+        if not library.is_dir() or not read_manifest(library):
+            raise ValueError(f"{library} is not a training library with cases (no manifest.json entries)")
+        return SuggestJob(library, library / SUGGESTIONS_FOLDER, model, mc_samples, device, python_executable)
+
+    def ranked_library_cases(self, library_dir: str | Path, model: str | None = None) -> list[dict]:
+        """The library's unlabeled cases, the one to correct first first, by the scores ``suggest``
+        remembered under ``model``'s id: [{"name", "score", "doubtful"}]; cases not yet scored by this
+        model follow, with score None. A case with a label file is labeled, whatever the manifest says."""
+        library = Path(library_dir)
+        model_id = self.model_metadata(model).model_id
+        rows = []
+        for c in read_manifest(library):
+            if c.get("labeled") or (library / f"{c.get('name')}_label.nrrd").exists():
+                continue
+            scored = (c.get("scores") or {}).get(model_id) or {}
+            rows.append({"name": c["name"], "score": scored.get("score"), "doubtful": scored.get("doubtful")})
+        return sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))
+
+    def load_library_case(self, library_dir: str | Path, name: str, model: str | None = None):
+        """Load library case ``name`` as a volume node (marked as the library's, so that **Add to
+        training library** labels this case instead of adding a copy) -> (node, SegmentResult or
+        None): the segmentation ``suggest`` made of it, imported, when it was made by ``model`` from
+        this very file (model id and sha256), else None (segment it)."""
+        import json  # noqa: PLC0415
+
+        from SemiSupCardiacSegLib.io import file_sha256, read_volume  # noqa: PLC0415
+
+        library = Path(library_dir)
+        entry = next((c for c in read_manifest(library) if c.get("name") == name), None)
+        if entry is None:
+            raise ValueError(f"{library / 'manifest.json'} lists no case '{name}'")
+        image = library / entry["image"]
+        node = self.add_volume_node(read_volume(image), name)
+        node.SetAttribute(LIBRARY_CASE_ATTRIBUTE, str(image.resolve()))
+        out = library / SUGGESTIONS_FOLDER / "cases" / name
+        try:
+            report = json.loads((out / "report.json").read_text())
+        except (OSError, ValueError):
+            return node, None
+        same_model = (report.get("model") or {}).get("id") == self.model_metadata(model).model_id
+        if not same_model or report.get("input_sha256") != file_sha256(image):
+            return node, None
+        return node, self.import_outputs(node, out)
 
     # ----------------------------------------------------------------------------- results tables
     def _table(self, name: str, columns: list[str], rows: list[list[str]]):
