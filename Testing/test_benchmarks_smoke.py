@@ -4,6 +4,7 @@ benchmarks/results/, never in assertions."""
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO, SHARED
 
@@ -132,6 +133,37 @@ def test_per_case_scores_skip_structures_predicted_empty():
     assert q["score_rank"]["auroc_dice_below_0.85"] == 1.0
     assert uq.best_score(q) == "score_rank"
     assert uq._or_nan(None) != uq._or_nan(None) and uq._or_nan(0.0) == 0.0  # a zero score stays a score
+
+
+def test_cross_validated_flag_is_judged_on_folds_that_chose_nothing():
+    """Each fold's score and threshold come from the other folds alone: a score that tracks Dice wins
+    over noise, the threshold flags every training case below 0.85, and a test case is flagged by
+    what the other folds chose (not by its own value: a case below 0.85 whose score lies under the
+    other folds' threshold stays unflagged)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import uncertainty_quality as uq
+
+    rng = np.random.default_rng(0)
+    dice = np.linspace(0.95, 0.70, 24)
+    per_case = {
+        f"c{i}": {"dice": float(d), "score_good": float(1 - d), "score_noise": float(rng.random())}
+        for i, d in enumerate(dice)
+    }
+    assert uq.flag_all_threshold([0.1, 0.3, 0.2], [False, True, True]) < 0.2 < 0.3
+    assert np.isnan(uq.flag_all_threshold([0.1], [False]))
+    cv = uq.cross_validate(per_case, 4)
+    assert [r["score"] for r in cv["per_fold"]] == ["good"] * 4
+    assert cv["mean_spearman_test"] == pytest.approx(1.0)
+    assert cv["n_below"] == int((dice < 0.85).sum()) and cv["n_below_flagged"] >= cv["n_below"] - 4
+    for name, row in per_case.items():  # flagged exactly by its own fold's (the others') threshold
+        t = cv["per_fold"][cv["fold_of"][name]]["threshold"]
+        assert cv["out_of_fold_flags"][name] == (row["score_good"] > t)
+    # The lowest-scored bad case, held out alone with a fold whose threshold is above its score.
+    per_case["c_odd"] = {"dice": 0.80, "score_good": 0.0, "score_noise": 0.5}
+    cv = uq.cross_validate(per_case, 25)  # leave one case out
+    assert cv["out_of_fold_flags"]["c_odd"] is False and cv["n_below_flagged"] == cv["n_below"] - 1
+    with pytest.raises(SystemExit, match="--folds"):
+        uq.cross_validate(per_case, 1)
 
 
 def test_controls_change_only_what_they_name():

@@ -3,7 +3,8 @@ on its held-out cases (those its checkpoint lists as validation cases, never tra
 cases for the LA model, ACDC frames for the cine model, per structure (RV, myocardium, LV).
 
     python benchmarks/uncertainty_quality.py [--model la|cine|PATH] [--mc-samples 10] [--mc-scope decoder|head]
-                                             [--profile cpu-small] [--out-dir DIR] [--smoke]
+                                             [--unused-labels] [--folds K] [--profile cpu-small]
+                                             [--out-dir DIR] [--smoke]
 
 Per case and structure, with the `segment` defaults (MC dropout, the model's TTA), on the input grid:
 * voxel Brier score and expected calibration error (15 equal-width bins of the foreground
@@ -18,6 +19,15 @@ Per case and structure, with the `segment` defaults (MC dropout, the model's TTA
   for the best-correlated score, the threshold with the highest Youden index (a candidate for the
   checkpoint's quality flag, chosen on the same cases it is judged on).
 For a multi-class model each (case, structure) pair is one sample; probabilities are one-vs-rest.
+
+``--unused-labels`` adds the training cases whose labels no stage of this model read: its unlabeled
+cases (the training source's cases that its checkpoint lists neither as labeled, pseudo-labeled nor
+validation). Their images were seen without labels, so the model's Dice there may be a little
+optimistic, but the labels are as unseen as the held-out ones. ``--folds K`` then chooses the
+score and the flag's threshold by K-fold cross-validation over all measured cases (``cross_validate``):
+on K - 1 folds, the score with the highest Spearman correlation with 1 - Dice and the largest
+threshold that flags every case below Dice 0.85 there (``flag_all_threshold``); on the fold left
+out, which chose nothing, that score's Spearman and what the threshold flags.
 Writes uncertainty_quality[_<model>].json, .md and reliability[_<model>].png into benchmarks/results/<profile>/
 (or --out-dir: a recipe's quality stage).
 """
@@ -181,6 +191,81 @@ def youden_threshold(scores, positives) -> dict:
     return best
 
 
+def flag_all_threshold(scores, positives) -> float:
+    """The largest t with score > t for every positive (a case below FLAG_DICE): just under the lowest
+    positive's score; NaN without positives."""
+    s, y = np.asarray(scores, float), np.asarray(positives, bool)
+    if not y.any():
+        return math.nan
+    return float(np.nextafter(s[y].min(), -np.inf))
+
+
+def cross_validate(per_case: dict, folds: int, seed: int = 0) -> dict:
+    """K-fold choice of the per-case score and the flag's threshold (see the module docstring).
+    Samples are split by case (a case's structures stay in one fold). Returns the per-fold choices
+    and results, the mean out-of-fold Spearman, and the out-of-fold flags pooled over folds."""
+    keys = list(per_case)
+    cases = sorted({k.split("/")[0] for k in keys})
+    if folds < 2 or folds > len(cases):
+        raise SystemExit(f"--folds must be in [2, {len(cases)}] (the number of cases), got {folds}")
+    rng = np.random.default_rng(seed)
+    fold_of = {c: i % folds for i, c in enumerate(rng.permutation(cases))}
+    rows = []
+    flagged = np.zeros(len(keys), bool)
+    for f in range(folds):
+        train = {k: per_case[k] for k in keys if fold_of[k.split("/")[0]] != f}
+        test = {k: per_case[k] for k in keys if fold_of[k.split("/")[0]] == f}
+        score = best_score(score_quality(train))
+        t = flag_all_threshold([r[score] for r in train.values()], [r["dice"] < FLAG_DICE for r in train.values()])
+        s_test = np.array([r[score] for r in test.values()], float)
+        d_test = np.array([r["dice"] for r in test.values()])
+        ok = np.isfinite(s_test)
+        rho = float(stats.spearmanr(s_test[ok], 1 - d_test[ok])[0]) if ok.sum() > 2 else math.nan
+        flags = ~ok | (s_test > t)  # a structure predicted empty is always suspect
+        for k, flag in zip(test, flags):
+            flagged[keys.index(k)] = flag
+        rows.append(
+            {
+                "fold": f,
+                "n_test": len(test),
+                "score": score.removeprefix("score_"),
+                "threshold": t,
+                "spearman_test": rho,
+                "below_test": int((d_test < FLAG_DICE).sum()),
+                "flagged_test": int(flags.sum()),
+                "flagged_below_test": int((flags & (d_test < FLAG_DICE)).sum()),
+            }
+        )
+    dices = np.array([per_case[k]["dice"] for k in keys])
+    below = dices < FLAG_DICE
+    return {
+        "folds": folds,
+        "seed": seed,
+        "per_fold": rows,
+        "mean_spearman_test": float(np.nanmean([r["spearman_test"] for r in rows])),
+        "n_below": int(below.sum()),
+        "n_flagged": int(flagged.sum()),
+        "n_below_flagged": int((flagged & below).sum()),
+        "out_of_fold_flags": {k: bool(v) for k, v in zip(keys, flagged)},
+        "fold_of": {c: int(f) for c, f in fold_of.items()},
+    }
+
+
+def unused_label_paths(meta) -> list[Path]:
+    """The training cases whose labels the model never read: the cases of its training source that
+    its checkpoint lists neither as labeled, pseudo-labeled nor validation cases."""
+    from SemiSupCardiacSegLib.data import find_cases
+
+    td = meta.training_data
+    used = set(td.get("labeled_cases", [])) | set(td.get("pseudo_labeled_cases", [])) | set(td["validation_cases"])
+    sources = td.get("source") or []
+    sources = [sources] if isinstance(sources, str) else sources
+    missing = [s for s in sources if not Path(s).exists()]
+    if not sources or missing:
+        raise SystemExit(f"--unused-labels: the model's training source {missing or sources} is not here")
+    return [Path(c.image) for s in sources for c in find_cases(s) if c.name not in used]
+
+
 def held_out_paths(meta) -> list[Path]:
     """The files of the checkpoint's validation cases (LA2018 train/, ACDC train/ or val/)."""
     names = meta.training_data["validation_cases"]
@@ -248,6 +333,10 @@ def main(argv=None) -> int:
         help="MC-dropout scope (default: the checkpoint's); given, it is added to the result's name",
     )
     p.add_argument("--out-dir", type=Path, help="folder to write into (default: results/<profile>/)")
+    p.add_argument(
+        "--unused-labels", action="store_true", help="also the training cases whose labels the model never read"
+    )
+    p.add_argument("--folds", type=int, default=0, help="choose the score and threshold by K-fold cross-validation")
     args = p.parse_args(argv)
     import torch
 
@@ -260,6 +349,9 @@ def main(argv=None) -> int:
             "nothing to measure"
         )
         return 0
+    n_held_out = len(paths)
+    if args.unused_labels:
+        paths = paths + unused_label_paths(meta)
     if args.smoke:
         paths, args.mc_samples = paths[:1], 2
     t0 = time.perf_counter()
@@ -276,9 +368,12 @@ def main(argv=None) -> int:
         **youden_threshold([r[best] for r in per_case.values()], dices < FLAG_DICE),
     }
     means = {k: float(np.mean([r[k] for r in per_case.values()])) for k in next(iter(per_case.values()))}
-    suffix = ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem) + (
-        f"_mc_{args.mc_scope}" if args.mc_scope else ""
+    suffix = (
+        ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem)
+        + (f"_mc_{args.mc_scope}" if args.mc_scope else "")
+        + ("_unused_labels" if args.unused_labels else "")
     )
+    cv = cross_validate(per_case, args.folds) if args.folds else None
     scope = args.mc_scope or meta.inference.mc_scope
     out_dir = args.out_dir or ROOT / "benchmarks" / "results" / args.profile
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,18 +390,23 @@ def main(argv=None) -> int:
             "inference": meta.inference.to_dict(),
         },
         "n_cases": len(paths),
+        "n_held_out": n_held_out,
+        "n_unused_labels": len(paths) - n_held_out,
         "n_samples": len(per_case),
         "n_samples_below_flag": int((dices < FLAG_DICE).sum()),
         "pooled_ece_roi": ece(*pooled),
         "mean": means,
         "per_case_scores": across,
         "suggested_flag": suggestion,
+        "cross_validation": cv,
         "per_case": per_case,
         "wall_s": time.perf_counter() - t0,
     }
     unit = "(case, structure) pairs" if len(per_case) > len(paths) else "cases"
     lines = [
-        f"Model `{meta.model_id}`, {len(paths)} held-out cases ({len(per_case)} {unit}), "
+        f"Model `{meta.model_id}`, {n_held_out} held-out cases"
+        + (f" + {len(paths) - n_held_out} whose labels it never read" if len(paths) > n_held_out else "")
+        + f" ({len(per_case)} {unit}), "
         f"MC {args.mc_samples} ({scope} scope), {int((dices < FLAG_DICE).sum())} with Dice < {FLAG_DICE}. "
         f"Plots: reliability{suffix}.png, uncertainty_vs_dice{suffix}.png",
         "",
@@ -333,6 +433,26 @@ def main(argv=None) -> int:
             f"Suggested quality flag: {suggestion['score']} > {suggestion['threshold']:.3f} (Youden "
             f"{suggestion['youden']:.2f}; flags {suggestion['flagged']}, of which {suggestion['flagged_below']} "
             f"of the {suggestion['below']} below {FLAG_DICE}).",
+        ]
+    if cv is not None:
+        lines += [
+            "",
+            f"Cross-validated choice ({cv['folds']} folds by case; each fold judged by what the others chose):",
+            "",
+            f"| fold | cases | score chosen | threshold | Spearman on the fold | below {FLAG_DICE} | flagged | "
+            "of them below |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['fold']} | {r['n_test']} | {r['score']} | {r['threshold']:.3f} | {r['spearman_test']:.2f} | "
+            f"{r['below_test']} | {r['flagged_test']} | {r['flagged_below_test']} |"
+            for r in cv["per_fold"]
+        ]
+        lines += [
+            "",
+            f"Mean Spearman on the folds that chose nothing: {cv['mean_spearman_test']:.2f}; out of fold, "
+            f"{cv['n_below_flagged']} of the {cv['n_below']} cases below {FLAG_DICE} are flagged, "
+            f"{cv['n_flagged']} flagged in all.",
         ]
     text = "\n".join(lines) + "\n"
     print(write_result(args.profile, f"uncertainty_quality{suffix}", result, text, out_dir))
