@@ -48,11 +48,11 @@ def reset_peak():
 
 records = []
 real = cli.segment_case
-def measured(model, meta, args, inputs, out, update):
+def measured(model, meta, args, inputs, out, update, **kwargs):
     rss_before = status("VmRSS")
     reset = reset_peak()
     t0 = time.perf_counter()
-    report, seconds = real(model, meta, args, inputs, out, update)
+    report, seconds = real(model, meta, args, inputs, out, update, **kwargs)
     records.append({{"case": out.name, "shape": list(inputs["volume"].shape),
                      "seconds": round(time.perf_counter() - t0, 2),
                      "inference_s": round(seconds, 2), "rss_before_mb": round(rss_before, 1),
