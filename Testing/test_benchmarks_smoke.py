@@ -27,6 +27,7 @@ NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC"}
         "cine_indices.py --model {cine_model}",
         "uncertainty_by_method.py --task la",
         "batch_memory.py",
+        "correction_loop.py",
     ],
 )
 def test_benchmark_smoke(script):
@@ -164,6 +165,29 @@ def test_cross_validated_flag_is_judged_on_folds_that_chose_nothing():
     assert cv["out_of_fold_flags"]["c_odd"] is False and cv["n_below_flagged"] == cv["n_below"] - 1
     with pytest.raises(SystemExit, match="--folds"):
         uq.cross_validate(per_case, 1)
+
+
+def test_new_scanner_shift_is_fixed_and_keeps_the_anatomy():
+    """correction_loop's new-scanner transform: the stated grid, the label's volume kept within 5 %,
+    the same volumes on every call (noise seeded by the case name), another contrast."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import correction_loop as cl
+
+    from SemiSupCardiacSegLib.phantoms import make_la_phantom
+    from SemiSupCardiacSegLib.volume import Volume
+
+    ph = make_la_phantom(shape=(96, 96, 64), spacing=(0.625, 0.625, 0.625), seed=3)
+    image, label = Volume(ph.image, ph.spacing), Volume(ph.label.astype(np.uint8), ph.spacing)
+    a, la = cl.shift_case(image, label, "caseA")
+    b, lb = cl.shift_case(image, label, "caseA")
+    c, _ = cl.shift_case(image, label, "caseB")
+    assert a.shape == (48, 48, 16) and np.allclose(a.spacing, cl.SHIFT_SPACING) and la.same_grid(a)
+    vol = lambda v: v.array.sum() * np.prod(v.spacing)  # noqa: E731
+    assert abs(vol(la) / vol(label) - 1) < 0.05
+    assert np.array_equal(a.array, b.array) and np.array_equal(la.array, lb.array)
+    assert not np.array_equal(a.array, c.array)  # other noise
+    centre = np.asarray(image.origin) + (np.array(image.shape) - 1) / 2 * image.spacing
+    assert np.allclose(np.asarray(a.origin) + (np.array(a.shape) - 1) / 2 * a.spacing, centre)
 
 
 def test_controls_change_only_what_they_name():

@@ -1,0 +1,370 @@
+"""What each correction buys: the segment - correct - fine-tune loop, simulated on real LA cases.
+
+    python benchmarks/correction_loop.py [--scenario in-domain|new-scanner] [--ks 1,2,4,8] [--draws 3]
+                                         [--modes semi,sup] [--iterations 300] [--max-rows N] [--threads 2]
+
+A simulated user corrects K cases of a pool; the correction is the reference label. Scenarios:
+* ``in-domain``: the shipped LA model's own protocol. Pool: its training cases whose labels it
+  never read (the training source minus its labeled, pseudo-labeled and validation cases); scored
+  on its 12 held-out (validation) cases.
+* ``new-scanner``: the same cases as a clinical protocol would acquire them (``shift_case``, fixed):
+  resampled to 1.25 x 1.25 x 2.5 mm (Gaussian anti-aliasing, linear; the label by the 0.5 level of
+  its linear interpolation), intensities mapped through the 1-99 % range to [0, 1], gamma 1.6, a
+  smooth multiplicative bias field exp(0.35 b), b a fixed quadratic in the normalized coordinates,
+  Rician-like noise (sigma 0.04 of the range) and scaled to 0-1000; scored on the shifted held-out
+  cases on their own grid.
+
+For K in ``--ks``, the K cases are chosen by ``suggest``'s ranking (the model's per-case
+uncertainty score, ``suggest.rank_cases``) and at random (``--draws`` draws; draw d is a fixed
+permutation of the pool, K its first K, so the random sets are nested in K as a user's would be).
+Each set is fine-tuned from the shipped model by the module's own path (``jobs.fine_tune_config``
+and ``Training/train.py``, as **Fine-tune on library** runs them, ``--iterations`` long) on a
+library holding the K corrected cases and either the rest of the pool unlabeled (``semi``: the
+model's semi-supervised method) or nothing else (``sup``: supervised on the K alone). One change
+from the module: all K cases train (the module holds the last one out when K >= 3, to compare old
+and new; here the held-out cases do that). Measured per fine-tune: held-out Dice and HD95 (mm),
+wall time, and the correction effort (voxels the user changed: prediction XOR reference, summed
+over the K). Per scenario: the base model's held-out Dice; for ``new-scanner`` the share of the
+shift's Dice loss won back, (Dice_K - Dice_shifted) / (Dice_in-domain - Dice_shifted). Also what
+the heatmap saves the reviewer, on the pool cases: the share of wrong voxels (prediction !=
+reference) that lie in the first 1, 3 and 5 regions of "Next uncertain region"
+(``uncertain_regions.rank_uncertain_regions``), and the share of the volume those regions cover.
+
+Each fine-tune is one row of benchmarks/results/<profile>/correction_loop.json, written when it
+ends; a rerun skips rows already there (same iterations), and ``--max-rows`` stops after N new
+rows, so the grid is filled over several sessions. Real data is read from ../shared and never
+copied into the repository (the cases are written as NRRD under runs/bench/correction_loop/).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, benchmark_parser, environment, write_result
+from scipy import ndimage
+
+from SemiSupCardiacSegLib.atomic import atomic_write_text
+from SemiSupCardiacSegLib.checkpoint import load_model, resolve_model_path
+from SemiSupCardiacSegLib.data import find_cases
+from SemiSupCardiacSegLib.data.datasets import CaseFile
+from SemiSupCardiacSegLib.evaluation import evaluate_cases
+from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
+from SemiSupCardiacSegLib.io import read_h5_case, read_label, read_volume, write_volume
+from SemiSupCardiacSegLib.jobs import fine_tune_command, fine_tune_config
+from SemiSupCardiacSegLib.metrics import dice
+from SemiSupCardiacSegLib.reporting import segmentation_report
+from SemiSupCardiacSegLib.suggest import rank_cases
+from SemiSupCardiacSegLib.uncertain_regions import rank_uncertain_regions
+from SemiSupCardiacSegLib.volume import Volume
+
+LA = ROOT.parent / "shared" / "data" / "LA2018"
+WORK = ROOT / "runs" / "bench" / "correction_loop"
+NAME = "correction_loop"
+SHIFT_SPACING = (1.25, 1.25, 2.5)
+REGIONS = (1, 3, 5)
+HEATMAP_FIELDS = (("wrong_share", "wrong_share_in_regions"), ("volume_share", "volume_share_of_regions"))
+
+
+def shift_case(image: Volume, label: Volume, name: str) -> tuple[Volume, Volume]:
+    """The new-scanner version of a case (the module docstring's fixed transform). Noise is seeded
+    by the case name, so every run makes the same volumes."""
+    factors = np.asarray(image.spacing) / np.asarray(SHIFT_SPACING)  # < 1: fewer voxels
+    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)  # anti-aliasing (voxels of the input grid)
+    smooth = ndimage.gaussian_filter(image.array.astype(np.float32), sigma)
+    img = ndimage.zoom(smooth, factors, order=1, grid_mode=True, mode="nearest")
+    lab = ndimage.zoom(label.array.astype(np.float32), factors, order=1, grid_mode=True, mode="nearest") > 0.5
+    lo, hi = np.percentile(img, [1, 99])
+    x = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0) ** 1.6
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in x.shape], indexing="ij")
+    bias = 0.5 * grid[0] ** 2 - 0.3 * grid[1] + 0.4 * grid[0] * grid[2] - 0.2 * grid[2] ** 2
+    x = x * np.exp(0.35 * bias)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x = np.hypot(x + rng.normal(0, 0.04, x.shape), rng.normal(0, 0.04, x.shape))  # magnitude noise
+    spacing = np.asarray(SHIFT_SPACING)
+    origin = image.origin + (spacing - image.spacing) / 2.0  # same physical extent's centre
+    out = Volume((1000.0 * x).astype(np.float32), spacing, origin, image.direction)
+    return out, out.with_array(lab.astype(np.uint8))
+
+
+def materialize(scenario: str, names: list[str]) -> dict[str, CaseFile]:
+    """Each case as NAME.nrrd + NAME_label.nrrd under WORK/<scenario>/cases/ (made once)."""
+    folder = WORK / scenario / "cases"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        img_path, lab_path = folder / f"{name}.nrrd", folder / f"{name}_label.nrrd"
+        if not (img_path.is_file() and lab_path.is_file()):
+            image, label = read_h5_case(LA / "train" / f"{name}.h5", spacing=(0.625, 0.625, 0.625))
+            if scenario == "new-scanner":
+                image, label = shift_case(image, label, name)
+            write_volume(label.with_array(label.array.astype(np.uint8)), lab_path, overwrite=True)
+            write_volume(image, img_path, overwrite=True)
+        out[name] = CaseFile(name, img_path, lab_path)
+    return out
+
+
+def pool_and_held_out(meta) -> tuple[list[str], list[str]]:
+    """(pool: training cases whose labels the model never read, held-out: its validation cases)."""
+    td = meta.training_data
+    used = set(td.get("labeled_cases", [])) | set(td.get("pseudo_labeled_cases", [])) | set(td["validation_cases"])
+    names = [c.name for c in find_cases(LA / "train.list")]
+    return [n for n in names if n not in used], list(td["validation_cases"])
+
+
+def score_pool(net, meta, cases: dict[str, CaseFile], mc: int) -> dict[str, dict]:
+    """Per pool case: report (suggest's score), the base model's Dice, the voxels a correction
+    changes, and the heatmap's share of the wrong voxels in the first regions."""
+    settings = InferenceSettings.from_meta(meta, mc_samples=mc, device="cpu")
+    predictor = Predictor(net, meta, settings)
+    rows = {}
+    for name, case in cases.items():
+        image, ref = read_volume(case.image), read_label(case.label).array > 0
+        pred = predictor.predict(image)
+        seg = pred.labels.array > 0
+        wrong = seg != ref
+        regions = rank_uncertain_regions(pred.entropy, meta.num_classes, max_regions=max(REGIONS))
+        comps, _ = ndimage.label(pred.entropy.array > 0.5 * math.log(meta.num_classes), structure=np.ones((3, 3, 3)))
+        ids = [comps[r.centre_index] for r in regions]
+        share, cover = {}, {}
+        for n in REGIONS:
+            inside = np.isin(comps, ids[:n]) if ids else np.zeros_like(wrong)
+            share[str(n)] = float((wrong & inside).sum() / max(1, wrong.sum()))  # str: JSON keys
+            cover[str(n)] = float(inside.mean())
+        rows[name] = {
+            "report": segmentation_report(pred, meta),
+            "dice": dice(seg, ref),
+            "effort_voxels": int(wrong.sum()),
+            "wrong_share_in_regions": share,
+            "volume_share_of_regions": cover,
+        }
+    return rows
+
+
+def chosen(selection: str, k: int, pool: list[str], scored: dict, score_name: str) -> list[str]:
+    if selection == "suggest":
+        rows = [{"case": n, "input": "", "out": "", "report": scored[n]["report"]} for n in pool]
+        return [s.case for s in rank_cases(rows, score_name)[:k]]
+    draw = int(selection.removeprefix("random"))
+    return [pool[i] for i in np.random.default_rng(1000 + draw).permutation(len(pool))[:k]]
+
+
+def library_for(row_dir: Path, cases: dict[str, CaseFile], labeled: list[str], unlabeled: list[str]) -> Path:
+    """A training library as the module writes it: links to NAME.nrrd (+ NAME_label.nrrd if corrected)."""
+    lib = row_dir / "library"
+    lib.mkdir(parents=True, exist_ok=True)
+    for name in labeled + unlabeled:
+        for src, dst in [(cases[name].image, lib / f"{name}.nrrd")] + (
+            [(cases[name].label, lib / f"{name}_label.nrrd")] if name in labeled else []
+        ):
+            if not dst.exists():
+                dst.symlink_to(Path(src).resolve())
+    return lib
+
+
+def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_name, key) -> dict:
+    scenario, selection, k, mode = key
+    picked = chosen(selection, k, pool, scored, score_name)
+    row_dir = WORK / scenario / "rows" / f"{selection}_K{k}_{mode}_{args.iterations}"
+    unlabeled = [n for n in pool if n not in picked] if mode == "semi" else []
+    lib = library_for(row_dir, cases, picked, unlabeled)
+    cfg = fine_tune_config(meta, lib, args.iterations)
+    cfg["validation"] = {"last": 0}  # all K train; the held-out cases judge (module docstring)
+    run = row_dir / "run"
+    if run.exists():  # an interrupted row is redone whole
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    atomic_write_text(run / "config.in.json", json.dumps(cfg, indent=2))
+    argv = fine_tune_command(run / "config.in.json", run, model_path, python=sys.executable, threads=args.threads)
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"fine-tune {key} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    net, new_meta = load_model(run / "model.pt")
+    ev = evaluate_cases(net, new_meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
+    per_case = {c: r["left atrium"]["dice"] for c, r in ev["per_case"].items()}
+    return {
+        "scenario": scenario,
+        "selection": selection,
+        "k": k,
+        "mode": mode,
+        "iterations": args.iterations,
+        "method": cfg["method"],
+        "cases": picked,
+        "held_out_dice": ev["mean"]["left atrium"]["dice"]["mean"],
+        "held_out_hd95": ev["mean"]["left atrium"]["hd95"]["mean"],
+        "held_out_per_case_dice": per_case,
+        "fine_tune_wall_s": round(wall, 1),
+        "effort_voxels": int(sum(scored[n]["effort_voxels"] for n in picked)),
+        "threads": args.threads,
+    }
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The readable table: base, rows by K, heatmap shares."""
+    lines = []
+    for scenario, base in result["base"].items():
+        lines += [
+            f"**{scenario}**: base model held-out Dice {base['held_out_dice']:.3f} (HD95 "
+            f"{base['held_out_hd95']:.2f} mm) on {base['n_held_out']} cases; pool of {base['n_pool']}.",
+            "",
+        ]
+        rows = [r for r in result["rows"].values() if r["scenario"] == scenario]
+        if rows:
+            lines += [
+                "| K | selection | mode | held-out Dice | HD95 mm | share of the shift's loss won back | "
+                "voxels corrected | fine-tune s |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            ref = result["base"].get("in-domain", {}).get("held_out_dice")
+            for r in sorted(rows, key=lambda r: (r["k"], r["mode"], r["selection"])):
+                won = (
+                    f"{(r['held_out_dice'] - base['held_out_dice']) / (ref - base['held_out_dice']):.2f}"
+                    if scenario == "new-scanner" and ref is not None and ref > base["held_out_dice"]
+                    else "-"
+                )
+                lines.append(
+                    f"| {r['k']} | {r['selection']} | {r['mode']} | {r['held_out_dice']:.3f} | "
+                    f"{r['held_out_hd95']:.2f} | {won} | {r['effort_voxels']} | {r['fine_tune_wall_s']:.0f} |"
+                )
+            lines.append("")
+        shares = base["heatmap"]
+        lines += [
+            "| first regions reviewed | share of wrong voxels in them | share of the volume they cover |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {shares['wrong_share'][str(n)]:.3f} | {shares['volume_share'][str(n)]:.4f} |" for n in REGIONS
+        ]
+        lines.append("")
+    return lines
+
+
+def plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(result["base"])
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        rows = [r for r in result["rows"].values() if r["scenario"] == scenario]
+        ax.axhline(result["base"][scenario]["held_out_dice"], color="grey", ls=":", label="base model")
+        for mode, color in (("semi", "C0"), ("sup", "C1")):
+            for kind, ls in (("suggest", "-"), ("random", "--")):
+                pts: dict[int, list[float]] = {}
+                for r in rows:
+                    if r["mode"] == mode and r["selection"].startswith(kind):
+                        pts.setdefault(r["k"], []).append(r["held_out_dice"])
+                if pts:
+                    ks = sorted(pts)
+                    ax.plot(ks, [np.mean(pts[k]) for k in ks], ls, color=color, marker="o", label=f"{kind}, {mode}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("corrected cases K")
+        ax.set_ylabel("held-out Dice")
+        ax.set_title(scenario)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = benchmark_parser(__doc__, "one scenario, K = 1, one fine-tune of 4 iterations on 2 pool cases; writes nothing")
+    p.add_argument("--scenario", default="in-domain,new-scanner")
+    p.add_argument("--ks", default="1,2,4,8")
+    p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--modes", default="semi,sup")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--mc-samples", type=int, default=10)
+    p.add_argument("--max-rows", type=int, default=None, help="stop after N new fine-tunes")
+    p.add_argument("--model", default="la")
+    args = p.parse_args(argv)
+    if not (LA / "train.list").is_file():
+        print(f"the LA2018 data is not at {LA} (kept outside the repository); nothing to measure")
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model_path = resolve_model_path(args.model)
+    net, meta = load_model(model_path)
+    pool, held_out = pool_and_held_out(meta)
+    ks = [int(k) for k in args.ks.split(",")]
+    selections = ["suggest"] + [f"random{d}" for d in range(args.draws)]
+    modes = args.modes.split(",")
+    if args.smoke:
+        pool, held_out, ks, selections, modes = pool[:2], held_out[:1], [1], ["suggest"], ["semi"]
+        args.iterations, args.mc_samples, args.scenario = 4, 2, args.scenario.split(",")[-1]
+    out_dir = ROOT / "benchmarks" / "results" / args.profile
+    path = out_dir / f"{NAME}.json"
+    result = json.loads(path.read_text()) if path.is_file() and not args.smoke else {}
+    result.setdefault("rows", {})
+    result.setdefault("base", {})
+    score_name = meta.quality.score if meta.quality is not None else "mean_boundary_mutual_info"
+    new_rows = 0
+    t0 = time.perf_counter()
+    for scenario in args.scenario.split(","):
+        cases = materialize(scenario, pool + held_out)
+        pool_file = WORK / scenario / f"pool_scores_{meta.model_id}_mc{args.mc_samples}.json"
+        if pool_file.is_file() and not args.smoke:
+            scored = json.loads(pool_file.read_text())
+        else:
+            scored = score_pool(net, meta, {n: cases[n] for n in pool}, args.mc_samples)
+            if not args.smoke:
+                atomic_write_text(pool_file, json.dumps(scored))
+        base_ev = evaluate_cases(net, meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
+        result["base"][scenario] = {
+            "model_id": meta.model_id,
+            "n_pool": len(pool),
+            "n_held_out": len(held_out),
+            "held_out_dice": base_ev["mean"]["left atrium"]["dice"]["mean"],
+            "held_out_hd95": base_ev["mean"]["left atrium"]["hd95"]["mean"],
+            "pool_dice": float(np.mean([s["dice"] for s in scored.values()])),
+            "heatmap": {
+                what: {str(n): float(np.mean([s[field][str(n)] for s in scored.values()])) for n in REGIONS}
+                for what, field in (
+                    ("wrong_share", "wrong_share_in_regions"),
+                    ("volume_share", "volume_share_of_regions"),
+                )
+            },
+        }
+        for k in ks:
+            for mode in modes:
+                for selection in selections:
+                    key = (scenario, selection, k, mode)
+                    row_id = f"{scenario}/{selection}/K{k}/{mode}/{args.iterations}/{meta.model_id}"
+                    if row_id in result["rows"]:
+                        continue
+                    if args.max_rows is not None and new_rows >= args.max_rows:
+                        continue
+                    row = fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_name, key)
+                    result["rows"][row_id] = row
+                    new_rows += 1
+                    if not args.smoke:
+                        result.update(benchmark=NAME, command="python " + " ".join(sys.argv), environment=environment())
+                        write_result(args.profile, NAME, result, "\n".join(summary_lines(result)) + "\n")
+                    dice_s = f"held-out Dice {row['held_out_dice']:.4f}, {row['fine_tune_wall_s']:.0f} s"
+                    print(f"{row_id}: {dice_s}", flush=True)
+    if args.smoke:
+        print(json.dumps({k: v["held_out_dice"] for k, v in result["rows"].items()}))
+        return 0
+    result.update(benchmark=NAME, command="python " + " ".join(sys.argv), environment=environment())
+    result["wall_s_last_call"] = time.perf_counter() - t0
+    text = "\n".join(summary_lines(result)) + "\n"
+    write_result(args.profile, NAME, result, text)
+    plot(result, out_dir / f"{NAME}.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
