@@ -12,8 +12,10 @@ A recipe is ``{"stages": [stage, ...]}`` run in order, stage ``S`` into ``OUT/S/
   ``keep_fraction`` (``pseudo_labels.pseudo_label_cases``). Outputs the folder of cases.
 * ``export``: ``model``, ``tta_rot90``, ``quality``, ``choice``, ``fine_tune_from``: the options of
   ``Training/export_model.py``. Outputs ``model.pt``.
-* ``quality``: ``model``, ``mc_samples`` (10): ``benchmarks/uncertainty_quality.py`` on the model's
-  held-out cases. Outputs ``uncertainty_quality_model.json`` (what ``export``'s ``quality`` reads).
+* ``quality``: ``model``, ``mc_samples`` (10), ``unused_labels``, ``folds``:
+  ``benchmarks/uncertainty_quality.py`` on the model's held-out cases (with ``unused_labels`` also
+  the training cases whose labels it never read; ``folds``: the flag chosen by cross-validation).
+  Outputs ``uncertainty_quality_model.json`` (what ``export``'s ``quality`` reads).
 
 A checkpoint or file option (``init``, ``pseudo_labels``, ``model``, ``quality``, ``fine_tune_from``)
 is either a path or ``{"stage": NAME}`` (an earlier stage's default output) or ``{"stage": NAME,
@@ -52,7 +54,7 @@ KEYS = {
     "train": {"config", "init", "pseudo_labels"},
     "pseudo-label": {"model", "data", "lines", "mc_samples", "keep_doubtful", "keep_fraction"},
     "export": {"model", "tta_rot90", "quality", "choice", "fine_tune_from"},
-    "quality": {"model", "mc_samples"},
+    "quality": {"model", "mc_samples", "unused_labels", "folds"},
 }
 REFERENCES = ("init", "pseudo_labels", "model", "quality", "fine_tune_from")
 #: A stage's output when a reference names no file.
@@ -240,6 +242,8 @@ def _export(path: Path, stage: Stage, folder: Path, refs: dict, stop_after, devi
 def _quality(path: Path, stage: Stage, folder: Path, refs: dict, stop_after, device: str, progress: bool) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     args = ["--model", refs["model"], "--out-dir", folder, "--mc-samples", str(int(stage.spec.get("mc_samples", 10)))]
+    args += ["--unused-labels"] if stage.spec.get("unused_labels") else []
+    args += ["--folds", str(int(stage.spec["folds"]))] if stage.spec.get("folds") else []
     _script(path, stage, ROOT / "benchmarks" / "uncertainty_quality.py", args)
     if not (folder / QUALITY_RESULT).is_file():
         raise InputError(f"{path}: stage '{stage.name}' measured nothing (the model's held-out cases not found?)")

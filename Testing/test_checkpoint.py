@@ -158,6 +158,20 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
     _, flagged = load_model(out)
     assert flagged.quality.threshold == 0.612 and flagged.quality.min_mc_samples == 10
     assert flagged.inference.tta_rot90 is True  # kept from the first export
+    # The cross-validated flag-all rule: its threshold (just under a case's score) is rounded down.
+    cv = {"folds": 4, "n_below_flagged": 2, "n_below": 3, "mean_spearman_test": 0.8}
+    flag_all = {**bench, "cross_validation": cv}
+    flag_all["suggested_flag"] = {**bench["suggested_flag"], "threshold": 0.61289, "rule": "just under ..."}
+    del flag_all["suggested_flag"]["youden"]
+    (tmp_path / "all.json").write_text(json.dumps(flag_all))
+    assert (
+        export_model.main(
+            ["--model", str(out), "--out", str(out), "--quality", str(tmp_path / "all.json"), "--overwrite"]
+        )
+        == 0
+    )
+    _, flagged = load_model(out)
+    assert flagged.quality.threshold == 0.612 and "4-fold cross-validation" in flagged.quality.source
     (tmp_path / "other.json").write_text(json.dumps({**bench, "model": {**bench["model"], "id": "0123456789ab"}}))
     assert (
         export_model.main(

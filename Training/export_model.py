@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -62,16 +63,26 @@ def export(
                 "belongs to other weights"
             )
         flag = result["suggested_flag"]
+        youden = "youden" in flag
+        # the flag-all rule's threshold lies just under a case's score: rounded down, never up past it
+        threshold = round(float(flag["threshold"]), 3) if youden else math.floor(float(flag["threshold"]) * 1e3) / 1e3
+        how = f"highest Youden index, {flag['youden']:.2f}" if youden else flag["rule"]
+        cv = result.get("cross_validation")
+        judged = (
+            f"; by {cv['folds']}-fold cross-validation the rule flags {cv['n_below_flagged']} of the {cv['n_below']} "
+            f"below the cut out of fold, mean out-of-fold Spearman {cv['mean_spearman_test']:.2f}"
+            if cv
+            else "; set on the same cases it is judged on"
+        )
         rule = QualityRule(
             score=flag["score"],
-            threshold=round(float(flag["threshold"]), 3),
+            threshold=threshold,
             min_mc_samples=int(result["model"]["mc_samples"]),
             mc_scope=result["model"].get("mc_scope", "decoder"),
             source=(
-                f"{result['command']} on {result['n_cases']} held-out cases ({result['n_samples']} samples): "
-                f"{flag['score']} > {flag['threshold']:.3f} (highest Youden index, {flag['youden']:.2f}) flags "
-                f"{flag['flagged']}, {flag['flagged_below']} of the {flag['below']} below the benchmark's Dice "
-                "cut among them; set on the same cases it is judged on."
+                f"{result['command']} on {result['n_cases']} cases ({result['n_samples']} samples): "
+                f"{flag['score']} > {threshold:.3f} ({how}) flags {flag['flagged']}, {flag['flagged_below']} "
+                f"of the {flag['below']} below the benchmark's Dice cut among them{judged}."
             ),
         )
         meta = replace(meta, quality=rule)

@@ -27,7 +27,8 @@ optimistic, but the labels are as unseen as the held-out ones. ``--folds K`` the
 score and the flag's threshold by K-fold cross-validation over all measured cases (``cross_validate``):
 on K - 1 folds, the score with the highest Spearman correlation with 1 - Dice and the largest
 threshold that flags every case below Dice 0.85 there (``flag_all_threshold``); on the fold left
-out, which chose nothing, that score's Spearman and what the threshold flags.
+out, which chose nothing, that score's Spearman and what the threshold flags. With ``--folds`` the
+suggested flag follows the same rule on all measured cases (without it: the Youden threshold).
 Writes uncertainty_quality[_<model>].json, .md and reliability[_<model>].png into benchmarks/results/<profile>/
 (or --out-dir: a recipe's quality stage).
 """
@@ -363,15 +364,22 @@ def main(argv=None) -> int:
     scores = [k for k in next(iter(per_case.values())) if k.startswith("score_")]
     across = score_quality(per_case)
     best = best_score(across)
-    suggestion = {
-        "score": best.removeprefix("score_"),
-        **youden_threshold([r[best] for r in per_case.values()], dices < FLAG_DICE),
-    }
+    best_scores = [r[best] for r in per_case.values()]
+    suggestion = {"score": best.removeprefix("score_"), **youden_threshold(best_scores, dices < FLAG_DICE)}
+    if args.folds:  # the rule the cross-validation judges: flag every case below FLAG_DICE
+        t = flag_all_threshold(best_scores, dices < FLAG_DICE)
+        flag = np.asarray(best_scores) > t
+        suggestion = {
+            "score": best.removeprefix("score_"),
+            "threshold": t,
+            "rule": f"just under the lowest score of a case below {FLAG_DICE}",
+            "flagged": int(flag.sum()),
+            "flagged_below": int((flag & (dices < FLAG_DICE)).sum()),
+            "below": int((dices < FLAG_DICE).sum()),
+        }
     means = {k: float(np.mean([r[k] for r in per_case.values()])) for k in next(iter(per_case.values()))}
-    suffix = (
-        ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem)
-        + (f"_mc_{args.mc_scope}" if args.mc_scope else "")
-        + ("_unused_labels" if args.unused_labels else "")
+    suffix = ("" if str(args.model) == "la" else "_" + Path(str(args.model)).stem) + (
+        f"_mc_{args.mc_scope}" if args.mc_scope else ""
     )
     cv = cross_validate(per_case, args.folds) if args.folds else None
     scope = args.mc_scope or meta.inference.mc_scope
@@ -430,8 +438,9 @@ def main(argv=None) -> int:
     if suggestion.get("flagged") is not None:
         lines += [
             "",
-            f"Suggested quality flag: {suggestion['score']} > {suggestion['threshold']:.3f} (Youden "
-            f"{suggestion['youden']:.2f}; flags {suggestion['flagged']}, of which {suggestion['flagged_below']} "
+            f"Suggested quality flag: {suggestion['score']} > {suggestion['threshold']:.3f} ("
+            + (f"Youden {suggestion['youden']:.2f}" if "youden" in suggestion else suggestion["rule"])
+            + f"; flags {suggestion['flagged']}, of which {suggestion['flagged_below']} "
             f"of the {suggestion['below']} below {FLAG_DICE}).",
         ]
     if cv is not None:
