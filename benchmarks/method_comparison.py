@@ -34,8 +34,9 @@ trained model is evaluated on the held-out cases
 ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
 structure; "gain recovered" = (method - lower) / (upper - lower) on mean Dice. With several
 ``--seeds`` each row also gives the spread (std) of the mean Dice over seeds.
-Writes benchmarks/results/<profile>/method_comparison_<task>.json and .md, merged with the rows
-already there (same iterations), so seeds or fractions run separately add up;
+Writes benchmarks/results/<profile>/method_comparison_<task>.json and .md (``_<N>it`` added to the
+name at another iteration count than the profile's: each budget its own table), merged with the
+rows already there, so seeds or fractions run separately add up;
 runs go to runs/bench/.
 Real data is read from ../shared and never copied; without it the benchmark says so and stops.
 """
@@ -323,12 +324,19 @@ def table_lines(rows: dict, summary: dict) -> list[str]:
     return lines
 
 
+def result_name(task: str, iterations: int) -> str:
+    """The results file of a task at an iteration count: ``method_comparison_<task>`` at the cpu-small
+    profile's own count, ``method_comparison_<task>_<N>it`` at another (each budget its own table)."""
+    default = TASKS[task]["iterations"]
+    return f"method_comparison_{task}" if iterations == default else f"method_comparison_{task}_{iterations}it"
+
+
 def earlier_rows(profile: str, task: str, iterations: int) -> dict:
     """The rows already in results/<profile>/method_comparison_<task>.json with the same iteration
     count: separate invocations (other seeds, fractions, methods, sessions) add up to one table; a
     row measured again replaces its earlier self (same key). A row is kept when its run folder is
     gone (runs/ is not kept between sessions): the row holds its metrics and its loss curve."""
-    path = ROOT / "benchmarks" / "results" / profile / f"method_comparison_{task}.json"
+    path = ROOT / "benchmarks" / "results" / profile / f"{result_name(task, iterations)}.json"
     if not path.is_file():
         return {}
     old = json.loads(path.read_text()).get("results", {})
@@ -473,11 +481,12 @@ def main(argv=None) -> int:
         )
         print(json.dumps({key: round(mean_dice(rows[key]), 4)}), flush=True)
         summary = summarize(rows)
-        curves = f"method_comparison_{args.task}_curves.png"
+        name = result_name(args.task, iterations)
+        curves = f"{name}_curves.png"
         learning_curves(rows, ROOT / "benchmarks" / "results" / args.profile / curves)
         publish(
             args.profile,
-            f"method_comparison_{args.task}",
+            name,
             {**rows, "_summary": summary},
             [],
             lambda k, v: None,
