@@ -44,7 +44,7 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     m.name: m
     for m in (
-        ShippedModel("la", "la_vnet_sassnet.pt", ("left atrium",), "3D LGE-MRI"),
+        ShippedModel("la", "la_vnet_selftrained.pt", ("left atrium",), "3D LGE-MRI"),
         ShippedModel(
             "cine",
             "cine_unet2d_selftrained.pt",

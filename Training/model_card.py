@@ -1,9 +1,9 @@
 """Write a model card (Markdown) from a training run and an `evaluate` result, so cards are generated,
 not typed: every figure in them comes from files the run and the evaluation wrote.
 
-    python Training/model_card.py --run runs/la_sassnet_cpu --model models/la_vnet_sassnet.pt \
+    python Training/model_card.py --run runs/la_sassnet_cpu --model models/la_vnet_selftrained.pt \
         --eval runs/la_sassnet_cpu/eval_val.json --hardware "2-core CPU, no GPU" \
-        --command "python Training/train.py --config ... --out ..." --out models/la_vnet_sassnet.md
+        --command "python Training/train.py --config ... --out ..." --out models/la_vnet_selftrained.md
 
 Refuses to overwrite --out unless --overwrite is given.
 """
