@@ -415,23 +415,23 @@ def test_add_to_library_is_one_unit_when_the_manifest_update_fails(logic, tmp_pa
     """A manifest write that fails (disk full) after the files were written removes them again."""
     import errno
 
-    from SemiSupCardiacSegLib import atomic
+    from SemiSupCardiacSegLib import training_library
 
     node, seg = _library_case(logic)
     lib = tmp_path / "lib"
     logic.add_to_library(node, lib, seg)
     before = {p.name: p.read_bytes() for p in lib.iterdir()}
-    real = atomic.atomic_write_text
+    real = training_library.atomic_write_text  # the manifest's writer
 
     def full(path, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(atomic, "atomic_write_text", full)
+    monkeypatch.setattr(training_library, "atomic_write_text", full)
     for _ in range(2):
         with pytest.raises(OSError, match="No space"):
             logic.add_to_library(node, lib, seg)
         assert {p.name: p.read_bytes() for p in lib.iterdir()} == before  # no orphan case_L_2 files
-    monkeypatch.setattr(atomic, "atomic_write_text", real)
+    monkeypatch.setattr(training_library, "atomic_write_text", real)
     img, lab = logic.add_to_library(node, lib, seg)
     assert img.name == "case_L_2.nrrd" and lab.name == "case_L_2_label.nrrd"
     names = [c["name"] for c in json.loads((lib / "manifest.json").read_text())["cases"]]
