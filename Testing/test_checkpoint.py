@@ -220,11 +220,13 @@ def test_rot90_tta_supersedes_in_plane_flips_and_refuses_others():
 
 
 @pytest.mark.parametrize("name", ["la", "cine"])
-def test_shipped_checkpoints_load_as_version_0(name):
+def test_shipped_checkpoints_load_with_their_metadata(name):
+    """The shipped files load, whichever metadata version wrote them (cine: 0, the files before
+    versioning; la: the current one), with the fields the product relies on."""
     from SemiSupCardiacSegLib.checkpoint import read_model_meta
     from SemiSupCardiacSegLib.shipped import SHIPPED
 
     meta, _ = read_model_meta(name)
-    assert meta.meta_version == 0 and list(meta.labels.values()) == list(SHIPPED[name].labels)
+    assert meta.meta_version in (0, META_VERSION) and list(meta.labels.values()) == list(SHIPPED[name].labels)
     assert meta.inference.tta_flip_axes == (0, 1) and meta.inference.tta_rot90 is (name == "cine")
     assert meta.quality is not None and meta.quality.min_mc_samples == 10
