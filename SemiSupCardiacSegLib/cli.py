@@ -146,8 +146,7 @@ def is_batch_input(path: str) -> bool:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
-    from .reporting import is_complete_set  # deferred: loads torch (start-up, --help)
+    from .atomic import is_complete_set
 
     if args.montage:  # fail before the work, not after it
         import_optional("matplotlib", "--montage")
@@ -157,16 +156,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if not args.overwrite and is_complete_set(out):
         raise InputError(f"{out} already holds segmentation outputs; choose another --out or pass --overwrite")
     inputs = _read_inputs(args.input, args.es, args.roi_mask)  # bad input is refused before the model loads
-    model, meta = load_model(args.model)
-    _set_threads(args)
+    # The progress shows before torch and the model load (seconds on a laptop), not after.
     if args.progress_lines:  # for a parent process (the Slicer module) that polls our stdout
         bar = None
 
         def update(frac: float) -> None:
             print(f"PROGRESS {frac:.4f}", flush=True)
+
+        update(0.0)
     else:
         bar, update = _progress_bar("segment", not args.quiet)
     try:
+        from .checkpoint import load_model  # deferred: loads torch (start-up, --help)
+
+        model, meta = load_model(args.model)
+        _set_threads(args)
         report, seconds = segment_case(model, meta, args, inputs, out, update)
     finally:
         if bar is not None:
@@ -325,6 +329,7 @@ def _settings_of(meta: ModelMeta, args: argparse.Namespace):
         overlap=args.overlap,
         device=args.device,
         allow_large=args.allow_large,
+        localize=not args.no_localize,
     )
 
 
@@ -703,6 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
     s.add_argument("--no-tta", action="store_true", help="switch off the model's flip test-time augmentation")
+    s.add_argument(
+        "--no-localize",
+        action="store_true",
+        help="3D models: segment the whole field of view, not a crop around the structure a coarse pass finds",
+    )
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--montage", action="store_true", help="also write montage.png")
@@ -798,6 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(
         func=cmd_suggest,
         mc_scope=None,
+        no_localize=False,
         overlap=0.5,
         allow_large=False,
         compact=True,

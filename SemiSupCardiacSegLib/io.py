@@ -32,6 +32,7 @@ import numpy as np
 from .atomic import atomic_path
 from .dependencies import import_optional
 from .errors import InputError, warn
+from .memory import available_memory_bytes
 from .volume import Volume, check_geometry
 
 #: Overrides of what a file says or a reader would guess (set by ``reading_overrides``).
@@ -507,12 +508,7 @@ def _check_size(path: Path, size, components: int, pixel: str) -> None:
         if "16" in pixel
         else 1
     )
-    try:  # the memory check inference uses (torch may be missing: then a fixed limit)
-        from .inference import available_memory_bytes  # deferred: loads torch; io is torch-free
-
-        avail = available_memory_bytes()
-    except ImportError:
-        avail = None
+    avail = available_memory_bytes()  # the memory check inference uses
     limit = avail if avail else 64 << 30
     if nbytes > limit:
         raise InputError(
@@ -594,9 +590,16 @@ def check_label_values(array: np.ndarray, num_classes: int, name: str, labels: d
     raise InputError(f"{name}: label values {shown} but the labels must be 0..{num_classes - 1}{names}{hint}")
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = False, compress: bool = True) -> Path:
+def write_volume(
+    volume: Volume,
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    compress: bool = True,
+    compression_level: int = -1,
+) -> Path:
     """Write a Volume (geometry kept) atomically; format from the suffix (.nrrd, .nii.gz, .mha).
 
+    compress: gzip (NRRD, NIfTI) or zlib (MHA); compression_level 1 (fastest) .. 9, -1 ITK's default.
     Refuses to overwrite an existing file unless ``overwrite=True``.
     """
     sitk = _sitk()
@@ -606,7 +609,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
     image = volume_to_sitk(volume)
     with atomic_path(path, overwrite=overwrite) as tmp:
         try:
-            sitk.WriteImage(image, str(tmp), compress)
+            sitk.WriteImage(image, str(tmp), compress, compression_level)
         except RuntimeError as exc:  # ITK's message is long and may not say why: find the cause
             raise _write_failure(path, tmp, exc, volume.array.nbytes) from exc
     return path

@@ -14,6 +14,9 @@ the spacing changes. A phantom contains (intensities before bias, noise and z-sc
 * a multiplicative smooth bias field (``bias_strength``), Rician noise (``noise_std``, relative to
   the blood intensity), then a z-score over the whole volume, as in the LA challenge files.
 
+``pad_into_field`` places a real LA crop in a scanner-sized field (tests and benchmarks of coarse
+localization).
+
 Array layout as the LA challenge ``.h5``: ``image[i, j, k]`` = voxel (i, j, k), axis 2 the slice
 axis (88 slices of 0.625 mm by default).
 """
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from .volume import Volume
 
 
 @dataclass
@@ -142,3 +147,18 @@ def write_phantom_h5(phantom: Phantom, path: str | os.PathLike) -> Path:
     from .io import write_h5_case
 
     return write_h5_case(path, phantom.image, phantom.label, layout="xyz", overwrite=True)
+
+
+def pad_into_field(image: Volume, label: Volume, shape: tuple[int, int, int], at=(150, 260, 0), seed: int = 0):
+    """A real LA crop and its label placed at voxel ``at`` of a field of ``shape`` voxels (same spacing),
+    the other voxels drawn from the crop's own darker half: a scanner-sized field of view without other
+    anatomy (the LA2018 files hold atrium-centred crops only). -> (image Volume, label Volume)."""
+    if any(a + n > s for a, n, s in zip(at, image.shape, shape)):
+        raise ValueError(f"a {image.shape} crop at {at} does not fit in a {shape} field")
+    rng = np.random.default_rng(seed)
+    darker = image.array[image.array < np.median(image.array)]
+    big = rng.choice(darker, size=shape).astype(np.float32)
+    big_label = np.zeros(shape, np.uint8)
+    box = tuple(slice(a, a + n) for a, n in zip(at, image.shape))
+    big[box], big_label[box] = image.array, label.array
+    return Volume(big, image.spacing), Volume(big_label, image.spacing)

@@ -41,6 +41,11 @@ from .io import write_volume
 from .jsonout import dumps as json_dumps
 from .model_meta import ModelMeta, QualityRule
 
+#: gzip level of the output NRRDs. The float maps of a crop hold little redundancy and the maps of a
+#: localized full field of view mostly zeros: level 1 measured against ITK's default and no
+#: compression in ``benchmarks/inference_speed.py`` (output writing table).
+OUTPUT_COMPRESSION_LEVEL = -1
+
 OUTPUT_FILES = (
     "segmentation.nrrd",
     "probability.nrrd",
@@ -135,6 +140,8 @@ def segmentation_report(pred: Prediction, meta: ModelMeta, band_mm: float = 2.0)
         "structures": structures,
         "mean_entropy": float(pred.entropy.array.mean()),
         "timings_s": timings,
+        # the coarse localization's decision (the crop segmented, or why the whole volume was); None: not run
+        "localization": None if pred.localization is None else pred.localization.report(),
         "model": {"id": meta.model_id, "path": meta.path, "method": meta.method, "iteration": meta.iteration},
         "grid": {"shape": list(pred.labels.shape), "spacing_mm": pred.labels.spacing.tolist()},
         # what reading the input assumed (a spacing the file does not store, a guessed layout): io
@@ -154,9 +161,16 @@ def _quantized(volume, lo: float, hi: float):
 SEGMENT_SET = OUTPUT_FILES + ("montage.png", "es")
 
 
-def write_output_files(pred: Prediction, report: dict, folder: str | Path, compact: bool = False) -> list[Path]:
+def write_output_files(
+    pred: Prediction,
+    report: dict,
+    folder: str | Path,
+    compact: bool = False,
+    compression_level: int = OUTPUT_COMPRESSION_LEVEL,
+) -> list[Path]:
     """Write the NRRD outputs and report.json into ``folder`` (created if missing; existing files are
-    replaced): the raw writer, meant for the temporary folder of ``atomic_folder``."""
+    replaced): the raw writer, meant for the temporary folder of ``atomic_folder``.
+    compression_level: gzip level of every NRRD, 1..9, -1 ITK's default, 0 uncompressed."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     max_nats = float(np.log(pred.probabilities.channels))
@@ -167,12 +181,13 @@ def write_output_files(pred: Prediction, report: dict, folder: str | Path, compa
         ("uncertainty.nrrd", pred.entropy, 0.0, max_nats),
         ("mutual_information.nrrd", pred.mutual_info, 0.0, max_nats),
     ]
-    paths = [write_volume(pred.labels, out / "segmentation.nrrd", overwrite=True)]
+    level = {"compress": compression_level != 0, "compression_level": compression_level or -1}
+    paths = [write_volume(pred.labels, out / "segmentation.nrrd", overwrite=True, **level)]
     stored = {}
     for name, volume, lo, hi in maps:
         if compact:
             volume, stored[name] = _quantized(volume, lo, hi)
-        paths.append(write_volume(volume, out / name, overwrite=True))
+        paths.append(write_volume(volume, out / name, overwrite=True, **level))
     if stored:
         report = {**report, "stored": stored}
     atomic_write_text(out / "report.json", json_dumps(report, indent=2), overwrite=True)

@@ -248,4 +248,10 @@ def test_inference_settings_are_checked_once_by_name():
         InferenceSettings((32, 32))
     s = InferenceSettings((32, 32, 16), flip_axes=[1, 0], rot90=True)
     assert s.flip_axes == (0, 1) and len(s.tta_transforms()) == 8
-    assert s.report() == {"mc_samples": 1, "tta_flip_axes": [0, 1], "tta_rot90": True, "mc_scope": "decoder"}
+    assert s.report() == {
+        "mc_samples": 1,
+        "tta_flip_axes": [0, 1],
+        "tta_rot90": True,
+        "mc_scope": "decoder",
+        "localize": True,
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from SemiSupCardiacSegLib import memory
 from SemiSupCardiacSegLib.cli import main as cli_main
 from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.inference import (
@@ -158,11 +159,11 @@ def test_cgroup_v1_limit_and_its_unlimited_value(tmp_path):
 
 
 def test_memory_check_uses_the_smaller_of_host_and_container(monkeypatch):
-    monkeypatch.setattr(workload, "host_available_bytes", lambda: 64 * 2**30)
-    monkeypatch.setattr(workload, "cgroup_available_bytes", lambda: 2**30)
-    assert workload.available_memory_bytes() == 2**30
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(memory, "cgroup_available_bytes", lambda: 2**30)
+    assert memory.available_memory_bytes() == 2**30
     with pytest.raises(InputError, match="1.0 GiB available"):
         workload.check_memory((576, 576, 88), (576, 576, 176), 2)
-    monkeypatch.setattr(workload, "cgroup_available_bytes", lambda: None)
-    assert workload.available_memory_bytes() == 64 * 2**30
+    monkeypatch.setattr(memory, "cgroup_available_bytes", lambda: None)
+    assert memory.available_memory_bytes() == 64 * 2**30
     workload.check_memory((576, 576, 88), (576, 576, 176), 2)

@@ -4,7 +4,10 @@ MONAI's sliding window and the reference code's dense window.
     python benchmarks/inference_speed.py [--profile cpu-small] [--mc-samples 10] [--model la] [--smoke]
 
 Inputs: a real LA case (the first of the 12 held out of the shipped LA model, from ../shared, else an
-LA-sized phantom) and a 576x576x88 phantom volume at 0.625 mm (the LA2018 scanner grid). Timed, each in
+LA-sized phantom), the same case padded into a 576x576 field (``phantoms.pad_into_field``) and a
+576x576x88 phantom volume at 0.625 mm (the LA2018 scanner grid). Where the input has a reference
+label: Dice, and the foreground farther than ``FAR_MM`` from it (mL; also before the
+largest-component cleanup). Timed, each in
 a fresh child process that reads the input from a file (its peak RSS, VmHWM, is then its own):
   (a) one deterministic sliding-window pass (overlap 0.5, no TTA);
   (b) naive MC dropout: N full network passes (encoder and decoder) per window;
@@ -12,7 +15,10 @@ a fresh child process that reads the input from a file (its peak RSS, VmHWM, is 
   (c, head-only) ``mc_scope = "head"``: encoder and decoder once, only the last dropout and the
   1x1 heads sampled N times (an approximate posterior; its quality: uncertainty_quality.py --mc-scope head);
   (c, seed 1) (c) with other dropout masks;
-  segment: what ``segment`` runs by default (N MC passes shared out over the flip TTA).
+  segment, whole volume: what ``segment`` ran before coarse localization (N MC passes shared out
+  over the flip TTA, the whole volume);
+  segment: what ``segment`` runs by default: on a large field, a coarse pass finds the atrium and
+  the full pass runs on a crop around it (``inference.localize``).
 Seconds are end to end (resampling to model space and back included) and of the sliding window
 alone ("network s"), the best of 3 runs in the child for the LA case (1 for the large volume).
 On the LA case, also in model space: MONAI's ``sliding_window_inference``
@@ -76,12 +82,13 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
     vol = read_volume(path)
     net, meta = load_model(model_name)
     base = _hwm_mb()
-    kwargs = {
-        "a": dict(mc_samples=1, tta=False),
-        "b": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
-        "c": dict(mc_samples=mc, tta=False, mc_scope="decoder"),
-        "c_seed1": dict(mc_samples=mc, tta=False, mc_scope="decoder", seed=1),
-        "c_head": dict(mc_samples=mc, tta=False, mc_scope="head"),
+    kwargs = {  # every path on the whole volume (localize False) but ``segment``, today's default
+        "a": dict(mc_samples=1, tta=False, localize=False),
+        "b": dict(mc_samples=mc, tta=False, mc_scope="decoder", localize=False),
+        "c": dict(mc_samples=mc, tta=False, mc_scope="decoder", localize=False),
+        "c_seed1": dict(mc_samples=mc, tta=False, mc_scope="decoder", seed=1, localize=False),
+        "c_head": dict(mc_samples=mc, tta=False, mc_scope="head", localize=False),
+        "segment_whole": dict(mc_samples=mc, tta=True, localize=False),
         "segment": dict(mc_samples=mc, tta=True),
     }[mode]
     # (b): every MC sample is a full pass: the network wrapped
@@ -106,7 +113,26 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
 
     score_name = meta.quality.score if meta.quality is not None else "mean_boundary_mutual_info"
     report = segmentation_report(pred, meta)
+    truth = {}
+    if Path(f"{path}.label.nrrd").is_file():  # the input's reference: Dice, and structure far from it
+        from scipy import ndimage
+
+        from SemiSupCardiacSegLib.io import read_label
+        from SemiSupCardiacSegLib.metrics import dice
+
+        ref = read_label(f"{path}.label.nrrd").array > 0
+        far = ndimage.distance_transform_edt(~ref, sampling=vol.spacing) > FAR_MM
+        seg = pred.labels.array > 0
+        argmax = pred.probabilities.array.argmax(0) > 0  # before the largest-component cleanup
+        vox_ml = float(np.prod(vol.spacing)) / 1000.0
+        truth = {
+            "dice": dice(seg, ref),
+            "far_ml": float((seg & far).sum() * vox_ml),
+            "far_ml_before_cleanup": float((argmax & far).sum() * vox_ml),
+        }
+    writing = output_writing(pred, report) if mode in WRITE_MODES else {}
     return {
+        "writing": writing,
         "seconds": sec,
         "network_s": net_s,
         "repeats": repeats,
@@ -116,7 +142,63 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
         "foreground_voxels": int((pred.labels.array > 0).sum()),
         "mean_entropy": float(np.mean(pred.entropy.array)),
         "quality_score": {score_name: {k: v.get(score_name) for k, v in report["structures"].items()}},
+        "localization": report["localization"],
+        **truth,
     }
+
+
+#: The modes whose output set is also written at each compression level (``output_writing``).
+WRITE_MODES = ("segment",)
+#: gzip levels compared: ITK's default (-1), the fastest (1), none (0).
+COMPRESSION_LEVELS = (-1, 1, 0)
+
+
+def output_writing(pred, report: dict) -> dict:
+    """Seconds and MB of writing the whole output set (``reporting.write_output_files``) per gzip level."""
+    import shutil
+
+    from SemiSupCardiacSegLib.reporting import write_output_files
+
+    rows = {}
+    for level in COMPRESSION_LEVELS:
+        folder = Path(tempfile.mkdtemp())
+        try:
+            t = time.perf_counter()
+            paths = write_output_files(pred, report, folder, compression_level=level)
+            rows[str(level)] = {
+                "seconds": time.perf_counter() - t,
+                "mb": sum(p.stat().st_size for p in paths) / 1e6,
+            }
+        finally:
+            shutil.rmtree(folder)
+    return rows
+
+
+def startup(path: Path, model: str, threads: int) -> dict:
+    """Seconds from starting ``segment`` (N = 2, progress lines) to its first progress line and to its
+    first progress line after the model loaded (where the first line came before the start-up work
+    was reordered), and to its end."""
+    out = Path(tempfile.mkdtemp()) / "out"
+    argv = [sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(path), "--out", str(out)]
+    argv += ["--model", model, "--mc-samples", "2", "--progress-lines", "--threads", str(threads)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    lines = []
+    for line in proc.stdout:
+        if line.startswith("PROGRESS"):
+            lines.append((time.perf_counter() - t0, float(line.split()[1])))
+    proc.wait()
+    after_load = next((t for t, f in lines if f > 0), None)
+    return {
+        "first_line_s": lines[0][0] if lines else None,
+        "first_work_line_s": after_load,
+        "total_s": time.perf_counter() - t0,
+        "returncode": proc.returncode,
+    }
+
+
+#: Foreground farther than this (mm) from the reference structure counts as a far false positive.
+FAR_MM = 10.0
 
 
 #: The modes whose maps ``mc_noise`` compares: two MC draws of the same path.
@@ -268,6 +350,13 @@ def held_out_cases(model_name: str, n: int) -> list[Path]:
     return [LA_DIR / "train" / f"{c}.h5" for c in names if (LA_DIR / "train" / f"{c}.h5").is_file()][:n]
 
 
+def _localization_cell(loc: dict | None) -> str:
+    if not loc:
+        return "-"
+    where = "whole volume" if loc["box"] is None else "crop " + "x".join(str(b - a) for a, b in loc["box"])
+    return f"{where}, coarse {loc['coarse_s']:.1f} s"
+
+
 def _score_cell(row: dict) -> str:
     """The quality-flag score per structure of one path's prediction, e.g. 'left atrium 0.0123'."""
     per = next(iter(row.get("quality_score", {}).values()), {})
@@ -298,7 +387,7 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     from SemiSupCardiacSegLib.io import read_h5_case, write_volume
-    from SemiSupCardiacSegLib.phantoms import make_la_phantom
+    from SemiSupCardiacSegLib.phantoms import make_la_phantom, pad_into_field
     from SemiSupCardiacSegLib.volume import Volume
 
     mc = 2 if args.smoke else args.mc_samples
@@ -314,25 +403,40 @@ def main(argv=None) -> int:
         "overlap_sweep": {},
     }  # the environment's cpu_probe_s is read at the end
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = {}
+        inputs, refs = {}, {}
         if held:
-            image, _ = read_h5_case(held[0])
-            inputs[f"real LA case {held[0].stem} {'x'.join(map(str, image.shape))}"] = image
+            image, label = read_h5_case(held[0])
+            name = f"real LA case {held[0].stem} {'x'.join(map(str, image.shape))}"
+            inputs[name], refs[name] = image, label
+            name = f"real LA case {held[0].stem} padded into 576x576x{image.shape[2]}"
+            inputs[name], refs[name] = pad_into_field(image, label, (576, 576, image.shape[2]))
         elif not args.smoke:
             ph = make_la_phantom(shape=(176, 144, 88), spacing=(0.625,) * 3, seed=3)
             inputs["LA-sized phantom 176x144x88"] = Volume(ph.image, ph.spacing)
         shape = (48, 40, 24) if args.smoke else (576, 576, 88)
         ph = make_la_phantom(shape=shape, spacing=(0.625,) * 3 if not args.smoke else (2.0,) * 3, seed=4)
-        inputs[f"phantom {'x'.join(map(str, shape))}"] = Volume(ph.image, ph.spacing)
-        modes = ("a", "c", "c_head") if args.smoke else ("a", "b", "c", "c_seed1", "c_head", "segment")
+        name = f"phantom {'x'.join(map(str, shape))}"
+        inputs[name], refs[name] = Volume(ph.image, ph.spacing), Volume(ph.label, ph.spacing)
+        all_modes = ("a", "b", "c", "c_seed1", "c_head", "segment_whole", "segment")
         for name, vol in inputs.items():
             path = write_volume(vol, Path(tmp) / f"{len(result['paths'])}.nrrd")
+            if name in refs:
+                write_volume(refs[name], Path(f"{path}.label.nrrd"))
+            if args.smoke:
+                modes = ("a", "c", "c_head", "segment")
+            elif "padded" in name:  # the MC variants are measured on the phantom of the same size
+                modes = ("a", "segment_whole", "segment")
+            else:
+                modes = all_modes
             rows = {m: run_child(m, path, args.model, mc, threads, args.device) for m in modes}
             for m in modes:
                 rows[m]["ratio_to_a"] = rows[m]["seconds"] / rows["a"]["seconds"]
                 rows[m]["network_ratio_to_a"] = rows[m]["network_s"] / rows["a"]["network_s"]
             result["paths"][name] = rows
-            result.setdefault("mc_noise", {})[name] = mc_noise(path)
+            if all(m in modes for m in NOISE_MODES):
+                result.setdefault("mc_noise", {})[name] = mc_noise(path)
+            if not result.get("startup"):
+                result["startup"] = startup(path, args.model, threads)
         first = next(iter(inputs))
         result["model_space"] = model_space_comparisons(
             inputs[first], args.model, threads, repeats=1 if args.smoke else 3
@@ -348,7 +452,8 @@ def main(argv=None) -> int:
         "c": f"(c) encoder once + N={mc} decoder passes",
         "c_head": f"(c) head-only MC: decoder once + N={mc} samples of the last dropout and the heads",
         "c_seed1": "(c) again, other dropout masks (seed 1)",
-        "segment": f"segment default: N={mc} shared over flip TTA",
+        "segment_whole": f"segment, whole volume (before localization): N={mc} shared over flip TTA",
+        "segment": f"segment default: localized, N={mc} shared over flip TTA",
     }
     flat = {}
     for name, rows in result["paths"].items():
@@ -397,6 +502,27 @@ def main(argv=None) -> int:
                 f"| {name} | {v['label_agreement']:.5f} | {v['mi_total_ratio']:.3f} | "
                 f"{v['entropy_total_ratio']:.3f} | {v['mi_abs_diff_p999']:.4f} |"
             )
+    extra += [
+        "",
+        "Writing the output set (`reporting.write_output_files`, 5 NRRDs) per gzip level: seconds / MB "
+        "(-1: ITK's default; 0: uncompressed):",
+        "",
+        "| input | " + " | ".join(f"level {lv}" for lv in COMPRESSION_LEVELS) + " |",
+        "|---|" + "---|" * len(COMPRESSION_LEVELS),
+    ]
+    for name, rows in result["paths"].items():
+        w = rows.get("segment", {}).get("writing") or {}
+        if w:
+            cells = [f"{w[str(lv)]['seconds']:.2f} s / {w[str(lv)]['mb']:.1f} MB" for lv in COMPRESSION_LEVELS]
+            extra.append(f"| {name} | " + " | ".join(cells) + " |")
+    st = result.get("startup") or {}
+    if st.get("first_line_s") is not None:
+        extra += [
+            "",
+            f"Start-up of `segment` (N = 2, {first}): first progress line after {st['first_line_s']:.2f} s; "
+            f"first line after the model loaded (where the first line used to come) {st['first_work_line_s']:.2f} s; "
+            f"done after {st['total_s']:.1f} s.",
+        ]
     result["cpu_probe_s_end"] = round(speed_probe(), 4)
     extra += [
         "",
@@ -408,7 +534,19 @@ def main(argv=None) -> int:
         args.profile,
         "inference_speed",
         {**flat, "_details": result},
-        ["input", "path", "seconds", "network s", "ratio to (a)", "network ratio", "peak RSS MB", "quality score"],
+        [
+            "input",
+            "path",
+            "seconds",
+            "network s",
+            "ratio to (a)",
+            "network ratio",
+            "peak RSS MB",
+            "quality score",
+            "Dice",
+            f"mL > {FAR_MM:g} mm away (before cleanup)",
+            "localization",
+        ],
         lambda k, v: (
             None
             if k == "_details"
@@ -420,6 +558,9 @@ def main(argv=None) -> int:
                 f"{v['network_ratio_to_a']:.2f}",
                 f"{v['peak_rss_mb']:.0f}",
                 _score_cell(v),
+                f"{v['dice']:.4f}" if "dice" in v else "-",
+                f"{v['far_ml']:.1f} ({v['far_ml_before_cleanup']:.1f})" if "far_ml" in v else "-",
+                _localization_cell(v.get("localization")),
             ]
         ),
         extra_lines=extra,

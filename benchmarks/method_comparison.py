@@ -28,7 +28,8 @@ patients) held out. Bounds: ``supervised`` at each labeled count (lower) and ``s
 holds (4 of the cine rows' 8), which tells the cost of seeing fewer labeled images per step from
 that of the methods' unlabeled terms; ``supervised_half_shared``, the same with the SDM head on the
 segmentation decoder (the cine counterparts' network); ``sassnet_no_adv``, SASSNet with its
-adversarial weight at 0 (the unlabeled images only pass through the network's BatchNorm). Each
+adversarial weight at 0 (the unlabeled images only pass through the network's BatchNorm);
+``dtc_no_consistency``, DTC with its consistency weight at 0 (its two supervised tasks alone). Each
 trained model is evaluated on the held-out cases
 (``evaluation.evaluate_cases``, deterministic, no TTA): Dice, Jaccard, HD95, ASD (mm; voxels for the
 ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
@@ -89,6 +90,9 @@ CONTROLS = {
     # SASSNet without its adversarial term: the unlabeled half of the batch only passes
     # through the network (its BatchNorm statistics), no loss on it
     "sassnet_no_adv": {"method": "sassnet", "method_params": {"adv_weight": 0.0}},
+    # DTC without its dual-task consistency: the supervised terms of DTC (segmentation + SDM
+    # regression) alone, which tells the SDM head's effect from that of the unlabeled term
+    "dtc_no_consistency": {"method": "dtc", "method_params": {"consistency": 0.0}},
 }
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}

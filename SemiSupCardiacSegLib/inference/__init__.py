@@ -12,6 +12,7 @@ probabilities), ``workload`` (memory/time checks, out-of-memory fallback), ``pre
 
 from __future__ import annotations
 
+from ..memory import available_memory_bytes, cgroup_available_bytes, host_available_bytes
 from ..networks import set_mc_dropout
 from .model_space import ModelSpaceOutput, check_mc_scope, mc_window_fn, predict_model_space
 from .postprocess import keep_largest_per_class, labels_from_probs, largest_component
@@ -23,13 +24,10 @@ from .workload import (
     LARGE_GRID_FACTOR,
     LARGE_GRID_WINDOWS,
     Workload,
-    available_memory_bytes,
-    cgroup_available_bytes,
     check_memory,
     check_workload,
     estimate_inference_bytes,
     estimated_seconds,
-    host_available_bytes,
     plan_workload,
     run_with_oom_fallback,
     time_one_window,

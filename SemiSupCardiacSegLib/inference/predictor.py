@@ -16,8 +16,10 @@ import torch
 
 from ..errors import InputError
 from ..model_meta import ModelMeta
+from ..networks.fold import fold_batchnorm
 from ..preprocessing import to_model_space
 from ..volume import Volume
+from .localize import Localization, localize, touches_inner_face, worth_localizing
 from .model_space import ModelSpaceOutput, check_mc_scope, predict_model_space
 from .postprocess import labels_from_probs
 from .settings import InferenceSettings, resolve_device
@@ -48,7 +50,8 @@ class Prediction:
     labels uint8 (I, J, K); probabilities float32 (K, I, J, K); sdm float32 (K-1, I, J, K) in
     [-1, 1] (negative inside) or None; entropy (H(p_bar)) / mutual_info float32 (I, J, K) in nats.
     settings: what produced them; device: where the network ran (after any out-of-memory
-    fallback); timings: seconds; roi_box: the input box segmented (``uncrop``) or None.
+    fallback); timings: seconds; roi_box: the input box segmented (``uncrop``) or None;
+    localization: what the coarse localization decided (``localize``), None where it did not run.
     """
 
     labels: Volume
@@ -60,6 +63,7 @@ class Prediction:
     device: str
     timings: Timings
     roi_box: tuple[slice, ...] | None = None
+    localization: Localization | None = None
 
     def uncrop(self, full: Volume, box: tuple[slice, slice, slice], inside: np.ndarray | None = None) -> "Prediction":
         """This prediction (made on ``full.crop(box)``) on the whole grid of ``full``: outside the box
@@ -116,11 +120,13 @@ class Prediction:
 
 class Predictor:
     """A model, its checkpoint metadata (preprocessing, classes) and inference settings, applied to
-    volumes: ``Predictor(model, meta, settings).predict(volume)``."""
+    volumes: ``Predictor(model, meta, settings).predict(volume)``. The network runs with its batch
+    norm folded into the convolutions (``networks.fold``; equal outputs up to float rounding)."""
 
     def __init__(self, model: torch.nn.Module, meta: ModelMeta, settings: InferenceSettings):
         check_mc_scope(model, settings.mc_scope)
-        self.model = model
+        # batch norm folded into the convolutions (``networks.fold``): a copy, the caller's model is untouched
+        self.model = fold_batchnorm(model)
         self.meta = meta
         self.settings = settings
 
@@ -131,6 +137,8 @@ class Predictor:
         fit in memory, and a model grid far larger than the input unless ``settings.allow_large``.
         The MC-dropout masks are drawn from torch's RNG seeded with ``settings.seed`` inside a forked
         RNG state (the caller's RNG is untouched), so the same input and model give the same output.
+        A 3D model on a large field of view runs on a crop around the structure a coarse pass finds
+        (``settings.localize``, ``localize``): ``Prediction.localization`` says what was decided.
         """
         settings, prep, k = self.settings, self.meta.preprocessing, self.meta.num_classes
         dev = resolve_device(settings.device)
@@ -150,6 +158,15 @@ class Predictor:
         )
         check_workload(work, settings.allow_large, lambda: time_one_window(model, settings.patch_size, dev))
         msi = to_model_space(volume, prep)
+        loc = None
+        if settings.localize and prep.in_plane_shape is None and worth_localizing(msi.array.shape, settings.patch_size):
+            pre_s = time.perf_counter() - t0
+            loc = localize(model, msi, settings.patch_size, settings.window_batch, dev, volume.shape)
+            if loc.box is not None:
+                pred = self._predict_crop(volume, loc, t0, pre_s, progress)
+                if pred is not None:
+                    return pred
+                loc = replace(loc, box=None, reason="the structure touched the crop's border: whole volume segmented")
         t1 = time.perf_counter()
 
         def run(batch: int, device: torch.device) -> ModelSpaceOutput:
@@ -178,4 +195,27 @@ class Predictor:
             settings=settings,
             device=str(dev),
             timings=Timings(t1 - t0, t2 - t1, t3 - t2, t3 - t0),
+            localization=loc,
+        )
+
+    def _predict_crop(
+        self, volume: Volume, loc: Localization, t0: float, pre_s: float, progress: Callable[[float], None] | None
+    ) -> Prediction | None:
+        """The full pass on ``loc.box`` of ``volume``, mapped back onto the whole grid; None when
+        the structure touches a crop face inside the volume (it may go on beyond the crop).
+        t0: when ``predict`` started; pre_s: its seconds of preprocessing the whole volume."""
+        crop = Predictor(self.model, self.meta, replace(self.settings, localize=False))
+        sub = crop.predict(volume.crop(loc.box), progress)
+        if touches_inner_face(sub.labels.array, loc.box, volume.shape):
+            return None
+        full = sub.uncrop(volume, loc.box)
+        t, total = sub.timings, time.perf_counter() - t0
+        network = loc.coarse_s + t.network_s
+        pre = pre_s + t.preprocess_s
+        return replace(
+            full,
+            roi_box=None,
+            settings=self.settings,
+            localization=loc,
+            timings=Timings(pre, network, total - pre - network, total),
         )

@@ -44,7 +44,9 @@ class InferenceSettings:
     device: "auto", "cpu", "cuda[:N]". seed: MC-dropout masks drawn from torch's RNG seeded with
     it (None: the current global state). allow_large: run a model grid far larger than the input
     (``workload.check_workload``). postprocess: keep the largest component per class
-    (``postprocess.labels_from_probs``).
+    (``postprocess.labels_from_probs``). localize: on a large field of view, a 3D model first finds
+    the structure with a cheap coarse pass and runs the full pass on a crop around it
+    (``localize``); False: always the whole volume.
     """
 
     patch_size: tuple[int, int, int]
@@ -58,6 +60,7 @@ class InferenceSettings:
     seed: int | None = 0
     allow_large: bool = False
     postprocess: bool = True
+    localize: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -92,7 +95,8 @@ class InferenceSettings:
     ) -> "InferenceSettings":
         """The settings a checkpoint fixes (patch size, flip or rotation TTA unless ``tta`` is False,
         MC scope unless ``mc_scope`` is given) with the caller's: ``mc_samples`` (default 10, as
-        ``segment``) and ``overrides`` (overlap, device, window_batch, seed, allow_large, postprocess)."""
+        ``segment``) and ``overrides`` (overlap, device, window_batch, seed, allow_large, postprocess,
+        localize)."""
         return cls(
             patch_size=meta.patch_size,
             mc_samples=mc_samples,
@@ -122,4 +126,5 @@ class InferenceSettings:
             "tta_flip_axes": list(self.flip_axes),
             "tta_rot90": bool(self.rot90),
             "mc_scope": self.mc_scope,
+            "localize": bool(self.localize),
         }
