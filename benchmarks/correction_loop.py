@@ -23,12 +23,13 @@ library holding the K corrected cases and either the rest of the pool unlabeled 
 model's semi-supervised method) or nothing else (``sup``: supervised on the K alone). One change
 from the module: all K cases train (the module holds the last one out when K >= 3, to compare old
 and new; here the held-out cases do that). Measured per fine-tune: held-out Dice and HD95 (mm),
-wall time, and the correction effort (voxels the user changed: prediction XOR reference, summed
-over the K). Per scenario: the base model's held-out Dice; for ``new-scanner`` the share of the
-shift's Dice loss won back, (Dice_K - Dice_shifted) / (Dice_in-domain - Dice_shifted). Also what
-the heatmap saves the reviewer, on the pool cases: the share of wrong voxels (prediction !=
-reference) that lie in the first 1, 3 and 5 regions of "Next uncertain region"
-(``uncertain_regions.rank_uncertain_regions``), and the share of the volume those regions cover.
+wall time, the correction effort (voxels the user changed: prediction XOR reference, summed
+over the K) and the base model's Dice on the K picked cases. Per scenario: the base model's
+held-out Dice; for ``new-scanner`` the share of the shift's Dice loss won back,
+(Dice_K - Dice_shifted) / (Dice_in-domain - Dice_shifted). Also what the heatmap saves the
+reviewer, on the pool cases: the share of wrong voxels (prediction != reference) that lie in the
+first 1, 3 and 5 regions of "Next uncertain region" (``uncertain_regions.rank_uncertain_regions``),
+and the share of the volume those regions cover.
 
 Each fine-tune is one row of benchmarks/results/<profile>/correction_loop.json, written when it
 ends; a rerun skips rows already there (same iterations), and ``--max-rows`` stops after N new
@@ -204,6 +205,7 @@ def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_n
         "held_out_per_case_dice": per_case,
         "fine_tune_wall_s": round(wall, 1),
         "effort_voxels": int(sum(scored[n]["effort_voxels"] for n in picked)),
+        "picked_base_dice": [float(scored[n]["dice"]) for n in picked],
         "threads": args.threads,
     }
 
@@ -221,8 +223,8 @@ def summary_lines(result: dict) -> list[str]:
         if rows:
             lines += [
                 "| K | selection | mode | held-out Dice | HD95 mm | share of the shift's loss won back | "
-                "voxels corrected | fine-tune s |",
-                "|---|---|---|---|---|---|---|---|",
+                "base Dice of the K picked | voxels corrected | fine-tune s |",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
             ref = result["base"].get("in-domain", {}).get("held_out_dice")
             for r in sorted(rows, key=lambda r: (r["k"], r["mode"], r["selection"])):
@@ -231,9 +233,12 @@ def summary_lines(result: dict) -> list[str]:
                     if scenario == "new-scanner" and ref is not None and ref > base["held_out_dice"]
                     else "-"
                 )
+                picked = r.get("picked_base_dice")
+                picked = "-" if not picked else f"{np.mean(picked):.3f} (min {min(picked):.3f})"
                 lines.append(
                     f"| {r['k']} | {r['selection']} | {r['mode']} | {r['held_out_dice']:.3f} | "
-                    f"{r['held_out_hd95']:.2f} | {won} | {r['effort_voxels']} | {r['fine_tune_wall_s']:.0f} |"
+                    f"{r['held_out_hd95']:.2f} | {won} | {picked} | {r['effort_voxels']} | "
+                    f"{r['fine_tune_wall_s']:.0f} |"
                 )
             lines.append("")
         shares = base["heatmap"]
@@ -321,6 +326,9 @@ def main(argv=None) -> int:
             scored = score_pool(net, meta, {n: cases[n] for n in pool}, args.mc_samples)
             if not args.smoke:
                 atomic_write_text(pool_file, json.dumps(scored))
+        for row in result["rows"].values():  # rows written before the picked cases' base Dice was kept
+            if row["scenario"] == scenario and "picked_base_dice" not in row:
+                row["picked_base_dice"] = [float(scored[n]["dice"]) for n in row["cases"]]
         base_ev = evaluate_cases(net, meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
         result["base"][scenario] = {
             "model_id": meta.model_id,

@@ -260,7 +260,10 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
     from SemiSupCardiacSegLib.inference import InferenceSettings, predict_model_space
     from SemiSupCardiacSegLib.preprocessing import to_model_space
 
+    from SemiSupCardiacSegLib.networks.fold import fold_batchnorm
+
     net, meta = load_model(model_name)
+    net = fold_batchnorm(net)  # the network as Predictor runs it
     prep = meta.preprocessing
     image = to_model_space(image_volume, prep).array.astype(np.float32)
     patch = meta.patch_size
@@ -284,17 +287,23 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
             rows["MONAI sliding_window_inference"] = {"skipped": "monai not installed (pip install monai)"}
         else:
             x = torch.from_numpy(image)[None, None]
-            mon_s, logits = timed(
+
+            def both_heads(t):  # the outputs ours blends: probabilities and SDM
+                out = net(t)
+                return torch.softmax(out["seg"], 1), out["sdm"]
+
+            mon_s, (probs, _) = timed(
                 lambda: sliding_window_inference(
-                    x, patch, 2, lambda t: net(t)["seg"], overlap=0.5, mode="gaussian", sigma_scale=0.125
+                    x, patch, 2, both_heads, overlap=0.5, mode="gaussian", sigma_scale=0.125
                 )
             )
-            agree = float((logits[0].argmax(0).numpy() == ours.probs.argmax(0)).mean())
-            rows["MONAI sliding_window_inference (gaussian, overlap 0.5, batch 2)"] = {
+            agree = float((probs[0].argmax(0).numpy() == ours.probs.argmax(0)).mean())
+            rows["MONAI sliding_window_inference (gaussian, overlap 0.5, batch 2; probabilities + SDM)"] = {
                 "seconds": mon_s,
                 "ratio": mon_s / ours_s,
                 "label_agreement": agree,
             }
+        rows.update(exported_backends(net, image, patch, ours, ours_s, timed))
         stride = [max(1, round(mm / s)) for mm, s in zip(REFERENCE_STRIDE_MM, spacing)]
         ref_overlap = [1.0 - st / p for st, p in zip(stride, patch)]
         ref_settings = InferenceSettings(patch, overlap=tuple(ref_overlap), device="cpu")
@@ -304,6 +313,82 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
             "ratio": ref_s / ours_s,
             "stride_voxels": stride,
         }
+    return rows
+
+
+class _ProbsAndSdm(torch.nn.Module):
+    """The network's deterministic window outputs as a pair of tensors (what ONNX export traces)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        out = self.inner(x)
+        return torch.softmax(out["seg"], 1), out["sdm"]
+
+
+def exported_backends(net, image, patch, ours, ours_s: float, timed) -> dict:
+    """The deterministic model-space pass with the network run by ONNX Runtime and by OpenVINO (the
+    network exported to ONNX with batch norm folded, fixed window batch 2; everything else is our
+    sliding window), each against ours: seconds, ratio, label agreement. Skipped where not installed
+    (``pip install onnx onnxruntime openvino``, for this benchmark only)."""
+    import numpy as np
+
+    from SemiSupCardiacSegLib.inference import sliding_window
+    from SemiSupCardiacSegLib.networks.fold import fold_batchnorm
+
+    rows = {}
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        return {"ONNX Runtime / OpenVINO": {"skipped": "onnx not installed (pip install onnx onnxruntime openvino)"}}
+    batch = 2
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "net.onnx")
+        with torch.no_grad():
+            torch.onnx.export(
+                _ProbsAndSdm(fold_batchnorm(net)).eval(),
+                (torch.zeros((batch, 1, *patch)),),
+                path,
+                input_names=["x"],
+                output_names=["probs", "sdm"],
+                dynamo=False,
+                opset_version=17,
+            )
+        runners = {}
+        try:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = torch.get_num_threads()
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            runners["ONNX Runtime (CPU)"] = lambda x: sess.run(None, {"x": x})
+        except ImportError:
+            rows["ONNX Runtime (CPU)"] = {"skipped": "onnxruntime not installed"}
+        try:
+            import openvino as ov
+
+            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+            runners["OpenVINO (CPU)"] = lambda x: [np.asarray(o) for o in compiled(x).values()]
+        except ImportError:
+            rows["OpenVINO (CPU)"] = {"skipped": "openvino not installed"}
+        for name, run in runners.items():
+
+            def window_fn(x: torch.Tensor, run=run) -> dict:
+                n = x.shape[0]
+                xs = x.numpy()
+                if n < batch:  # the exported graph has a fixed batch: pad the last one
+                    xs = np.concatenate([xs, np.zeros((batch - n, *xs.shape[1:]), xs.dtype)])
+                probs, sdm = run(xs)
+                return {"probs": torch.from_numpy(probs[:n]), "sdm": torch.from_numpy(sdm[:n])}
+
+            sec, maps = timed(lambda fn=window_fn: sliding_window(fn, image, patch, 0.5, batch, "cpu"))
+            rows[name] = {
+                "seconds": sec,
+                "ratio": sec / ours_s,
+                "label_agreement": float((maps["probs"].argmax(0) == ours.probs.argmax(0)).mean()),
+            }
     return rows
 
 

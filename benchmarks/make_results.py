@@ -30,8 +30,19 @@ TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     ),
     "Methods comparison": (
         "every method at a small CPU budget, with the supervised lower and all-labeled upper bounds",
-        ("method_comparison_la", "method_comparison_cine"),
+        (
+            "method_comparison_la",
+            "method_comparison_la_3000it",
+            "method_comparison_cine",
+            "method_comparison_cine_3000it",
+        ),
         ("method_comparison",),
+    ),
+    "Learning from corrections": (
+        "the segment - correct - fine-tune loop simulated on real LA cases: what K corrected cases buy, "
+        "chosen by suggest or at random, and what the heatmap saves the reviewer",
+        ("correction_loop",),
+        ("correction_loop",),
     ),
     "Uncertainty quality": (
         "whether the heatmap points at the errors: calibration, error overlap, per-case ranking",

@@ -61,7 +61,8 @@ def check_mc_scope(model: torch.nn.Module, mc_scope: str) -> None:
 
 def mc_window_fn(model: torch.nn.Module, samples: int, mc_scope: str, dropout: bool) -> WindowFn:
     """The window function of ``model`` (with ``encode``/``decode``) drawing ``samples`` decoder passes
-    (dropout as set by the caller) -> {"probs", "expected_entropy"[, "sdm"]}, the samples' means.
+    (dropout as set by the caller) -> {"probs"[, "expected_entropy"][, "sdm"]}, the samples' means
+    (E_H only with dropout: a deterministic pass's MI is 0).
 
     mc_scope: which dropout layers are sampled. "decoder" (the training posterior): every dropout
     after the encoder, so each sample re-runs the decoder. "head": only the last dropout before the
@@ -82,7 +83,9 @@ def mc_window_fn(model: torch.nn.Module, samples: int, mc_scope: str, dropout: b
         for _ in range(max(1, samples)):
             out = decode(feats)
             sdm = out.get("sdm")
-            acc.add(torch.softmax(out["seg"].float(), dim=1), None if sdm is None else sdm.float())
+            acc.add(
+                torch.softmax(out["seg"].float(), dim=1), None if sdm is None else sdm.float(), with_entropy=dropout
+            )
         return acc.mean()
 
     return run
@@ -99,24 +102,28 @@ def _one_transform(
 ) -> ModelSpaceOutput:
     """``samples`` MC passes of one (already transformed) image, blended over the windows."""
     device = resolve_device(settings.device)
+    dtype = settings.compute_dtype(device)
     was_training = model.training
     model.eval()
     set_mc_dropout(model, dropout)
+    window_fn = mc_window_fn(model, samples, settings.mc_scope, dropout)
+    if device.type == "cuda" and any(isinstance(m, torch.nn.Conv3d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last_3d)  # cuDNN's fast layout for 3D convolutions
+
+        def fn(x: torch.Tensor, inner=window_fn) -> dict[str, torch.Tensor]:
+            return inner(x.contiguous(memory_format=torch.channels_last_3d))
+
+        window_fn = fn
     try:
-        maps = sliding_window(
-            mc_window_fn(model, samples, settings.mc_scope, dropout),
-            image,
-            settings.patch_size,
-            settings.overlap,
-            settings.window_batch,
-            device,
-            progress,
-        )
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            maps = sliding_window(
+                window_fn, image, settings.patch_size, settings.overlap, settings.window_batch, device, progress
+            )
     finally:
         set_mc_dropout(model, False)
         model.train(was_training)
     probs = maps["probs"].astype(np.float32)
-    pred_h, mi = predictive_uncertainty(probs, maps["expected_entropy"], epistemic=dropout)
+    pred_h, mi = predictive_uncertainty(probs, maps.get("expected_entropy"), epistemic=dropout)
     return ModelSpaceOutput(probs, maps.get("sdm"), pred_h, mi)
 
 

@@ -14,6 +14,9 @@ from ..cli import MAX_MC_SAMPLES  # the CLI's range, defined there torch-free
 from ..errors import InputError
 from ..model_meta import MC_SCOPES, ROT90_PLANE, ModelMeta, check_tta
 
+#: ``InferenceSettings.precision`` values.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda when available else cpu; 'cuda' without a GPU raises a clear error."""
@@ -46,7 +49,9 @@ class InferenceSettings:
     (``workload.check_workload``). postprocess: keep the largest component per class
     (``postprocess.labels_from_probs``). localize: on a large field of view, a 3D model first finds
     the structure with a cheap coarse pass and runs the full pass on a crop around it
-    (``localize``); False: always the whole volume.
+    (``localize``); False: always the whole volume. precision: the network's arithmetic, "float32",
+    "bfloat16" or "float16" (torch autocast; probabilities are accumulated in float32), "auto":
+    float16 on CUDA (with channels-last 3D tensors), float32 on the CPU.
     """
 
     patch_size: tuple[int, int, int]
@@ -61,6 +66,7 @@ class InferenceSettings:
     allow_large: bool = False
     postprocess: bool = True
     localize: bool = True
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         try:
@@ -86,6 +92,8 @@ class InferenceSettings:
         if not isinstance(self.window_batch, int) or self.window_batch < 1:
             raise InputError(f"window_batch must be an integer >= 1, got {self.window_batch!r}")
         object.__setattr__(self, "device", str(self.device))
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.seed is not None and not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer or None, got {self.seed!r}")
 
@@ -96,7 +104,7 @@ class InferenceSettings:
         """The settings a checkpoint fixes (patch size, flip or rotation TTA unless ``tta`` is False,
         MC scope unless ``mc_scope`` is given) with the caller's: ``mc_samples`` (default 10, as
         ``segment``) and ``overrides`` (overlap, device, window_batch, seed, allow_large, postprocess,
-        localize)."""
+        localize, precision)."""
         return cls(
             patch_size=meta.patch_size,
             mc_samples=mc_samples,
@@ -105,6 +113,12 @@ class InferenceSettings:
             rot90=bool(tta and meta.inference.tta_rot90),
             **overrides,
         )
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype the network computes in on ``device`` (``precision``)."""
+        if self.precision == "auto":
+            return torch.float16 if device.type == "cuda" else torch.float32
+        return getattr(torch, self.precision)
 
     @property
     def dropout(self) -> bool:
@@ -127,4 +141,5 @@ class InferenceSettings:
             "tta_rot90": bool(self.rot90),
             "mc_scope": self.mc_scope,
             "localize": bool(self.localize),
+            "precision": self.precision,
         }

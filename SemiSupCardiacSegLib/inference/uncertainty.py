@@ -33,11 +33,12 @@ class UncertaintyAccumulator:
         self._sums: dict[str, object] = {}
         self.weight = 0.0
 
-    def add(self, probs, sdm=None, expected_entropy=None, weight: float = 1.0) -> None:
+    def add(self, probs, sdm=None, expected_entropy=None, weight: float = 1.0, with_entropy: bool = True) -> None:
         """One pass (or a set of passes summarised by its means): ``probs`` (B, K, ...) tensor or
         (K, ...) array; ``expected_entropy`` its E_H (B, ...) / (...), by default H(probs) (a single
-        pass, torch); ``sdm`` or None."""
-        h = class_entropy(probs) if expected_entropy is None else expected_entropy
+        pass, torch); ``sdm`` or None. with_entropy False: no E_H kept (a deterministic pass needs
+        none: its MI is 0 and its entropy H(p_bar))."""
+        h = None if not with_entropy else class_entropy(probs) if expected_entropy is None else expected_entropy
         for name, value in (("probs", probs), ("expected_entropy", h), ("sdm", sdm)):
             if value is None:
                 continue
@@ -51,11 +52,11 @@ class UncertaintyAccumulator:
 
 
 def predictive_uncertainty(
-    probs: np.ndarray, expected_entropy: np.ndarray, epistemic: bool = True
+    probs: np.ndarray, expected_entropy: np.ndarray | None, epistemic: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(H(p_bar), MI = max(H(p_bar) - E_H, 0)) float32 from p_bar (K, ...) and E_H (...). epistemic
     False (one deterministic pass): MI = 0, as H(p_bar) and E_H then differ only by the blending of
-    overlapping windows."""
+    overlapping windows (E_H is not needed and may be None)."""
     pred_h = entropy(probs, axis=0).astype(np.float32)
     mi = np.maximum(pred_h - expected_entropy, 0.0).astype(np.float32) if epistemic else np.zeros_like(pred_h)
     return pred_h, mi
