@@ -258,9 +258,8 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
     torch.set_num_threads(threads)
     from SemiSupCardiacSegLib.checkpoint import load_model
     from SemiSupCardiacSegLib.inference import InferenceSettings, predict_model_space
-    from SemiSupCardiacSegLib.preprocessing import to_model_space
-
     from SemiSupCardiacSegLib.networks.fold import fold_batchnorm
+    from SemiSupCardiacSegLib.preprocessing import to_model_space
 
     net, meta = load_model(model_name)
     net = fold_batchnorm(net)  # the network as Predictor runs it
