@@ -500,6 +500,11 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             cases = self.logic.held_out_cases(str(model))
             if cases:  # validation metrics before / after on the held-out library case(s), in children
                 self._evaluate([old, str(model)], [c.image for c in cases], job.out, {})
+            else:  # a fine-tune on one case can make the model worse on others (benchmarks/correction_loop.py)
+                self.ui.statusLabel.text += (
+                    "; not checked on a case it did not train on (fewer than 3 corrected cases): "
+                    "review its results before relying on it"
+                )
 
     def _evaluate(self, models: list, cases: list, out: Path, results: dict) -> None:
         """Evaluate ``models`` one after the other in child processes; then show the comparison table."""
@@ -528,6 +533,9 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.logic.show_table(table, slicer.app.applicationLogic())
             dice = {w: sum(s["dice"]["mean"] for s in r["mean"].values()) / len(r["mean"]) for w, r in results.items()}
             self.ui.statusLabel.text += f"; held-out Dice {dice['old']:.3f} before, {dice['new']:.3f} after"
+            if dice["new"] < dice["old"] and models[0]:  # worse on the case it did not train on: keep the old one
+                self._parameterNode.model = models[0]
+                self.ui.statusLabel.text += " - worse, so the old model stays selected (the new one is in the list)"
 
         self._startJob(job, done, f"fine-tune: evaluating the {which} model")
 

@@ -7,6 +7,7 @@ MRML scene, driven as a user drives the panel. Only Qt is stood in for (``slicer
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -313,11 +314,41 @@ def test_fine_tune_registers_the_new_model_and_compares(session, trained, tmp_pa
     new = job.out / "model.pt"
     assert new.is_file(), w.ui.statusLabel.text
     assert {"fine-tune", "fine-tune: evaluating the old model", "fine-tune: evaluating the new model"} <= labels_seen
-    assert p.model == str(new) and str(new) in session.qt.QSettings().value("SemiSupCardiacSeg/registeredModels")
+    assert str(new) in session.qt.QSettings().value("SemiSupCardiacSeg/registeredModels")
     assert str(new) in [w.ui.modelListComboBox.itemText(i) for i in range(w.ui.modelListComboBox.count)]
-    assert w.ui.fineTuneProgressBar.value == 100 and "held-out Dice" in w.ui.statusLabel.text, w.ui.statusLabel.text
+    status = w.ui.statusLabel.text
+    assert w.ui.fineTuneProgressBar.value == 100 and "held-out Dice" in status, status
+    before, after = (float(x) for x in re.search(r"held-out Dice ([0-9.]+) before, ([0-9.]+) after", status).groups())
+    # the new model is selected unless it is worse on the case it did not train on
+    if "old model stays selected" in status:
+        assert p.model == str(trained / "model.pt") and after <= before, status
+    else:
+        assert p.model == str(new) and after >= before, status
     table = session.scene.GetNodeByID(session.core.application_logic.GetSelectionNode().GetActiveTableID())
     assert table.GetName().startswith("fine-tune validation") and table.GetCellText(0, 1) == "dice"
+
+
+def test_a_fine_tune_on_fewer_than_three_corrected_cases_says_it_was_not_checked(session, trained, tmp_path):
+    """With one corrected case nothing is held out: the new model is selected, and the status says
+    that it was not checked on a case it did not train on."""
+    w = session.load_module()
+    session.enter()
+    lib = tmp_path / "lib"
+    for i, seed in enumerate((1, 2)):  # 1 labeled, 1 unlabeled
+        node, ph = _volume(session, seed, f"case{i}")
+        seg = (
+            w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, "seg")
+            if i == 0
+            else None
+        )
+        w.logic.add_to_library(node, lib, seg)
+    p = w._parameterNode
+    p.libraryFolder, p.model, p.fineTuneIterations, p.device = lib, str(trained / "model.pt"), 10, "cpu"
+    w.ui.fineTuneButton.click()
+    job = w._runner.job
+    assert session.wait_until(lambda: not w._runner.busy, 600), job.log_path.read_text()[-2000:]
+    assert p.model == str(job.out / "model.pt"), w.ui.statusLabel.text
+    assert "not checked on a case it did not train on" in w.ui.statusLabel.text, w.ui.statusLabel.text
 
 
 def test_scene_close_and_module_cleanup_leave_nothing_running(session, trained, tmp_path):
