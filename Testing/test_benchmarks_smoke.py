@@ -210,6 +210,40 @@ def test_controls_change_only_what_they_name():
     }
 
 
+def test_dtc_control_only_zeroes_the_consistency():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import method_comparison as mc
+
+    dtc, ctl = mc.method_config("la", "dtc", 3000, 8, 1), mc.method_config("la", "dtc_no_consistency", 3000, 8, 1)
+    assert ctl["method"] == "dtc" and ctl["method_params"] == {**dtc["method_params"], "consistency": 0.0}
+    assert {k: v for k, v in ctl.items() if k != "method_params"} == {
+        k: v for k, v in dtc.items() if k != "method_params"
+    }
+
+
+def test_correction_loop_selections():
+    """suggest: the uncertainty ranking (a missing structure first); suggest_found: the same without
+    the cases whose structure was not found; randomD: nested in K, one fixed draw per D."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import correction_loop as cl
+
+    def report(score, ml):
+        return {"structures": {"left atrium": {"entropy_per_volume": score, "volume_ml": ml, "doubtful": None}}}
+
+    scored = {
+        "absent": {"report": report(None, 0.0)},
+        "tiny": {"report": report(9.0, 0.4)},
+        "doubt": {"report": report(0.8, 30.0)},
+        "good": {"report": report(0.2, 40.0)},
+        "fine": {"report": report(0.3, 35.0)},
+    }
+    pool = list(scored)
+    assert cl.chosen("suggest", 3, pool, scored, "entropy_per_volume") == ["absent", "tiny", "doubt"]
+    assert cl.chosen("suggest_found", 3, pool, scored, "entropy_per_volume") == ["doubt", "fine", "good"]
+    r2, r4 = (cl.chosen("random0", k, pool, scored, "entropy_per_volume") for k in (2, 4))
+    assert r4[:2] == r2 and len(set(r4)) == 4 and cl.chosen("random1", 4, pool, scored, "entropy_per_volume") != r4
+
+
 def test_inference_chart_has_a_panel_per_input(tmp_path):
     """make_results draws inference_speed.png with one panel per input of the table (each its own
     seconds axis), from rows named 'INPUT | PATH'; rows without a path (details) are left out."""

@@ -2,6 +2,7 @@
 
     python benchmarks/correction_loop.py [--scenario in-domain|new-scanner] [--ks 1,2,4,8] [--draws 3]
                                          [--modes semi,sup] [--iterations 300] [--max-rows N] [--threads 2]
+                                         [--suggest-found]
 
 A simulated user corrects K cases of a pool; the correction is the reference label. Scenarios:
 * ``in-domain``: the shipped LA model's own protocol. Pool: its training cases whose labels it
@@ -15,7 +16,8 @@ A simulated user corrects K cases of a pool; the correction is the reference lab
   cases on their own grid.
 
 For K in ``--ks``, the K cases are chosen by ``suggest``'s ranking (the model's per-case
-uncertainty score, ``suggest.rank_cases``) and at random (``--draws`` draws; draw d is a fixed
+uncertainty score, ``suggest.rank_cases``; with ``--suggest-found`` also that ranking without the
+cases where the model found no structure of at least ``FOUND_ML``) and at random (``--draws`` draws; draw d is a fixed
 permutation of the pool, K its first K, so the random sets are nested in K as a user's would be).
 Each set is fine-tuned from the shipped model by the module's own path (``jobs.fine_tune_config``
 and ``Training/train.py``, as **Fine-tune on library** runs them, ``--iterations`` long) on a
@@ -149,9 +151,16 @@ def score_pool(net, meta, cases: dict[str, CaseFile], mc: int) -> dict[str, dict
     return rows
 
 
+#: ``suggest_found``: suggest's ranking over the cases in which the model found every structure with
+#: at least this volume (mL; a left atrium is never smaller): the complete failures left out.
+FOUND_ML = 5.0
+
+
 def chosen(selection: str, k: int, pool: list[str], scored: dict, score_name: str) -> list[str]:
-    if selection == "suggest":
+    if selection in ("suggest", "suggest_found"):
         rows = [{"case": n, "input": "", "out": "", "report": scored[n]["report"]} for n in pool]
+        if selection == "suggest_found":
+            rows = [r for r in rows if all(st["volume_ml"] >= FOUND_ML for st in r["report"]["structures"].values())]
         return [s.case for s in rank_cases(rows, score_name)[:k]]
     draw = int(selection.removeprefix("random"))
     return [pool[i] for i in np.random.default_rng(1000 + draw).permutation(len(pool))[:k]]
@@ -265,10 +274,12 @@ def plot(result: dict, out: Path) -> None:
         rows = [r for r in result["rows"].values() if r["scenario"] == scenario]
         ax.axhline(result["base"][scenario]["held_out_dice"], color="grey", ls=":", label="base model")
         for mode, color in (("semi", "C0"), ("sup", "C1")):
-            for kind, ls in (("suggest", "-"), ("random", "--")):
+            for kind, ls in (("suggest", "-"), ("suggest_found", "-."), ("random", "--")):
                 pts: dict[int, list[float]] = {}
-                for r in rows:
-                    if r["mode"] == mode and r["selection"].startswith(kind):
+                for r in rows:  # random: the draws' mean
+                    if r["mode"] == mode and (
+                        r["selection"] == kind or r["selection"].startswith("random") and kind == "random"
+                    ):
                         pts.setdefault(r["k"], []).append(r["held_out_dice"])
                 if pts:
                     ks = sorted(pts)
@@ -288,6 +299,11 @@ def main(argv=None) -> int:
     p.add_argument("--scenario", default="in-domain,new-scanner")
     p.add_argument("--ks", default="1,2,4,8")
     p.add_argument("--draws", type=int, default=3)
+    p.add_argument(
+        "--suggest-found",
+        action="store_true",
+        help=f"also suggest's ranking without the cases where a structure was not found (< {FOUND_ML:g} mL)",
+    )
     p.add_argument("--modes", default="semi,sup")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--mc-samples", type=int, default=10)
@@ -304,7 +320,9 @@ def main(argv=None) -> int:
     net, meta = load_model(model_path)
     pool, held_out = pool_and_held_out(meta)
     ks = [int(k) for k in args.ks.split(",")]
-    selections = ["suggest"] + [f"random{d}" for d in range(args.draws)]
+    selections = (
+        ["suggest"] + (["suggest_found"] if args.suggest_found else []) + [f"random{d}" for d in range(args.draws)]
+    )
     modes = args.modes.split(",")
     if args.smoke:
         pool, held_out, ks, selections, modes = pool[:2], held_out[:1], [1], ["suggest"], ["semi"]
