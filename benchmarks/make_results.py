@@ -63,7 +63,7 @@ TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "Memory": ("resident memory over a batch of real cases in one process", ("batch_memory",), ()),
 }
 # Benchmarks whose JSON merges rows from several invocations: only the last one's command and commit are stored.
-MERGED_ROWS = ("method_comparison", "uncertainty_by_method")
+MERGED_ROWS = ("method_comparison", "uncertainty_by_method", "correction_loop")
 SPEED_HEADLINE_PATHS = ("(a) ", "(c) encoder once", "(c) head-only", "segment default:")
 
 
