@@ -286,24 +286,30 @@ def test_suggest_next_case_loads_it_reviewed_and_add_labels_it(session, trained,
     ]
 
 
-def test_fine_tune_registers_the_new_model_and_compares(session, trained, tmp_path):
-    """Defect 5 and 9: Fine-tune runs train.py with PythonSlicer (sys.executable) in a child, its
-    progress shown; the new model is registered and selected; the before/after evaluation runs in
-    children and its table is shown."""
-    w = session.load_module()
-    session.enter()
-    lib = tmp_path / "lib"
-    for i, seed in enumerate((1, 2, 3, 4)):  # 3 labeled (the last held out), 1 unlabeled
-        node, ph = _volume(session, seed, f"case{i}")
+def _start_fine_tune(session, w, trained, lib, labeled: int, unlabeled: int):
+    """A library of phantom cases (the first ``labeled`` with their segmentation), then a click on
+    Fine-tune (10 iterations from the trained model, CPU); -> the parameter node."""
+    for i in range(labeled + unlabeled):
+        node, ph = _volume(session, i + 1, f"case{i}")
         seg = (
             w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, f"seg{i}")
-            if i < 3
+            if i < labeled
             else None
         )
         w.logic.add_to_library(node, lib, seg)
     p = w._parameterNode
     p.libraryFolder, p.model, p.fineTuneIterations, p.device = lib, str(trained / "model.pt"), 10, "cpu"
     w.ui.fineTuneButton.click()
+    return p
+
+
+def test_fine_tune_registers_the_new_model_and_compares(session, trained, tmp_path):
+    """Defect 5 and 9: Fine-tune runs train.py with PythonSlicer (sys.executable) in a child, its
+    progress shown; the new model is registered and selected; the before/after evaluation runs in
+    children and its table is shown."""
+    w = session.load_module()
+    session.enter()
+    p = _start_fine_tune(session, w, trained, tmp_path / "lib", labeled=3, unlabeled=1)  # the 3rd held out
     job = w._runner.job
     assert w._runner.label == "fine-tune" and w.ui.fineTuneButton.text == "Cancel fine-tuning"
     assert job.argv[0] == sys.executable and job.argv[1].endswith("train.py")
@@ -333,18 +339,7 @@ def test_a_fine_tune_on_fewer_than_three_corrected_cases_says_it_was_not_checked
     that it was not checked on a case it did not train on."""
     w = session.load_module()
     session.enter()
-    lib = tmp_path / "lib"
-    for i, seed in enumerate((1, 2)):  # 1 labeled, 1 unlabeled
-        node, ph = _volume(session, seed, f"case{i}")
-        seg = (
-            w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, "seg")
-            if i == 0
-            else None
-        )
-        w.logic.add_to_library(node, lib, seg)
-    p = w._parameterNode
-    p.libraryFolder, p.model, p.fineTuneIterations, p.device = lib, str(trained / "model.pt"), 10, "cpu"
-    w.ui.fineTuneButton.click()
+    p = _start_fine_tune(session, w, trained, tmp_path / "lib", labeled=1, unlabeled=1)
     job = w._runner.job
     assert session.wait_until(lambda: not w._runner.busy, 600), job.log_path.read_text()[-2000:]
     assert p.model == str(job.out / "model.pt"), w.ui.statusLabel.text
