@@ -63,3 +63,9 @@ def test_a_folded_unet2d_gives_the_same_outputs():
     with torch.inference_mode():
         a, b = net(x), folded(x)
     assert torch.allclose(a["seg"], b["seg"], atol=1e-4, rtol=1e-4)
+
+
+def test_a_folded_network_is_not_copied_again():
+    net = VNet(VNetConfig(n_filters=4)).eval()
+    folded = fold_batchnorm(net)
+    assert folded is not net and fold_batchnorm(folded) is folded

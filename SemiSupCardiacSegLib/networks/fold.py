@@ -33,18 +33,28 @@ def _fold_pair(conv: nn.Module, bn: nn.Module) -> None:
     conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype))
 
 
+def _foldable_pairs(model: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
+    """(Sequential, conv name, BatchNorm name) for every BatchNorm directly after a convolution."""
+    pairs = []
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            names = list(seq._modules)
+            for a, b in zip(names, names[1:]):
+                conv, bn = seq._modules[a], seq._modules[b]
+                if isinstance(conv, _CONVS) and isinstance(bn, _NORMS) and bn.track_running_stats:
+                    pairs.append((seq, a, b))
+    return pairs
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every BatchNorm that directly follows a convolution in an
     ``nn.Sequential`` folded into it (and replaced by ``nn.Identity``); ``model`` is not changed.
+    With nothing to fold (a network without batch norm, or one folded already) ``model`` itself.
     Dropout layers are kept (MC dropout works on the copy as on the original)."""
+    if not _foldable_pairs(model):
+        return model
     folded = copy.deepcopy(model).eval()
-    for seq in folded.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, _CONVS) and isinstance(bn, _NORMS) and bn.track_running_stats:
-                _fold_pair(conv, bn)
-                seq._modules[b] = nn.Identity()
+    for seq, a, b in _foldable_pairs(folded):
+        _fold_pair(seq._modules[a], seq._modules[b])
+        seq._modules[b] = nn.Identity()
     return folded
