@@ -12,7 +12,8 @@ _CGROUP_UNLIMITED = 2**60
 
 def _read_int(path) -> int | None:
     try:
-        text = open(path).read().strip()
+        with open(path) as f:
+            text = f.read().strip()
     except (OSError, UnicodeDecodeError):
         return None
     if text == "max":

@@ -31,11 +31,14 @@ class LimitedMemory(torch.nn.Module):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return self.net.encode(x)
 
-    def decode(self, feats):
-        return self.net.decode(feats)
+    def decode(self, feats, **kwargs):
+        return self.net.decode(feats, **kwargs)
 
 
-def test_inference_retries_with_smaller_window_batch():
+@pytest.mark.parametrize("localize", [False, True], ids=["whole-volume", "localized"])
+def test_inference_retries_with_smaller_window_batch(localize):
+    """Both the full pass and the localization's coarse pass (the volume holds > 4 windows, so it
+    runs first when ``localize``) halve the window batch on out-of-memory."""
     vol = Volume(np.random.default_rng(0).normal(size=(40, 40, 20)).astype(np.float32), spacing=(2.0, 2.0, 2.0))
     model = LimitedMemory(max_windows=1)
     with pytest.warns(RuntimeWarning, match="window batch of 2"):
@@ -49,10 +52,17 @@ def test_inference_retries_with_smaller_window_batch():
             },
             "m.pt",
         )
-        settings = InferenceSettings((16, 16, 16), mc_samples=1, window_batch=4, device="cpu", postprocess=False)
-        pred = Predictor(model, meta, settings).predict(vol)
+        settings = InferenceSettings(
+            (16, 16, 16), mc_samples=1, window_batch=4, device="cpu", postprocess=False, localize=localize
+        )
+        predictor = Predictor(model, meta, settings)
+        pred = predictor.predict(vol)
+    seen = predictor.model.seen  # the Predictor runs a batch-norm-folded copy (``networks.fold``)
     assert pred.labels.shape == vol.shape
-    assert 4 in model.seen and 2 in model.seen and model.seen[-1] == 1
+    assert seen[:3] == [4, 2, 1] and seen[-1] == 1
+    assert (pred.localization is not None) == localize
+    if localize:  # the full pass after the coarse one starts again at 4 windows and halves again
+        assert seen.count(4) == 2 and seen.count(2) == 2
 
 
 def test_oom_on_gpu_falls_back_to_cpu_and_cpu_oom_is_raised():

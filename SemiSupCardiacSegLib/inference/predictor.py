@@ -161,9 +161,14 @@ class Predictor:
         loc = None
         if settings.localize and prep.in_plane_shape is None and worth_localizing(msi.array.shape, settings.patch_size):
             pre_s = time.perf_counter() - t0
-            loc = localize(model, msi, settings.patch_size, settings.window_batch, dev, volume.shape)
+
+            def coarse(batch: int, device: torch.device) -> Localization:
+                return localize(model.to(device), msi, settings.patch_size, batch, device, volume.shape)
+
+            # the coarse pass has the full pass's out-of-memory fallback; the crop runs where it ran
+            loc, dev = run_with_oom_fallback(coarse, settings.window_batch, dev)
             if loc.box is not None:
-                pred = self._predict_crop(volume, loc, t0, pre_s, progress)
+                pred = self._predict_crop(volume, loc, t0, pre_s, progress, dev)
                 if pred is not None:
                     return pred
                 loc = replace(loc, box=None, reason="the structure touched the crop's border: whole volume segmented")
@@ -199,12 +204,18 @@ class Predictor:
         )
 
     def _predict_crop(
-        self, volume: Volume, loc: Localization, t0: float, pre_s: float, progress: Callable[[float], None] | None
+        self,
+        volume: Volume,
+        loc: Localization,
+        t0: float,
+        pre_s: float,
+        progress: Callable[[float], None] | None,
+        device: torch.device,
     ) -> Prediction | None:
-        """The full pass on ``loc.box`` of ``volume``, mapped back onto the whole grid; None when
-        the structure touches a crop face inside the volume (it may go on beyond the crop).
+        """The full pass on ``loc.box`` of ``volume`` on ``device``, mapped back onto the whole grid;
+        None when the structure touches a crop face inside the volume (it may go on beyond the crop).
         t0: when ``predict`` started; pre_s: its seconds of preprocessing the whole volume."""
-        crop = Predictor(self.model, self.meta, replace(self.settings, localize=False))
+        crop = Predictor(self.model, self.meta, replace(self.settings, localize=False, device=str(device)))
         sub = crop.predict(volume.crop(loc.box), progress)
         if touches_inner_face(sub.labels.array, loc.box, volume.shape):
             return None
