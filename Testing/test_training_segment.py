@@ -450,3 +450,27 @@ def test_swa_model_is_the_mean_of_its_snapshots_and_survives_resume(phantom_fold
 
     with pytest.raises(InputError, match="swa"):
         Trainer({**swa_cfg, "swa": {"start": 0, "every": 0}}, tmp_path / "bad", device="cpu", progress=False).run()
+
+
+def test_sigterm_during_set_up_is_a_stop_request_that_saves_last_pt(phantom_folder, tmp_path, monkeypatch):
+    """A stop that comes while the data load (the Slicer module's Stop, or its cleanup, right after
+    the run started) ends the run after its first step with last.pt, as one in the loop does; the
+    signal handlers are given back afterwards."""
+    import os
+    import signal
+
+    from SemiSupCardiacSegLib.training import trainer as trainer_module
+
+    real_load = trainer_module.TrainingData.load
+
+    def load_then_signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered now, in the main thread, mid set-up
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.TrainingData, "load", staticmethod(load_then_signalled))
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = {**TINY, "data": str(phantom_folder), "iterations": 50, "validation": {"last": 0}}
+    result = Trainer(cfg, tmp_path / "run", device="cpu", progress=False).run()
+    assert result["stopped_early"] and result["iterations"] == 1
+    assert (tmp_path / "run" / "last.pt").is_file()
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -76,34 +76,42 @@ class Trainer:
         """The training run (``run`` checks the config, joins the ranks and locks the folder first): set-up,
         the loop over ``step.train_step`` with the callbacks' hooks, the end-of-run files."""
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(int(cfg["seed"]))
-        np.random.seed(int(cfg["seed"]) % 2**32)
-        ck = read_resume(self.out, resume, cfg)  # checked before the data are loaded
-        init = read_init(cfg)
-        data = TrainingData.load(cfg, self.progress)
-        files = RunFiles(self.out, cfg, data.summary())
-        method = self._build_method(init)
-        optimizers = Optimizers(method.optimizer_groups(), cfg["optim"], int(cfg["iterations"]))
-        start = int(ck["iteration"]) if ck is not None else 0
-        state = TrainState(method, optimizers, int(cfg["iterations"]), start, {"best": None, "validations": []}, start)
-        batches = make_batches(data, cfg, method.uses_unlabeled, start, self.dist, self.device)
-        callbacks = self._callbacks(state, data, batches, files, stop_after)
-        if ck is not None:
-            self._restore(ck, state, callbacks)
-        if self.dist.enabled:  # identical weights on every rank, different dropout masks
-            torch.manual_seed(int(cfg["seed"]) + 1000003 * self.dist.rank + start)
-        if self.dist.is_main:
-            files.write_config()
+        # from here on SIGINT/SIGTERM is a stop request (saved as last.pt after the next step), not a kill:
+        # a stop that comes during set-up, once log.jsonl exists, would otherwise lose the run folder's state
+        stop = StopRequests(stop_after)
+        stop.install()
         try:
-            for cb in callbacks:
-                cb.on_train_start(state)
-            self._loop(state, batches, callbacks)
-            for cb in callbacks:
-                cb.on_train_end(state)
+            self.out.mkdir(parents=True, exist_ok=True)
+            torch.manual_seed(int(cfg["seed"]))
+            np.random.seed(int(cfg["seed"]) % 2**32)
+            ck = read_resume(self.out, resume, cfg)  # checked before the data are loaded
+            init = read_init(cfg)
+            data = TrainingData.load(cfg, self.progress)
+            files = RunFiles(self.out, cfg, data.summary())
+            method = self._build_method(init)
+            optimizers = Optimizers(method.optimizer_groups(), cfg["optim"], int(cfg["iterations"]))
+            start = int(ck["iteration"]) if ck is not None else 0
+            history = {"best": None, "validations": []}
+            state = TrainState(method, optimizers, int(cfg["iterations"]), start, history, start)
+            batches = make_batches(data, cfg, method.uses_unlabeled, start, self.dist, self.device)
+            callbacks = self._callbacks(state, data, batches, files, stop)
+            if ck is not None:
+                self._restore(ck, state, callbacks)
+            if self.dist.enabled:  # identical weights on every rank, different dropout masks
+                torch.manual_seed(int(cfg["seed"]) + 1000003 * self.dist.rank + start)
+            if self.dist.is_main:
+                files.write_config()
+            try:
+                for cb in callbacks:
+                    cb.on_train_start(state)
+                self._loop(state, batches, callbacks)
+                for cb in callbacks:
+                    cb.on_train_end(state)
+            finally:
+                for cb in callbacks:
+                    cb.close()
         finally:
-            for cb in callbacks:
-                cb.close()
+            stop.close()
         return {
             "iterations": state.iteration,
             "stopped_early": state.stop,
@@ -134,7 +142,7 @@ class Trainer:
                 break
 
     def _callbacks(
-        self, state: TrainState, data: TrainingData, batches: Batches, files: RunFiles, stop_after: int | None
+        self, state: TrainState, data: TrainingData, batches: Batches, files: RunFiles, stop: StopRequests
     ) -> list[Callback]:
         """The loop's callbacks in hook order: rank check, SWA, log, validation, stop, last.pt, model.pt."""
         cfg, main, device = self.config, self.dist.is_main, self.device
@@ -148,7 +156,7 @@ class Trainer:
             *([swa] if swa else []),
             log,
             validation,
-            StopRequests(stop_after),
+            stop,
             ResumeCheckpoints(cfg, files, swa, main),
             FinalModel(files, swa, validation, main),
         ]
