@@ -255,7 +255,7 @@ class StopRequests(Callback):
 
     def install(self) -> None:
         """Take over the signals (the Trainer does so before its set-up); a no-op off the main thread."""
-        if threading.current_thread() is threading.main_thread() and not self.previous:  # handlers only there
+        if threading.current_thread() is threading.main_thread():  # signal handlers only there
             self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 
     def on_step_end(self, state: TrainState) -> None:
