@@ -265,6 +265,34 @@ def test_inference_chart_has_a_panel_per_input(tmp_path):
     )
 
 
+def test_before_after_runs_segment_in_each_tree(tmp_path):
+    """inference_speed's before/after times the segment command in the tree it is given (its own
+    package on the path): an empty folder fails naming the tree; the same tree twice gives the same
+    segmentation. make_results draws the pairs, and nothing without them."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import inference_speed
+    import make_results
+
+    from SemiSupCardiacSegLib.io import write_volume
+    from SemiSupCardiacSegLib.phantoms import make_la_phantom
+    from SemiSupCardiacSegLib.volume import Volume
+
+    ph = make_la_phantom(shape=(48, 40, 24), spacing=(2.0,) * 3, seed=4)
+    image = write_volume(Volume(ph.image, ph.spacing), tmp_path / "x.nrrd")
+    write_volume(Volume(ph.label, ph.spacing), tmp_path / "x.nrrd.label.nrrd")
+    empty = tmp_path / "not_a_checkout"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match="not_a_checkout"):
+        inference_speed.segment_before_after(image, empty, "la", 1, repeats=1)
+    rows = inference_speed.segment_before_after(image, REPO, "la", 1, repeats=1)
+    assert rows["before"]["dice"] == rows["after"]["dice"] > 0.3
+    assert rows["ratio_before_to_after"] > 0
+    out = tmp_path / "before_after.png"
+    assert make_results.before_after_bars({"before_commit": "abc", "inputs": {"x": rows}}, out)
+    assert out.stat().st_size > 1000
+    assert not make_results.before_after_bars(None, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
 def test_results_summary_reads_cards_and_method_tables(tmp_path):
     """RESULTS.md's summary: a model card's held-out table is read whole (protocol sentence, header,
     rows), and a method comparison becomes one row per labeled count with a column per method, the

@@ -197,6 +197,64 @@ def startup(path: Path, model: str, threads: int) -> dict:
     }
 
 
+def segment_before_after(path: Path, before: Path, model: str, threads: int, repeats: int) -> dict:
+    """``segment`` end to end (its defaults, the command a user types), this tree against the
+    checkout ``before`` (the commit the issue measured), alternated in one run: wall seconds of the
+    whole command (start-up, inference, writing; best of ``repeats``) and, where ``path`` has a
+    reference label, Dice of each tree's segmentation.nrrd."""
+    import os
+    import shutil
+
+    import numpy as np
+
+    from SemiSupCardiacSegLib.io import read_volume
+    from SemiSupCardiacSegLib.metrics import dice
+
+    ref = Path(f"{path}.label.nrrd")
+    trees = {"before": before.resolve(), "after": ROOT}
+    for key, tree in trees.items():
+        _check_tree_imports_itself(tree, key)
+    rows: dict[str, dict] = {k: {"runs_s": []} for k in trees}
+    for _ in range(repeats):
+        for key, tree in trees.items():
+            out = Path(tempfile.mkdtemp()) / "out"
+            argv = [sys.executable, "-m", "SemiSupCardiacSegLib", "segment", str(path), "--out", str(out)]
+            argv += ["--model", model, "--threads", str(threads), "--quiet"]
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            t = time.perf_counter()
+            done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
+            seconds = time.perf_counter() - t
+            if done.returncode != 0:
+                raise RuntimeError(f"segment ({key}, {tree}) on {path.name} failed: {done.stderr[-2000:]}")
+            rows[key]["runs_s"].append(seconds)
+            if ref.is_file() and "dice" not in rows[key]:
+                labels = read_volume(out / "segmentation.nrrd").array > 0
+                rows[key]["dice"] = dice(labels, np.asarray(read_volume(ref).array) > 0)
+            shutil.rmtree(out.parent)
+    for row in rows.values():
+        row["seconds"] = min(row["runs_s"])
+    rows["ratio_before_to_after"] = rows["before"]["seconds"] / rows["after"]["seconds"]
+    return rows
+
+
+def _check_tree_imports_itself(tree: Path, key: str) -> None:
+    """Fail unless ``python -m SemiSupCardiacSegLib`` run in ``tree`` imports ``tree``'s own package
+    (an editable install of another checkout would otherwise answer silently)."""
+    import os
+
+    probe = "import SemiSupCardiacSegLib, pathlib; print(pathlib.Path(SemiSupCardiacSegLib.__file__).resolve())"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tree, env=env, capture_output=True, text=True)
+    found = Path(done.stdout.strip()) if done.returncode == 0 else None
+    if found is None or found.parent.parent != tree:
+        raise RuntimeError(f"{tree} ({key}): not a SemiSupCardiacSeg checkout (its package imports from {found})")
+
+
+def _tree_commit(tree: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 #: Foreground farther than this (mm) from the reference structure counts as a far false positive.
 FAR_MM = 10.0
 
@@ -469,6 +527,13 @@ def main(argv=None) -> int:
     p.add_argument(
         "--device", default="cpu", help="cpu, or cuda for the gpu-full profile (peak RSS is then host memory)"
     )
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a checkout of an earlier commit (git worktree add ../before COMMIT): segment end to end there "
+        "and here, alternated in this run",
+    )
     args = p.parse_args(argv)
     from SemiSupCardiacSegLib.io import read_h5_case, write_volume
     from SemiSupCardiacSegLib.phantoms import make_la_phantom, pad_into_field
@@ -521,6 +586,11 @@ def main(argv=None) -> int:
                 result.setdefault("mc_noise", {})[name] = mc_noise(path)
             if not result.get("startup"):
                 result["startup"] = startup(path, args.model, threads)
+            if args.before is not None:
+                result.setdefault("before_after", {"before_commit": _tree_commit(args.before), "inputs": {}})
+                result["before_after"]["inputs"][name] = segment_before_after(
+                    path, args.before, args.model, threads, repeats=1 if "576" in name else 2
+                )
         first = next(iter(inputs))
         result["model_space"] = model_space_comparisons(
             inputs[first], args.model, threads, repeats=1 if args.smoke else 3
@@ -599,6 +669,23 @@ def main(argv=None) -> int:
         if w:
             cells = [f"{w[str(lv)]['seconds']:.2f} s / {w[str(lv)]['mb']:.1f} MB" for lv in COMPRESSION_LEVELS]
             extra.append(f"| {name} | " + " | ".join(cells) + " |")
+    ba = result.get("before_after")
+    if ba:
+        extra += [
+            "",
+            f"`segment` end to end with its defaults (N = {mc}, flip TTA), the commit the issue measured "
+            f"({ba['before_commit']}) and this one, alternated in this run (seconds of the whole command, best of "
+            "2 on the LA case, 1 on the large fields):",
+            "",
+            "| input | before s | after s | speed-up | Dice before | Dice after |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, v in ba["inputs"].items():
+            dices = [f"{v[k]['dice']:.4f}" if "dice" in v[k] else "-" for k in ("before", "after")]
+            extra.append(
+                f"| {name} | {v['before']['seconds']:.1f} | {v['after']['seconds']:.1f} | "
+                f"{v['ratio_before_to_after']:.2f}x | {dices[0]} | {dices[1]} |"
+            )
     st = result.get("startup") or {}
     if st.get("first_line_s") is not None:
         extra += [

@@ -314,7 +314,9 @@ def speed_bars(profile: Path) -> None:
         )
     infer = profile / "inference_speed.json"
     if infer.exists():
-        inference_bars(json.loads(infer.read_text())["results"], profile / "inference_speed.png")
+        rows = json.loads(infer.read_text())["results"]
+        inference_bars(rows, profile / "inference_speed.png")
+        before_after_bars(rows.get("_details", {}).get("before_after"), profile / "inference_speed_before_after.png")
     for name, label, values in charts:
         fig, ax = plt.subplots(figsize=(8, 0.45 * len(values) + 1.2))
         ax.barh(list(values)[::-1], list(values.values())[::-1], color="#4c72b0")
@@ -324,6 +326,42 @@ def speed_bars(profile: Path) -> None:
         with atomic_path(profile / name) as tmp:
             fig.savefig(tmp, dpi=100)
         plt.close(fig)
+
+
+def before_after_bars(before_after: dict | None, out: Path) -> bool:
+    """inference_speed_before_after.png: ``segment`` end to end per input, the earlier commit's bar
+    beside this one's, speed-up written beside each pair. False (nothing drawn) without the rows."""
+    if not before_after or not before_after.get("inputs"):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from SemiSupCardiacSegLib.atomic import atomic_path
+
+    names = list(before_after["inputs"])
+    rows = [before_after["inputs"][n] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 0.9 * len(names) + 1.2))
+    ys = range(len(names))
+    before = [r["before"]["seconds"] for r in rows]
+    after = [r["after"]["seconds"] for r in rows]
+    ax.barh(
+        [y + 0.2 for y in ys], before, height=0.4, color="#c44e52", label=f"before ({before_after['before_commit']})"
+    )
+    ax.barh([y - 0.2 for y in ys], after, height=0.4, color="#4c72b0", label="after")
+    for y, r in zip(ys, rows):
+        ax.text(r["before"]["seconds"], y + 0.2, f" {r['ratio_before_to_after']:.1f}x faster", va="center", fontsize=7)
+    ax.set_yticks(list(ys), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(before + after) * 1.25)
+    ax.set_xlabel("seconds, `segment` end to end with its defaults (N = 10, flip TTA), 2 CPU threads")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def inference_bars(rows: dict, out: Path, target_ratio: float = 1.5, la_target_s: float = 5.0) -> list[str]:
