@@ -10,10 +10,14 @@ from SemiSupCardiacSegLib.checkpoint import load_model
 from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
 from SemiSupCardiacSegLib.inference.localize import (
     AMBIGUOUS_SHARE,
+    MARGIN_MM,
+    MIN_MARGIN_MM,
     find_structure,
+    margins_for_windows,
     model_box_to_input,
     touches_inner_face,
 )
+from SemiSupCardiacSegLib.inference.window import window_grid
 from SemiSupCardiacSegLib.io import read_h5_case
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.phantoms import make_la_phantom, pad_into_field
@@ -53,6 +57,36 @@ def test_a_model_box_maps_onto_the_input_box_through_reorientation_and_resamplin
         assert 0 <= w.start and w.stop <= n
 
 
+@pytest.mark.parametrize("permuted", [False, True])
+def test_the_margin_shrinks_only_where_it_saves_the_fine_pass_a_row_of_windows(permuted):
+    """margins_for_windows: every margin within [MIN_MARGIN_MM, MARGIN_MM]; the crop it gives (on the
+    input grid, resampled as the fine pass sees it) needs no more windows than the least margin's, and
+    fewer than the full margin's where a few mm cross a row of windows; input axes in any order."""
+    direction = np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]) if permuted else np.eye(3)
+    shape, spacing = ((120, 400, 400), (0.7, 0.625, 0.6)) if permuted else ((400, 400, 120), (0.625,) * 3)
+    rng = np.random.default_rng(0)
+    vol = Volume(rng.random(shape, np.float32), np.array(spacing), np.zeros(3), direction)
+    prep = Preprocessing(spacing=(1.25, 1.25, 1.25))
+    msi = to_model_space(vol, prep)
+    patch, overlap = (64, 64, 32), 0.5
+
+    def windows(box) -> int:
+        return len(window_grid(to_model_space(vol.crop(box), prep).array.shape, patch, overlap))
+
+    saved, kept = 0, 0
+    for length in range(20, 90, 3):
+        model_box = (slice(60, 60 + length), slice(50, 50 + length // 2 + 10), slice(30, 30 + length // 3 + 5))
+        margins = margins_for_windows(msi, model_box, patch, overlap)
+        assert np.all((margins >= MIN_MARGIN_MM) & (margins <= MARGIN_MM))
+        chosen = windows(model_box_to_input(msi, model_box, margins))
+        assert chosen <= windows(model_box_to_input(msi, model_box, MIN_MARGIN_MM))
+        full = windows(model_box_to_input(msi, model_box, MARGIN_MM))
+        assert chosen <= full
+        saved += chosen < full
+        kept += int((margins == MARGIN_MM).sum())  # the full margin wherever it costs no window
+    assert saved > 0 and kept > 0
+
+
 def test_a_structure_touching_an_inner_crop_face_is_seen_and_one_at_the_volume_border_is_not():
     full = (50, 50, 50)
     labels = np.zeros((20, 20, 20), np.uint8)
@@ -65,6 +99,46 @@ def test_a_structure_touching_an_inner_crop_face_is_seen_and_one_at_the_volume_b
     assert not touches_inner_face(labels, at_border, full)
     labels[7, 7, 19] = 1  # last z face, inside the volume
     assert touches_inner_face(labels, at_border, full)
+
+
+@pytest.mark.parametrize("with_inside", [False, True])
+def test_uncrop_puts_the_crop_back_and_fills_everything_else_as_empty(with_inside):
+    """Prediction.uncrop: the crop's maps in the box; outside it (and where ``inside`` is False)
+    label 0, background probability 1, SDM +1, uncertainty 0; a two-structure model's channels too."""
+    from SemiSupCardiacSegLib.inference.predictor import Prediction, Timings
+
+    rng = np.random.default_rng(0)
+    full = Volume(np.zeros((20, 18, 12), np.float32), (1.0, 1.0, 2.0))
+    box = (slice(3, 11), slice(5, 17), slice(0, 7))
+    crop = full.crop(box)
+    shape = crop.shape
+    inside = rng.random(shape) > 0.3 if with_inside else None
+    probs = rng.random((3,) + shape).astype(np.float32)
+    pred = Prediction(
+        labels=crop.with_array(rng.integers(0, 3, shape).astype(np.uint8)),
+        probabilities=crop.with_array(probs / probs.sum(0)),
+        sdm=crop.with_array(rng.uniform(-1, 1, (2,) + shape).astype(np.float32)),
+        entropy=crop.with_array(rng.random(shape).astype(np.float32)),
+        mutual_info=crop.with_array(rng.random(shape).astype(np.float32)),
+        settings=InferenceSettings(patch_size=(8, 8, 8)),
+        device="cpu",
+        timings=Timings(0.0, 0.0, 0.0, 0.0),
+    )
+    out = pred.uncrop(full, box, inside)
+    keep = np.zeros(full.shape, bool)
+    keep[box] = True if inside is None else inside
+    for big, small, fill in (
+        (out.labels.array, pred.labels.array, 0),
+        (out.entropy.array, pred.entropy.array, 0.0),
+        (out.mutual_info.array, pred.mutual_info.array, 0.0),
+        (out.probabilities.array[0], pred.probabilities.array[0], 1.0),
+        (out.probabilities.array[2], pred.probabilities.array[2], 0.0),
+        (out.sdm.array[1], pred.sdm.array[1], 1.0),
+    ):
+        assert big.shape == full.shape and np.all(big[~keep] == fill)
+        assert np.array_equal(big[box][keep[box]], small[keep[box]])
+    assert np.allclose(out.labels.spacing, full.spacing) and out.roi_box == box
+    assert np.allclose(out.probabilities.array.sum(0), 1.0, atol=1e-5)
 
 
 def test_find_structure_keeps_the_component_of_largest_mass_and_refuses_ambiguity():

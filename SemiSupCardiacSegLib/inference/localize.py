@@ -9,8 +9,11 @@ a coarse localization stage, then a fine segmentation of the cropped atrium, don
    segmentation head only) over the whole model-space image -> foreground probability.
 2. **The structure**: the 26-connected component of ``p_fg > 0.5`` with the largest probability
    mass (the rule of ``postprocess.labels_from_probs``).
-3. **The crop**: its bounding box grown by ``MARGIN_MM`` on every side, mapped onto the input grid
-   (``model_box_to_input``; reorientation and resampling undone exactly, rounded outwards).
+3. **The crop**: its bounding box grown on every side by a margin between ``MIN_MARGIN_MM`` and
+   ``MARGIN_MM``, per axis the largest that needs no more fine-pass windows than the smallest
+   (``margins_for_windows``: the fine pass costs per window, and a crop a few mm past a row of
+   windows pays a whole row), mapped onto the input grid (``model_box_to_input``; reorientation and
+   resampling undone exactly, rounded outwards).
 
 The caller (``Predictor.predict``) runs the full pass on the crop and maps it back
 (``Prediction.uncrop``: outside the crop no structure, background probability 1, uncertainty 0).
@@ -25,6 +28,7 @@ may have been cut: the caller then segments the whole volume too (``touches_inne
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -38,6 +42,9 @@ from .window import sliding_window
 #: Margin (mm) added on every side of the coarse structure's box: the coarse pass misses thin parts
 #: (pulmonary vein ostia, the atrial roof) by a few mm at most; 25 mm keeps them inside with room.
 MARGIN_MM = 25.0
+#: The least margin (mm): where shrinking it towards this saves the fine pass a row of windows along
+#: an axis, it is shrunk (on a real LA case padded into a 576x576x88 field: 18 -> 12 windows).
+MIN_MARGIN_MM = 15.0
 #: Localize only where the model grid holds at least this many windows' worth of voxels (the
 #: LA2018 training crops hold 2-3 of the LA model's: they are segmented whole, as before).
 MIN_WINDOWS = 4.0
@@ -108,10 +115,37 @@ def find_structure(
     return box, "localized", ml, second
 
 
+def margins_for_windows(
+    msi: ModelSpaceImage, box: tuple[slice, ...], patch: tuple[int, ...], overlap: float | tuple[float, ...]
+) -> np.ndarray:
+    """Per model axis, the margin (mm) in [MIN_MARGIN_MM, MARGIN_MM] to grow the model-grid ``box``
+    by: the largest (0.25 mm steps) whose crop the fine pass covers with as few windows (of ``patch``,
+    ``overlap`` as in ``window.window_grid``) as the least margin's crop. The crop's size on the fine
+    pass's model grid is the one ``preprocessing.resample_image`` gives the input crop
+    (``model_box_to_input``, clipped): round(canonical voxels / step). -> (3,) mm"""
+    overlaps = list(overlap) if isinstance(overlap, (list, tuple)) else [overlap] * 3
+    step = np.asarray(msi.model_spacing, float) / np.asarray(msi.canonical_spacing, float)
+    perm = msi.reorientation.perm
+    candidates = np.arange(MARGIN_MM, MIN_MARGIN_MM - 1e-9, -0.25)
+    out = []
+    for a, (p, o) in enumerate(zip(patch, overlaps)):
+        stride = max(1, int(round(p * (1.0 - float(o)))))
+
+        def n_windows(margin_mm: float) -> int:
+            crop = model_box_to_input(msi, box, margin_mm)[perm[a]]
+            size = max(1, int(round((crop.stop - crop.start) / step[a])))
+            return 1 if size <= p else math.ceil((size - p) / stride) + 1
+
+        least = n_windows(MIN_MARGIN_MM)
+        out.append(next(float(m) for m in candidates if n_windows(m) <= least))
+    return np.asarray(out)
+
+
 def model_box_to_input(
-    msi: ModelSpaceImage, box: tuple[slice, ...], margin_mm: float = MARGIN_MM
+    msi: ModelSpaceImage, box: tuple[slice, ...], margin_mm: float | np.ndarray = MARGIN_MM
 ) -> tuple[slice, slice, slice]:
-    """A model-grid box -> the input-grid box holding it, grown by ``margin_mm`` and clipped.
+    """A model-grid box -> the input-grid box holding it, grown by ``margin_mm`` (one value or one
+    per model axis) and clipped.
 
     Model index j lies at canonical index j * step (step = model / canonical spacing,
     ``ModelSpaceImage.to_input_grid``) and covers half a step on either side; canonical axis a is
@@ -151,15 +185,17 @@ def localize(
     window_batch: int,
     device: torch.device,
     input_shape: tuple[int, int, int],
+    overlap: float | tuple[float, float, float] = 0.5,
 ) -> Localization:
-    """The coarse pass and the crop decision (module docstring) for a model-space image."""
+    """The coarse pass and the crop decision (module docstring) for a model-space image; overlap:
+    the fine pass's (it sets the margins)."""
     t0 = time.perf_counter()
     fg = coarse_foreground(model, msi.array, patch, window_batch, device)
     model_box, reason, ml, second = find_structure(fg, msi.model_spacing)
     seconds = time.perf_counter() - t0
     if model_box is None:
         return Localization(None, reason + ": whole volume segmented", seconds, ml, second)
-    box = model_box_to_input(msi, model_box)
+    box = model_box_to_input(msi, model_box, margins_for_windows(msi, model_box, patch, overlap))
     share = float(np.prod([b.stop - b.start for b in box]) / np.prod(input_shape))
     if share > MAX_CROP_SHARE:
         return Localization(

@@ -70,26 +70,35 @@ class Prediction:
         (and, within it, where ``inside`` (box-shaped bool) is False) labels 0, probability 1 for
         background, SDM +1 (outside every structure), uncertainty 0."""
 
-        def grow(a: np.ndarray, fill: float) -> np.ndarray:
-            out = np.full(a.shape[:-3] + full.shape, fill, dtype=a.dtype)
-            out[(Ellipsis,) + tuple(box)] = a
+        box = tuple(box)
+        cut = None if inside is None else ~inside
+
+        def grow(a: np.ndarray, fills: tuple[float, ...]) -> np.ndarray:
+            """a (..., box shape) -> (..., full shape): ``fills[c]`` outside (channel c of a
+            multi-channel map; one fill for every channel otherwise). Only the box is masked: a
+            full-grid boolean mask costs seconds on a 576x576x88 field."""
+            out = np.empty(a.shape[:-3] + full.shape, dtype=a.dtype)
+            if a.ndim == 3 or len(fills) == 1:
+                out[...] = fills[0]
+            else:
+                for c in range(a.shape[0]):
+                    out[c] = fills[min(c, len(fills) - 1)]
+            inner = out[(Ellipsis,) + box]
+            inner[...] = a
+            if cut is not None:
+                if a.ndim == 3:
+                    inner[cut] = fills[0]
+                else:
+                    for c in range(a.shape[0]):
+                        inner[c][cut] = fills[min(c, len(fills) - 1)]
             return out
 
-        outside = np.ones(full.shape, bool)
-        outside[tuple(box)] = False if inside is None else ~inside
-        probs = grow(self.probabilities.array, 0.0)
-        probs[0][outside] = 1.0
-        probs[1:, outside] = 0.0
-        maps = []
-        for volume, fill in ((self.labels, 0), (self.entropy, 0.0), (self.mutual_info, 0.0)):
-            a = grow(volume.array, fill)
-            a[outside] = fill
-            maps.append(full.with_array(a))
-        sdm = None
-        if self.sdm is not None:
-            s = grow(self.sdm.array, 1.0)
-            s[:, outside] = 1.0
-            sdm = full.with_array(s)
+        probs = grow(self.probabilities.array, (1.0, 0.0))
+        maps = [
+            full.with_array(grow(v.array, (fill,)))
+            for v, fill in ((self.labels, 0), (self.entropy, 0.0), (self.mutual_info, 0.0))
+        ]
+        sdm = None if self.sdm is None else full.with_array(grow(self.sdm.array, (1.0,)))
         labels, ent, mi = maps
         return replace(
             self,
@@ -163,7 +172,9 @@ class Predictor:
             pre_s = time.perf_counter() - t0
 
             def coarse(batch: int, device: torch.device) -> Localization:
-                return localize(model.to(device), msi, settings.patch_size, batch, device, volume.shape)
+                return localize(
+                    model.to(device), msi, settings.patch_size, batch, device, volume.shape, settings.overlap
+                )
 
             # the coarse pass has the full pass's out-of-memory fallback; the crop runs where it ran
             loc, dev = run_with_oom_fallback(coarse, settings.window_batch, dev)
