@@ -29,8 +29,9 @@ clean-demo:
 
 # Python 3.9 (Slicer 5.6/5.8) and 3.12 (Slicer 5.10) venvs, outside the repository, for
 # Testing/test_python_versions.py: numpy, scipy, SimpleITK, h5py; no torch (PyPI's pulls GBs of CUDA).
-PY39 ?= python3.9
-PY312 ?= python3.12
+# pyenv's interpreters where no global python3.9 / python3.12 is on PATH.
+PY39 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9.*/bin/python3.9) python3.9)
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12) python3.12)
 COMPAT_VENVS ?= ..
 
 compat-venvs:

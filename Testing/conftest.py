@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,15 @@ SHARED = REPO.parent / "shared"
 LA_DIR = SHARED / "data" / "LA2018"
 
 torch.set_num_threads(2)
+
+
+def sigint_as_at_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: its SIGINT back to the default.
+
+    A command started in the background by a non-interactive shell (``make test &``, some CI runners)
+    inherits SIGINT ignored, and Python then leaves it ignored (Ctrl-C never reaches it, as POSIX
+    wants for background jobs); the child would finish as if no signal had come."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 from SemiSupCardiacSegLib.phantoms import make_la_phantom, write_phantom_h5  # noqa: E402
 from SemiSupCardiacSegLib.training import Trainer  # noqa: E402

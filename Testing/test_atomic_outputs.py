@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, sigint_as_at_a_terminal
 
 from SemiSupCardiacSegLib import reporting
 from SemiSupCardiacSegLib.atomic import atomic_folder, is_complete_set
@@ -210,6 +210,7 @@ def _sigint_after_two_files(argv: list[str]) -> subprocess.CompletedProcess:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_at_a_terminal,
     )
     seen = 0
     for line in proc.stdout:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, sigint_as_at_a_terminal
 
 from SemiSupCardiacSegLib.cli import main as cli_main
 from SemiSupCardiacSegLib.io import write_volume
@@ -115,7 +115,14 @@ def test_batch_interrupted_then_rerun_completes_the_rest(trained, tmp_path):
     inp = _cases(tmp_path / "in", 5, shape=(72, 64, 32))
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "SemiSupCardiacSegLib", *_argv(inp, out, trained, "--mc-samples", "4", "--quiet")]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_as_at_a_terminal,
+    )
     deadline = time.monotonic() + 300
     while not (out / "summary.json").exists():  # written right after the first case is complete
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
