@@ -33,6 +33,7 @@ Writes benchmarks/results/<profile>/inference_speed.json and .md.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -308,8 +309,10 @@ def run_child(mode: str, path: Path, model: str, mc: int, threads: int, device: 
 
 
 def model_space_comparisons(image_volume, model_name: str, threads: int, repeats: int = 1) -> dict:
-    """In model space, same process: ours (deterministic) vs MONAI and vs the reference stride; each
-    timing the best of ``repeats`` runs (the first run of a process pays one-off allocations)."""
+    """In model space, same process: ours (deterministic) vs MONAI, the exported backends and the
+    reference stride; each timing the best of ``repeats`` runs, the ways alternated within each
+    repeat (so a load that comes and goes falls on all of them; the first run of a process pays
+    one-off allocations, so every way is also run once untimed first)."""
     import numpy as np
     import torch
 
@@ -325,51 +328,51 @@ def model_space_comparisons(image_volume, model_name: str, threads: int, repeats
     image = to_model_space(image_volume, prep).array.astype(np.float32)
     patch = meta.patch_size
     spacing = prep.model_spacing(image_volume.shape, image_volume.spacing)
+    ours_name = "ours, overlap 0.5"
+    # name -> () -> foreground-class probabilities (C, X, Y, Z) as numpy
+    ways = {ours_name: lambda: predict_model_space(net, image, InferenceSettings(patch, device="cpu")).probs}
+    rows = {ours_name: {"model_shape": list(image.shape)}}
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        rows["MONAI sliding_window_inference"] = {"skipped": "monai not installed (pip install monai)"}
+    else:
+        x = torch.from_numpy(image)[None, None]
 
-    def timed(fn):
-        best = None
-        for _ in range(repeats):
-            t = time.perf_counter()
-            value = fn()
-            dt = time.perf_counter() - t
-            best = dt if best is None else min(best, dt)
-        return best, value
+        def both_heads(t):  # the outputs ours blends: probabilities and SDM
+            out = net(t)
+            return torch.softmax(out["seg"], 1), out["sdm"]
 
-    with torch.inference_mode():
-        ours_s, ours = timed(lambda: predict_model_space(net, image, InferenceSettings(patch, device="cpu")))
-        rows = {"ours, overlap 0.5": {"seconds": ours_s, "ratio": 1.0, "model_shape": list(image.shape)}}
-        try:
-            from monai.inferers import sliding_window_inference
-        except ImportError:
-            rows["MONAI sliding_window_inference"] = {"skipped": "monai not installed (pip install monai)"}
-        else:
-            x = torch.from_numpy(image)[None, None]
-
-            def both_heads(t):  # the outputs ours blends: probabilities and SDM
-                out = net(t)
-                return torch.softmax(out["seg"], 1), out["sdm"]
-
-            mon_s, (probs, _) = timed(
-                lambda: sliding_window_inference(
-                    x, patch, 2, both_heads, overlap=0.5, mode="gaussian", sigma_scale=0.125
-                )
-            )
-            agree = float((probs[0].argmax(0).numpy() == ours.probs.argmax(0)).mean())
-            rows["MONAI sliding_window_inference (gaussian, overlap 0.5, batch 2; probabilities + SDM)"] = {
-                "seconds": mon_s,
-                "ratio": mon_s / ours_s,
-                "label_agreement": agree,
-            }
-        rows.update(exported_backends(net, image, patch, ours, ours_s, timed))
+        name = "MONAI sliding_window_inference (gaussian, overlap 0.5, batch 2; probabilities + SDM)"
+        ways[name] = lambda: sliding_window_inference(
+            x, patch, 2, both_heads, overlap=0.5, mode="gaussian", sigma_scale=0.125
+        )[0][0].numpy()
+        rows[name] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        exported, skipped = exported_backends(net, image, patch, Path(tmp))
+        rows.update(skipped)
+        for name, fn in exported.items():
+            ways[name], rows[name] = fn, {}
         stride = [max(1, round(mm / s)) for mm, s in zip(REFERENCE_STRIDE_MM, spacing)]
-        ref_overlap = [1.0 - st / p for st, p in zip(stride, patch)]
-        ref_settings = InferenceSettings(patch, overlap=tuple(ref_overlap), device="cpu")
-        ref_s, _ = timed(lambda: predict_model_space(net, image, ref_settings))
-        rows[f"reference stride {stride[0]}/{stride[1]}/{stride[2]} voxels (18/18/4 at 0.625 mm)"] = {
-            "seconds": ref_s,
-            "ratio": ref_s / ours_s,
-            "stride_voxels": stride,
-        }
+        ref_settings = InferenceSettings(
+            patch, overlap=tuple(1.0 - st / p for st, p in zip(stride, patch)), device="cpu"
+        )
+        ref_name = f"reference stride {stride[0]}/{stride[1]}/{stride[2]} voxels (18/18/4 at 0.625 mm)"
+        ways[ref_name] = lambda: predict_model_space(net, image, ref_settings).probs
+        rows[ref_name] = {"stride_voxels": stride}
+        with torch.inference_mode():
+            labels = {name: fn().argmax(0) for name, fn in ways.items()}  # untimed: warm-up and agreement
+            best: dict[str, float] = {}
+            for _ in range(repeats):
+                for name, fn in ways.items():
+                    t = time.perf_counter()
+                    fn()
+                    best[name] = min(best.get(name, math.inf), time.perf_counter() - t)
+    for name in ways:
+        rows[name]["seconds"] = best[name]
+        rows[name]["ratio"] = best[name] / best[ours_name]
+        if name not in (ours_name, ref_name):
+            rows[name]["label_agreement"] = float((labels[name] == labels[ours_name]).mean())
     return rows
 
 
@@ -385,68 +388,64 @@ class _ProbsAndSdm(torch.nn.Module):
         return torch.softmax(out["seg"], 1), out["sdm"]
 
 
-def exported_backends(net, image, patch, ours, ours_s: float, timed) -> dict:
+def exported_backends(net, image, patch, tmp: Path) -> tuple[dict, dict]:
     """The deterministic model-space pass with the network run by ONNX Runtime and by OpenVINO (the
-    network exported to ONNX with batch norm folded, fixed window batch 2; everything else is our
-    sliding window), each against ours: seconds, ratio, label agreement. Skipped where not installed
-    (``pip install onnx onnxruntime openvino``, for this benchmark only)."""
+    network exported to ``tmp``/net.onnx with batch norm folded, fixed window batch 2; everything
+    else is our sliding window) -> ({name: () -> probabilities (C, X, Y, Z)}, {name: skipped row}).
+    Skipped where not installed (``pip install onnx onnxruntime openvino``, for this benchmark only)."""
     import numpy as np
 
     from SemiSupCardiacSegLib.inference import sliding_window
     from SemiSupCardiacSegLib.networks.fold import fold_batchnorm
 
-    rows = {}
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
-        return {"ONNX Runtime / OpenVINO": {"skipped": "onnx not installed (pip install onnx onnxruntime openvino)"}}
+        return {}, {
+            "ONNX Runtime / OpenVINO": {"skipped": "onnx not installed (pip install onnx onnxruntime openvino)"}
+        }
     batch = 2
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "net.onnx")
-        with torch.no_grad():
-            torch.onnx.export(
-                _ProbsAndSdm(fold_batchnorm(net)).eval(),
-                (torch.zeros((batch, 1, *patch)),),
-                path,
-                input_names=["x"],
-                output_names=["probs", "sdm"],
-                dynamo=False,
-                opset_version=17,
-            )
-        runners = {}
-        try:
-            import onnxruntime as ort
+    path = str(tmp / "net.onnx")
+    with torch.no_grad():
+        torch.onnx.export(
+            _ProbsAndSdm(fold_batchnorm(net)).eval(),
+            (torch.zeros((batch, 1, *patch)),),
+            path,
+            input_names=["x"],
+            output_names=["probs", "sdm"],
+            dynamo=False,
+            opset_version=17,
+        )
+    runners, skipped = {}, {}
+    try:
+        import onnxruntime as ort
 
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = torch.get_num_threads()
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            runners["ONNX Runtime (CPU)"] = lambda x: sess.run(None, {"x": x})
-        except ImportError:
-            rows["ONNX Runtime (CPU)"] = {"skipped": "onnxruntime not installed"}
-        try:
-            import openvino as ov
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        runners["ONNX Runtime (CPU)"] = lambda x: sess.run(None, {"x": x})
+    except ImportError:
+        skipped["ONNX Runtime (CPU)"] = {"skipped": "onnxruntime not installed"}
+    try:
+        import openvino as ov
 
-            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
-            runners["OpenVINO (CPU)"] = lambda x: [np.asarray(o) for o in compiled(x).values()]
-        except ImportError:
-            rows["OpenVINO (CPU)"] = {"skipped": "openvino not installed"}
-        for name, run in runners.items():
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        runners["OpenVINO (CPU)"] = lambda x: [np.asarray(o) for o in compiled(x).values()]
+    except ImportError:
+        skipped["OpenVINO (CPU)"] = {"skipped": "openvino not installed"}
+    ways = {}
+    for name, run in runners.items():
 
-            def window_fn(x: torch.Tensor, run=run) -> dict:
-                n = x.shape[0]
-                xs = x.numpy()
-                if n < batch:  # the exported graph has a fixed batch: pad the last one
-                    xs = np.concatenate([xs, np.zeros((batch - n, *xs.shape[1:]), xs.dtype)])
-                probs, sdm = run(xs)
-                return {"probs": torch.from_numpy(probs[:n]), "sdm": torch.from_numpy(sdm[:n])}
+        def window_fn(x: torch.Tensor, run=run) -> dict:
+            n = x.shape[0]
+            xs = x.numpy()
+            if n < batch:  # the exported graph has a fixed batch: pad the last one
+                xs = np.concatenate([xs, np.zeros((batch - n, *xs.shape[1:]), xs.dtype)])
+            probs, sdm = run(xs)
+            return {"probs": torch.from_numpy(probs[:n]), "sdm": torch.from_numpy(sdm[:n])}
 
-            sec, maps = timed(lambda fn=window_fn: sliding_window(fn, image, patch, 0.5, batch, "cpu"))
-            rows[name] = {
-                "seconds": sec,
-                "ratio": sec / ours_s,
-                "label_agreement": float((maps["probs"].argmax(0) == ours.probs.argmax(0)).mean()),
-            }
-    return rows
+        ways[name] = lambda fn=window_fn: sliding_window(fn, image, patch, 0.5, batch, "cpu")["probs"]
+    return ways, skipped
 
 
 def overlap_sweep(cases: list, model_name: str, threads: int, overlaps=(0.0, 0.25, 0.5, 0.75)) -> dict:
@@ -615,7 +614,8 @@ def main(argv=None) -> int:
             flat[f"{name} | {labels[m]}"] = v
     extra = [
         "",
-        "Model space, same process (seconds of the sliding window; ratio to ours):",
+        "Model space, same process (seconds of the sliding window, best of 3 with the ways alternated after "
+        "one untimed run of each; ratio to ours: below 1 is faster than ours):",
         "",
         "| window | seconds | ratio | note |",
         "|---|---|---|---|",
