@@ -33,6 +33,11 @@ reviewer, on the pool cases: the share of wrong voxels (prediction != reference)
 first 1, 3 and 5 regions of "Next uncertain region" (``uncertain_regions.rank_uncertain_regions``),
 and the share of the volume those regions cover.
 
+Also per fine-tune, what holding the model near what it knew would give: the held-out Dice of the
+weight average (1 - lam) * base + lam * fine-tuned for lam in ``AVERAGE_LAMBDAS`` (every float
+tensor of the state dict, batch-norm statistics included; WiSE-FT, Wortsman et al., CVPR 2022, whose
+default lam = 0.5 is the one fixed here before looking; lam = 1 is the fine-tuned model itself).
+
 Each fine-tune is one row of benchmarks/results/<profile>/correction_loop.json, written when it
 ends; a rerun skips rows already there (same iterations), and ``--max-rows`` stops after N new
 rows, so the grid is filled over several sessions. Real data is read from ../shared and never
@@ -41,6 +46,7 @@ copied into the repository (the cases are written as NRRD under runs/bench/corre
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -51,6 +57,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from common import ROOT, benchmark_parser, environment, write_result
 from scipy import ndimage
 
@@ -73,6 +80,7 @@ WORK = ROOT / "runs" / "bench" / "correction_loop"
 NAME = "correction_loop"
 SHIFT_SPACING = (1.25, 1.25, 2.5)
 REGIONS = (1, 3, 5)
+AVERAGE_LAMBDAS = (0.25, 0.5, 0.75)
 HEATMAP_FIELDS = (("wrong_share", "wrong_share_in_regions"), ("volume_share", "volume_share_of_regions"))
 
 
@@ -179,6 +187,28 @@ def library_for(row_dir: Path, cases: dict[str, CaseFile], labeled: list[str], u
     return lib
 
 
+def weight_average(base: torch.nn.Module, tuned: torch.nn.Module, lam: float) -> torch.nn.Module:
+    """A copy of ``tuned`` whose float state (weights, biases, batch-norm statistics) is
+    (1 - lam) * base + lam * tuned; integer state (batch counts) is the tuned model's."""
+    out = copy.deepcopy(tuned)
+    start = base.state_dict()
+    out.load_state_dict(
+        {k: (1 - lam) * start[k] + lam * v if v.is_floating_point() else v for k, v in tuned.state_dict().items()}
+    )
+    return out
+
+
+def averaged_dice(base_net, run_dir: Path, cases, held_out) -> dict[str, float]:
+    """Held-out mean Dice of the weight averages of the base model and ``run_dir``/model.pt, by lam."""
+    tuned, meta = load_model(run_dir / "model.pt")
+    out = {}
+    for lam in AVERAGE_LAMBDAS:
+        net = weight_average(base_net, tuned, lam)
+        ev = evaluate_cases(net, meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
+        out[f"{lam:g}"] = ev["mean"]["left atrium"]["dice"]["mean"]
+    return out
+
+
 def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_name, key) -> dict:
     scenario, selection, k, mode = key
     picked = chosen(selection, k, pool, scored, score_name)
@@ -201,6 +231,7 @@ def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_n
     net, new_meta = load_model(run / "model.pt")
     ev = evaluate_cases(net, new_meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
     per_case = {c: r["left atrium"]["dice"] for c, r in ev["per_case"].items()}
+    base_net, _ = load_model(model_path)
     return {
         "scenario": scenario,
         "selection": selection,
@@ -212,6 +243,7 @@ def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_n
         "held_out_dice": ev["mean"]["left atrium"]["dice"]["mean"],
         "held_out_hd95": ev["mean"]["left atrium"]["hd95"]["mean"],
         "held_out_per_case_dice": per_case,
+        "held_out_dice_weight_average": averaged_dice(base_net, run, cases, held_out),
         "fine_tune_wall_s": round(wall, 1),
         "effort_voxels": int(sum(scored[n]["effort_voxels"] for n in picked)),
         "picked_base_dice": [float(scored[n]["dice"]) for n in picked],
@@ -232,8 +264,9 @@ def summary_lines(result: dict) -> list[str]:
         if rows:
             lines += [
                 "| K | selection | mode | held-out Dice | HD95 mm | share of the shift's loss won back | "
-                "base Dice of the K picked | voxels corrected | fine-tune s |",
-                "|---|---|---|---|---|---|---|---|---|",
+                "base Dice of the K picked | voxels corrected | fine-tune s | "
+                "Dice, averaged with the base: lam 0.25 / 0.5 / 0.75 |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
             ref = result["base"].get("in-domain", {}).get("held_out_dice")
             for r in sorted(rows, key=lambda r: (r["k"], r["mode"], r["selection"])):
@@ -244,10 +277,12 @@ def summary_lines(result: dict) -> list[str]:
                 )
                 picked = r.get("picked_base_dice")
                 picked = "-" if not picked else f"{np.mean(picked):.3f} (min {min(picked):.3f})"
+                wa = r.get("held_out_dice_weight_average")
+                averages = "-" if not wa else " / ".join(f"{wa[f'{lam:g}']:.3f}" for lam in AVERAGE_LAMBDAS)
                 lines.append(
                     f"| {r['k']} | {r['selection']} | {r['mode']} | {r['held_out_dice']:.3f} | "
                     f"{r['held_out_hd95']:.2f} | {won} | {picked} | {r['effort_voxels']} | "
-                    f"{r['fine_tune_wall_s']:.0f} |"
+                    f"{r['fine_tune_wall_s']:.0f} | {averages} |"
                 )
             lines.append("")
         shares = base["heatmap"]
@@ -347,6 +382,14 @@ def main(argv=None) -> int:
         for row in result["rows"].values():  # rows written before the picked cases' base Dice was kept
             if row["scenario"] == scenario and "picked_base_dice" not in row:
                 row["picked_base_dice"] = [float(scored[n]["dice"]) for n in row["cases"]]
+        for row in result["rows"].values():  # rows written before the weight averages were measured
+            run = WORK / scenario / "rows" / f"{row['selection']}_K{row['k']}_{row['mode']}_{row['iterations']}" / "run"
+            if (
+                row["scenario"] == scenario
+                and "held_out_dice_weight_average" not in row
+                and (run / "model.pt").is_file()
+            ):
+                row["held_out_dice_weight_average"] = averaged_dice(net, run, cases, held_out)
         base_ev = evaluate_cases(net, meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
         result["base"][scenario] = {
             "model_id": meta.model_id,
