@@ -28,6 +28,7 @@ def sigint_as_at_a_terminal() -> None:
     wants for background jobs); the child would finish as if no signal had come."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+
 from SemiSupCardiacSegLib.phantoms import make_la_phantom, write_phantom_h5  # noqa: E402
 from SemiSupCardiacSegLib.training import Trainer  # noqa: E402
 
