@@ -19,7 +19,7 @@ from dataclasses import fields
 from .errors import InputError, warn
 
 #: Top-level keys allowed besides those of ``training.DEFAULTS``.
-OPTIONAL_KEYS = {"data", "pseudo_labels", "inference_patch_size", "method_params", "swa", "init"}
+OPTIONAL_KEYS = {"data", "pseudo_labels", "inference_patch_size", "method_params", "swa", "init", "average_with_init"}
 #: The largest network/config values accepted as sane (anything larger is a typo, not a setting).
 MAX_ITERATIONS = 10_000_000
 MAX_BATCH = 4096
@@ -259,6 +259,12 @@ def validate_config(cfg: dict) -> None:
         _int(swa, "every", 1, where="swa.")
         if "bn_batches" in swa:
             _int(swa, "bn_batches", 1, where="swa.")
+    if cfg.get("average_with_init") is not None:
+        _num(cfg, "average_with_init", 0.0, 1.0, lo_open=True)
+        if not cfg.get("init"):
+            raise InputError("config 'average_with_init' needs 'init' (the weights to average with): pass --init MODEL")
+        if swa:
+            raise InputError("config 'average_with_init' and 'swa' cannot be combined: model.pt is one or the other")
 
 
 #: Config keys that may change on ``--resume`` (they do not change what the run computes, or only

@@ -47,6 +47,7 @@ OPTIONAL_KEYS = (
     "swa",
     "inference_choice",
     "fine_tune",
+    "averaged_with_init",
 )
 #: MC-dropout scopes (``inference.settings``): which dropout layers are sampled.
 MC_SCOPES = ("decoder", "head")
@@ -184,6 +185,7 @@ class ModelMeta:
     swa: dict | None = None
     inference_choice: str | None = None
     fine_tune: dict | None = None
+    averaged_with_init: dict | None = None
     path: str | None = field(default=None, compare=False)
 
     @property
@@ -253,6 +255,7 @@ class ModelMeta:
             swa=d.get("swa"),
             inference_choice=d.get("inference_choice"),
             fine_tune=d.get("fine_tune"),
+            averaged_with_init=d.get("averaged_with_init"),
             path=path,
         )
 
@@ -280,6 +283,7 @@ class ModelMeta:
             "swa": self.swa,
             "inference_choice": self.inference_choice,
             "fine_tune": self.fine_tune,
+            "averaged_with_init": self.averaged_with_init,
         }
         d.update({k: v for k, v in optional.items() if v is not None})
         return d

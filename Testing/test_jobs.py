@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from SemiSupCardiacSegLib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from SemiSupCardiacSegLib.errors import InputError
@@ -97,3 +98,55 @@ def test_cancel_stops_the_process_and_keeps_its_state(trained, phantom_folder, t
     assert job.poll() is not None
     assert (tmp_path / "ft" / "last.pt").exists()  # SIGTERM: saved, resumable
     assert 0.0 < job.progress() < 1.0
+
+
+def test_fine_tune_model_is_the_weight_average_of_its_start_and_last_weights(trained, phantom_folder, tmp_path):
+    """average_with_init = lam: model.pt holds (1 - lam) * init + lam * the last weights (floats; batch
+    counts the run's own), names lam and the start's model id; the run itself (last.pt) is untouched."""
+    from conftest import TINY
+
+    from SemiSupCardiacSegLib.training import Trainer
+
+    start_net, start_meta = load_model(trained / "model.pt")
+    cfg = {
+        **TINY,
+        "data": str(phantom_folder),
+        "iterations": 4,
+        "checkpoint_every": 4,
+        "validation": {"last": 0},
+        "init": str(trained / "model.pt"),
+        "average_with_init": 0.25,
+    }
+    Trainer(cfg, tmp_path / "ft", device="cpu", progress=False).run()
+    averaged, meta = load_model(tmp_path / "ft" / "model.pt")
+    assert meta.averaged_with_init == {"lam": 0.25, "init_model_id": start_meta.model_id}
+    state = load_checkpoint(tmp_path / "ft" / "last.pt")["method_state"]
+    last = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    start = start_net.state_dict()
+    moved = 0.0
+    for k, v in averaged.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * start[k] + 0.25 * last[k], rtol=1e-5, atol=1e-6)
+            moved = max(moved, float((last[k] - start[k]).abs().max()))
+        else:
+            assert torch.equal(v, last[k])
+    assert moved > 1e-4  # the fine-tune did move the weights: the average is not the start itself
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"average_with_init": 0.5}, "needs 'init'"),
+        ({"average_with_init": 0.0, "init": "m.pt"}, r"in \(0, 1\]"),
+        ({"average_with_init": 1.5, "init": "m.pt"}, r"in \(0, 1\]"),
+        ({"average_with_init": 0.5, "init": "m.pt", "swa": {"start": 1, "every": 1}}, "cannot be combined"),
+    ],
+)
+def test_average_with_init_is_refused_where_it_cannot_mean_anything(extra, message):
+    from conftest import TINY
+
+    from SemiSupCardiacSegLib.config_check import validate_config
+    from SemiSupCardiacSegLib.training.config import DEFAULTS, merge_config
+
+    with pytest.raises(InputError, match=message):
+        validate_config(merge_config(DEFAULTS, {**TINY, **extra}))

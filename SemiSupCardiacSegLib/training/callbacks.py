@@ -10,6 +10,7 @@ Only rank 0 writes files.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -24,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from ..data import Case, CropDataset
 from ..distributed import DistContext
+from ..errors import InputError
 from ..jsonout import dumps as json_dumps
 from ..methods import Method
 from ..progress import progress_bar
@@ -294,20 +296,57 @@ class ResumeCheckpoints(Callback):
 
 
 class FinalModel(Callback):
-    """``model.pt`` at the end (rank 0), from memory: the SWA average when configured, else the best
-    validated weights, else the last ones."""
+    """``model.pt`` at the end (rank 0), from memory: the SWA average when configured; with
+    ``init_average`` = (lam, start state dict, start model id), the average (1 - lam) * start + lam *
+    last weights;
+    else the best validated weights, else the last ones."""
 
-    def __init__(self, files: RunFiles, swa: WeightAveraging | None, validation: Validation, is_main: bool):
+    def __init__(
+        self,
+        files: RunFiles,
+        swa: WeightAveraging | None,
+        validation: Validation,
+        is_main: bool,
+        init_average: tuple[float, dict, str | None] | None = None,
+    ):
         self.files = files
         self.swa = swa
         self.validation = validation
         self.is_main = is_main
+        self.init_average = init_average
 
     def on_train_end(self, state: TrainState) -> None:
         if not self.is_main:
             return
-        payload = (self.swa and self.swa.final_payload) or self.validation.best_payload
+        if self.init_average is not None:
+            lam, start, start_id = self.init_average
+            net = averaged_with(state.method.model, start, lam)
+            payload = self.files.model_payload(state.method, state.iteration, None, model=net)
+            payload["averaged_with_init"] = {"lam": lam, "init_model_id": start_id}
+        else:
+            payload = (self.swa and self.swa.final_payload) or self.validation.best_payload
         self.files.save("model.pt", payload or self.files.model_payload(state.method, state.iteration, None))
+
+
+def averaged_with(model: torch.nn.Module, start: dict[str, torch.Tensor], lam: float) -> torch.nn.Module:
+    """A copy of ``model`` whose float state (weights, biases, batch-norm statistics) is
+    (1 - lam) * ``start`` + lam * its own; integer state (batch counts) is its own.
+
+    Fine-tuning then keeps part of what the start knew (WiSE-FT, Wortsman et al., CVPR 2022: the
+    weights of a fine-tune and of its start lie in one basin, so their average is a model, and on
+    shifted data often better than either): measured in ``benchmarks/correction_loop.py``."""
+    out = copy.deepcopy(model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(start))
+    if missing:
+        raise InputError(f"cannot average with the start weights: they have no '{missing[0]}'")
+    out.load_state_dict(
+        {
+            k: ((1.0 - lam) * start[k].to(v.device, v.dtype) + lam * v) if v.is_floating_point() else v
+            for k, v in own.items()
+        }
+    )
+    return out
 
 
 class RankAgreement(Callback):

@@ -89,12 +89,16 @@ class Trainer:
             data = TrainingData.load(cfg, self.progress)
             files = RunFiles(self.out, cfg, data.summary())
             method = self._build_method(init)
+            init_average = None
+            if cfg.get("average_with_init") is not None:  # the start weights, before any step
+                start = {k: v.detach().to("cpu", copy=True) for k, v in method.model.state_dict().items()}
+                init_average = (float(cfg["average_with_init"]), start, init.get("model_id"))
             optimizers = Optimizers(method.optimizer_groups(), cfg["optim"], int(cfg["iterations"]))
             start = int(ck["iteration"]) if ck is not None else 0
             history = {"best": None, "validations": []}
             state = TrainState(method, optimizers, int(cfg["iterations"]), start, history, start)
             batches = make_batches(data, cfg, method.uses_unlabeled, start, self.dist, self.device)
-            callbacks = self._callbacks(state, data, batches, files, stop)
+            callbacks = self._callbacks(state, data, batches, files, stop, init_average)
             if ck is not None:
                 self._restore(ck, state, callbacks)
             if self.dist.enabled:  # identical weights on every rank, different dropout masks
@@ -142,7 +146,13 @@ class Trainer:
                 break
 
     def _callbacks(
-        self, state: TrainState, data: TrainingData, batches: Batches, files: RunFiles, stop: StopRequests
+        self,
+        state: TrainState,
+        data: TrainingData,
+        batches: Batches,
+        files: RunFiles,
+        stop: StopRequests,
+        init_average: tuple[float, dict, str | None] | None = None,
     ) -> list[Callback]:
         """The loop's callbacks in hook order: rank check, SWA, log, validation, stop, last.pt, model.pt."""
         cfg, main, device = self.config, self.dist.is_main, self.device
@@ -158,7 +168,7 @@ class Trainer:
             validation,
             stop,
             ResumeCheckpoints(cfg, files, swa, main),
-            FinalModel(files, swa, validation, main),
+            FinalModel(files, swa, validation, main, init_average),
         ]
 
     def _build_method(self, init: dict | None) -> Method:
