@@ -217,6 +217,9 @@ def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_n
     lib = library_for(row_dir, cases, picked, unlabeled)
     cfg = fine_tune_config(meta, lib, args.iterations)
     cfg["validation"] = {"last": 0}  # all K train; the held-out cases judge (module docstring)
+    # the plain fine-tune; the module's model.pt is its average with the start at FINE_TUNE_AVERAGE,
+    # measured after it with the other lam (the average is made from the final weights alone)
+    cfg.pop("average_with_init", None)
     run = row_dir / "run"
     if run.exists():  # an interrupted row is redone whole
         shutil.rmtree(run)

@@ -20,6 +20,9 @@ Config (a dict, usually a JSON file in ``configs/``; every default states its so
                  at the end BatchNorm statistics are recomputed for the averaged weights over B
                  training batches (``update_bn``, train mode as in torch's recipe), and the averaged
                  network becomes ``swa.pt`` and ``model.pt`` (``callbacks.WeightAveraging``).
+    init:        optional model checkpoint to start from (fine-tuning; ``--init``)
+    average_with_init: optional lam in (0, 1] (needs ``init``, not with ``swa``): ``model.pt`` is
+                 (1 - lam) * the init weights + lam * the last ones (``callbacks.averaged_with``)
 Checked before any work (``config_check``): every value of the config (unknown keys, methods,
 optimizers, ranges, patch sizes divisible by the network's downsampling factor); with ``resume``,
 that the config equals the run's saved one except ``config_check.RESUME_MAY_CHANGE`` (the differing
