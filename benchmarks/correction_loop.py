@@ -68,7 +68,7 @@ from SemiSupCardiacSegLib.data.datasets import CaseFile
 from SemiSupCardiacSegLib.evaluation import evaluate_cases
 from SemiSupCardiacSegLib.inference import InferenceSettings, Predictor
 from SemiSupCardiacSegLib.io import read_h5_case, read_label, read_volume, write_volume
-from SemiSupCardiacSegLib.jobs import fine_tune_command, fine_tune_config
+from SemiSupCardiacSegLib.jobs import FINE_TUNE_AVERAGE, fine_tune_command, fine_tune_config
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.reporting import segmentation_report
 from SemiSupCardiacSegLib.suggest import rank_cases
@@ -322,6 +322,26 @@ def plot(result: dict, out: Path) -> None:
                 if pts:
                     ks = sorted(pts)
                     ax.plot(ks, [np.mean(pts[k]) for k in ks], ls, color=color, marker="o", label=f"{kind}, {mode}")
+                avg: dict[int, list[float]] = {}  # the module's model: the average with the start
+                for r in rows:
+                    wa = r.get("held_out_dice_weight_average")
+                    if (
+                        wa
+                        and r["mode"] == mode
+                        and (r["selection"] == kind or r["selection"].startswith("random") and kind == "random")
+                    ):
+                        avg.setdefault(r["k"], []).append(wa[f"{FINE_TUNE_AVERAGE:g}"])
+                if avg:
+                    ks = sorted(avg)
+                    ax.plot(
+                        ks,
+                        [np.mean(avg[k]) for k in ks],
+                        ls,
+                        color=color,
+                        marker="s",
+                        alpha=0.5,
+                        label=f"{kind}, {mode}, averaged with the base (lam {FINE_TUNE_AVERAGE:g}: the module's)",
+                    )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("corrected cases K")
         ax.set_ylabel("held-out Dice")
