@@ -46,7 +46,6 @@ copied into the repository (the cases are written as NRRD under runs/bench/corre
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import shutil
@@ -57,7 +56,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from common import ROOT, benchmark_parser, environment, write_result
 from scipy import ndimage
 
@@ -72,6 +70,7 @@ from SemiSupCardiacSegLib.jobs import FINE_TUNE_AVERAGE, fine_tune_command, fine
 from SemiSupCardiacSegLib.metrics import dice
 from SemiSupCardiacSegLib.reporting import segmentation_report
 from SemiSupCardiacSegLib.suggest import rank_cases
+from SemiSupCardiacSegLib.training.callbacks import averaged_with
 from SemiSupCardiacSegLib.uncertain_regions import rank_uncertain_regions
 from SemiSupCardiacSegLib.volume import Volume
 
@@ -187,23 +186,12 @@ def library_for(row_dir: Path, cases: dict[str, CaseFile], labeled: list[str], u
     return lib
 
 
-def weight_average(base: torch.nn.Module, tuned: torch.nn.Module, lam: float) -> torch.nn.Module:
-    """A copy of ``tuned`` whose float state (weights, biases, batch-norm statistics) is
-    (1 - lam) * base + lam * tuned; integer state (batch counts) is the tuned model's."""
-    out = copy.deepcopy(tuned)
-    start = base.state_dict()
-    out.load_state_dict(
-        {k: (1 - lam) * start[k] + lam * v if v.is_floating_point() else v for k, v in tuned.state_dict().items()}
-    )
-    return out
-
-
 def averaged_dice(base_net, run_dir: Path, cases, held_out) -> dict[str, float]:
     """Held-out mean Dice of the weight averages of the base model and ``run_dir``/model.pt, by lam."""
     tuned, meta = load_model(run_dir / "model.pt")
     out = {}
     for lam in AVERAGE_LAMBDAS:
-        net = weight_average(base_net, tuned, lam)
+        net = averaged_with(tuned, base_net.state_dict(), lam)
         ev = evaluate_cases(net, meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
         out[f"{lam:g}"] = ev["mean"]["left atrium"]["dice"]["mean"]
     return out
