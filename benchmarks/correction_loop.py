@@ -186,21 +186,27 @@ def library_for(row_dir: Path, cases: dict[str, CaseFile], labeled: list[str], u
     return lib
 
 
+def row_dir_for(scenario: str, selection: str, k: int, mode: str, iterations: int) -> Path:
+    """The working folder of one fine-tune row (its library and its run)."""
+    return WORK / scenario / "rows" / f"{selection}_K{k}_{mode}_{iterations}"
+
+
 def averaged_dice(base_net, run_dir: Path, cases, held_out) -> dict[str, float]:
     """Held-out mean Dice of the weight averages of the base model and ``run_dir``/model.pt, by lam."""
     tuned, meta = load_model(run_dir / "model.pt")
+    start = base_net.state_dict()
     out = {}
     for lam in AVERAGE_LAMBDAS:
-        net = averaged_with(tuned, base_net.state_dict(), lam)
+        net = averaged_with(tuned, start, lam)
         ev = evaluate_cases(net, meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
         out[f"{lam:g}"] = ev["mean"]["left atrium"]["dice"]["mean"]
     return out
 
 
-def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_name, key) -> dict:
+def fine_tune_row(args, base_net, meta, model_path, cases, held_out, pool, scored, score_name, key) -> dict:
     scenario, selection, k, mode = key
     picked = chosen(selection, k, pool, scored, score_name)
-    row_dir = WORK / scenario / "rows" / f"{selection}_K{k}_{mode}_{args.iterations}"
+    row_dir = row_dir_for(scenario, selection, k, mode, args.iterations)
     unlabeled = [n for n in pool if n not in picked] if mode == "semi" else []
     lib = library_for(row_dir, cases, picked, unlabeled)
     cfg = fine_tune_config(meta, lib, args.iterations)
@@ -222,7 +228,6 @@ def fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_n
     net, new_meta = load_model(run / "model.pt")
     ev = evaluate_cases(net, new_meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
     per_case = {c: r["left atrium"]["dice"] for c, r in ev["per_case"].items()}
-    base_net, _ = load_model(model_path)
     return {
         "scenario": scenario,
         "selection": selection,
@@ -256,7 +261,7 @@ def summary_lines(result: dict) -> list[str]:
             lines += [
                 "| K | selection | mode | held-out Dice | HD95 mm | share of the shift's loss won back | "
                 "base Dice of the K picked | voxels corrected | fine-tune s | "
-                "Dice, averaged with the base: lam 0.25 / 0.5 / 0.75 |",
+                f"Dice, averaged with the base: lam {' / '.join(f'{lam:g}' for lam in AVERAGE_LAMBDAS)} |",
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
             ref = result["base"].get("in-domain", {}).get("held_out_dice")
@@ -302,23 +307,18 @@ def plot(result: dict, out: Path) -> None:
         for mode, color in (("semi", "C0"), ("sup", "C1")):
             for kind, ls in (("suggest", "-"), ("suggest_found", "-."), ("random", "--")):
                 pts: dict[int, list[float]] = {}
+                avg: dict[int, list[float]] = {}  # the module's model: the average with the start
                 for r in rows:  # random: the draws' mean
                     if r["mode"] == mode and (
                         r["selection"] == kind or r["selection"].startswith("random") and kind == "random"
                     ):
                         pts.setdefault(r["k"], []).append(r["held_out_dice"])
+                        wa = r.get("held_out_dice_weight_average")
+                        if wa:
+                            avg.setdefault(r["k"], []).append(wa[f"{FINE_TUNE_AVERAGE:g}"])
                 if pts:
                     ks = sorted(pts)
                     ax.plot(ks, [np.mean(pts[k]) for k in ks], ls, color=color, marker="o", label=f"{kind}, {mode}")
-                avg: dict[int, list[float]] = {}  # the module's model: the average with the start
-                for r in rows:
-                    wa = r.get("held_out_dice_weight_average")
-                    if (
-                        wa
-                        and r["mode"] == mode
-                        and (r["selection"] == kind or r["selection"].startswith("random") and kind == "random")
-                    ):
-                        avg.setdefault(r["k"], []).append(wa[f"{FINE_TUNE_AVERAGE:g}"])
                 if avg:
                     ks = sorted(avg)
                     ax.plot(
@@ -394,7 +394,7 @@ def main(argv=None) -> int:
             if row["scenario"] == scenario and "picked_base_dice" not in row:
                 row["picked_base_dice"] = [float(scored[n]["dice"]) for n in row["cases"]]
         for row in result["rows"].values():  # rows written before the weight averages were measured
-            run = WORK / scenario / "rows" / f"{row['selection']}_K{row['k']}_{row['mode']}_{row['iterations']}" / "run"
+            run = row_dir_for(scenario, row["selection"], row["k"], row["mode"], row["iterations"]) / "run"
             if (
                 row["scenario"] == scenario
                 and "held_out_dice_weight_average" not in row
@@ -426,7 +426,7 @@ def main(argv=None) -> int:
                         continue
                     if args.max_rows is not None and new_rows >= args.max_rows:
                         continue
-                    row = fine_tune_row(args, meta, model_path, cases, held_out, pool, scored, score_name, key)
+                    row = fine_tune_row(args, net, meta, model_path, cases, held_out, pool, scored, score_name, key)
                     result["rows"][row_id] = row
                     new_rows += 1
                     if not args.smoke:

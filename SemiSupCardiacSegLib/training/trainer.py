@@ -91,8 +91,8 @@ class Trainer:
             method = self._build_method(init)
             init_average = None
             if cfg.get("average_with_init") is not None:  # the start weights, before any step
-                start = {k: v.detach().to("cpu", copy=True) for k, v in method.model.state_dict().items()}
-                init_average = (float(cfg["average_with_init"]), start, init.get("model_id"))
+                start_weights = {k: v.detach().to("cpu", copy=True) for k, v in method.model.state_dict().items()}
+                init_average = (float(cfg["average_with_init"]), start_weights, init.get("model_id"))
             optimizers = Optimizers(method.optimizer_groups(), cfg["optim"], int(cfg["iterations"]))
             start = int(ck["iteration"]) if ck is not None else 0
             history = {"best": None, "validations": []}
