@@ -1,6 +1,7 @@
 """The benchmark scripts still run (tiny --smoke sizes; they write nothing). Figures live in
 benchmarks/results/, never in assertions."""
 
+import os
 import subprocess
 import sys
 
@@ -242,6 +243,34 @@ def test_correction_loop_selections():
     assert cl.chosen("suggest_found", 3, pool, scored, "entropy_per_volume") == ["doubt", "fine", "good"]
     r2, r4 = (cl.chosen("random0", k, pool, scored, "entropy_per_volume") for k in (2, 4))
     assert r4[:2] == r2 and len(set(r4)) == 4 and cl.chosen("random1", 4, pool, scored, "entropy_per_volume") != r4
+
+
+def test_correction_loop_calls_side_by_side(tmp_path):
+    """Two calls of correction_loop at once: each merges its row into the JSON on disk (neither
+    overwrites the other's), and a row claimed by a live call is not taken; a dead call's claim is."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import correction_loop as cl
+
+    path = tmp_path / "correction_loop.json"
+    cl.merged(path, lambda r: r["rows"].__setitem__("a", {"held_out_dice": 0.5}))
+    stale = cl.read_result(path)  # what a second call read before the first wrote its next row
+    cl.merged(path, lambda r: r["rows"].__setitem__("b", {"held_out_dice": 0.6}))
+    cl.merged(path, lambda r: r["rows"].__setitem__("c", {"held_out_dice": 0.7}))
+    assert sorted(stale["rows"]) == ["a"] and sorted(cl.read_result(path)["rows"]) == ["a", "b", "c"]
+    assert (tmp_path / "correction_loop.md").is_file()
+
+    row_dir = tmp_path / "rows" / "r"
+    assert not cl.claim_row(path, "a", row_dir)  # measured already
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        row_dir.mkdir(parents=True)
+        (row_dir / "claimed_by_pid").write_text(str(other.pid))
+        assert not cl.claim_row(path, "d", row_dir)  # a live call measures it
+    finally:
+        other.kill()
+        other.wait()
+    assert cl.claim_row(path, "d", row_dir)  # that call is gone: the row is free again
+    assert (row_dir / "claimed_by_pid").read_text() == str(os.getpid())
 
 
 def test_inference_chart_has_a_panel_per_input(tmp_path):

@@ -40,14 +40,20 @@ default lam = 0.5 is the one fixed here before looking; lam = 1 is the fine-tune
 
 Each fine-tune is one row of benchmarks/results/<profile>/correction_loop.json, written when it
 ends; a rerun skips rows already there (same iterations), and ``--max-rows`` stops after N new
-rows, so the grid is filled over several sessions. Real data is read from ../shared and never
+rows, so the grid is filled over several sessions. Several calls may run at once (one per core,
+say, on different ``--ks`` or ``--modes``): a call claims a row before its fine-tune (a claim file in
+the row's folder, made under a lock on the JSON) and merges its row into the JSON on disk under that
+lock, so no call redoes or overwrites another's row (POSIX ``fcntl`` locks). Real data is read from ../shared and never
 copied into the repository (the cases are written as NRRD under runs/bench/correction_loop/).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -189,6 +195,51 @@ def library_for(row_dir: Path, cases: dict[str, CaseFile], labeled: list[str], u
 def row_dir_for(scenario: str, selection: str, k: int, mode: str, iterations: int) -> Path:
     """The working folder of one fine-tune row (its library and its run)."""
     return WORK / scenario / "rows" / f"{selection}_K{k}_{mode}_{iterations}"
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock on ``path``.lock for the block (other calls of this benchmark wait)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_result(path: Path) -> dict:
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    result.setdefault("rows", {})
+    result.setdefault("base", {})
+    return result
+
+
+def claim_row(path: Path, row_id: str, row_dir: Path) -> bool:
+    """Claim a row for this call: False where the JSON on disk has it or a live call claimed it."""
+    claim = row_dir / "claimed_by_pid"
+    with locked(path):
+        if row_id in read_result(path)["rows"]:
+            return False
+        if claim.is_file():
+            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+                os.kill(int(claim.read_text()), 0)  # raises where that call is gone
+                if int(claim.read_text()) != os.getpid():
+                    return False
+        row_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(claim, str(os.getpid()))
+    return True
+
+
+def merged(path: Path, update) -> dict:
+    """Apply ``update(result)`` to the JSON on disk under the lock, write it back, return it."""
+    with locked(path):
+        result = read_result(path)
+        update(result)
+        result.update(benchmark=NAME, command="python " + " ".join(sys.argv), environment=environment())
+        write_result("", NAME, result, "\n".join(summary_lines(result)) + "\n", folder=path.parent)
+    return result
 
 
 def averaged_dice(base_net, run_dir: Path, cases, held_out) -> dict[str, float]:
@@ -375,9 +426,17 @@ def main(argv=None) -> int:
         args.iterations, args.mc_samples, args.scenario = 4, 2, args.scenario.split(",")[-1]
     out_dir = ROOT / "benchmarks" / "results" / args.profile
     path = out_dir / f"{NAME}.json"
-    result = json.loads(path.read_text()) if path.is_file() and not args.smoke else {}
-    result.setdefault("rows", {})
-    result.setdefault("base", {})
+    result = {"rows": {}, "base": {}} if args.smoke else read_result(path)
+
+    def save(update) -> dict:
+        """Merge ``update`` into the JSON on disk (the smoke run keeps its result in memory)."""
+        nonlocal result
+        if args.smoke:
+            update(result)
+        else:
+            result = merged(path, update)
+        return result
+
     score_name = meta.quality.score if meta.quality is not None else "mean_boundary_mutual_info"
     new_rows = 0
     t0 = time.perf_counter()
@@ -390,19 +449,20 @@ def main(argv=None) -> int:
             scored = score_pool(net, meta, {n: cases[n] for n in pool}, args.mc_samples)
             if not args.smoke:
                 atomic_write_text(pool_file, json.dumps(scored))
-        for row in result["rows"].values():  # rows written before the picked cases' base Dice was kept
-            if row["scenario"] == scenario and "picked_base_dice" not in row:
-                row["picked_base_dice"] = [float(scored[n]["dice"]) for n in row["cases"]]
-        for row in result["rows"].values():  # rows written before the weight averages were measured
+        backfill: dict[str, dict] = {}
+        for row_id, row in result["rows"].items():
+            if row["scenario"] != scenario:
+                continue
+            if "picked_base_dice" not in row:  # rows written before the picked cases' base Dice was kept
+                backfill.setdefault(row_id, {})["picked_base_dice"] = [float(scored[n]["dice"]) for n in row["cases"]]
             run = row_dir_for(scenario, row["selection"], row["k"], row["mode"], row["iterations"]) / "run"
-            if (
-                row["scenario"] == scenario
-                and "held_out_dice_weight_average" not in row
-                and (run / "model.pt").is_file()
-            ):
-                row["held_out_dice_weight_average"] = averaged_dice(net, run, cases, held_out)
+            if "held_out_dice_weight_average" not in row and (run / "model.pt").is_file():
+                # rows written before the weight averages were measured
+                backfill.setdefault(row_id, {})["held_out_dice_weight_average"] = averaged_dice(
+                    net, run, cases, held_out
+                )
         base_ev = evaluate_cases(net, meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
-        result["base"][scenario] = {
+        base = {
             "model_id": meta.model_id,
             "n_pool": len(pool),
             "n_held_out": len(held_out),
@@ -411,12 +471,17 @@ def main(argv=None) -> int:
             "pool_dice": float(np.mean([s["dice"] for s in scored.values()])),
             "heatmap": {
                 what: {str(n): float(np.mean([s[field][str(n)] for s in scored.values()])) for n in REGIONS}
-                for what, field in (
-                    ("wrong_share", "wrong_share_in_regions"),
-                    ("volume_share", "volume_share_of_regions"),
-                )
+                for what, field in HEATMAP_FIELDS
             },
         }
+
+        def add_base(r: dict, scenario=scenario, base=base, backfill=backfill) -> None:
+            r["base"][scenario] = base
+            for row_id, fields in backfill.items():
+                if row_id in r["rows"]:
+                    r["rows"][row_id].update(fields)
+
+        save(add_base)
         for k in ks:
             for mode in modes:
                 for selection in selections:
@@ -426,23 +491,22 @@ def main(argv=None) -> int:
                         continue
                     if args.max_rows is not None and new_rows >= args.max_rows:
                         continue
+                    row_dir = row_dir_for(scenario, selection, k, mode, args.iterations)
+                    if not args.smoke and not claim_row(path, row_id, row_dir):
+                        print(f"{row_id}: measured or being measured by another call; skipped", flush=True)
+                        continue
                     row = fine_tune_row(args, net, meta, model_path, cases, held_out, pool, scored, score_name, key)
-                    result["rows"][row_id] = row
+                    save(lambda r, row_id=row_id, row=row: r["rows"].__setitem__(row_id, row))
+                    (row_dir / "claimed_by_pid").unlink(missing_ok=True)
                     new_rows += 1
-                    if not args.smoke:
-                        result.update(benchmark=NAME, command="python " + " ".join(sys.argv), environment=environment())
-                        write_result(args.profile, NAME, result, "\n".join(summary_lines(result)) + "\n")
                     dice_s = f"held-out Dice {row['held_out_dice']:.4f}, {row['fine_tune_wall_s']:.0f} s"
                     print(f"{row_id}: {dice_s}", flush=True)
     if args.smoke:
         print(json.dumps({k: v["held_out_dice"] for k, v in result["rows"].items()}))
         return 0
-    result.update(benchmark=NAME, command="python " + " ".join(sys.argv), environment=environment())
-    result["wall_s_last_call"] = time.perf_counter() - t0
-    text = "\n".join(summary_lines(result)) + "\n"
-    write_result(args.profile, NAME, result, text)
+    result = save(lambda r: r.__setitem__("wall_s_last_call", time.perf_counter() - t0))
     plot(result, out_dir / f"{NAME}.png")
-    print(text)
+    print("\n".join(summary_lines(result)))
     return 0
 
 
