@@ -19,7 +19,16 @@ from dataclasses import fields
 from .errors import InputError, warn
 
 #: Top-level keys allowed besides those of ``training.DEFAULTS``.
-OPTIONAL_KEYS = {"data", "pseudo_labels", "inference_patch_size", "method_params", "swa", "init", "average_with_init"}
+OPTIONAL_KEYS = {
+    "data",
+    "pseudo_labels",
+    "inference_patch_size",
+    "method_params",
+    "swa",
+    "init",
+    "average_with_init",
+    "intensity_augmentation",
+}
 #: The largest network/config values accepted as sane (anything larger is a typo, not a setting).
 MAX_ITERATIONS = 10_000_000
 MAX_BATCH = 4096
@@ -259,6 +268,10 @@ def validate_config(cfg: dict) -> None:
         _int(swa, "every", 1, where="swa.")
         if "bn_batches" in swa:
             _int(swa, "bn_batches", 1, where="swa.")
+    if "intensity_augmentation" in cfg and not isinstance(cfg["intensity_augmentation"], bool):
+        raise InputError(
+            f"config 'intensity_augmentation' must be true or false, got {cfg['intensity_augmentation']!r}"
+        )
     if cfg.get("average_with_init") is not None:
         _num(cfg, "average_with_init", 0.0, 1.0, lo_open=True)
         if not cfg.get("init"):

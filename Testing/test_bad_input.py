@@ -357,6 +357,7 @@ TRAIN_CASES = {
     "label outside classes": ({"labels": {"1": "la", "2": "lv"}}, [], "label value in 1..1"),
     "zero model spacing": ({"preprocessing": {"spacing": [0, 2.5, 2.5]}}, [], "'preprocessing.spacing'"),
     "swa every 0": ({"swa": {"start": 0, "every": 0}}, [], "'swa.every'"),
+    "intensity augmentation not a bool": ({"intensity_augmentation": "yes"}, [], "'intensity_augmentation' must be"),
 }
 
 

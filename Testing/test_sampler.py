@@ -5,7 +5,7 @@ import pytest
 
 from SemiSupCardiacSegLib.data import CropDataset, TwoStreamBatchSampler
 from SemiSupCardiacSegLib.data.datasets import Case
-from SemiSupCardiacSegLib.data.transforms import random_crop, random_rot_flip
+from SemiSupCardiacSegLib.data.transforms import _gamma, random_crop, random_intensity, random_rot_flip
 
 
 def test_fixed_labeled_count_and_epoch_coverage():
@@ -77,3 +77,26 @@ def test_dataset_items_and_sdm_targets():
     assert (a["sdm"][0].numpy()[inside] <= 0).all() and (a["sdm"][0].numpy()[~inside] > 0).all()
     # Same key -> same sample (workers can't change what is drawn).
     assert (ds[(0, 123)]["image"] == a["image"]).all()
+
+
+def test_intensity_augmentation_rates_and_what_it_keeps():
+    """random_intensity: the same seed gives the same crop; a crop is changed at the rate its
+    probabilities give (1 - 0.9 * 0.85 * 0.85 * 0.9 * 0.7 = 0.590); gamma changes the histogram's
+    shape but keeps mean and std; turning it on in CropDataset moves no crop (the labels agree)."""
+    image = np.random.default_rng(2).normal(size=(16, 16, 8)).astype(np.float32)
+    same = random_intensity(image, np.random.default_rng(7)), random_intensity(image, np.random.default_rng(7))
+    np.testing.assert_array_equal(*same)
+    changed = [not np.array_equal(random_intensity(image, np.random.default_rng(s)), image) for s in range(1000)]
+    assert 0.55 < np.mean(changed) < 0.63
+    g = _gamma(image, 1.5)
+    assert abs(g.mean() - image.mean()) < 1e-4 and abs(g.std() - image.std()) < 1e-4
+    assert np.corrcoef(g.ravel(), image.ravel())[0, 1] < 0.999  # a curved map, not a linear one
+    assert np.all(np.diff(g.ravel()[np.argsort(image.ravel())]) >= -1e-5)  # monotone: order kept
+
+    lab = np.zeros((20, 20, 16), np.uint8)
+    lab[3:15, 5:12, 2:9] = 1
+    img = np.random.default_rng(3).normal(size=lab.shape).astype(np.float32) + lab
+    plain, aug = (CropDataset([Case("a", img, lab)], (16, 16, 8), 2, intensity=i) for i in (False, True))
+    items = [(plain[(0, s)], aug[(0, s)]) for s in range(40)]
+    assert all((a["label"] == b["label"]).all() for a, b in items)
+    assert sum(not (a["image"] == b["image"]).all() for a, b in items) > 10

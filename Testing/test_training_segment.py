@@ -474,3 +474,27 @@ def test_sigterm_during_set_up_is_a_stop_request_that_saves_last_pt(phantom_fold
     assert result["stopped_early"] and result["iterations"] == 1
     assert (tmp_path / "run" / "last.pt").is_file()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_intensity_augmentation_reaches_the_training_crops(phantom_folder, tmp_path):
+    """``intensity_augmentation``: two runs without it end on the same weights (seeded), a run with
+    it on others (its crops' intensities changed); the run's config records it."""
+    from SemiSupCardiacSegLib.checkpoint import load_checkpoint
+
+    base = {
+        **TINY,
+        "data": str(phantom_folder),
+        "method": "supervised",
+        "method_params": {},
+        "iterations": 3,
+        "validation": {"last": 1, "every": 100},
+        "checkpoint_every": 100,
+    }
+    runs = {}
+    for name, cfg in (("a", base), ("b", base), ("aug", {**base, "intensity_augmentation": True})):
+        Trainer(cfg, tmp_path / name, device="cpu", progress=False).run()
+        runs[name] = load_checkpoint(tmp_path / name / "model.pt")["state_dict"]
+    same = all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    differs = any(not torch.equal(runs["a"][k], runs["aug"][k]) for k in runs["a"])
+    assert same and differs
+    assert json.loads((tmp_path / "aug" / "config.json").read_text())["intensity_augmentation"] is True

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..io import SUPPORTED_SUFFIXES, check_label_values, file_suffix, read_h5_case, read_label, read_volume
 from ..preprocessing import Preprocessing, labels_to_model_space, to_model_space
 from ..sdm import multiclass_sdm
-from .transforms import random_crop, random_rot_flip
+from .transforms import random_crop, random_intensity, random_rot_flip
 
 LABEL_MARKERS = ("_label", "-label")
 
@@ -147,12 +147,14 @@ class CropDataset(Dataset):
         num_classes: int,
         augment: bool = True,
         with_sdm: bool = True,
+        intensity: bool = False,
     ):
         self.cases = list(cases)
         self.crop_size = tuple(int(c) for c in crop_size)
         self.num_classes = num_classes
         self.augment = augment
         self.with_sdm = with_sdm  # False: no 'sdm' key (a caller computing SDM targets itself)
+        self.intensity = intensity  # with augment: random_intensity on each crop
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -165,6 +167,8 @@ class CropDataset(Dataset):
         if self.augment:
             image, label = random_rot_flip(image, label, rng)
         image, label = random_crop(image, label, self.crop_size, rng)
+        if self.augment and self.intensity:
+            image = random_intensity(image, rng)
         out = {"image": torch.from_numpy(image[None].astype(np.float32)), "labeled": label is not None}
         if label is not None:
             out["label"] = torch.from_numpy(label.astype(np.int64))

@@ -19,6 +19,50 @@ def random_rot_flip(image: np.ndarray, label: np.ndarray | None, rng: np.random.
     return image, label
 
 
+def random_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random intensity changes of a z-scored crop (X, Y, Z), float32 out; each with its own
+        probability, in this order (nnU-Net v2's default training transforms, the ones on intensity,
+        without its blur and simulated low resolution; their values):
+
+        * Gaussian noise, p 0.1: variance U(0, 0.1).
+        * brightness, p 0.15: x * U(0.75, 1.25).
+        * contrast, p 0.15: (x - mean) * U(0.75, 1.25) + mean, clipped to the crop's former range.
+        * gamma, p 0.1 on the inverted image (-x) then p 0.3 on the image: the crop mapped to [0, 1]
+          by its range, raised to gamma (U(0.7, 1) or U(1, 1.5), even odds), mapped back, then given
+          back its former mean and standard deviation (so only the shape of the histogram changes).
+
+        Made for an intensity outlier (a case whose blood pool is darker against the myocardium than
+        any training case). Every draw comes from ``rng`` (the crop's own, after its crop was drawn, so
+    turning this on moves no crop).
+    """
+    x = image.astype(np.float32, copy=True)
+    u = rng.random(5)
+    factors = rng.uniform(0.0, 1.0, size=5)
+    if u[0] < 0.1:
+        x += rng.normal(0.0, np.sqrt(0.1 * factors[0]), size=x.shape).astype(np.float32)
+    if u[1] < 0.15:
+        x *= np.float32(0.75 + 0.5 * factors[1])
+    if u[2] < 0.15:
+        lo, hi, mean = x.min(), x.max(), x.mean()
+        x = np.clip((x - mean) * np.float32(0.75 + 0.5 * factors[2]) + mean, lo, hi)
+    gammas = [(0.7 + 0.3 * f) if g < 0.5 else (1.0 + 0.5 * f) for g, f in zip(rng.random(2), factors[3:])]
+    for invert, p, gamma, draw in ((True, 0.1, gammas[0], u[3]), (False, 0.3, gammas[1], u[4])):
+        if draw < p:
+            x = -_gamma(-x, gamma) if invert else _gamma(x, gamma)
+    return x
+
+
+def _gamma(x: np.ndarray, gamma: float) -> np.ndarray:
+    """x mapped to [0, 1] by its range, raised to ``gamma``, mapped back; mean and std kept."""
+    mean, std, lo = x.mean(), x.std(), x.min()
+    span = max(float(x.max() - lo), 1e-7)
+    y = np.power((x - lo) / span, gamma, dtype=np.float32) * span + lo
+    y_std = float(y.std())
+    if y_std > 1e-7:
+        y = (y - y.mean()) / y_std * std + mean
+    return y.astype(np.float32)
+
+
 def pad_to(array: np.ndarray, size: tuple[int, int, int], value: float = 0.0) -> np.ndarray:
     """Pad (X, Y, Z) symmetrically with ``value`` so every axis is at least ``size``."""
     pads = []

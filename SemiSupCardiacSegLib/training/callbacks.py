@@ -205,7 +205,9 @@ class WeightAveraging(Callback):
         rng = np.random.default_rng(int(cfg["seed"]) + 1)
         seeds = rng.integers(0, 2**31 - 1, size=(self.bn_batches, bs))
         rows = rng.integers(0, len(ds.cases), size=(self.bn_batches, bs))
-        crops = CropDataset(ds.cases, ds.crop_size, ds.num_classes, augment=True, with_sdm=False)
+        crops = CropDataset(
+            ds.cases, ds.crop_size, ds.num_classes, augment=True, with_sdm=False, intensity=ds.intensity
+        )
         for b in range(self.bn_batches):
             yield torch.stack([crops[(int(r), int(s))]["image"] for r, s in zip(rows[b], seeds[b])]).to(self.device)
 

@@ -153,7 +153,13 @@ def make_batches(
         rank=dist.rank,
         world_size=dist.world_size,
     )
-    dataset = CropDataset(cases, tuple(config["patch_size"]), int(config["network"]["num_classes"]), augment=True)
+    dataset = CropDataset(
+        cases,
+        tuple(config["patch_size"]),
+        int(config["network"]["num_classes"]),
+        augment=True,
+        intensity=bool(config.get("intensity_augmentation", False)),
+    )
     nw = int(config["num_workers"])
     # The loader gets its own generator: creating its iterator would otherwise draw from the
     # global torch RNG (which drives dropout), and a resumed run would drift from an
