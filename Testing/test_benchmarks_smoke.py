@@ -12,7 +12,7 @@ from conftest import REPO, SHARED
 from SemiSupCardiacSegLib.shipped import SHIPPED
 
 #: Benchmarks that only make sense on the real data (kept outside the repository).
-NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC"}
+NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC", "la_contrast.py": SHARED / "data" / "LA2018"}
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,7 @@ NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC"}
         "uncertainty_by_method.py --task la",
         "batch_memory.py",
         "correction_loop.py",
+        "la_contrast.py",
     ],
 )
 def test_benchmark_smoke(script):
