@@ -9,12 +9,15 @@ neighbours, as LGE-MRI with contrast agent shows it. Then, for the two cases of 
 and the two of highest, the model's Dice (``evaluate``, one deterministic pass) after a global
 gamma map of the image (intensity mapped by its 1-99.5 % range to [0, 1], raised to gamma):
 whether a different global intensity curve, what an intensity augmentation would teach the
-network, brings the failure back. The cases' images are read from ../shared and written only as
+network, brings the failure back. Where benchmarks/results/<profile>/uncertainty_quality.json holds
+per-case Dice of the same model (held-out and unused-label cases), also the Spearman correlation of
+contrast with that Dice. The cases' images are read from ../shared and written only as
 temporary files. Writes la_contrast.json / .md into benchmarks/results/<profile>/.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -59,6 +62,23 @@ def gamma_dice(net, meta, name: str, gammas: list[float], tmp: Path) -> dict[str
     return out
 
 
+def contrast_vs_dice(per_case: dict, results: Path, model_id: str) -> dict | None:
+    """Spearman of contrast with uncertainty_quality.json's per-case Dice, where it is of ``model_id``."""
+    from scipy.stats import spearmanr
+
+    path = results / "uncertainty_quality.json"
+    if not path.is_file():
+        return None
+    quality = json.loads(path.read_text())
+    if quality.get("model", {}).get("id") != model_id:
+        return None
+    names = [n for n in quality["per_case"] if n in per_case]
+    if len(names) < 3:
+        return None
+    rho, p = spearmanr([per_case[n]["contrast"] for n in names], [quality["per_case"][n]["dice"] for n in names])
+    return {"n": len(names), "spearman": float(rho), "p": float(p)}
+
+
 def main(argv=None) -> int:
     p = benchmark_parser(__doc__, "three cases, one gamma; writes nothing")
     p.add_argument("--model", default="la")
@@ -90,10 +110,17 @@ def main(argv=None) -> int:
     role.update({n: "pseudo-labeled" for n in td.get("pseudo_labeled_cases", [])})
     role.update({n: "held-out" for n in td.get("validation_cases", [])})
     contrasts = np.array([per_case[n]["contrast"] for n in names])
+    vs_dice = contrast_vs_dice(per_case, ROOT / "benchmarks" / "results" / args.profile, meta.model_id)
     lines = [
         f"Local contrast of the atrium, {len(names)} LA2018 training cases: median {np.median(contrasts):.2f}, "
         f"{int((contrasts < 0).sum())} below 0 (blood pool darker than a 1.25-5 mm shell around it); "
-        f"model {meta.model_id}.",
+        f"model {meta.model_id}."
+        + (
+            f" Spearman of contrast with the model's Dice on the {vs_dice['n']} cases of uncertainty_quality "
+            f"(labels no stage read): {vs_dice['spearman']:.2f} (p = {vs_dice['p']:.1g})."
+            if vs_dice
+            else ""
+        ),
         "",
         "| case | role for the model | contrast | Dice after gamma " + " / ".join(f"{g:g}" for g in gammas) + " |",
         "|---|---|---|---|",
@@ -113,6 +140,7 @@ def main(argv=None) -> int:
         "model_id": meta.model_id,
         "shell_voxels": list(SHELL_VOXELS),
         "gammas": gammas,
+        "contrast_vs_dice": vs_dice,
         "cases": {n: {**per_case[n], "role": role.get(n, "unlabeled")} for n in names},
     }
     write_result(args.profile, NAME, result, text)

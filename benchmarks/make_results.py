@@ -24,8 +24,9 @@ NOT_RECORDED = "commit not recorded"
 # topic -> (what it answers, benchmark result names in the order shown, plot name prefixes)
 TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "Accuracy": (
-        "the shipped models on held-out cases, and the cardiac indices derived from the cine model",
-        ("cine_indices",),
+        "the shipped models on held-out cases, the cardiac indices derived from the cine model, and what "
+        "the LA model's worst cases share",
+        ("cine_indices", "la_contrast"),
         (),
     ),
     "Methods comparison": (
