@@ -2,7 +2,7 @@
 
     python benchmarks/correction_loop.py [--scenario in-domain|new-scanner] [--ks 1,2,4,8] [--draws 3]
                                          [--modes semi,sup] [--iterations 300] [--max-rows N] [--threads 2]
-                                         [--suggest-found]
+                                         [--suggest-found] [--selections suggest,random0,...]
 
 A simulated user corrects K cases of a pool; the correction is the reference label. Scenarios:
 * ``in-domain``: the shipped LA model's own protocol. Pool: its training cases whose labels it
@@ -54,6 +54,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,9 @@ NAME = "correction_loop"
 SHIFT_SPACING = (1.25, 1.25, 2.5)
 REGIONS = (1, 3, 5)
 AVERAGE_LAMBDAS = (0.25, 0.5, 0.75)
+#: The grid's fine-tune length (``--iterations``' default; the plot shows these rows). The module's
+#: own default is longer (*Fine-tune iterations*, 1000); rows at other lengths are that comparison.
+GRID_ITERATIONS = 300
 HEATMAP_FIELDS = (("wrong_share", "wrong_share_in_regions"), ("volume_share", "volume_share_of_regions"))
 
 
@@ -310,13 +314,13 @@ def summary_lines(result: dict) -> list[str]:
         rows = [r for r in result["rows"].values() if r["scenario"] == scenario]
         if rows:
             lines += [
-                "| K | selection | mode | held-out Dice | HD95 mm | share of the shift's loss won back | "
+                "| K | selection | mode | iterations | held-out Dice | HD95 mm | share of the shift's loss won back | "
                 "base Dice of the K picked | voxels corrected | fine-tune s | "
                 f"Dice, averaged with the base: lam {' / '.join(f'{lam:g}' for lam in AVERAGE_LAMBDAS)} |",
-                "|---|---|---|---|---|---|---|---|---|---|",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             ref = result["base"].get("in-domain", {}).get("held_out_dice")
-            for r in sorted(rows, key=lambda r: (r["k"], r["mode"], r["selection"])):
+            for r in sorted(rows, key=lambda r: (r["k"], r["mode"], r["selection"], r["iterations"])):
                 won = (
                     f"{(r['held_out_dice'] - base['held_out_dice']) / (ref - base['held_out_dice']):.2f}"
                     if scenario == "new-scanner" and ref is not None and ref > base["held_out_dice"]
@@ -327,7 +331,7 @@ def summary_lines(result: dict) -> list[str]:
                 wa = r.get("held_out_dice_weight_average")
                 averages = "-" if not wa else " / ".join(f"{wa[f'{lam:g}']:.3f}" for lam in AVERAGE_LAMBDAS)
                 lines.append(
-                    f"| {r['k']} | {r['selection']} | {r['mode']} | {r['held_out_dice']:.3f} | "
+                    f"| {r['k']} | {r['selection']} | {r['mode']} | {r['iterations']} | {r['held_out_dice']:.3f} | "
                     f"{r['held_out_hd95']:.2f} | {won} | {picked} | {r['effort_voxels']} | "
                     f"{r['fine_tune_wall_s']:.0f} | {averages} |"
                 )
@@ -353,7 +357,7 @@ def plot(result: dict, out: Path) -> None:
     scenarios = list(result["base"])
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
-        rows = [r for r in result["rows"].values() if r["scenario"] == scenario]
+        rows = [r for r in result["rows"].values() if r["scenario"] == scenario and r["iterations"] == GRID_ITERATIONS]
         ax.axhline(result["base"][scenario]["held_out_dice"], color="grey", ls=":", label="base model")
         for mode, color in (("semi", "C0"), ("sup", "C1")):
             for kind, ls in (("suggest", "-"), ("suggest_found", "-."), ("random", "--")):
@@ -384,7 +388,7 @@ def plot(result: dict, out: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("corrected cases K")
         ax.set_ylabel("held-out Dice")
-        ax.set_title(scenario)
+        ax.set_title(f"{scenario} ({GRID_ITERATIONS}-iteration fine-tunes)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -401,8 +405,13 @@ def main(argv=None) -> int:
         action="store_true",
         help=f"also suggest's ranking without the cases where a structure was not found (< {FOUND_ML:g} mL)",
     )
+    p.add_argument(
+        "--selections",
+        default=None,
+        help="these picks only (suggest, suggest_found, randomD) instead of suggest and --draws random ones",
+    )
     p.add_argument("--modes", default="semi,sup")
-    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--iterations", type=int, default=GRID_ITERATIONS)
     p.add_argument("--mc-samples", type=int, default=10)
     p.add_argument("--max-rows", type=int, default=None, help="stop after N new fine-tunes")
     p.add_argument("--model", default="la")
@@ -418,8 +427,13 @@ def main(argv=None) -> int:
     pool, held_out = pool_and_held_out(meta)
     ks = [int(k) for k in args.ks.split(",")]
     selections = (
-        ["suggest"] + (["suggest_found"] if args.suggest_found else []) + [f"random{d}" for d in range(args.draws)]
+        args.selections.split(",")
+        if args.selections
+        else ["suggest"] + (["suggest_found"] if args.suggest_found else []) + [f"random{d}" for d in range(args.draws)]
     )
+    unknown = [s for s in selections if s not in ("suggest", "suggest_found") and not re.fullmatch(r"random\d+", s)]
+    if unknown:
+        p.error(f"--selections: unknown {', '.join(unknown)} (suggest, suggest_found, randomD)")
     modes = args.modes.split(",")
     if args.smoke:
         pool, held_out, ks, selections, modes = pool[:2], held_out[:1], [1], ["suggest"], ["semi"]
