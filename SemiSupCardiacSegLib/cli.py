@@ -105,7 +105,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--data {src}: no such folder, list or file")
     out = getattr(args, "out", None)
     if out is not None:
-        _check_out(Path(out), is_file=args.command in ("evaluate", "indices"))
+        _check_out(Path(out), is_file=args.command in ("evaluate", "indices", "adapt"))
 
 
 def _check_out(out: Path, is_file: bool) -> None:
@@ -622,6 +622,33 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """``adapt --model M --data FOLDER|LIST ... --out MODEL.pt [--batches N]``: the model with its
+    batch-norm statistics re-estimated on the cases' images (``adaptation``; labels are not read),
+    written as a new model checkpoint. Prints its record (model id, source model id, cases)."""
+    from .adaptation import ADAPT_BATCHES, adapt_model  # deferred: loads torch (start-up, --help)
+    from .data import find_cases  # deferred: loads torch (start-up, --help)
+
+    _in_range("--batches", args.batches, 1)
+    cases = [c for src in args.data for c in find_cases(src)]
+    _check_unique_names(cases, " ".join(args.data))
+    _set_threads(args)
+    with progress_bar(total=100, desc="adapt", disable=args.quiet) as bar:
+        record = adapt_model(
+            args.model,
+            cases,
+            args.out,
+            batches=args.batches or ADAPT_BATCHES,
+            overwrite=args.overwrite,
+            device=args.device,
+            progress=lambda f: bar.update(round(100 * f) - bar.n),
+        )
+    print(
+        json_dumps({"out": str(args.out), **{k: v for k, v in record.items() if k != "cases"}, "n_cases": len(cases)})
+    )
+    return 0
+
+
 def cmd_indices(args: argparse.Namespace) -> int:
 
     if args.patient:
@@ -816,6 +843,19 @@ def build_parser() -> argparse.ArgumentParser:
         es=None,
         roi_mask=None,
     )
+    a = sub.add_parser(
+        "adapt",
+        help="adapt a model to another scanner's images without labels (batch-norm statistics re-estimated)",
+    )
+    a.add_argument("--model", default=None)
+    a.add_argument("--data", nargs="+", required=True, help="folder(s), .list file(s) or image file(s) of that scanner")
+    a.add_argument("--out", required=True, help="the adapted model checkpoint (.pt)")
+    a.add_argument("--batches", type=int, default=None, help="batches of 4 training crops to estimate them on (50)")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cmd_adapt)
     c = sub.add_parser("indices", help="LV/RV volumes, ejection fractions, myocardial mass and areas from ED + ES")
     c.add_argument("--ed", help="end-diastolic segmentation (labels 1 RV, 2 Myo, 3 LV)")
     c.add_argument("--es", help="end-systolic segmentation on the same grid")

@@ -48,6 +48,7 @@ OPTIONAL_KEYS = (
     "inference_choice",
     "fine_tune",
     "averaged_with_init",
+    "adapted_batch_norm",
 )
 #: MC-dropout scopes (``inference.settings``): which dropout layers are sampled.
 MC_SCOPES = ("decoder", "head")
@@ -186,6 +187,7 @@ class ModelMeta:
     inference_choice: str | None = None
     fine_tune: dict | None = None
     averaged_with_init: dict | None = None
+    adapted_batch_norm: dict | None = None
     path: str | None = field(default=None, compare=False)
 
     @property
@@ -256,6 +258,7 @@ class ModelMeta:
             inference_choice=d.get("inference_choice"),
             fine_tune=d.get("fine_tune"),
             averaged_with_init=d.get("averaged_with_init"),
+            adapted_batch_norm=d.get("adapted_batch_norm"),
             path=path,
         )
 
@@ -284,6 +287,7 @@ class ModelMeta:
             "inference_choice": self.inference_choice,
             "fine_tune": self.fine_tune,
             "averaged_with_init": self.averaged_with_init,
+            "adapted_batch_norm": self.adapted_batch_norm,
         }
         d.update({k: v for k, v in optional.items() if v is not None})
         return d
