@@ -29,6 +29,7 @@ NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC", "la_contrast.py"
         "uncertainty_by_method.py --task la",
         "batch_memory.py",
         "correction_loop.py",
+        "correction_loop.py --start adapted",
         "la_contrast.py",
     ],
 )

@@ -66,6 +66,7 @@ import numpy as np
 from common import ROOT, benchmark_parser, environment, write_result
 from scipy import ndimage
 
+from SemiSupCardiacSegLib.adaptation import ADAPT_BATCHES, adapt_model
 from SemiSupCardiacSegLib.atomic import atomic_write_text
 from SemiSupCardiacSegLib.checkpoint import load_model, resolve_model_path
 from SemiSupCardiacSegLib.data import find_cases
@@ -196,9 +197,23 @@ def library_for(row_dir: Path, cases: dict[str, CaseFile], labeled: list[str], u
     return lib
 
 
-def row_dir_for(scenario: str, selection: str, k: int, mode: str, iterations: int) -> Path:
+def row_dir_for(scenario: str, selection: str, k: int, mode: str, iterations: int, start: str = "shipped") -> Path:
     """The working folder of one fine-tune row (its library and its run)."""
-    return WORK / scenario / "rows" / f"{selection}_K{k}_{mode}_{iterations}"
+    suffix = "" if start == "shipped" else f"_from_{start}"
+    return WORK / scenario / "rows" / f"{selection}_K{k}_{mode}_{iterations}{suffix}"
+
+
+def adapted_start(model_path: Path, meta, scenario: str, cases: dict[str, CaseFile], pool: list[str], smoke: bool):
+    """The shipped model adapted to the scenario's pool images (``adaptation``, no label read), made
+    once per model: (network, metadata, checkpoint path, seconds it took or None when reused)."""
+    path = WORK / scenario / (f"adapted_{meta.model_id}.pt" if not smoke else "adapted_smoke.pt")
+    seconds = None
+    if smoke or not path.is_file():
+        t0 = time.perf_counter()
+        adapt_model(model_path, [cases[n] for n in pool], path, batches=2 if smoke else ADAPT_BATCHES, overwrite=True)
+        seconds = time.perf_counter() - t0
+    net, meta = load_model(path)
+    return net, meta, path, seconds
 
 
 @contextlib.contextmanager
@@ -261,7 +276,7 @@ def averaged_dice(base_net, run_dir: Path, cases, held_out) -> dict[str, float]:
 def fine_tune_row(args, base_net, meta, model_path, cases, held_out, pool, scored, score_name, key) -> dict:
     scenario, selection, k, mode = key
     picked = chosen(selection, k, pool, scored, score_name)
-    row_dir = row_dir_for(scenario, selection, k, mode, args.iterations)
+    row_dir = row_dir_for(scenario, selection, k, mode, args.iterations, args.start)
     unlabeled = [n for n in pool if n not in picked] if mode == "semi" else []
     lib = library_for(row_dir, cases, picked, unlabeled)
     cfg = fine_tune_config(meta, lib, args.iterations)
@@ -289,6 +304,7 @@ def fine_tune_row(args, base_net, meta, model_path, cases, held_out, pool, score
         "k": k,
         "mode": mode,
         "iterations": args.iterations,
+        "start": args.start,
         "method": cfg["method"],
         "cases": picked,
         "held_out_dice": ev["mean"]["left atrium"]["dice"]["mean"],
@@ -308,7 +324,14 @@ def summary_lines(result: dict) -> list[str]:
     for scenario, base in result["base"].items():
         lines += [
             f"**{scenario}**: base model held-out Dice {base['held_out_dice']:.3f} (HD95 "
-            f"{base['held_out_hd95']:.2f} mm) on {base['n_held_out']} cases; pool of {base['n_pool']}.",
+            f"{base['held_out_hd95']:.2f} mm) on {base['n_held_out']} cases; pool of {base['n_pool']}."
+            + (
+                " Adapted to the pool's images (batch-norm statistics, no label): "
+                f"{base['adapted']['held_out_dice']:.3f} "
+                f"(HD95 {base['adapted']['held_out_hd95']:.2f} mm)."
+                if base.get("adapted")
+                else ""
+            ),
             "",
         ]
         rows = [r for r in result["rows"].values() if r["scenario"] == scenario]
@@ -320,7 +343,9 @@ def summary_lines(result: dict) -> list[str]:
                 "|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             ref = result["base"].get("in-domain", {}).get("held_out_dice")
-            for r in sorted(rows, key=lambda r: (r["k"], r["mode"], r["selection"], r["iterations"])):
+            for r in sorted(
+                rows, key=lambda r: (r.get("start", "shipped"), r["k"], r["mode"], r["selection"], r["iterations"])
+            ):
                 won = (
                     f"{(r['held_out_dice'] - base['held_out_dice']) / (ref - base['held_out_dice']):.2f}"
                     if scenario == "new-scanner" and ref is not None and ref > base["held_out_dice"]
@@ -331,7 +356,9 @@ def summary_lines(result: dict) -> list[str]:
                 wa = r.get("held_out_dice_weight_average")
                 averages = "-" if not wa else " / ".join(f"{wa[f'{lam:g}']:.3f}" for lam in AVERAGE_LAMBDAS)
                 lines.append(
-                    f"| {r['k']} | {r['selection']} | {r['mode']} | {r['iterations']} | {r['held_out_dice']:.3f} | "
+                    f"| {r['k']} | {r['selection']} | {r['mode']}"
+                    f"{'' if r.get('start', 'shipped') == 'shipped' else ', from ' + r['start']} | "
+                    f"{r['iterations']} | {r['held_out_dice']:.3f} | "
                     f"{r['held_out_hd95']:.2f} | {won} | {picked} | {r['effort_voxels']} | "
                     f"{r['fine_tune_wall_s']:.0f} | {averages} |"
                 )
@@ -357,8 +384,32 @@ def plot(result: dict, out: Path) -> None:
     scenarios = list(result["base"])
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
-        rows = [r for r in result["rows"].values() if r["scenario"] == scenario and r["iterations"] == GRID_ITERATIONS]
+        rows = [
+            r
+            for r in result["rows"].values()
+            if r["scenario"] == scenario
+            and r["iterations"] == GRID_ITERATIONS
+            and r.get("start", "shipped") == "shipped"
+        ]
         ax.axhline(result["base"][scenario]["held_out_dice"], color="grey", ls=":", label="base model")
+        adapted = result["base"][scenario].get("adapted")
+        if adapted:
+            ax.axhline(
+                adapted["held_out_dice"], color="C2", ls=":", label="base adapted to the pool's images, no label"
+            )
+        from_adapted = [
+            r
+            for r in result["rows"].values()
+            if r["scenario"] == scenario and r["iterations"] == GRID_ITERATIONS and r.get("start") == "adapted"
+        ]
+        if from_adapted:
+            ax.scatter(
+                [r["k"] for r in from_adapted],
+                [r["held_out_dice_weight_average"][f"{FINE_TUNE_AVERAGE:g}"] for r in from_adapted],
+                color="C2",
+                marker="^",
+                label="fine-tuned from the adapted model, averaged with it",
+            )
         for mode, color in (("semi", "C0"), ("sup", "C1")):
             for kind, ls in (("suggest", "-"), ("suggest_found", "-."), ("random", "--")):
                 pts: dict[int, list[float]] = {}
@@ -412,6 +463,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--modes", default="semi,sup")
     p.add_argument("--iterations", type=int, default=GRID_ITERATIONS)
+    p.add_argument(
+        "--start",
+        choices=("shipped", "adapted"),
+        default="shipped",
+        help="fine-tune from the shipped model or from it adapted to the pool's images (adapt)",
+    )
     p.add_argument("--mc-samples", type=int, default=10)
     p.add_argument("--max-rows", type=int, default=None, help="stop after N new fine-tunes")
     p.add_argument("--model", default="la")
@@ -463,14 +520,42 @@ def main(argv=None) -> int:
             scored = score_pool(net, meta, {n: cases[n] for n in pool}, args.mc_samples)
             if not args.smoke:
                 atomic_write_text(pool_file, json.dumps(scored))
+        a_net, a_meta, a_path, a_seconds = adapted_start(model_path, meta, scenario, cases, pool, args.smoke)
+        a_ev = evaluate_cases(a_net, a_meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
+        adapted = {
+            "model_id": a_meta.model_id,
+            "held_out_dice": a_ev["mean"]["left atrium"]["dice"]["mean"],
+            "held_out_hd95": a_ev["mean"]["left atrium"]["hd95"]["mean"],
+            "held_out_per_case_dice": {c: r["left atrium"]["dice"] for c, r in a_ev["per_case"].items()},
+            "batches": ADAPT_BATCHES,
+        }
+        if a_seconds is not None:
+            adapted["adapt_s"] = round(a_seconds, 1)
+        start_net, start_meta, start_path, start_scored = net, meta, model_path, scored
+        if args.start == "adapted":
+            start_net, start_meta, start_path = a_net, a_meta, a_path
+            a_file = WORK / scenario / f"pool_scores_{a_meta.model_id}_mc{args.mc_samples}.json"
+            if a_file.is_file() and not args.smoke:
+                start_scored = json.loads(a_file.read_text())
+            else:
+                start_scored = score_pool(a_net, a_meta, {n: cases[n] for n in pool}, args.mc_samples)
+                if not args.smoke:
+                    atomic_write_text(a_file, json.dumps(start_scored))
         backfill: dict[str, dict] = {}
         for row_id, row in result["rows"].items():
             if row["scenario"] != scenario:
                 continue
             if "picked_base_dice" not in row:  # rows written before the picked cases' base Dice was kept
                 backfill.setdefault(row_id, {})["picked_base_dice"] = [float(scored[n]["dice"]) for n in row["cases"]]
-            run = row_dir_for(scenario, row["selection"], row["k"], row["mode"], row["iterations"]) / "run"
-            if "held_out_dice_weight_average" not in row and (run / "model.pt").is_file():
+            run = row_dir_for(
+                scenario, row["selection"], row["k"], row["mode"], row["iterations"], row.get("start", "shipped")
+            )
+            run = run / "run"
+            if (
+                "held_out_dice_weight_average" not in row
+                and row.get("start", "shipped") == "shipped"
+                and (run / "model.pt").is_file()
+            ):
                 # rows written before the weight averages were measured
                 backfill.setdefault(row_id, {})["held_out_dice_weight_average"] = averaged_dice(
                     net, run, cases, held_out
@@ -483,6 +568,7 @@ def main(argv=None) -> int:
             "held_out_dice": base_ev["mean"]["left atrium"]["dice"]["mean"],
             "held_out_hd95": base_ev["mean"]["left atrium"]["hd95"]["mean"],
             "pool_dice": float(np.mean([s["dice"] for s in scored.values()])),
+            "adapted": adapted,
             "heatmap": {
                 what: {str(n): float(np.mean([s[field][str(n)] for s in scored.values()])) for n in REGIONS}
                 for what, field in HEATMAP_FIELDS
@@ -501,15 +587,18 @@ def main(argv=None) -> int:
                 for selection in selections:
                     key = (scenario, selection, k, mode)
                     row_id = f"{scenario}/{selection}/K{k}/{mode}/{args.iterations}/{meta.model_id}"
+                    row_id += "" if args.start == "shipped" else f"/from-{args.start}"
                     if row_id in result["rows"]:
                         continue
                     if args.max_rows is not None and new_rows >= args.max_rows:
                         continue
-                    row_dir = row_dir_for(scenario, selection, k, mode, args.iterations)
+                    row_dir = row_dir_for(scenario, selection, k, mode, args.iterations, args.start)
                     if not args.smoke and not claim_row(path, row_id, row_dir):
                         print(f"{row_id}: measured or being measured by another call; skipped", flush=True)
                         continue
-                    row = fine_tune_row(args, net, meta, model_path, cases, held_out, pool, scored, score_name, key)
+                    row = fine_tune_row(
+                        args, start_net, start_meta, start_path, cases, held_out, pool, start_scored, score_name, key
+                    )
                     save(lambda r, row_id=row_id, row=row: r["rows"].__setitem__(row_id, row))
                     (row_dir / "claimed_by_pid").unlink(missing_ok=True)
                     new_rows += 1
