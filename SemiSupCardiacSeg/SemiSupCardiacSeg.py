@@ -34,6 +34,8 @@ if os.path.isdir(os.path.join(_REPO_ROOT, "SemiSupCardiacSegLib")) and _REPO_ROO
 from SemiSupCardiacSegSceneLogic import SceneLogic  # noqa: E402
 from SemiSupCardiacSegSceneLogic.logic import LIBRARY_CASE_ATTRIBUTE, SOURCE_VOLUME_ATTRIBUTE  # noqa: E402
 
+from SemiSupCardiacSegLib.jobs import FINE_TUNE_ITERATIONS  # noqa: E402
+
 
 class SemiSupCardiacSeg(ScriptedLoadableModule):
     """Module description shown in Slicer's module list and help panel."""
@@ -78,7 +80,7 @@ class SemiSupCardiacSegParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     libraryFolder: Path = Path()
-    fineTuneIterations: Annotated[int, WithinRange(10, 100000)] = 1000
+    fineTuneIterations: Annotated[int, WithinRange(10, 100000)] = FINE_TUNE_ITERATIONS
 
 
 #: QSettings key holding the checkpoints registered in the model list (fine-tuned models).

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from SemiSupCardiacSegLib.jobs import FINE_TUNE_ITERATIONS
 from SemiSupCardiacSegLib.shipped import SHIPPED
 from SemiSupCardiacSegLib.training_library import append_to_manifest, read_manifest, update_manifest_entry
 from SemiSupCardiacSegLib.volume import Volume, mask_box
@@ -783,7 +784,7 @@ class SceneLogic:
         library_dir: str | Path,
         out_dir: str | Path,
         model: str | None = None,
-        iterations: int = 1000,
+        iterations: int = FINE_TUNE_ITERATIONS,
         python_executable: str | None = None,
         threads: int | None = None,
         slicer_executable: str | None = None,
