@@ -134,6 +134,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.addToLibraryButton.connect("clicked(bool)", self.onAddToLibraryButton)
         self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegionButton)
         self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTuneButton)
+        self.ui.adaptButton.connect("clicked(bool)", self.onAdaptButton)
         self.ui.suggestButton.connect("clicked(bool)", self.onSuggestButton)
         self.ui.loadSuggestionButton.connect("clicked(bool)", self.onLoadSuggestionButton)
         self.ui.heatmapOpacitySlider.connect("valueChanged(double)", self.logic.set_heatmap_opacity)
@@ -230,6 +231,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.addToLibraryButton.enabled = ready and library is not None
         self.ui.fineTuneButton.enabled = (library is not None and not label) or label.startswith("fine-tune")
         self.ui.suggestButton.enabled = (library is not None and not label) or label == "suggest"
+        self.ui.adaptButton.enabled = (library is not None and not label) or label == "adapt"
         self.ui.loadSuggestionButton.enabled = bool(self._suggestions) and not label
         if label != "segment" and p:  # the button says what the model segments (or "Cancel")
             self.ui.segmentButton.text = self.logic.segment_button_text(p.model or None)
@@ -293,6 +295,8 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.ui.statusLabel.text = f"Ranking the library's unlabeled cases... {int(100 * fraction)}%"
             elif runner.label == "fine-tune":
                 self.ui.fineTuneProgressBar.value = int(100 * fraction)
+            elif runner.label == "adapt":
+                self.ui.statusLabel.text = f"Adapting the model to the library's images... {int(100 * fraction)}%"
         if not runner.poll():
             self._timer.stop()
         self._checkCanApply()
@@ -457,6 +461,41 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._showResult(result)
             else:
                 self.onSegmentButton()
+
+    # ------------------------------------------------------------------------------ adapt
+    def onAdaptButton(self) -> None:
+        """Adapt the selected model to the library's images in a child process (no label read), or stop it."""
+        if self._runner.label == "adapt":
+            self._runner.cancel()
+            self.ui.statusLabel.text = "Stopping the adaptation..."
+            return
+        if not self._ensureDependencies():
+            return
+        import time
+
+        p = self._parameterNode
+        folder = chosen_folder(p.libraryFolder)
+        out = folder / "adapted" / time.strftime("%Y%m%d-%H%M%S") / "model.pt"
+        with slicer.util.tryWithErrorDisplay("Could not adapt the model.", waitCursor=True):
+            job = self.logic.start_adapt_job(
+                folder, out, model=p.model or None, device=p.device, python_executable=sys.executable
+            )
+            self._startJob(job, self._adaptDone, "adapt")
+            self.ui.adaptButton.text = "Cancel adaptation"
+
+    def _adaptDone(self, code: int, job) -> None:
+        self.ui.adaptButton.text = "Adapt model to library images"
+        if job.stop_requested:
+            self.ui.statusLabel.text = "Adaptation cancelled"
+            return
+        model = job.model_path
+        if code != 0 or not model.is_file():
+            self.ui.statusLabel.text = f"Adaptation failed: {job.error() or f'exit code {code}'} (log: {job.log_path})"
+            return
+        qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [str(model)])
+        self._fillModelList()
+        self._parameterNode.model = str(model)
+        self.ui.statusLabel.text = f"Adapted model: {model} (registered and selected)"
 
     # ------------------------------------------------------------------------------ fine-tune
     def onFineTuneButton(self) -> None:

@@ -633,7 +633,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     cases = [c for src in args.data for c in find_cases(src)]
     _check_unique_names(cases, " ".join(args.data))
     _set_threads(args)
-    with progress_bar(total=100, desc="adapt", disable=args.quiet) as bar:
+    with progress_bar(total=100, desc="adapt", disable=args.quiet or args.progress_lines) as bar:
+
+        def update(frac: float) -> None:
+            if args.progress_lines:  # for a parent process (the Slicer module) that polls our stdout
+                print(f"PROGRESS {frac:.4f}", flush=True)
+            else:
+                bar.update(round(100 * frac) - bar.n)
+
         record = adapt_model(
             args.model,
             cases,
@@ -641,7 +648,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             batches=args.batches or ADAPT_BATCHES,
             overwrite=args.overwrite,
             device=args.device,
-            progress=lambda f: bar.update(round(100 * f) - bar.n),
+            progress=update,
         )
     print(
         json_dumps({"out": str(args.out), **{k: v for k, v in record.items() if k != "cases"}, "n_cases": len(cases)})
@@ -855,6 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a.add_argument("--quiet", action="store_true")
+    a.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
     a.set_defaults(func=cmd_adapt)
     c = sub.add_parser("indices", help="LV/RV volumes, ejection fractions, myocardial mass and areas from ED + ES")
     c.add_argument("--ed", help="end-diastolic segmentation (labels 1 RV, 2 Myo, 3 LV)")

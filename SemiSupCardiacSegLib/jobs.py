@@ -357,6 +357,29 @@ class SuggestJob(ChildJob):
         return _last_progress(self._log)
 
 
+class AdaptJob(ChildJob):
+    """``python -m SemiSupCardiacSegLib adapt`` in a child process: ``model`` with its batch-norm
+    statistics re-estimated on the images of ``data`` (a training library's labeled and unlabeled
+    cases; no label read), written to ``out_model`` (a new file: an existing one is refused)."""
+
+    def __init__(
+        self,
+        data: str | os.PathLike,
+        out_model: str | os.PathLike,
+        model: str | None = None,
+        device: str = "auto",
+        python: str | None = None,
+    ):
+        self.model_path = Path(out_model)
+        argv = [python or sys.executable, "-m", "SemiSupCardiacSegLib", "adapt", "--data", str(data)]
+        argv += ["--out", str(self.model_path), "--device", device, "--progress-lines", "--quiet"]
+        argv += ["--model", str(model)] if model else []
+        super().__init__(argv, self.model_path.parent, "adapt_stdout.txt", env=_library_env(), grace_s=0.0)
+
+    def progress(self) -> float:
+        return _last_progress(self._log)
+
+
 class EvaluateJob(ChildJob):
     """``python -m SemiSupCardiacSegLib evaluate`` of one model on labeled cases, in a child process
     (the before/after comparison of a fine-tune; the GUI never evaluates in its own thread)."""

@@ -85,3 +85,22 @@ def test_adapt_refuses_a_batch_count_below_one(trained, tmp_path, capsys, batche
     data = _other_scanner(tmp_path / "scanner", n=1)
     rc, _, err = _adapt(capsys, trained / "model.pt", data, tmp_path / "a.pt", "--batches", batches)
     assert rc != 0 and "--batches" in err and not (tmp_path / "a.pt").exists()
+
+
+def test_adapt_job_runs_in_a_child_and_reports_progress(trained, tmp_path):
+    """jobs.AdaptJob (the Slicer module's background adaptation): the CLI in a child process prints
+    PROGRESS lines up to 1 and writes a loadable checkpoint that says what it was adapted from."""
+    import sys
+
+    from SemiSupCardiacSegLib.jobs import AdaptJob
+
+    data = _other_scanner(tmp_path / "scanner")
+    out = tmp_path / "adapted" / "model.pt"
+    job = AdaptJob(data, out, model=str(trained / "model.pt"), device="cpu", python=sys.executable)
+    assert job.wait(300) == 0, job.log_path.read_text()[-2000:]
+    assert job.progress() == pytest.approx(1.0)
+    assert job.log_path.parent == out.parent
+    _, meta = load_model(out)
+    record = load_checkpoint(out)["adapted_batch_norm"]
+    assert record["from_model_id"] == load_model(trained / "model.pt")[1].model_id != meta.model_id
+    assert record["cases"] == ["scan0", "scan1", "scan2"]

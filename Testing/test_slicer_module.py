@@ -346,6 +346,45 @@ def test_a_fine_tune_on_fewer_than_three_corrected_cases_says_it_was_not_checked
     assert "not checked on a case it did not train on" in w.ui.statusLabel.text, w.ui.statusLabel.text
 
 
+def test_adapt_to_library_images_registers_the_adapted_model(session, trained, tmp_path):
+    """Adapt model to library images: the adapt CLI runs with PythonSlicer (sys.executable) in a
+    child on every library case's image (labeled or not, no label read); the adapted checkpoint is
+    registered and selected, and records the model it came from and the cases."""
+    from SemiSupCardiacSegLib.checkpoint import load_checkpoint
+
+    w = session.load_module()
+    session.enter()
+    lib = tmp_path / "lib"
+    p = w._parameterNode
+    assert not w.ui.adaptButton.enabled  # no library chosen yet
+    for i in range(2):
+        node, ph = _volume(session, i + 1, f"case{i}")
+        seg = (
+            w.logic.add_segmentation_node(Volume(ph.label, ph.spacing), node, {1: "left atrium"}, "s")
+            if i == 0
+            else None
+        )
+        w.logic.add_to_library(node, lib, seg)
+    p.libraryFolder, p.model, p.device = lib, str(trained / "model.pt"), "cpu"
+    assert w.ui.adaptButton.enabled
+    w.ui.adaptButton.click()
+    job = w._runner.job
+    assert w._runner.label == "adapt" and w.ui.adaptButton.text == "Cancel adaptation"
+    assert job.argv[0] == sys.executable and "adapt" in job.argv
+    assert not w.ui.fineTuneButton.enabled and not w.ui.suggestButton.enabled  # one job at a time
+    assert session.wait_until(lambda: not w._runner.busy, 300), job.log_path.read_text()[-2000:]
+    model = job.model_path
+    assert model.is_file() and model.parent.parent == lib / "adapted", w.ui.statusLabel.text
+    assert w.ui.statusLabel.text == f"Adapted model: {model} (registered and selected)"
+    assert p.model == str(model) and str(model) in session.qt.QSettings().value("SemiSupCardiacSeg/registeredModels")
+    record = load_checkpoint(model)["adapted_batch_norm"]
+    assert sorted(record["cases"]) == ["case0", "case1"]
+    assert record["from_model_id"] == w.logic.model_metadata(str(trained / "model.pt")).model_id
+    assert w.ui.adaptButton.text == "Adapt model to library images" and w.ui.adaptButton.enabled
+    with pytest.raises(ValueError, match="exists; choose another file"):
+        w.logic.start_adapt_job(lib, model)
+
+
 def test_scene_close_and_module_cleanup_leave_nothing_running(session, trained, tmp_path):
     """Defect 10: closing the scene stops a segmentation of its volume (folder removed, no process
     left); unloading the module stops the timer and a running fine-tune, which saves last.pt."""

@@ -593,6 +593,30 @@ class SceneLogic:
             raise ValueError(f"{library} is not a training library with cases (no manifest.json entries)")
         return SuggestJob(library, library / SUGGESTIONS_FOLDER, model, mc_samples, device, python_executable)
 
+    def start_adapt_job(
+        self,
+        library_dir: str | Path,
+        out_model: str | Path,
+        model: str | None = None,
+        device: str = "auto",
+        python_executable: str | None = None,
+    ):
+        """Adapt ``model`` to the library's images in a child process (``adapt``; ``jobs.AdaptJob``):
+        its batch-norm statistics re-estimated on every library case's image, no label read, written
+        to ``out_model``, loadable as a model path. For a library from another scanner or protocol:
+        in ``benchmarks/correction_loop.py`` it won back more of such a shift than fine-tuning on
+        corrected cases did. ValueError when the folder is not a library or ``out_model`` exists."""
+        from SemiSupCardiacSegLib.jobs import AdaptJob  # noqa: PLC0415
+
+        library = Path(library_dir)
+        if not library.is_dir() or not read_manifest(library):
+            raise ValueError(f"{library} is not a training library with cases (no manifest.json entries)")
+        out_model = Path(out_model)
+        if out_model.exists():
+            raise ValueError(f"{out_model} exists; choose another file")
+        out_model.parent.mkdir(parents=True, exist_ok=True)
+        return AdaptJob(library, out_model, model, device, python_executable)
+
     def ranked_library_cases(self, library_dir: str | Path, model: str | None = None) -> list[dict]:
         """The library's unlabeled cases, the one to correct first first, by the scores ``suggest``
         remembered under ``model``'s id: [{"name", "score", "doubtful"}]; cases not yet scored by this
