@@ -174,6 +174,18 @@ def score_pool(net, meta, cases: dict[str, CaseFile], mc: int) -> dict[str, dict
 FOUND_ML = 5.0
 
 
+def pool_scores(net, meta, scenario: str, cases: dict[str, CaseFile], mc: int, smoke: bool) -> dict[str, dict]:
+    """``score_pool`` of ``meta``'s model on the scenario's pool, kept in WORK per model id and MC
+    count (the smoke run keeps nothing)."""
+    path = WORK / scenario / f"pool_scores_{meta.model_id}_mc{mc}.json"
+    if path.is_file() and not smoke:
+        return json.loads(path.read_text())
+    scored = score_pool(net, meta, cases, mc)
+    if not smoke:
+        atomic_write_text(path, json.dumps(scored))
+    return scored
+
+
 def chosen(selection: str, k: int, pool: list[str], scored: dict, score_name: str) -> list[str]:
     if selection in ("suggest", "suggest_found"):
         rows = [{"case": n, "input": "", "out": "", "report": scored[n]["report"]} for n in pool]
@@ -513,13 +525,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for scenario in args.scenario.split(","):
         cases = materialize(scenario, pool + held_out)
-        pool_file = WORK / scenario / f"pool_scores_{meta.model_id}_mc{args.mc_samples}.json"
-        if pool_file.is_file() and not args.smoke:
-            scored = json.loads(pool_file.read_text())
-        else:
-            scored = score_pool(net, meta, {n: cases[n] for n in pool}, args.mc_samples)
-            if not args.smoke:
-                atomic_write_text(pool_file, json.dumps(scored))
+        scored = pool_scores(net, meta, scenario, {n: cases[n] for n in pool}, args.mc_samples, args.smoke)
         a_net, a_meta, a_path, a_seconds = adapted_start(model_path, meta, scenario, cases, pool, args.smoke)
         a_ev = evaluate_cases(a_net, a_meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
         adapted = {
@@ -534,13 +540,9 @@ def main(argv=None) -> int:
         start_net, start_meta, start_path, start_scored = net, meta, model_path, scored
         if args.start == "adapted":
             start_net, start_meta, start_path = a_net, a_meta, a_path
-            a_file = WORK / scenario / f"pool_scores_{a_meta.model_id}_mc{args.mc_samples}.json"
-            if a_file.is_file() and not args.smoke:
-                start_scored = json.loads(a_file.read_text())
-            else:
-                start_scored = score_pool(a_net, a_meta, {n: cases[n] for n in pool}, args.mc_samples)
-                if not args.smoke:
-                    atomic_write_text(a_file, json.dumps(start_scored))
+            start_scored = pool_scores(
+                a_net, a_meta, scenario, {n: cases[n] for n in pool}, args.mc_samples, args.smoke
+            )
         backfill: dict[str, dict] = {}
         for row_id, row in result["rows"].items():
             if row["scenario"] != scenario:
