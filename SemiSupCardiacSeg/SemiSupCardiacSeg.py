@@ -147,6 +147,12 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         value = qt.QSettings().value(REGISTERED_MODELS_KEY)
         return [value] if isinstance(value, str) else list(value or [])
 
+    def _registerAndSelect(self, model: Path) -> None:
+        """Add a new checkpoint (fine-tuned or adapted) to the model list and select it."""
+        qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [str(model)])
+        self._fillModelList()
+        self._parameterNode.model = str(model)
+
     def _fillModelList(self) -> None:
         """Shipped models plus the checkpoints registered by earlier fine-tunes (that still exist)."""
         self.ui.modelListComboBox.clear()
@@ -492,9 +498,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if code != 0 or not model.is_file():
             self.ui.statusLabel.text = f"Adaptation failed: {job.error() or f'exit code {code}'} (log: {job.log_path})"
             return
-        qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [str(model)])
-        self._fillModelList()
-        self._parameterNode.model = str(model)
+        self._registerAndSelect(model)
         self.ui.statusLabel.text = f"Adapted model: {model} (registered and selected)"
 
     # ------------------------------------------------------------------------------ fine-tune
@@ -533,9 +537,7 @@ class SemiSupCardiacSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.statusLabel.text = f"Fine-tuning failed: {job.error() or f'exit code {code}'} (log: {job.log_path})"
             return
         self.ui.fineTuneProgressBar.value = 100
-        qt.QSettings().setValue(REGISTERED_MODELS_KEY, self._registeredModels() + [str(model)])
-        self._fillModelList()
-        self._parameterNode.model = str(model)  # the new checkpoint becomes the selected model
+        self._registerAndSelect(model)  # the new checkpoint becomes the selected model
         self.ui.statusLabel.text = f"Fine-tuned model: {model} (registered and selected)"
         with slicer.util.tryWithErrorDisplay("Comparing the old and new model failed.", waitCursor=True):
             cases = self.logic.held_out_cases(str(model))

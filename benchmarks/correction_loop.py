@@ -527,14 +527,16 @@ def main(argv=None) -> int:
         cases = materialize(scenario, pool + held_out)
         scored = pool_scores(net, meta, scenario, {n: cases[n] for n in pool}, args.mc_samples, args.smoke)
         a_net, a_meta, a_path, a_seconds = adapted_start(model_path, meta, scenario, cases, pool, args.smoke)
-        a_ev = evaluate_cases(a_net, a_meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
-        adapted = {
-            "model_id": a_meta.model_id,
-            "held_out_dice": a_ev["mean"]["left atrium"]["dice"]["mean"],
-            "held_out_hd95": a_ev["mean"]["left atrium"]["hd95"]["mean"],
-            "held_out_per_case_dice": {c: r["left atrium"]["dice"] for c, r in a_ev["per_case"].items()},
-            "batches": ADAPT_BATCHES,
-        }
+        adapted = result["base"].get(scenario, {}).get("adapted")
+        if args.smoke or not adapted or adapted["model_id"] != a_meta.model_id:  # else measured by an earlier call
+            a_ev = evaluate_cases(a_net, a_meta, [cases[n] for n in held_out], mc_samples=1, device="cpu")
+            adapted = {
+                "model_id": a_meta.model_id,
+                "held_out_dice": a_ev["mean"]["left atrium"]["dice"]["mean"],
+                "held_out_hd95": a_ev["mean"]["left atrium"]["hd95"]["mean"],
+                "held_out_per_case_dice": {c: r["left atrium"]["dice"] for c, r in a_ev["per_case"].items()},
+                "batches": ADAPT_BATCHES,
+            }
         if a_seconds is not None:
             adapted["adapt_s"] = round(a_seconds, 1)
         start_net, start_meta, start_path, start_scored = net, meta, model_path, scored
@@ -549,15 +551,9 @@ def main(argv=None) -> int:
                 continue
             if "picked_base_dice" not in row:  # rows written before the picked cases' base Dice was kept
                 backfill.setdefault(row_id, {})["picked_base_dice"] = [float(scored[n]["dice"]) for n in row["cases"]]
-            run = row_dir_for(
-                scenario, row["selection"], row["k"], row["mode"], row["iterations"], row.get("start", "shipped")
-            )
-            run = run / "run"
-            if (
-                "held_out_dice_weight_average" not in row
-                and row.get("start", "shipped") == "shipped"
-                and (run / "model.pt").is_file()
-            ):
+            start = row.get("start", "shipped")
+            run = row_dir_for(scenario, row["selection"], row["k"], row["mode"], row["iterations"], start) / "run"
+            if "held_out_dice_weight_average" not in row and start == "shipped" and (run / "model.pt").is_file():
                 # rows written before the weight averages were measured
                 backfill.setdefault(row_id, {})["held_out_dice_weight_average"] = averaged_dice(
                     net, run, cases, held_out

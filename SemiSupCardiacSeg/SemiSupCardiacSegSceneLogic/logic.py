@@ -159,6 +159,14 @@ def roi_mask(roi_node, volume_node) -> Volume:
     return vol.with_array(inside.astype(np.uint8))
 
 
+def _training_library(library_dir: str | Path) -> Path:
+    """``library_dir`` as a Path; ValueError where it is not a training library with cases."""
+    library = Path(library_dir)
+    if not library.is_dir() or not read_manifest(library):
+        raise ValueError(f"{library} is not a training library with cases (no manifest.json entries)")
+    return library
+
+
 class SceneLogic:
     """Segment a volume node with a SemiSupCardiacSegLib model, and export cases for training.
 
@@ -588,9 +596,7 @@ class SceneLogic:
         ``ranked_library_cases`` then reads. ValueError when the folder is not a library."""
         from SemiSupCardiacSegLib.jobs import SuggestJob  # noqa: PLC0415
 
-        library = Path(library_dir)
-        if not library.is_dir() or not read_manifest(library):
-            raise ValueError(f"{library} is not a training library with cases (no manifest.json entries)")
+        library = _training_library(library_dir)
         return SuggestJob(library, library / SUGGESTIONS_FOLDER, model, mc_samples, device, python_executable)
 
     def start_adapt_job(
@@ -608,9 +614,7 @@ class SceneLogic:
         corrected cases did. ValueError when the folder is not a library or ``out_model`` exists."""
         from SemiSupCardiacSegLib.jobs import AdaptJob  # noqa: PLC0415
 
-        library = Path(library_dir)
-        if not library.is_dir() or not read_manifest(library):
-            raise ValueError(f"{library} is not a training library with cases (no manifest.json entries)")
+        library = _training_library(library_dir)
         out_model = Path(out_model)
         if out_model.exists():
             raise ValueError(f"{out_model} exists; choose another file")
