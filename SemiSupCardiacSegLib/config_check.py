@@ -28,6 +28,7 @@ OPTIONAL_KEYS = {
     "init",
     "average_with_init",
     "intensity_augmentation",
+    "copy_paste",
 }
 #: The largest network/config values accepted as sane (anything larger is a typo, not a setting).
 MAX_ITERATIONS = 10_000_000
@@ -272,12 +273,40 @@ def validate_config(cfg: dict) -> None:
         raise InputError(
             f"config 'intensity_augmentation' must be true or false, got {cfg['intensity_augmentation']!r}"
         )
+    if cfg.get("copy_paste") is not None:
+        _check_copy_paste(cfg["copy_paste"], method, uses_unlabeled)
     if cfg.get("average_with_init") is not None:
         _num(cfg, "average_with_init", 0.0, 1.0, lo_open=True)
         if not cfg.get("init"):
             raise InputError("config 'average_with_init' needs 'init' (the weights to average with): pass --init MODEL")
         if swa:
             raise InputError("config 'average_with_init' and 'swa' cannot be combined: model.pt is one or the other")
+
+
+def _check_copy_paste(cp, method: str, uses_unlabeled: bool) -> None:
+    """Config ``copy_paste`` (``methods.copy_paste``): an object of known keys in range, on a method
+    whose batches hold unlabeled images."""
+    from .methods.copy_paste import COPY_PASTE_DEFAULTS  # deferred: loads torch
+
+    if not isinstance(cp, dict):
+        raise InputError(f"config 'copy_paste' must be an object ({{}} for the defaults), got {cp!r}")
+    unknown = sorted(set(cp) - set(COPY_PASTE_DEFAULTS))
+    if unknown:
+        raise InputError(
+            f"unknown config key(s) copy_paste.{', copy_paste.'.join(unknown)}; known: {', '.join(COPY_PASTE_DEFAULTS)}"
+        )
+    if not uses_unlabeled:
+        raise InputError(
+            f"config 'copy_paste' mixes labeled with unlabeled images, but method {method} trains on "
+            "labeled images only: use a semi-supervised method"
+        )
+    for key in ("weight", "unlabeled_weight", "rampup"):
+        if key in cp:
+            _num(cp, key, 0.0, None, where="copy_paste.")
+    if "ratio" in cp:
+        _num(cp, "ratio", 0.0, 1.0, lo_open=True, hi_open=True, where="copy_paste.")
+    if "ema_decay" in cp:
+        _num(cp, "ema_decay", 0.0, 1.0, hi_open=True, where="copy_paste.")
 
 
 #: Config keys that may change on ``--resume`` (they do not change what the run computes, or only

@@ -94,6 +94,9 @@ CONTROLS = {
     # regression) alone, which tells the SDM head's effect from that of the unlabeled term
     "dtc_no_consistency": {"method": "dtc", "method_params": {"consistency": 0.0}},
 }
+#: A method name ending in this suffix runs that method with BCP's bidirectional copy-paste added
+#: (config ``copy_paste``, ``methods.copy_paste``), e.g. ``sassnet+bcp``: the with/without pair.
+COPY_PASTE_SUFFIX = "+bcp"
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
@@ -115,6 +118,10 @@ def method_config(
 
     labeled: labeled training cases (frames for cine); ignored for ``supervised_all`` (all labeled).
     """
+    if method.endswith(COPY_PASTE_SUFFIX):
+        cfg = method_config(task, method[: -len(COPY_PASTE_SUFFIX)], iterations, labeled, seed, profile)
+        cfg["copy_paste"] = {}
+        return cfg
     name = (
         "supervised"
         if method == "supervised_all"

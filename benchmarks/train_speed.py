@@ -1,6 +1,7 @@
 """Seconds per training iteration of every registered method (networks + losses + optimizer steps).
 
     python benchmarks/train_speed.py [--profile cpu-small|gpu-full] [--steps 10] [--methods sassnet,uamt] [--smoke]
+    python benchmarks/train_speed.py --methods sassnet,sassnet+bcp     # NAME+bcp: with BCP's copy-paste added
 
 Profiles: cpu-small = the shipped CPU models' settings (LA: V-Net width 12, batch 4 = 2 labeled + 2
 unlabeled, 64x64x32 crops; cine: U-Net width 16, batch 8 = 4 + 4, 128x128 slices, 3 MC passes);
@@ -18,6 +19,7 @@ import time
 
 import torch
 from common import publish
+from method_comparison import COPY_PASTE_SUFFIX
 
 from SemiSupCardiacSegLib.config_files import CONFIGS, load_config
 from SemiSupCardiacSegLib.methods import METHODS, get_method
@@ -63,8 +65,11 @@ def make_batch(patch, device, n=4, n_labeled=2, num_classes=2) -> dict:
     return batch
 
 
-def time_method(name: str, prof: dict, steps: int) -> dict:
+def time_method(variant: str, prof: dict, steps: int) -> dict:
+    """Median seconds per iteration of ``variant``: a method name, or NAME+bcp for the method with
+    BCP's copy-paste (config ``copy_paste``) added."""
     torch.manual_seed(0)
+    name = variant.removesuffix(COPY_PASTE_SUFFIX)
     paper = load_config(CONFIGS / f"{name}.json")
     params = {k: v for k, v in paper.get("method_params", {}).items() if k in ("disc_filters", "mc_passes")}
     if "disc_filters" in params:
@@ -80,6 +85,8 @@ def time_method(name: str, prof: dict, steps: int) -> dict:
         net = {**paper.get("network", {}), "num_classes": 2, "n_filters": prof["n_filters"]}
         cfg = {"arch": paper.get("arch", "vnet"), "network": net, "iterations": 6000, "method_params": params}
         patch, n, n_lab, k = prof["patch"], 4, 2, 2
+    if variant != name:
+        cfg["copy_paste"] = {}
     method = get_method(name)(cfg).to(prof["device"])
     opts = {k: torch.optim.SGD(p, lr=0.01, momentum=0.9) for k, p in method.optimizer_groups().items()}
     batch = make_batch(patch, prof["device"], n, n_lab if method.uses_unlabeled else n, k)

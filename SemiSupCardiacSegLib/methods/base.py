@@ -16,6 +16,7 @@ from torch import nn
 
 from ..networks import build_network
 from ..schedules import sigmoid_rampup
+from .copy_paste import CopyPaste
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -91,6 +92,9 @@ class Method(nn.Module):
         self.network_params = dict(config.get("network", {}))
         self.model = build_network(self.arch, self.network_params)
         self.total_iterations = int(config.get("iterations", 6000))
+        copy_paste = config.get("copy_paste")
+        # BCP's copy-paste term, added to the model's loss by ``step_losses`` (``methods.copy_paste``)
+        self.copy_paste = None if copy_paste is None else CopyPaste(self.model, copy_paste, self.total_iterations)
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters of each optimizer, by name; 'model' always exists."""
@@ -100,6 +104,16 @@ class Method(nn.Module):
         """The losses of one iteration. batch holds the first ``n_labeled`` rows labeled; iteration
         counts completed iterations (0 at the first step)."""
         raise NotImplementedError
+
+    def step_losses(self, batch: dict[str, torch.Tensor], iteration: int) -> StepOutput:
+        """``training_step`` with the additions its config asks for (``copy_paste``: BCP's term added to
+        the ``model`` loss); what the Trainer runs."""
+        out = self.training_step(batch, iteration)
+        if self.copy_paste is None:
+            return out
+        extra, logs = self.copy_paste.loss(self.model, batch, iteration)
+        steps = tuple(OptimizerStep(s.optimizer, s.loss + extra) if s.optimizer == "model" else s for s in out.steps)
+        return StepOutput(steps, {**out.logs, **logs, "loss": out.logs.get("loss", 0.0) + logs["loss_copy_paste"]})
 
     def ramped(self, value: float, iteration: int, rampup_fraction: float) -> float:
         """value * exp(-5 (1 - t/T)^2), T = rampup_fraction x total iterations (the papers' warm-up)."""

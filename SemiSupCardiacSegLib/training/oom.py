@@ -29,7 +29,7 @@ def largest_fitting_batch(
     size = int(batch["image"].shape[0]) // 2
     while size >= 1:
         try:
-            out = method.training_step(_sub_batch(batch, size), iteration)
+            out = method.step_losses(_sub_batch(batch, size), iteration)
             for step in out.steps:
                 step.loss.backward(retain_graph=True)
             return size

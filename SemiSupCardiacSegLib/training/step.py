@@ -19,16 +19,17 @@ def train_step(
     iteration: int,
     dist: DistContext = SINGLE_PROCESS,
 ) -> StepOutput:
-    """Run ``method.training_step`` on ``batch`` (tensors on the method's device, first ``n_labeled``
-    rows labeled) at ``iteration`` (completed iterations), then for each of its ``OptimizerStep``s
-    in order: zero that optimizer's gradients, backpropagate the loss, average the gradients over
-    ranks (``dist``; nothing on one process) and step. Last, ``method.after_step(iteration + 1)``
-    (e.g. a mean teacher's EMA). Learning-rate schedules are the caller's (``optim.Optimizers``).
+    """Run ``method.step_losses`` (its ``training_step`` and configured additions) on ``batch``
+    (tensors on the method's device, first ``n_labeled`` rows labeled) at ``iteration`` (completed
+    iterations), then for each of its ``OptimizerStep``s in order: zero that optimizer's gradients,
+    backpropagate the loss, average the gradients over ranks (``dist``; nothing on one process) and
+    step. Last, ``method.after_step(iteration + 1)`` (e.g. a mean teacher's EMA). Learning-rate
+    schedules are the caller's (``optim.Optimizers``).
 
     A later step's zero_grad drops what an earlier loss left in its parameters (the segmenter's
     adversarial term reaches the discriminator's parameters), so each optimizer steps on its own loss.
     """
-    out = method.training_step(batch, iteration)
+    out = method.step_losses(batch, iteration)
     for step in out.steps:
         opt = optimizers[step.optimizer]
         opt.zero_grad(set_to_none=True)
