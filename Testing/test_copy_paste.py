@@ -11,7 +11,7 @@ from SemiSupCardiacSegLib.config_check import validate_config
 from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.losses import dice_ce_loss
 from SemiSupCardiacSegLib.methods import get_method
-from SemiSupCardiacSegLib.methods.copy_paste import CopyPaste, cuboid_mask, weighted_dice_ce_loss
+from SemiSupCardiacSegLib.methods.copy_paste import CopyPaste, cuboid_mask
 from SemiSupCardiacSegLib.training import DEFAULTS, Trainer, merge_config
 
 NET = {"in_channels": 1, "num_classes": 2, "n_filters": 2, "dropout": 0.0}
@@ -35,14 +35,14 @@ def test_weighted_loss_is_dice_ce_with_unit_weights_and_ignores_zero_weight_voxe
     logits = torch.randn(2, 3, 6, 5, 4, generator=g, requires_grad=True)
     target = torch.randint(0, 3, (2, 6, 5, 4), generator=g)
     ones = torch.ones(2, 6, 5, 4)
-    assert torch.allclose(weighted_dice_ce_loss(logits, target, ones), dice_ce_loss(logits, target), atol=1e-6)
+    assert torch.allclose(dice_ce_loss(logits, target, ones), dice_ce_loss(logits, target), atol=1e-6)
     w = ones.clone()
     w[:, :3] = 0.0
-    weighted_dice_ce_loss(logits, target, w).backward()
+    dice_ce_loss(logits, target, w).backward()
     assert logits.grad[:, :, :3].abs().max() == 0 and logits.grad[:, :, 3:].abs().max() > 0
     # Weight 0 on a region equals the unweighted loss of the rest.
-    kept = weighted_dice_ce_loss(logits[:, :, 3:], target[:, 3:], ones[:, 3:])
-    assert torch.allclose(weighted_dice_ce_loss(logits, target, w), kept, atol=1e-6)
+    kept = dice_ce_loss(logits[:, :, 3:], target[:, 3:], ones[:, 3:])
+    assert torch.allclose(dice_ce_loss(logits, target, w), kept, atol=1e-6)
 
 
 def test_mixes_paste_each_way_with_labels_and_weights_by_hand():

@@ -15,22 +15,35 @@ import torch.nn.functional as F
 EPS = 1e-5
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """probs: (B, K, ...) softmax; target: (B, ...) int labels in [0, K). Mean over foreground classes."""
+def soft_dice_loss(
+    probs: torch.Tensor, target: torch.Tensor, eps: float = EPS, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """probs: (B, K, ...) softmax; target: (B, ...) int labels in [0, K). Mean over foreground classes.
+
+    weight: optional (B, ...) voxel weights >= 0: each voxel counted w times in every sum,
+    1 - (2 sum w p g + eps) / (sum w p + sum w g + eps) (BCP's mixes, ``methods.copy_paste``)."""
     k = probs.shape[1]
     losses = []
     for c in range(1, k):
         p = probs[:, c]
         g = (target == c).to(p.dtype)
-        inter = (p * g).sum()
-        losses.append(1.0 - (2.0 * inter + eps) / (p.sum() + g.sum() + eps))
+        wg = g if weight is None else g * weight
+        wp = p if weight is None else p * weight
+        inter = (p * wg).sum()
+        losses.append(1.0 - (2.0 * inter + eps) / (wp.sum() + wg.sum() + eps))
     return torch.stack(losses).mean()
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """0.5 * (cross-entropy + soft Dice) on logits (B, K, ...) and labels (B, ...) (UA-MT / DTC)."""
-    ce = F.cross_entropy(logits, target.long())
-    return 0.5 * (ce + soft_dice_loss(torch.softmax(logits, dim=1), target))
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """0.5 * (cross-entropy + soft Dice) on logits (B, K, ...) and labels (B, ...) (UA-MT / DTC).
+
+    weight: optional (B, ...) voxel weights >= 0; the cross-entropy is then sum(w ce) / sum(w)."""
+    if weight is None:
+        ce = F.cross_entropy(logits, target.long())
+    else:
+        weight = weight.to(logits.dtype)
+        ce = (F.cross_entropy(logits, target.long(), reduction="none") * weight).sum() / weight.sum().clamp_min(EPS)
+    return 0.5 * (ce + soft_dice_loss(torch.softmax(logits, dim=1), target, weight=weight))
 
 
 def segmentation_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

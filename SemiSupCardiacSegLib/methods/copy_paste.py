@@ -28,8 +28,8 @@ Choices BCP's paper leaves open or that differ here, with why:
   terms, alpha(t) = ``unlabeled_weight`` x exp(-5 (1 - t / (``rampup`` x iterations))^2), so early
   pseudo-labels (from an untrained teacher) weigh almost nothing while the mixes' labeled voxels
   weigh 1 from the first step.
-* Weighted Dice: per foreground class 1 - (2 sum w p g + eps) / (sum w p + sum w g + eps), the
-  soft Dice of ``losses.soft_dice_loss`` with each voxel counted w times; weighted CE: sum(w ce) / sum(w).
+* The voxel weights enter ``losses.dice_ce_loss``: the soft Dice with each voxel counted w times,
+  the cross-entropy as sum(w ce) / sum(w).
 * On 2D crops (cine U-Net) the cuboid is a rectangle of the in-plane axes; axes of size 1 are kept whole.
 """
 
@@ -38,41 +38,42 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..losses.dice import EPS
+from ..losses import dice_ce_loss
 from ..schedules import sigmoid_rampup
 
 #: The defaults of config ``copy_paste`` (BCP's values where it gives one).
 COPY_PASTE_DEFAULTS = {"weight": 1.0, "unlabeled_weight": 0.5, "ratio": 2.0 / 3.0, "ema_decay": 0.99, "rampup": 0.4}
 
 
-def cuboid_mask(spatial: tuple[int, ...], ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+@torch.no_grad()
+def ema_update(teacher: nn.Module, model: nn.Module, iteration: int, decay: float, buffers: bool = False) -> None:
+    """A mean teacher's step: theta' <- a theta' + (1 - a) theta, a = min(1 - 1/(iteration + 1), decay)
+    (the warm start of UA-MT's reference code: iteration 0 copies the network). ``buffers``: the
+    floating-point buffers (batch-norm statistics) too, else the parameters only."""
+    a = min(1.0 - 1.0 / (iteration + 1), decay)
+    own = dict(model.named_parameters())
+    pairs = list(teacher.named_parameters())
+    if buffers:
+        own.update(model.named_buffers())
+        pairs += list(teacher.named_buffers())
+    for name, t in pairs:
+        if t.is_floating_point():
+            t.mul_(a).add_(own[name].detach(), alpha=1.0 - a)
+
+
+def cuboid_mask(spatial: tuple[int, ...], ratio: float) -> torch.Tensor:
     """A bool mask of shape ``spatial``, True inside one cuboid of round(ratio x size) voxels per axis
     (axes of size 1 whole) at a uniformly random place."""
     mask = torch.zeros(spatial, dtype=torch.bool)
     index = []
     for size in spatial:
         length = size if size == 1 else max(1, min(size, round(ratio * size)))
-        start = int(torch.randint(0, size - length + 1, (1,), generator=generator))
+        start = int(torch.randint(0, size - length + 1, (1,)))
         index.append(slice(start, start + length))
     mask[tuple(index)] = True
     return mask
-
-
-def weighted_dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """0.5 (CE + soft Dice) with per-voxel weights. logits (B, K, ...), target (B, ...) int labels,
-    weight (B, ...) >= 0. With all weights 1 it equals ``losses.dice_ce_loss``."""
-    w = weight.to(logits.dtype)
-    ce = (F.cross_entropy(logits, target.long(), reduction="none") * w).sum() / w.sum().clamp_min(EPS)
-    probs = torch.softmax(logits, dim=1)
-    dice = []
-    for c in range(1, probs.shape[1]):
-        p = probs[:, c] * w
-        g = (target == c).to(p.dtype) * w
-        dice.append(1.0 - (2.0 * (probs[:, c] * g).sum() + EPS) / (p.sum() + g.sum() + EPS))
-    return 0.5 * (ce + torch.stack(dice).mean())
 
 
 class CopyPaste(nn.Module):
@@ -93,16 +94,9 @@ class CopyPaste(nn.Module):
         length = float(self.params["rampup"]) * self.total_iterations
         return float(self.params["unlabeled_weight"]) * sigmoid_rampup(iteration, length)
 
-    @torch.no_grad()
     def update_teacher(self, model: nn.Module, iteration: int) -> None:
-        """theta' <- a theta' + (1 - a) theta with a = min(1 - 1/(iteration + 1), ema_decay), for the
-        parameters and the floating-point buffers (batch-norm statistics); iteration 0 copies."""
-        a = min(1.0 - 1.0 / (iteration + 1), float(self.params["ema_decay"]))
-        own = dict(model.named_parameters())
-        own.update((k, v) for k, v in model.named_buffers() if v.is_floating_point())
-        for name, t in list(self.teacher.named_parameters()) + list(self.teacher.named_buffers()):
-            if t.is_floating_point():
-                t.mul_(a).add_(own[name].detach(), alpha=1.0 - a)
+        """The EMA step of ``ema_update``, batch-norm statistics included; iteration 0 copies."""
+        ema_update(self.teacher, model, iteration, float(self.params["ema_decay"]), buffers=True)
 
     def mix(self, batch: dict, pseudo: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The mixed images (P, C, ...), their labels (P, ...) and voxel weights (P, ...) of the batch's
@@ -117,8 +111,7 @@ class CopyPaste(nn.Module):
             from_unlabeled = inside if inward else ~inside
             images.append(torch.where(from_unlabeled.unsqueeze(0), image[n + i], image[i]))
             labels.append(torch.where(from_unlabeled, pseudo[i].to(label.dtype), label[i]))
-            w = torch.ones(label.shape[1:], dtype=image.dtype, device=image.device)
-            weights.append(torch.where(from_unlabeled, torch.full_like(w, alpha), w))
+            weights.append(torch.where(from_unlabeled, alpha, 1.0).to(image.dtype))
         return torch.stack(images), torch.stack(labels), torch.stack(weights)
 
     def loss(self, model: nn.Module, batch: dict, iteration: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -133,5 +126,5 @@ class CopyPaste(nn.Module):
             pseudo = self.teacher(batch["image"][n:])["seg"].argmax(dim=1)
         alpha = self.unlabeled_weight(iteration)
         images, labels, weights = self.mix(batch, pseudo, alpha)
-        loss = float(self.params["weight"]) * weighted_dice_ce_loss(model(images)["seg"], labels, weights)
+        loss = float(self.params["weight"]) * dice_ce_loss(model(images)["seg"], labels, weights)
         return loss, {"loss_copy_paste": float(loss.detach()), "copy_paste_unlabeled_weight": alpha}

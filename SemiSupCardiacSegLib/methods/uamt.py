@@ -29,6 +29,7 @@ import torch
 
 from ..losses import masked_consistency_loss
 from .base import OptimizerStep, StepOutput, register
+from .copy_paste import ema_update
 from .supervised import Supervised
 
 
@@ -88,9 +89,6 @@ class UAMT(Supervised):
         )
         return StepOutput((OptimizerStep("model", loss),), logs)
 
-    @torch.no_grad()
     def after_step(self, iteration: int) -> None:
         """EMA of the student's parameters into the teacher (``iteration`` completed steps)."""
-        a = min(1.0 - 1.0 / (iteration + 1), float(self.config["ema_decay"]))
-        for t, s in zip(self.teacher.parameters(), self.model.parameters()):
-            t.mul_(a).add_(s.detach(), alpha=1.0 - a)
+        ema_update(self.teacher, self.model, iteration, float(self.config["ema_decay"]))
