@@ -28,6 +28,7 @@ OPTIONAL_KEYS = {
     "init",
     "average_with_init",
     "intensity_augmentation",
+    "intensity_fold",
     "copy_paste",
 }
 #: The largest network/config values accepted as sane (anything larger is a typo, not a setting).
@@ -228,6 +229,8 @@ def validate_config(cfg: dict) -> None:
     _int(cfg, "checkpoint_every", 1)
     if cfg.get("export_dtype") not in ("float32", "float16"):
         raise InputError(f"config 'export_dtype' must be float32 or float16, got {cfg.get('export_dtype')!r}")
+    if cfg.get("precision", "auto") not in ("auto", "float32", "bfloat16"):
+        raise InputError(f"config 'precision' must be auto, float32 or bfloat16, got {cfg.get('precision')!r}")
     val = cfg.get("validation")
     if not isinstance(val, dict):
         raise InputError(f"config 'validation' must be an object, got {val!r}")
@@ -273,6 +276,8 @@ def validate_config(cfg: dict) -> None:
         raise InputError(
             f"config 'intensity_augmentation' must be true or false, got {cfg['intensity_augmentation']!r}"
         )
+    if "intensity_fold" in cfg:
+        _num(cfg, "intensity_fold", 0.0, 1.0)
     if cfg.get("copy_paste") is not None:
         _check_copy_paste(cfg["copy_paste"], method, uses_unlabeled)
     if cfg.get("average_with_init") is not None:
@@ -313,7 +318,15 @@ def _check_copy_paste(cp, method: str, uses_unlabeled: bool) -> None:
 #: say how far it goes): ``iterations`` (continue a finished run further), how often it logs and
 #: saves, its data-loader workers, the validation frequency, ``init`` (the weights come from
 #: ``last.pt``), and documentation keys (``_sources``, ``_comment``).
-RESUME_MAY_CHANGE = ("iterations", "num_workers", "log_every", "checkpoint_every", "validation.every", "init")
+RESUME_MAY_CHANGE = (
+    "iterations",
+    "num_workers",
+    "log_every",
+    "checkpoint_every",
+    "validation.every",
+    "init",
+    "precision",  # rounding only; a change is warned about when the run continues (Trainer.fit)
+)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -358,6 +358,8 @@ TRAIN_CASES = {
     "zero model spacing": ({"preprocessing": {"spacing": [0, 2.5, 2.5]}}, [], "'preprocessing.spacing'"),
     "swa every 0": ({"swa": {"start": 0, "every": 0}}, [], "'swa.every'"),
     "intensity augmentation not a bool": ({"intensity_augmentation": "yes"}, [], "'intensity_augmentation' must be"),
+    "fold probability above 1": ({"intensity_fold": 1.5}, [], "'intensity_fold'"),
+    "unknown precision": ({"precision": "float16"}, [], "'precision' must be auto, float32 or bfloat16"),
 }
 
 

@@ -224,6 +224,36 @@ def test_dtc_control_only_zeroes_the_consistency():
     }
 
 
+def test_bf16_rows_change_only_the_arithmetic_and_are_judged_against_bf16_bounds():
+    """``NAME@bf16`` is NAME's config under bf16 autocast (after ``+bcp`` too); every other row is
+    pinned to float32; a @bf16 row's gain recovered uses the @bf16 bounds where they were run."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import method_comparison as mc
+
+    plain, low = mc.method_config("cine", "bmtctl", 3000, 14, 1), mc.method_config("cine", "bmtctl@bf16", 3000, 14, 1)
+    assert plain["precision"] == "float32" and low["precision"] == "bfloat16"
+    assert {k: v for k, v in low.items() if k != "precision"} == {k: v for k, v in plain.items() if k != "precision"}
+    both = mc.method_config("la", "sassnet+bcp@bf16", 600, 8, 1)
+    assert both["precision"] == "bfloat16" and "copy_paste" in both
+    assert mc.method_config("la", "supervised_all@bf16", 600, 8, 1)["labeled"] is None
+
+    def row(variant, dice):
+        return {"variant": variant, "labeled": 68 if "all" in variant else 8, "mean": {"x": {"dice": {"mean": dice}}}}
+
+    rows = {
+        "a": row("supervised", 0.6),
+        "b": row("supervised_all", 0.9),
+        "c": row("supervised@bf16", 0.7),
+        "d": row("supervised_all@bf16", 0.8),
+        "e": row("sassnet@bf16", 0.75),
+        "f": row("sassnet", 0.75),
+    }
+    summary = mc.summarize(rows)
+    assert summary["sassnet@bf16 @ 8"]["gain_recovered"] == pytest.approx((0.75 - 0.7) / (0.8 - 0.7))
+    assert summary["sassnet @ 8"]["gain_recovered"] == pytest.approx((0.75 - 0.6) / (0.9 - 0.6))
+    assert "gain_recovered" not in summary["supervised@bf16 @ 8"]
+
+
 def test_correction_loop_selections():
     """suggest: the uncertainty ranking (a missing structure first); suggest_found: the same without
     the cases whose structure was not found; randomD: nested in K, one fixed draw per D."""

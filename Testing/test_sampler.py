@@ -5,7 +5,7 @@ import pytest
 
 from SemiSupCardiacSegLib.data import CropDataset, TwoStreamBatchSampler
 from SemiSupCardiacSegLib.data.datasets import Case
-from SemiSupCardiacSegLib.data.transforms import _gamma, random_crop, random_intensity, random_rot_flip
+from SemiSupCardiacSegLib.data.transforms import _gamma, random_crop, random_fold, random_intensity, random_rot_flip
 
 
 def test_fixed_labeled_count_and_epoch_coverage():
@@ -100,3 +100,40 @@ def test_intensity_augmentation_rates_and_what_it_keeps():
     items = [(plain[(0, s)], aug[(0, s)]) for s in range(40)]
     assert all((a["label"] == b["label"]).all() for a, b in items)
     assert sum(not (a["image"] == b["image"]).all() for a, b in items) > 10
+
+
+def test_fold_turns_the_tissue_at_its_centre_dark_and_is_applied_to_labeled_crops_only():
+    """random_fold: |x - c| restandardized (mean and std kept); the intensity at c becomes the
+    darkest, so a bright region equal to c turns dark while brighter walls stay bright. In
+    CropDataset it changes labeled crops at its rate and never an unlabeled crop, and moves no crop."""
+    image = np.random.default_rng(2).normal(size=(16, 16, 8)).astype(np.float32)
+    y = random_fold(image, np.random.default_rng(0))
+    assert abs(y.mean() - image.mean()) < 1e-4 and abs(y.std() - image.std()) < 1e-4
+    np.testing.assert_array_equal(y, random_fold(image, np.random.default_rng(0)))
+    lo, hi = np.percentile(image, [10, 90])
+    c = np.random.default_rng(0).uniform(lo, hi)
+    nearest = np.abs(image - c).argmin()
+    assert y.ravel()[nearest] == y.min()  # the voxel nearest the fold is now the darkest
+    # a pool (1.0) between background (0.0) and walls (3.0), folded at the pool: pool darkest, walls brightest
+    pool = np.zeros((10, 10, 10), np.float32)
+    pool[2:8, 2:8, 2:8], pool[2:8, 2:8, 1] = 1.0, 3.0
+
+    class At:  # a generator whose fold centre is the pool's intensity
+        @staticmethod
+        def uniform(lo, hi):
+            return 1.0
+
+    folded = random_fold(pool, At())
+    assert folded[4, 4, 4] < folded[0, 0, 0] < folded[4, 4, 1]
+
+    lab = np.zeros((20, 20, 16), np.uint8)
+    lab[3:15, 5:12, 2:9] = 1
+    img = np.random.default_rng(3).normal(size=lab.shape).astype(np.float32) + lab
+    plain, fold = (CropDataset([Case("a", img, lab)], (16, 16, 8), 2, fold=p) for p in (0.0, 0.3))
+    items = [(plain[(0, s)], fold[(0, s)]) for s in range(200)]
+    assert all((a["label"] == b["label"]).all() for a, b in items)
+    rate = np.mean([not (a["image"] == b["image"]).all() for a, b in items])
+    assert 0.2 < rate < 0.4
+    unlabeled = CropDataset([Case("u", img, None)], (16, 16, 8), 2, fold=1.0)
+    plain_u = CropDataset([Case("u", img, None)], (16, 16, 8), 2)
+    assert all((unlabeled[(0, s)]["image"] == plain_u[(0, s)]["image"]).all() for s in range(20))

@@ -491,10 +491,12 @@ def test_intensity_augmentation_reaches_the_training_crops(phantom_folder, tmp_p
         "checkpoint_every": 100,
     }
     runs = {}
-    for name, cfg in (("a", base), ("b", base), ("aug", {**base, "intensity_augmentation": True})):
+    variants = (("a", base), ("b", base), ("aug", {**base, "intensity_augmentation": True}))
+    for name, cfg in variants + (("fold", {**base, "intensity_fold": 1.0}),):
         Trainer(cfg, tmp_path / name, device="cpu", progress=False).run()
         runs[name] = load_checkpoint(tmp_path / name / "model.pt")["state_dict"]
     same = all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     differs = any(not torch.equal(runs["a"][k], runs["aug"][k]) for k in runs["a"])
     assert same and differs
+    assert any(not torch.equal(runs["a"][k], runs["fold"][k]) for k in runs["a"])  # intensity_fold too
     assert json.loads((tmp_path / "aug" / "config.json").read_text())["intensity_augmentation"] is True

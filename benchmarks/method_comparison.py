@@ -97,6 +97,10 @@ CONTROLS = {
 #: A method name ending in this suffix runs that method with BCP's bidirectional copy-paste added
 #: (config ``copy_paste``, ``methods.copy_paste``), e.g. ``sassnet+bcp``: the with/without pair.
 COPY_PASTE_SUFFIX = "+bcp"
+#: A method name ending in this suffix (after any ``+bcp``) trains under bf16 autocast (config
+#: ``precision``, ``training.precision``), e.g. ``supervised@bf16``; every other row is pinned to
+#: float32, the arithmetic of the rows measured before the option existed.
+BF16_SUFFIX = "@bf16"
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
@@ -118,6 +122,10 @@ def method_config(
 
     labeled: labeled training cases (frames for cine); ignored for ``supervised_all`` (all labeled).
     """
+    if method.endswith(BF16_SUFFIX):
+        cfg = method_config(task, method[: -len(BF16_SUFFIX)], iterations, labeled, seed, profile)
+        cfg["precision"] = "bfloat16"
+        return cfg
     if method.endswith(COPY_PASTE_SUFFIX):
         cfg = method_config(task, method[: -len(COPY_PASTE_SUFFIX)], iterations, labeled, seed, profile)
         cfg["copy_paste"] = {}
@@ -175,6 +183,7 @@ def method_config(
         cfg["seed"] = int(seed)
     if method == "supervised_all":
         cfg["labeled"] = None  # every training case with a label
+    cfg["precision"] = "float32"
     if method in CONTROLS:
         control = CONTROLS[method]
         if control.get("labeled_only"):  # as many labeled images per step as the semi-supervised rows see
@@ -216,7 +225,7 @@ def run_one(
     from SemiSupCardiacSegLib.training import Trainer
 
     cfg = method_config(task, method, iterations, labeled, seed, profile)
-    tag = "all" if method == "supervised_all" else f"l{cfg['labeled']}"
+    tag = "all" if method.removesuffix(BF16_SUFFIX) == "supervised_all" else f"l{cfg['labeled']}"
     out = out_root / profile / f"{task}_{method}_{tag}_s{cfg.get('seed', 'default')}_{cfg['iterations']}"
     data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
     cfg["data"] = [str((ROOT / d).resolve()) for d in data]
@@ -249,6 +258,7 @@ def run_one(
         **extra,
         "method": cfg["method"],
         "variant": method,
+        "precision": cfg["precision"],
         "labeled": td["n_labeled"],
         "seed": cfg.get("seed"),
         "iterations": cfg["iterations"],
@@ -277,11 +287,16 @@ def summarize(rows: dict) -> dict:
     groups: dict[tuple, list] = {}
     for r in rows.values():
         groups.setdefault((r["variant"], r["labeled"]), []).append(r)
-    upper = [mean_dice(r) for (v, _), rs in groups.items() if v == "supervised_all" for r in rs]
     summary = {}
     for (variant, lab), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         d = [mean_dice(r) for r in rs]
-        lower = [mean_dice(r) for r in groups.get(("supervised", lab), [])]
+        # the bounds of the row's own arithmetic where they were run (supervised@bf16 for a @bf16 row)
+        suffix = BF16_SUFFIX if variant.endswith(BF16_SUFFIX) else ""
+        bound = {
+            b: b + suffix if any(v == b + suffix for v, _ in groups) else b for b in ("supervised", "supervised_all")
+        }
+        upper = [mean_dice(r) for (v, _), rs2 in groups.items() if v == bound["supervised_all"] for r in rs2]
+        lower = [mean_dice(r) for r in groups.get((bound["supervised"], lab), [])]
         entry = {
             "variant": variant,
             "labeled": lab,
@@ -293,7 +308,12 @@ def summarize(rows: dict) -> dict:
             errors = [r["ef_abs_error"][side] for r in rs if "ef_abs_error" in r]
             if errors:
                 entry[f"{side}_ef_mae"] = float(np.mean(errors))
-        if upper and lower and variant not in ("supervised", "supervised_all") and np.mean(upper) != np.mean(lower):
+        if (
+            upper
+            and lower
+            and variant.removesuffix(BF16_SUFFIX) not in ("supervised", "supervised_all")
+            and np.mean(upper) != np.mean(lower)
+        ):
             entry["gain_recovered"] = float((np.mean(d) - np.mean(lower)) / (np.mean(upper) - np.mean(lower)))
         summary[f"{variant} @ {lab}"] = entry
     return summary
@@ -365,6 +385,11 @@ def loss_curve(row: dict) -> list:
     return [[g["iteration"], g["loss_seg"]] for g in map(json.loads, log.read_text().splitlines()) if "loss_seg" in g]
 
 
+def _is_upper(row: dict) -> bool:
+    """The all-labeled upper bound, in either arithmetic."""
+    return row["variant"].removesuffix(BF16_SUFFIX) == "supervised_all"
+
+
 def learning_curves(rows: dict, out: Path) -> None:
     """One panel per labeled count: each run's supervised segmentation loss (``loss_seg`` of its
     log.jsonl, a running mean over 5 logged points) against the iteration; the upper bound
@@ -377,7 +402,7 @@ def learning_curves(rows: dict, out: Path) -> None:
 
     from SemiSupCardiacSegLib.atomic import atomic_path
 
-    counts = sorted({r["labeled"] for r in rows.values() if r["variant"] != "supervised_all"}) or [0]
+    counts = sorted({r["labeled"] for r in rows.values() if not _is_upper(r)}) or [0]
     colors = {v: f"C{i}" for i, v in enumerate(sorted({r["variant"] for r in rows.values()}))}
     fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 3.6), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], counts):
@@ -386,7 +411,7 @@ def learning_curves(rows: dict, out: Path) -> None:
             {},
         )  # variant -> its first line / the seeds drawn in this panel (one legend entry per variant)
         for key, r in rows.items():
-            if r["labeled"] != n and r["variant"] != "supervised_all":  # the upper bound is drawn in every panel
+            if r["labeled"] != n and not _is_upper(r):  # the upper bound is drawn in every panel
                 continue
             pts = loss_curve(r)
             if len(pts) < 2:
@@ -476,11 +501,11 @@ def main(argv=None) -> int:
         )
         return 2
     runs = [
-        (m, None if m == "supervised_all" else n, s)
+        (m, None if m.removesuffix(BF16_SUFFIX) == "supervised_all" else n, s)
         for s in seeds
         for n in labeled
         for m in methods
-        if not (m == "supervised_all" and n != labeled[0])
+        if not (m.removesuffix(BF16_SUFFIX) == "supervised_all" and n != labeled[0])
     ]
     # the profile's iteration count (600 at cpu-small, the paper config's at gpu-full), as run_one will use it
     iterations = method_config(args.task, methods[0], args.iterations, labeled[0], seeds[0], args.profile)["iterations"]

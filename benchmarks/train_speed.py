@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py [--profile cpu-small|gpu-full] [--steps 10] [--methods sassnet,uamt] [--smoke]
     python benchmarks/train_speed.py --methods sassnet,sassnet+bcp     # NAME+bcp: with BCP's copy-paste added
+    python benchmarks/train_speed.py --methods sassnet,sassnet@bf16    # NAME@bf16: bf16 autocast (training.precision)
 
 Profiles: cpu-small = the shipped CPU models' settings (LA: V-Net width 12, batch 4 = 2 labeled + 2
 unlabeled, 64x64x32 crops; cine: U-Net width 16, batch 8 = 4 + 4, 128x128 slices, 3 MC passes);
@@ -19,7 +20,7 @@ import time
 
 import torch
 from common import publish
-from method_comparison import COPY_PASTE_SUFFIX
+from method_comparison import BF16_SUFFIX, COPY_PASTE_SUFFIX
 
 from SemiSupCardiacSegLib.config_files import CONFIGS, load_config
 from SemiSupCardiacSegLib.methods import METHODS, get_method
@@ -66,10 +67,13 @@ def make_batch(patch, device, n=4, n_labeled=2, num_classes=2) -> dict:
 
 
 def time_method(variant: str, prof: dict, steps: int) -> dict:
-    """Median seconds per iteration of ``variant``: a method name, or NAME+bcp for the method with
-    BCP's copy-paste (config ``copy_paste``) added."""
+    """Median seconds per iteration of ``variant``: a method name, NAME+bcp for the method with
+    BCP's copy-paste (config ``copy_paste``) added, and either with @bf16 for its steps under bf16
+    autocast (config ``precision``)."""
     torch.manual_seed(0)
-    name = variant.removesuffix(COPY_PASTE_SUFFIX)
+    precision = "bfloat16" if variant.endswith(BF16_SUFFIX) else "float32"
+    with_cp = variant.removesuffix(BF16_SUFFIX).endswith(COPY_PASTE_SUFFIX)
+    name = variant.removesuffix(BF16_SUFFIX).removesuffix(COPY_PASTE_SUFFIX)
     paper = load_config(CONFIGS / f"{name}.json")
     params = {k: v for k, v in paper.get("method_params", {}).items() if k in ("disc_filters", "mc_passes")}
     if "disc_filters" in params:
@@ -85,7 +89,7 @@ def time_method(variant: str, prof: dict, steps: int) -> dict:
         net = {**paper.get("network", {}), "num_classes": 2, "n_filters": prof["n_filters"]}
         cfg = {"arch": paper.get("arch", "vnet"), "network": net, "iterations": 6000, "method_params": params}
         patch, n, n_lab, k = prof["patch"], 4, 2, 2
-    if variant != name:
+    if with_cp:
         cfg["copy_paste"] = {}
     method = get_method(name)(cfg).to(prof["device"])
     opts = {k: torch.optim.SGD(p, lr=0.01, momentum=0.9) for k, p in method.optimizer_groups().items()}
@@ -96,7 +100,7 @@ def time_method(variant: str, prof: dict, steps: int) -> dict:
         sync = torch.cuda.synchronize if prof["device"] == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
-        train_step(method, opts, batch, 3000)
+        train_step(method, opts, batch, 3000, precision=precision)
         sync()
         if it >= 2:
             times.append(time.perf_counter() - t0)
@@ -109,6 +113,7 @@ def time_method(variant: str, prof: dict, steps: int) -> dict:
         "arch": cfg["arch"],
         "patch": list(patch),
         "batch": n,
+        "precision": precision,
         "model_params": sum(p.numel() for p in method.model.parameters()),
     }
 

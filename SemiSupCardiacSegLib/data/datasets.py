@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..io import SUPPORTED_SUFFIXES, check_label_values, file_suffix, read_h5_case, read_label, read_volume
 from ..preprocessing import Preprocessing, labels_to_model_space, to_model_space
 from ..sdm import multiclass_sdm
-from .transforms import random_crop, random_intensity, random_rot_flip
+from .transforms import random_crop, random_fold, random_intensity, random_rot_flip
 
 LABEL_MARKERS = ("_label", "-label")
 
@@ -148,6 +148,7 @@ class CropDataset(Dataset):
         augment: bool = True,
         with_sdm: bool = True,
         intensity: bool = False,
+        fold: float = 0.0,
     ):
         self.cases = list(cases)
         self.crop_size = tuple(int(c) for c in crop_size)
@@ -155,6 +156,9 @@ class CropDataset(Dataset):
         self.augment = augment
         self.with_sdm = with_sdm  # False: no 'sdm' key (a caller computing SDM targets itself)
         self.intensity = intensity  # with augment: random_intensity on each crop
+        # with augment: random_fold with this probability on each labeled crop (the unlabeled ones
+        # are left as they are: a teacher's pseudo-labels on a folded crop would teach the failure)
+        self.fold = float(fold)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -169,6 +173,8 @@ class CropDataset(Dataset):
         image, label = random_crop(image, label, self.crop_size, rng)
         if self.augment and self.intensity:
             image = random_intensity(image, rng)
+        if self.augment and self.fold > 0 and label is not None and rng.random() < self.fold:
+            image = random_fold(image, rng)
         out = {"image": torch.from_numpy(image[None].astype(np.float32)), "labeled": label is not None}
         if label is not None:
             out["label"] = torch.from_numpy(label.astype(np.int64))

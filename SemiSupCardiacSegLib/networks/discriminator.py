@@ -48,4 +48,4 @@ class SDMDiscriminator(nn.Module):
             sdm = sdm.permute(0, 4, 1, 2, 3).flatten(0, 1)
             image = image.permute(0, 4, 1, 2, 3).flatten(0, 1)
         x = self.body(self.sdm_conv(sdm) + self.image_conv(image))
-        return self.mlp(self.pool(x).flatten(1)).squeeze(1)
+        return self.mlp(self.pool(x).flatten(1)).float().squeeze(1)  # float32 also under bf16 autocast

@@ -145,15 +145,15 @@ class UNet2D(nn.Module):
 
     def _decode_slices(self, feats: list[torch.Tensor], seg_only: bool = False) -> dict[str, torch.Tensor]:
         x, before_last = self.seg_decoder(feats)
-        out = {"seg": self.seg_head(x)}
+        out = {"seg": self.seg_head(x).float()}  # float32 also under bf16 autocast (training.precision)
         if seg_only:
             return out
         if self.sdm_head is not None:
             xs = self.sdm_decoder(feats)[0] if self.sdm_decoder is not None else x
-            out["sdm"] = torch.tanh(self.sdm_head(xs))
+            out["sdm"] = torch.tanh(self.sdm_head(xs).float())
         if self.area_up is not None:
             a = self.seg_decoder.drop(self.area_up(before_last, feats[0]))
-            out["area"] = self.area_fc(a.mean(dim=(2, 3))).squeeze(1)
+            out["area"] = self.area_fc(a.mean(dim=(2, 3))).float().squeeze(1)
         return out
 
     # ------------------------------------------------------------------ public interface

@@ -200,18 +200,20 @@ class VNet(nn.Module):
                 mask,
                 torch.cat([self.seg_head.weight, self.sdm_head.weight]),
                 torch.cat([self.seg_head.bias, self.sdm_head.bias]),
-            )
+            ).float()
             return {"seg": y[:, :k], "sdm": torch.tanh(y[:, k:])}
-        out = {"seg": masked_pointwise_conv(x, mask, self.seg_head.weight, self.seg_head.bias)}
+        out = {"seg": masked_pointwise_conv(x, mask, self.seg_head.weight, self.seg_head.bias).float()}
         if with_sdm:  # the separate SDM decoder has its own last dropout (same rate, built from the same config)
             ms = channel_mask(xs, self.sdm_branch.dropout.p)
-            out["sdm"] = torch.tanh(masked_pointwise_conv(xs, ms, self.sdm_head.weight, self.sdm_head.bias))
+            out["sdm"] = torch.tanh(masked_pointwise_conv(xs, ms, self.sdm_head.weight, self.sdm_head.bias).float())
         return out
 
     def _heads(self, x: torch.Tensor, xs: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        out = {"seg": self.seg_head(x)}
+        """Outputs float32 also under bf16 autocast (``training.precision``): the methods' transforms
+        and losses read them in float32."""
+        out = {"seg": self.seg_head(x).float()}
         if xs is not None:
-            out["sdm"] = torch.tanh(self.sdm_head(xs))
+            out["sdm"] = torch.tanh(self.sdm_head(xs).float())
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

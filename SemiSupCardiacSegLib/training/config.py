@@ -19,6 +19,7 @@ DEFAULTS = {
     "log_every": 10,
     "checkpoint_every": 100,
     "export_dtype": "float32",
+    "precision": "auto",  # training arithmetic (training.precision): bf16 autocast where the hardware has bf16 units
     "optim": {
         "model": {"type": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step", "step": 2500},
         "discriminator": {"type": "adam", "lr": 1e-4, "betas": [0.9, 0.99], "schedule": "constant"},

@@ -159,6 +159,7 @@ def make_batches(
         int(config["network"]["num_classes"]),
         augment=True,
         intensity=bool(config.get("intensity_augmentation", False)),
+        fold=float(config.get("intensity_fold", 0.0)),
     )
     nw = int(config["num_workers"])
     # The loader gets its own generator: creating its iterator would otherwise draw from the

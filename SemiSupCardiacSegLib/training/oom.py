@@ -7,6 +7,7 @@ from typing import Mapping
 import torch
 
 from ..methods import Method
+from .precision import step_autocast
 
 
 def _sub_batch(batch: dict, size: int) -> dict:
@@ -20,7 +21,12 @@ def _sub_batch(batch: dict, size: int) -> dict:
 
 
 def largest_fitting_batch(
-    method: Method, optimizers: Mapping[str, torch.optim.Optimizer], batch: dict, iteration: int, device: torch.device
+    method: Method,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    batch: dict,
+    iteration: int,
+    device: torch.device,
+    precision: str = "float32",
 ) -> int:
     """The largest of batch_size / 2, / 4, ... 1 rows whose forward and backward (no optimizer step) fit in
     memory; 0 when none does. Gradients are left zeroed."""
@@ -29,7 +35,8 @@ def largest_fitting_batch(
     size = int(batch["image"].shape[0]) // 2
     while size >= 1:
         try:
-            out = method.step_losses(_sub_batch(batch, size), iteration)
+            with step_autocast(precision, device):
+                out = method.step_losses(_sub_batch(batch, size), iteration)
             for step in out.steps:
                 step.loss.backward(retain_graph=True)
             return size

@@ -8,6 +8,7 @@ import torch
 
 from ..distributed import DistContext
 from ..methods import Method, StepOutput
+from .precision import step_autocast
 
 SINGLE_PROCESS = DistContext()
 
@@ -18,18 +19,22 @@ def train_step(
     batch: dict,
     iteration: int,
     dist: DistContext = SINGLE_PROCESS,
+    precision: str = "float32",
 ) -> StepOutput:
     """Run ``method.step_losses`` (its ``training_step`` and configured additions) on ``batch``
     (tensors on the method's device, first ``n_labeled`` rows labeled) at ``iteration`` (completed
     iterations), then for each of its ``OptimizerStep``s in order: zero that optimizer's gradients,
     backpropagate the loss, average the gradients over ranks (``dist``; nothing on one process) and
     step. Last, ``method.after_step(iteration + 1)`` (e.g. a mean teacher's EMA). Learning-rate
-    schedules are the caller's (``optim.Optimizers``).
+    schedules are the caller's (``optim.Optimizers``). ``precision`` ("float32" or "bfloat16",
+    resolved by ``precision.resolve_precision``): the forward passes and losses run under its
+    autocast (``precision.step_autocast``); backward, gradients and steps are float32.
 
     A later step's zero_grad drops what an earlier loss left in its parameters (the segmenter's
     adversarial term reaches the discriminator's parameters), so each optimizer steps on its own loss.
     """
-    out = method.step_losses(batch, iteration)
+    with step_autocast(precision, batch["image"].device):
+        out = method.step_losses(batch, iteration)
     for step in out.steps:
         opt = optimizers[step.optimizer]
         opt.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ import torch
 
 from ..config_check import validate_config
 from ..distributed import DistContext
-from ..errors import InputError
+from ..errors import InputError, warn
 from ..inference import resolve_device
 from ..locking import folder_lock
 from ..methods import Method, get_method
@@ -31,6 +31,7 @@ from .config import DEFAULTS, merge_config
 from .data import Batches, TrainingData, make_batches, to_device
 from .oom import largest_fitting_batch, out_of_memory_message
 from .optim import Optimizers
+from .precision import resolve_precision
 from .run_files import RunFiles, load_init_weights, read_init, read_resume
 from .step import train_step
 
@@ -42,6 +43,8 @@ class Trainer:
         self.config = merge_config(DEFAULTS, config)
         self.out = Path(out_dir)
         self.device = resolve_device(device)
+        # "auto" resolved here, so config.json and every checkpoint name the arithmetic the run used
+        self.config["precision"] = resolve_precision(str(self.config.get("precision", "auto")), self.device)
         self.progress = progress
         self.dist = DistContext()  # joined in ``run`` when torchrun started several processes
 
@@ -85,6 +88,8 @@ class Trainer:
             torch.manual_seed(int(cfg["seed"]))
             np.random.seed(int(cfg["seed"]) % 2**32)
             ck = read_resume(self.out, resume, cfg)  # checked before the data are loaded
+            if ck is not None:
+                _warn_precision_change(ck, cfg, self.out)
             init = read_init(cfg)
             data = TrainingData.load(cfg, self.progress)
             files = RunFiles(self.out, cfg, data.summary())
@@ -133,7 +138,9 @@ class Trainer:
             batch = to_device(batch, self.device, batches.labeled_per_batch)
             state.lr = state.optimizers.lr("model")
             try:
-                state.logs = train_step(state.method, state.optimizers.by_name, batch, state.iteration, self.dist).logs
+                state.logs = train_step(
+                    state.method, state.optimizers.by_name, batch, state.iteration, self.dist, self.config["precision"]
+                ).logs
             except torch.cuda.OutOfMemoryError:
                 raise RuntimeError(self._out_of_memory(state, batch, callbacks)) from None
             state.optimizers.step_schedules()
@@ -192,7 +199,23 @@ class Trainer:
     def _out_of_memory(self, state: TrainState, batch: dict, callbacks: list[Callback]) -> str:
         """After an out-of-memory step: find, by halving, the largest batch whose step fits, let the callbacks
         save ``last.pt`` (of the last completed iteration); the message names both."""
-        fits = largest_fitting_batch(state.method, state.optimizers.by_name, batch, state.iteration, self.device)
+        fits = largest_fitting_batch(
+            state.method, state.optimizers.by_name, batch, state.iteration, self.device, self.config["precision"]
+        )
         for cb in callbacks:
             cb.on_out_of_memory(state)
         return out_of_memory_message(self.config, batch, state.iteration, fits, saved=state.iteration > 0)
+
+
+def _warn_precision_change(ck: dict, config: dict, out: Path) -> None:
+    """Warn when a resumed run continues in another arithmetic than it ran in (a run saved before
+    ``precision`` existed ran in float32)."""
+    import json
+
+    saved = ck.get("config")
+    saved = json.loads(saved) if isinstance(saved, str) else dict(saved or {})
+    before, now = saved.get("precision", "float32"), config["precision"]
+    if before != now:
+        warn(
+            f"{out}: the run ran in {before} and continues in {now} (precision; set it in the config to keep {before})"
+        )
