@@ -37,6 +37,8 @@ MAX_BATCH = 4096
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("step", "poly", "exp", "constant")
 SEG_LOSSES = ("dice", "dice_ce", "ce")
+#: Training arithmetic (``training.precision``): "auto" resolves to one of the other two.
+TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def downsampling_factor(arch: str) -> tuple[int, int, int]:
@@ -229,8 +231,11 @@ def validate_config(cfg: dict) -> None:
     _int(cfg, "checkpoint_every", 1)
     if cfg.get("export_dtype") not in ("float32", "float16"):
         raise InputError(f"config 'export_dtype' must be float32 or float16, got {cfg.get('export_dtype')!r}")
-    if cfg.get("precision", "auto") not in ("auto", "float32", "bfloat16"):
-        raise InputError(f"config 'precision' must be auto, float32 or bfloat16, got {cfg.get('precision')!r}")
+    if cfg.get("precision", "auto") not in TRAINING_PRECISIONS:
+        raise InputError(
+            f"config 'precision' must be {', '.join(TRAINING_PRECISIONS[:-1])} or {TRAINING_PRECISIONS[-1]}, "
+            f"got {cfg.get('precision')!r}"
+        )
     val = cfg.get("validation")
     if not isinstance(val, dict):
         raise InputError(f"config 'validation' must be an object, got {val!r}")

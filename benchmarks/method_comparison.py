@@ -101,6 +101,13 @@ COPY_PASTE_SUFFIX = "+bcp"
 #: ``precision``, ``training.precision``), e.g. ``supervised@bf16``; every other row is pinned to
 #: float32, the arithmetic of the rows measured before the option existed.
 BF16_SUFFIX = "@bf16"
+
+
+def is_upper(variant: str) -> bool:
+    """The all-labeled upper bound (``supervised_all``), in either arithmetic."""
+    return variant.removesuffix(BF16_SUFFIX) == "supervised_all"
+
+
 #: The paper configuration of the supervised bounds, per task (gpu-full profile).
 SUPERVISED_PAPER = {"la": "supervised.json", "cine": "bmtctl.json"}
 
@@ -225,7 +232,7 @@ def run_one(
     from SemiSupCardiacSegLib.training import Trainer
 
     cfg = method_config(task, method, iterations, labeled, seed, profile)
-    tag = "all" if method.removesuffix(BF16_SUFFIX) == "supervised_all" else f"l{cfg['labeled']}"
+    tag = "all" if is_upper(method) else f"l{cfg['labeled']}"
     out = out_root / profile / f"{task}_{method}_{tag}_s{cfg.get('seed', 'default')}_{cfg['iterations']}"
     data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
     cfg["data"] = [str((ROOT / d).resolve()) for d in data]
@@ -385,11 +392,6 @@ def loss_curve(row: dict) -> list:
     return [[g["iteration"], g["loss_seg"]] for g in map(json.loads, log.read_text().splitlines()) if "loss_seg" in g]
 
 
-def _is_upper(row: dict) -> bool:
-    """The all-labeled upper bound, in either arithmetic."""
-    return row["variant"].removesuffix(BF16_SUFFIX) == "supervised_all"
-
-
 def learning_curves(rows: dict, out: Path) -> None:
     """One panel per labeled count: each run's supervised segmentation loss (``loss_seg`` of its
     log.jsonl, a running mean over 5 logged points) against the iteration; the upper bound
@@ -402,7 +404,7 @@ def learning_curves(rows: dict, out: Path) -> None:
 
     from SemiSupCardiacSegLib.atomic import atomic_path
 
-    counts = sorted({r["labeled"] for r in rows.values() if not _is_upper(r)}) or [0]
+    counts = sorted({r["labeled"] for r in rows.values() if not is_upper(r["variant"])}) or [0]
     colors = {v: f"C{i}" for i, v in enumerate(sorted({r["variant"] for r in rows.values()}))}
     fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 3.6), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], counts):
@@ -411,7 +413,7 @@ def learning_curves(rows: dict, out: Path) -> None:
             {},
         )  # variant -> its first line / the seeds drawn in this panel (one legend entry per variant)
         for key, r in rows.items():
-            if r["labeled"] != n and not _is_upper(r):  # the upper bound is drawn in every panel
+            if r["labeled"] != n and not is_upper(r["variant"]):  # the upper bound is drawn in every panel
                 continue
             pts = loss_curve(r)
             if len(pts) < 2:
@@ -501,11 +503,11 @@ def main(argv=None) -> int:
         )
         return 2
     runs = [
-        (m, None if m.removesuffix(BF16_SUFFIX) == "supervised_all" else n, s)
+        (m, None if is_upper(m) else n, s)
         for s in seeds
         for n in labeled
         for m in methods
-        if not (m.removesuffix(BF16_SUFFIX) == "supervised_all" and n != labeled[0])
+        if not (is_upper(m) and n != labeled[0])
     ]
     # the profile's iteration count (600 at cpu-small, the paper config's at gpu-full), as run_one will use it
     iterations = method_config(args.task, methods[0], args.iterations, labeled[0], seeds[0], args.profile)["iterations"]

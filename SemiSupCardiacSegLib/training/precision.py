@@ -17,7 +17,8 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+from ..config_check import TRAINING_PRECISIONS as PRECISIONS
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 

@@ -23,7 +23,7 @@ from ..checkpoint import (
 )
 from ..config_check import architecture_differences, config_differences
 from ..data.transforms import AUGMENT_PLANE
-from ..errors import InputError
+from ..errors import InputError, warn
 from ..jsonout import dumps as json_dumps
 from ..methods import Method
 from .optim import Optimizers
@@ -33,7 +33,9 @@ RESUME_KEYS = ("method_state", "optimizers", "torch_rng", "history", "iteration"
 
 def read_resume(out: Path, resume: bool, config: dict) -> dict | None:
     """``out/last.pt`` when resuming (checked: a resume checkpoint of this config, except
-    ``config_check.RESUME_MAY_CHANGE``), None for a fresh run; refuses a fresh run over an old one."""
+    ``config_check.RESUME_MAY_CHANGE``), None for a fresh run; refuses a fresh run over an old one.
+    A run that continues in another ``precision`` than it ran in (float32 for a run saved before the
+    key existed) is warned about."""
     last = out / "last.pt"
     if not last.exists():
         return None
@@ -44,18 +46,22 @@ def read_resume(out: Path, resume: bool, config: dict) -> dict | None:
         if key not in ck:
             raise InputError(f"{last}: not a resume checkpoint (no '{key}')")
     saved = ck.get("config")
-    if saved is None:
-        return ck
-    try:
-        saved = json.loads(saved) if isinstance(saved, str) else dict(saved)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"{last}: its saved config cannot be read ({exc})") from None
-    diffs = config_differences(saved, json.loads(json.dumps(config)))
-    if diffs:
-        shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
-        raise InputError(
-            f"{last}: --resume with a config that differs from the run's (saved -> now): {shown}; "
-            "resume with the run's config, or train into another --out"
+    if saved is not None:
+        try:
+            saved = json.loads(saved) if isinstance(saved, str) else dict(saved)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{last}: its saved config cannot be read ({exc})") from None
+        diffs = config_differences(saved, json.loads(json.dumps(config)))
+        if diffs:
+            shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+            raise InputError(
+                f"{last}: --resume with a config that differs from the run's (saved -> now): {shown}; "
+                "resume with the run's config, or train into another --out"
+            )
+    before, now = (saved or {}).get("precision", "float32"), config.get("precision", "float32")
+    if before != now:
+        warn(
+            f"{out}: the run ran in {before} and continues in {now} (precision; set it in the config to keep {before})"
         )
     return ck
 

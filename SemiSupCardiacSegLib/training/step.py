@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Mapping
 
 import torch
@@ -34,9 +33,7 @@ def train_step(
     A later step's zero_grad drops what an earlier loss left in its parameters (the segmenter's
     adversarial term reaches the discriminator's parameters), so each optimizer steps on its own loss.
     """
-    # float32 needs no device (nor an image: a method may take other inputs)
-    autocast = contextlib.nullcontext() if precision == "float32" else step_autocast(precision, batch["image"].device)
-    with autocast:
+    with step_autocast(precision, next(method.parameters()).device):  # the device the method computes on
         out = method.step_losses(batch, iteration)
     for step in out.steps:
         opt = optimizers[step.optimizer]

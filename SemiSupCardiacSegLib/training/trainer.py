@@ -12,7 +12,7 @@ import torch
 
 from ..config_check import validate_config
 from ..distributed import DistContext
-from ..errors import InputError, warn
+from ..errors import InputError
 from ..inference import resolve_device
 from ..locking import folder_lock
 from ..methods import Method, get_method
@@ -88,8 +88,6 @@ class Trainer:
             torch.manual_seed(int(cfg["seed"]))
             np.random.seed(int(cfg["seed"]) % 2**32)
             ck = read_resume(self.out, resume, cfg)  # checked before the data are loaded
-            if ck is not None:
-                _warn_precision_change(ck, cfg, self.out)
             init = read_init(cfg)
             data = TrainingData.load(cfg, self.progress)
             files = RunFiles(self.out, cfg, data.summary())
@@ -205,17 +203,3 @@ class Trainer:
         for cb in callbacks:
             cb.on_out_of_memory(state)
         return out_of_memory_message(self.config, batch, state.iteration, fits, saved=state.iteration > 0)
-
-
-def _warn_precision_change(ck: dict, config: dict, out: Path) -> None:
-    """Warn when a resumed run continues in another arithmetic than it ran in (a run saved before
-    ``precision`` existed ran in float32)."""
-    import json
-
-    saved = ck.get("config")
-    saved = json.loads(saved) if isinstance(saved, str) else dict(saved or {})
-    before, now = saved.get("precision", "float32"), config["precision"]
-    if before != now:
-        warn(
-            f"{out}: the run ran in {before} and continues in {now} (precision; set it in the config to keep {before})"
-        )
