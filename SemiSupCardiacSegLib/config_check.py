@@ -29,6 +29,7 @@ OPTIONAL_KEYS = {
     "average_with_init",
     "intensity_augmentation",
     "intensity_fold",
+    "background_field",
     "copy_paste",
 }
 #: The largest network/config values accepted as sane (anything larger is a typo, not a setting).
@@ -281,8 +282,9 @@ def validate_config(cfg: dict) -> None:
         raise InputError(
             f"config 'intensity_augmentation' must be true or false, got {cfg['intensity_augmentation']!r}"
         )
-    if "intensity_fold" in cfg:
-        _num(cfg, "intensity_fold", 0.0, 1.0)
+    for key in ("intensity_fold", "background_field"):
+        if key in cfg:
+            _num(cfg, key, 0.0, 1.0)
     if cfg.get("copy_paste") is not None:
         _check_copy_paste(cfg["copy_paste"], method, uses_unlabeled)
     if cfg.get("average_with_init") is not None:

@@ -359,6 +359,7 @@ TRAIN_CASES = {
     "swa every 0": ({"swa": {"start": 0, "every": 0}}, [], "'swa.every'"),
     "intensity augmentation not a bool": ({"intensity_augmentation": "yes"}, [], "'intensity_augmentation' must be"),
     "fold probability above 1": ({"intensity_fold": 1.5}, [], "'intensity_fold'"),
+    "negative background field probability": ({"background_field": -0.1}, [], "'background_field'"),
     "unknown precision": ({"precision": "float16"}, [], "'precision' must be auto, float32 or bfloat16"),
 }
 

@@ -5,7 +5,14 @@ import pytest
 
 from SemiSupCardiacSegLib.data import CropDataset, TwoStreamBatchSampler
 from SemiSupCardiacSegLib.data.datasets import Case
-from SemiSupCardiacSegLib.data.transforms import _gamma, random_crop, random_fold, random_intensity, random_rot_flip
+from SemiSupCardiacSegLib.data.transforms import (
+    _gamma,
+    random_background_field,
+    random_crop,
+    random_fold,
+    random_intensity,
+    random_rot_flip,
+)
 
 
 def test_fixed_labeled_count_and_epoch_coverage():
@@ -135,5 +142,46 @@ def test_fold_turns_the_tissue_at_its_centre_dark_and_is_applied_to_labeled_crop
     rate = np.mean([not (a["image"] == b["image"]).all() for a, b in items])
     assert 0.2 < rate < 0.4
     unlabeled = CropDataset([Case("u", img, None)], (16, 16, 8), 2, fold=1.0)
+    plain_u = CropDataset([Case("u", img, None)], (16, 16, 8), 2)
+    assert all((unlabeled[(0, s)]["image"] == plain_u[(0, s)]["image"]).all() for s in range(20))
+
+
+def test_background_field_replaces_a_slab_from_one_face_with_dark_noise_labelled_background():
+    """random_background_field: one slab from one face along one axis, 25-100 % thick, becomes
+    normal noise around a percentile at or below the median, and its labels background; the rest
+    of the crop is untouched. A whole crop of noise comes about a quarter of the time. In
+    CropDataset it acts on labeled crops only, at its rate, after any fold."""
+    rng = np.random.default_rng(5)
+    lab = np.zeros((24, 20, 16), np.uint8)
+    lab[6:18, 5:15, 4:12] = 1
+    img = (rng.normal(size=lab.shape) + 3.0 * lab).astype(np.float32)
+    whole = 0
+    for seed in range(200):
+        x, y = random_background_field(img, lab, np.random.default_rng(seed))
+        changed = x != img
+        assert x.dtype == np.float32 and y.dtype == lab.dtype and x.shape == img.shape
+        assert not y[changed].any()  # every replaced voxel is background
+        assert (y[~changed] == lab[~changed]).all()  # the rest keeps its labels
+        # the changed voxels form a slab: along exactly one axis they are a run touching a face
+        runs = [np.flatnonzero(changed.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+        full = [len(r) == img.shape[a] for a, r in enumerate(runs)]
+        assert sum(full) >= 2
+        whole += bool(changed.all())
+        axis = [a for a in range(3) if not full[a]]
+        if axis:
+            r = runs[axis[0]]
+            assert r[0] == 0 or r[-1] == img.shape[axis[0]] - 1  # from one face
+            assert len(r) >= 0.25 * img.shape[axis[0]] - 1 and (np.diff(r) == 1).all()
+            assert changed.sum() == img.size // img.shape[axis[0]] * len(r)  # all of the slab
+        assert np.median(x[changed]) <= np.median(img) + 0.5  # dark: about a percentile in 5..50
+    assert 25 < whole < 80  # the whole crop about 1/4 of the time
+    again = (random_background_field(img, lab, np.random.default_rng(1))[0] for _ in range(2))
+    np.testing.assert_array_equal(*again)
+    plain, field = (CropDataset([Case("a", img, lab)], (16, 16, 8), 2, field=p) for p in (0.0, 0.25))
+    items = [(plain[(0, s)], field[(0, s)]) for s in range(200)]
+    rate = np.mean([not (a["image"] == b["image"]).all() for a, b in items])
+    assert 0.15 < rate < 0.35
+    assert all(b["label"].sum() <= a["label"].sum() for a, b in items)
+    unlabeled = CropDataset([Case("u", img, None)], (16, 16, 8), 2, field=1.0)
     plain_u = CropDataset([Case("u", img, None)], (16, 16, 8), 2)
     assert all((unlabeled[(0, s)]["image"] == plain_u[(0, s)]["image"]).all() for s in range(20))

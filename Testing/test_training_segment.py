@@ -492,11 +492,13 @@ def test_intensity_augmentation_reaches_the_training_crops(phantom_folder, tmp_p
     }
     runs = {}
     variants = (("a", base), ("b", base), ("aug", {**base, "intensity_augmentation": True}))
-    for name, cfg in variants + (("fold", {**base, "intensity_fold": 1.0}),):
+    extra = (("fold", {**base, "intensity_fold": 1.0}), ("field", {**base, "background_field": 1.0}))
+    for name, cfg in variants + extra:
         Trainer(cfg, tmp_path / name, device="cpu", progress=False).run()
         runs[name] = load_checkpoint(tmp_path / name / "model.pt")["state_dict"]
     same = all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     differs = any(not torch.equal(runs["a"][k], runs["aug"][k]) for k in runs["a"])
     assert same and differs
-    assert any(not torch.equal(runs["a"][k], runs["fold"][k]) for k in runs["a"])  # intensity_fold too
+    for name in ("fold", "field"):  # intensity_fold and background_field reach the crops too
+        assert any(not torch.equal(runs["a"][k], runs[name][k]) for k in runs["a"]), name
     assert json.loads((tmp_path / "aug" / "config.json").read_text())["intensity_augmentation"] is True

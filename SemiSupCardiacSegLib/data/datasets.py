@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..io import SUPPORTED_SUFFIXES, check_label_values, file_suffix, read_h5_case, read_label, read_volume
 from ..preprocessing import Preprocessing, labels_to_model_space, to_model_space
 from ..sdm import multiclass_sdm
-from .transforms import random_crop, random_fold, random_intensity, random_rot_flip
+from .transforms import random_background_field, random_crop, random_fold, random_intensity, random_rot_flip
 
 LABEL_MARKERS = ("_label", "-label")
 
@@ -149,6 +149,7 @@ class CropDataset(Dataset):
         with_sdm: bool = True,
         intensity: bool = False,
         fold: float = 0.0,
+        field: float = 0.0,
     ):
         self.cases = list(cases)
         self.crop_size = tuple(int(c) for c in crop_size)
@@ -159,6 +160,9 @@ class CropDataset(Dataset):
         # with augment: random_fold with this probability on each labeled crop (the unlabeled ones
         # are left as they are: a teacher's pseudo-labels on a folded crop would teach the failure)
         self.fold = float(fold)
+        # with augment: random_background_field with this probability on each labeled crop, after
+        # any fold (a negative for it: dark structureless noise labelled background)
+        self.field = float(field)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -175,6 +179,8 @@ class CropDataset(Dataset):
             image = random_intensity(image, rng)
         if self.augment and self.fold > 0 and label is not None and rng.random() < self.fold:
             image = random_fold(image, rng)
+        if self.augment and self.field > 0 and label is not None and rng.random() < self.field:
+            image, label = random_background_field(image, label, rng)
         out = {"image": torch.from_numpy(image[None].astype(np.float32)), "labeled": label is not None}
         if label is not None:
             out["label"] = torch.from_numpy(label.astype(np.int64))

@@ -75,6 +75,43 @@ def random_fold(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def random_background_field(image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+    """A synthetic negative: a slab of a labeled crop (X, Y, Z) replaced by structureless noise and
+    labelled background -> (image float32, label).
+
+    The slab lies along one axis (X, Y or Z, even odds), from one face (even odds), 25-100 % of the
+    crop's extent along that axis (uniform; the whole crop when the draw exceeds 1, i.e. with
+    probability 1/4 a crop of noise alone). The noise is normal and independent per voxel, its mean
+    the crop's q-th intensity percentile (q uniform in 5..50) and its spread the standard deviation
+    of the crop's darker half times U(0.5, 1.5): what lies outside an atrium-centred crop in a
+    scanner's field of view without the anatomy (no scan in the LA data shows more than the crop).
+
+    Pairs with ``random_fold``: a fold teaches that a dark region can be the blood pool, and a
+    network so taught, given no counterexample, also calls a large field of dark noise atrium
+    (the stage-4 LA model did). Unlike the test of that failure (``phantoms.pad_into_field``,
+    which resamples the crop's own darker half), the noise here is a normal distribution, so the
+    test is not its training data.
+    """
+    x = image.astype(np.float32, copy=True)
+    y = label.copy()
+    axis = int(rng.integers(0, 3))
+    from_start = bool(rng.integers(0, 2))
+    extent = x.shape[axis]
+    fraction = min(float(rng.uniform(0.25, 1.25)), 1.0)
+    n = max(1, int(round(fraction * extent)))
+    region = [slice(None)] * 3
+    region[axis] = slice(0, n) if from_start else slice(extent - n, extent)
+    region = tuple(region)
+    median = np.median(x)
+    darker = x[x < median]
+    spread = float(darker.std()) if darker.size > 1 else float(x.std())
+    mean = float(np.percentile(x, rng.uniform(5.0, 50.0)))
+    shape = x[region].shape
+    x[region] = rng.normal(mean, max(spread, 1e-3) * rng.uniform(0.5, 1.5), size=shape).astype(np.float32)
+    y[region] = 0
+    return x, y
+
+
 def _gamma(x: np.ndarray, gamma: float) -> np.ndarray:
     """x mapped to [0, 1] by its range, raised to ``gamma``, mapped back; mean and std kept."""
     mean, std, lo = x.mean(), x.std(), x.min()

@@ -160,6 +160,7 @@ def make_batches(
         augment=True,
         intensity=bool(config.get("intensity_augmentation", False)),
         fold=float(config.get("intensity_fold", 0.0)),
+        field=float(config.get("background_field", 0.0)),
     )
     nw = int(config["num_workers"])
     # The loader gets its own generator: creating its iterator would otherwise draw from the
