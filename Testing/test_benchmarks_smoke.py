@@ -394,6 +394,13 @@ def test_results_summary_reads_cards_and_method_tables(tmp_path):
     table = [line for line in make_results.methods_headline(tmp_path / "method_comparison_la.json") if line[:1] == "|"]
     assert table[0] == "| labeled cases | supervised (lower) | dtc | all 68 labeled (upper) |"
     assert table[2] == "| 8 | 0.600 ± 0.010 | 0.700 ± 0.010 (0.50) | 0.800 ± 0.010 |"
+    # a benchmark's section: its generated table, then the hand-written findings beside it, marked as such
+    (tmp_path / "method_comparison_la.md").write_text("| generated |")
+    plain = "\n".join(make_results.section(tmp_path / "method_comparison_la.json"))
+    assert "| generated |" in plain and "Findings" not in plain
+    (tmp_path / "method_comparison_la.findings.md").write_text("DTC shrinks the atrium: the control shows it.\n")
+    text = "\n".join(make_results.section(tmp_path / "method_comparison_la.json"))
+    assert text.index("| generated |") < text.index("**Findings** (written by hand") < text.index("DTC shrinks")
 
 
 def test_speed_probe_times_a_fixed_workload():

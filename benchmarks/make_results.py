@@ -111,10 +111,16 @@ def provenance(data: dict) -> str:
 
 
 def section(json_path: Path) -> list[str]:
-    """One benchmark's heading, provenance, wall time and table (its .md beside the JSON)."""
+    """One benchmark's heading, provenance, wall time and table (its .md beside the JSON), then the
+    findings written about it by hand (``<name>.findings.md`` beside it, where there is one: what a
+    table's numbers mean, e.g. whether a method's loss is a defect or the regime, and the control
+    that shows it), under their own heading so they are not read as generated figures."""
     data = json.loads(json_path.read_text())
     md = json_path.with_suffix(".md")
     table = md.read_text().strip() if md.exists() else ""
+    findings = json_path.with_suffix(".findings.md")
+    if findings.exists():
+        table += "\n\n**Findings** (written by hand, from the runs above):\n\n" + findings.read_text().strip()
     lines = [f"### {data.get('benchmark', json_path.stem)}", "", provenance(data), ""]
     if json_path.stem.startswith(MERGED_ROWS):
         lines += [
