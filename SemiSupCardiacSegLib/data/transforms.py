@@ -88,7 +88,7 @@ def random_background_field(image: np.ndarray, label: np.ndarray, rng: np.random
 
     Pairs with ``random_fold``: a fold teaches that a dark region can be the blood pool, and a
     network so taught, given no counterexample, also calls a large field of dark noise atrium
-    (the stage-4 LA model did). Unlike the test of that failure (``phantoms.pad_into_field``,
+    (the withdrawn fold-only LA stage 4 did). Unlike the test of that failure (``phantoms.pad_into_field``,
     which resamples the crop's own darker half), the noise here is a normal distribution, so the
     test is not its training data.
     """
