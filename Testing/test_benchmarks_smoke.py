@@ -213,12 +213,14 @@ def test_controls_change_only_what_they_name():
     }
 
 
-def test_dtc_control_only_zeroes_the_consistency():
+@pytest.mark.parametrize("task,method,labeled", [("la", "dtc", 8), ("cine", "bmtctl", 14)])
+def test_no_consistency_controls_only_zero_the_consistency(task, method, labeled):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import method_comparison as mc
 
-    dtc, ctl = mc.method_config("la", "dtc", 3000, 8, 1), mc.method_config("la", "dtc_no_consistency", 3000, 8, 1)
-    assert ctl["method"] == "dtc" and ctl["method_params"] == {**dtc["method_params"], "consistency": 0.0}
+    dtc = mc.method_config(task, method, 3000, labeled, 1)
+    ctl = mc.method_config(task, f"{method}_no_consistency", 3000, labeled, 1)
+    assert ctl["method"] == method and ctl["method_params"] == {**dtc["method_params"], "consistency": 0.0}
     assert {k: v for k, v in ctl.items() if k != "method_params"} == {
         k: v for k, v in dtc.items() if k != "method_params"
     }

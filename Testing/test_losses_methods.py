@@ -291,6 +291,25 @@ def test_mtctl_cross_task_term_uses_unlabeled_rows():
     assert not torch.isfinite(bad.loss("model"))
 
 
+def test_bmtctl_without_consistency_is_its_supervised_terms_and_skips_the_mc_passes():
+    """The benchmark's ``bmtctl_no_consistency`` control: consistency 0 leaves L_dice + 0.3 L_dis
+    (+ the adversarial term, here 0) and never draws the N dropout samples."""
+    m = get_method("bmtctl")(
+        {**TINY_2D, "method_params": {"disc_filters": 4, "mc_passes": 3, "consistency": 0.0, "adv_weight": 0.0}}
+    )
+    m.model.eval()  # no dropout: the two forward passes below see the same network
+
+    def no_mc(image):
+        raise AssertionError("MC passes ran with the consistency weight at 0")
+
+    m.uncertainty = no_mc
+    b = _batch_2d()
+    out = m.training_step(b, iteration=100)
+    sup, _ = m.supervised_losses(m.model(b["image"]), b, int(b["n_labeled"]))
+    assert out.logs["consistency_weight"] == 0.0
+    assert float(out.loss("model")) == pytest.approx(float(sup), rel=1e-6)
+
+
 def test_mtn_uncertainty_weights_by_hand_and_log_sigma_learns():
     from SemiSupCardiacSegLib.losses import uncertainty_weighted_loss
     from SemiSupCardiacSegLib.methods.mtn import myocardial_area

@@ -105,10 +105,15 @@ class MTCTL(WithSDMDiscriminator):
         seg_fg = torch.softmax(out["seg"], dim=1)[:, 1:]
         sdm_fg = sdm_to_probability(out["sdm"], float(self.config["k"]))
         cross = cross_task_loss(seg_fg, sdm_fg)
-        u = self.uncertainty(image)
         t = self.uncertainty_threshold(iteration, out["seg"].shape[1])
-        certain = u < t
-        guide = guidance_loss(seg_fg, sdm_fg, certain)
+        if float(self.config["consistency"]) == 0.0:
+            # the control without the cross-task terms: L_G is weighted 0, so its N dropout
+            # passes are skipped (they draw no gradient; only the time and the random stream differ)
+            certain = torch.zeros((), dtype=torch.bool)
+            guide = (seg_fg * 0.0).sum()
+        else:
+            certain = self.uncertainty(image) < t
+            guide = guidance_loss(seg_fg, sdm_fg, certain)
         lam = self.consistency_weight(iteration)
         gamma = self.ramped(self.config["adv_weight"], iteration, self.config["adv_rampup"])
         beta = float(self.config["gm_beta"])
