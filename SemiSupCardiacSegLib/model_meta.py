@@ -77,15 +77,19 @@ def check_tta(flip_axes, rot90: bool, where: str) -> tuple[int, ...]:
 class InferenceDefaults:
     """What a checkpoint fixes about inference (its ``inference`` object): flip TTA axes (model
     space), the 8-fold in-plane rotation TTA (supersedes the flips, see the module docstring) and
-    the MC-dropout scope."""
+    the MC-dropout scope; ``deterministic_mask``: the mask and SDM from dropout-off passes, the MC
+    samples giving only the uncertainty (``inference.model_space.predict_model_space``)."""
 
     tta_flip_axes: tuple[int, ...] = ()
     tta_rot90: bool = False
     mc_scope: str = "decoder"
+    deterministic_mask: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.tta_rot90, bool):
             raise InputError(f"inference.tta_rot90 must be true or false, got {self.tta_rot90!r}")
+        if not isinstance(self.deterministic_mask, bool):
+            raise InputError(f"inference.deterministic_mask must be true or false, got {self.deterministic_mask!r}")
         if self.mc_scope not in MC_SCOPES:
             raise InputError(f"inference.mc_scope must be one of {MC_SCOPES}, got {self.mc_scope!r}")
         object.__setattr__(self, "tta_flip_axes", check_tta(self.tta_flip_axes, self.tta_rot90, "inference"))
@@ -93,11 +97,16 @@ class InferenceDefaults:
     @classmethod
     def from_dict(cls, d: dict | None, where: str) -> "InferenceDefaults":
         d = dict(d or {})
-        unknown = sorted(set(d) - {"tta_flip_axes", "tta_rot90", "mc_scope"})
+        unknown = sorted(set(d) - {"tta_flip_axes", "tta_rot90", "mc_scope", "deterministic_mask"})
         if unknown:
             raise InputError(f"{where}: unknown key 'inference.{unknown[0]}' in the checkpoint's metadata")
         try:
-            return cls(d.get("tta_flip_axes", ()), d.get("tta_rot90", False), d.get("mc_scope", "decoder"))
+            return cls(
+                d.get("tta_flip_axes", ()),
+                d.get("tta_rot90", False),
+                d.get("mc_scope", "decoder"),
+                d.get("deterministic_mask", False),
+            )
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
 
@@ -107,6 +116,8 @@ class InferenceDefaults:
             d["tta_rot90"] = True
         if self.mc_scope != "decoder":
             d["mc_scope"] = self.mc_scope
+        if self.deterministic_mask:
+            d["deterministic_mask"] = True
         return d
 
 

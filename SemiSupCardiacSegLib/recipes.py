@@ -10,7 +10,8 @@ A recipe is ``{"stages": [stage, ...]}`` run in order, stage ``S`` into ``OUT/S/
   ``config_files.resolve_data_paths``), ``lines`` (optional ``[first, last]``, 1-based and
   inclusive: those cases of ``data`` in its order), ``mc_samples`` (10), ``keep_doubtful``,
   ``keep_fraction`` (``pseudo_labels.pseudo_label_cases``). Outputs the folder of cases.
-* ``export``: ``model``, ``tta_rot90``, ``quality``, ``choice``, ``fine_tune_from``: the options of
+* ``export``: ``model``, ``tta_rot90``, ``deterministic_mask``, ``quality``, ``choice``,
+  ``fine_tune_from``: the options of
   ``Training/export_model.py``. Outputs ``model.pt``.
 * ``quality``: ``model``, ``mc_samples`` (10), ``unused_labels``, ``folds``:
   ``benchmarks/uncertainty_quality.py`` on the model's held-out cases (with ``unused_labels`` also
@@ -53,7 +54,7 @@ QUALITY_RESULT = "uncertainty_quality_model.json"
 KEYS = {
     "train": {"config", "init", "pseudo_labels"},
     "pseudo-label": {"model", "data", "lines", "mc_samples", "keep_doubtful", "keep_fraction"},
-    "export": {"model", "tta_rot90", "quality", "choice", "fine_tune_from"},
+    "export": {"model", "tta_rot90", "deterministic_mask", "quality", "choice", "fine_tune_from"},
     "quality": {"model", "mc_samples", "unused_labels", "folds"},
 }
 REFERENCES = ("init", "pseudo_labels", "model", "quality", "fine_tune_from")
@@ -232,6 +233,7 @@ def _export(path: Path, stage: Stage, folder: Path, refs: dict, stop_after, devi
     folder.mkdir(parents=True, exist_ok=True)
     args = ["--model", refs["model"], "--out", folder / "model.pt", "--overwrite"]
     args += ["--tta-rot90"] if stage.spec.get("tta_rot90") else []
+    args += ["--deterministic-mask"] if stage.spec.get("deterministic_mask") else []
     args += ["--quality", refs["quality"]] if "quality" in refs else []
     args += ["--fine-tune-from", refs["fine_tune_from"]] if "fine_tune_from" in refs else []
     args += ["--choice", stage.spec["choice"]] if stage.spec.get("choice") else []

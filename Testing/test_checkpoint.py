@@ -17,6 +17,7 @@ from SemiSupCardiacSegLib.checkpoint import (
 from SemiSupCardiacSegLib.errors import InputError
 from SemiSupCardiacSegLib.model_meta import META_VERSION, ModelMeta
 from SemiSupCardiacSegLib.networks import VNet, VNetConfig
+from SemiSupCardiacSegLib.inference.settings import InferenceSettings
 
 
 def _payload(net, dtype="float32"):
@@ -133,9 +134,12 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
     src = trained / "model.pt"
     _, meta = load_model(src)
     out = tmp_path / "shipped.pt"
-    assert export_model.main(["--model", str(src), "--out", str(out), "--tta-rot90", "--choice", "why"]) == 0
+    args = ["--model", str(src), "--out", str(out), "--tta-rot90", "--deterministic-mask", "--choice", "why"]
+    assert meta.inference.deterministic_mask is False and export_model.main(args) == 0
     _, new = load_model(out)
     assert new.model_id == meta.model_id and new.inference.tta_rot90 is True and new.meta_version == META_VERSION
+    assert new.inference.deterministic_mask is True
+    assert InferenceSettings.from_meta(new).deterministic_mask is True
     assert new.inference.tta_flip_axes == meta.inference.tta_flip_axes and new.inference_choice == "why"
     bench = {
         "command": "python benchmarks/uncertainty_quality.py",
@@ -157,7 +161,7 @@ def test_export_model_adds_tta_and_the_measured_quality_flag(trained, tmp_path, 
     assert export_model.main(args + ["--overwrite"]) == 0
     _, flagged = load_model(out)
     assert flagged.quality.threshold == 0.612 and flagged.quality.min_mc_samples == 10
-    assert flagged.inference.tta_rot90 is True  # kept from the first export
+    assert flagged.inference.tta_rot90 is True and flagged.inference.deterministic_mask  # kept from the first export
     # The cross-validated flag-all rule: its threshold (just under a case's score) is rounded down.
     cv = {"folds": 4, "n_below_flagged": 2, "n_below": 3, "mean_spearman_test": 0.8}
     flag_all = {**bench, "cross_validation": cv}

@@ -91,6 +91,25 @@ def test_mc_passes_are_shared_out_over_flips(net, monkeypatch):
     assert [c[0] for c in calls] == [1, 1, 1, 1] and all(c[1] is False for c in calls)
 
 
+def test_deterministic_mask_takes_the_mask_from_dropout_off_passes_and_the_uncertainty_from_mc(net):
+    """``deterministic_mask``: probabilities and SDM are those of N = 1 (one dropout-off pass per
+    flip), entropy and MI those of the N MC samples; with N = 1 it changes nothing."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 32, 16)).astype(np.float32)
+    patch = (32, 32, 16)
+    torch.manual_seed(3)
+    mc = run(net, x, patch, mc_samples=6, flip_axes=(0, 1))
+    det = run(net, x, patch, mc_samples=1, flip_axes=(0, 1))
+    torch.manual_seed(3)
+    both = run(net, x, patch, mc_samples=6, flip_axes=(0, 1), deterministic_mask=True)
+    assert not np.allclose(mc.probs, det.probs, atol=1e-3)  # dropout moves the mean: a real choice
+    assert np.array_equal(both.probs, det.probs) and np.array_equal(both.sdm, det.sdm)
+    assert np.array_equal(both.entropy, mc.entropy) and np.array_equal(both.mutual_info, mc.mutual_info)
+    assert both.mutual_info.max() > 0  # the MC samples' disagreement, not the flips' alone
+    one = run(net, x, patch, mc_samples=1, flip_axes=(0, 1), deterministic_mask=True)
+    assert np.array_equal(one.probs, det.probs) and np.array_equal(one.entropy, det.entropy)
+
+
 def test_rot90_tta_is_rotation_equivariant_and_the_mean_of_the_eight(net):
     """The 8-fold TTA (rotations by k x 90 degrees in the (0, 1) plane, with and without a flip):
     rotating the input rotates the output, and the result is the mean of the 8 mapped-back passes."""
@@ -259,7 +278,12 @@ def test_inference_settings_are_checked_once_by_name():
         "mc_scope": "decoder",
         "localize": True,
         "precision": "auto",
+        "deterministic_mask": False,
     }
+    with pytest.raises(InputError, match="deterministic_mask must be true or false"):
+        InferenceSettings((32, 32, 16), deterministic_mask="yes")
+    with pytest.raises(InputError, match="m.pt: inference.deterministic_mask must be true or false"):
+        InferenceDefaults.from_dict({"deterministic_mask": 1}, "m.pt")
 
 
 def test_reduced_precision_agrees_with_float32_on_the_shipped_la_model():

@@ -1,9 +1,9 @@
 """Turn a trained checkpoint into a shipped one: the inference settings chosen after training
-(rotation TTA) and the quality flag measured by ``benchmarks/uncertainty_quality.py`` are written
+(rotation TTA, masks from dropout-off passes) and the quality flag measured by ``benchmarks/uncertainty_quality.py`` are written
 into its metadata, so ``segment`` applies them. Weights are copied unchanged (same model id).
 
     python Training/export_model.py --model runs/x/model.pt --out models/cine_unet2d_selftrained.pt --tta-rot90 \
-        [--quality benchmarks/results/cpu-small/uncertainty_quality_cine.json] [--choice "why"] \
+        [--deterministic-mask] [--quality benchmarks/results/cpu-small/uncertainty_quality_cine.json] [--choice "why"] \
         [--fine-tune-from TEACHER.pt] [--overwrite]
 
 The quality flag is taken from the benchmark's ``suggested_flag`` and only when the benchmark
@@ -43,6 +43,7 @@ def export(
     choice: str | None = None,
     overwrite: bool = False,
     fine_tune_from: Path | None = None,
+    deterministic_mask: bool = False,
 ) -> ModelMeta:
     """Write ``out`` from ``model`` with the given settings; -> the new metadata.
 
@@ -54,6 +55,8 @@ def export(
     meta = ModelMeta.from_dict(ckpt, Path(model).name)
     if tta_rot90:
         meta = replace(meta, inference=replace(meta.inference, tta_rot90=True))
+    if deterministic_mask:
+        meta = replace(meta, inference=replace(meta.inference, deterministic_mask=True))
     if quality is not None:
         result = json.loads(Path(quality).read_text())
         measured = result.get("model", {}).get("id")
@@ -107,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, required=True, help="trained checkpoint (model.pt, swa.pt or last.pt)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--tta-rot90", action="store_true", help="infer with the 8 in-plane rotations/flips")
+    p.add_argument(
+        "--deterministic-mask",
+        action="store_true",
+        help="with MC samples, take the mask and SDM from dropout-off passes (the samples give the uncertainty)",
+    )
     p.add_argument("--quality", type=Path, help="uncertainty_quality result JSON of this model: its suggested flag")
     p.add_argument("--choice", help="how the shipped settings were chosen (stored as inference_choice)")
     p.add_argument(
@@ -118,7 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         meta = export(
-            args.model, args.out, args.tta_rot90, args.quality, args.choice, args.overwrite, args.fine_tune_from
+            args.model,
+            args.out,
+            args.tta_rot90,
+            args.quality,
+            args.choice,
+            args.overwrite,
+            args.fine_tune_from,
+            args.deterministic_mask,
         )
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

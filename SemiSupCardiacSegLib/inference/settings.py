@@ -51,7 +51,9 @@ class InferenceSettings:
     the structure with a cheap coarse pass and runs the full pass on a crop around it
     (``localize``); False: always the whole volume. precision: the network's arithmetic, "float32",
     "bfloat16" or "float16" (torch autocast; probabilities are accumulated in float32), "auto":
-    float16 on CUDA (with channels-last 3D tensors), float32 on the CPU.
+    float16 on CUDA (with channels-last 3D tensors), float32 on the CPU. deterministic_mask: with
+    N > 1, the probabilities (so the mask) and SDM from one dropout-off pass per TTA transform and
+    only the entropy and MI from the MC samples (F more passes; a checkpoint's choice).
     """
 
     patch_size: tuple[int, int, int]
@@ -67,6 +69,7 @@ class InferenceSettings:
     postprocess: bool = True
     localize: bool = True
     precision: str = "auto"
+    deterministic_mask: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -96,13 +99,15 @@ class InferenceSettings:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.seed is not None and not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer or None, got {self.seed!r}")
+        if not isinstance(self.deterministic_mask, bool):
+            raise InputError(f"deterministic_mask must be true or false, got {self.deterministic_mask!r}")
 
     @classmethod
     def from_meta(
         cls, meta: ModelMeta, tta: bool = True, mc_samples: int = 10, mc_scope: str | None = None, **overrides
     ) -> "InferenceSettings":
         """The settings a checkpoint fixes (patch size, flip or rotation TTA unless ``tta`` is False,
-        MC scope unless ``mc_scope`` is given) with the caller's: ``mc_samples`` (default 10, as
+        MC scope unless ``mc_scope`` is given, deterministic masks) with the caller's: ``mc_samples`` (default 10, as
         ``segment``) and ``overrides`` (overlap, device, window_batch, seed, allow_large, postprocess,
         localize, precision)."""
         return cls(
@@ -111,7 +116,7 @@ class InferenceSettings:
             mc_scope=meta.inference.mc_scope if mc_scope is None else mc_scope,
             flip_axes=meta.inference.tta_flip_axes if tta else (),
             rot90=bool(tta and meta.inference.tta_rot90),
-            **overrides,
+            **{"deterministic_mask": meta.inference.deterministic_mask, **overrides},
         )
 
     def compute_dtype(self, device: torch.device) -> torch.dtype:
@@ -142,4 +147,5 @@ class InferenceSettings:
             "mc_scope": self.mc_scope,
             "localize": bool(self.localize),
             "precision": self.precision,
+            "deterministic_mask": bool(self.deterministic_mask and self.dropout),
         }
