@@ -213,7 +213,7 @@ def test_controls_change_only_what_they_name():
     }
 
 
-@pytest.mark.parametrize("task,method,labeled", [("la", "dtc", 8), ("cine", "bmtctl", 14)])
+@pytest.mark.parametrize("task,method,labeled", [("la", "dtc", 8), ("cine", "bmtctl", 14), ("la", "mtctl", 8)])
 def test_no_consistency_controls_only_zero_the_consistency(task, method, labeled):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import method_comparison as mc

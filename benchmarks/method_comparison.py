@@ -30,7 +30,8 @@ that of the methods' unlabeled terms; ``supervised_half_shared``, the same with 
 segmentation decoder (the cine counterparts' network); ``sassnet_no_adv``, SASSNet with its
 adversarial weight at 0 (the unlabeled images only pass through the network's BatchNorm);
 ``dtc_no_consistency``, DTC with its consistency weight at 0 (its two supervised tasks alone);
-``bmtctl_no_consistency``, BMT-CTL likewise (no cross-task or guidance term, no MC passes). Each
+``bmtctl_no_consistency`` and ``mtctl_no_consistency``, BMT-CTL and MTCTL likewise (no cross-task
+or guidance term, no MC passes). Each
 trained model is evaluated on the held-out cases
 (``evaluation.evaluate_cases``, deterministic, no TTA): Dice, Jaccard, HD95, ASD (mm; voxels for the
 ACDC .h5 files, which store no spacing), RAVD, precision, recall, mean +- std over cases, per
@@ -94,9 +95,10 @@ CONTROLS = {
     # DTC without its dual-task consistency: the supervised terms of DTC (segmentation + SDM
     # regression) alone, which tells the SDM head's effect from that of the unlabeled term
     "dtc_no_consistency": {"method": "dtc", "method_params": {"consistency": 0.0}},
-    # BMT-CTL without its cross-task and guidance terms (its MC-dropout passes then skipped): the
-    # supervised tasks, dropout and the adversarial SDM term alone
+    # BMT-CTL / MTCTL without their cross-task and guidance terms (the MC-dropout passes then
+    # skipped): the supervised tasks, dropout and the adversarial SDM term alone
     "bmtctl_no_consistency": {"method": "bmtctl", "method_params": {"consistency": 0.0}},
+    "mtctl_no_consistency": {"method": "mtctl", "method_params": {"consistency": 0.0}},
 }
 #: A method name ending in this suffix runs that method with BCP's bidirectional copy-paste added
 #: (config ``copy_paste``, ``methods.copy_paste``), e.g. ``sassnet+bcp``: the with/without pair.
