@@ -30,6 +30,58 @@ def _fmt(summary: dict, key: str, digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}{extra}"
 
 
+def evaluation_lines(evaluation: dict) -> list[str]:
+    """The card's "Held-out evaluation" section (heading, summary table, per-case table) from an
+    ``evaluate`` result."""
+    lines: list[str] = []
+    unit = evaluation.get("distance_unit", "mm")
+    unit_note = (
+        "distances in voxels: the cine .h5 files store no spacing (SSL4MIS's ACDC convention)"
+        if unit == "voxel"
+        else "distances in mm"
+    )
+    lines += [
+        "",
+        "## Held-out evaluation (input grid, full resolution)",
+        "",
+        f"`python -m SemiSupCardiacSegLib evaluate` on the {evaluation['n_cases']} held-out cases, "
+        f"MC samples {evaluation['mc_samples']}, "
+        + (
+            "TTA over the 8 in-plane rotations and flips"
+            if evaluation.get("tta_rot90")
+            else f"flip TTA axes {evaluation.get('tta_flip_axes', [])}"
+        )
+        + (
+            " (masks and SDM from the dropout-off passes, uncertainty from the MC samples)"
+            if evaluation.get("deterministic_mask")
+            else ""
+        )
+        + "; "
+        f"mean ± std over cases; {unit_note}.",
+        "",
+        f"| structure | Dice | Jaccard | HD95 {unit} | ASD {unit} | RAVD | precision | recall | Brier |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, summary in evaluation["mean"].items():
+        lines.append(
+            f"| {name} | {_fmt(summary, 'dice')} | {_fmt(summary, 'jaccard')} | {_fmt(summary, 'hd95', 2)} | "
+            f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | "
+            f"{_fmt(summary, 'recall')} | "
+            f"{_fmt(summary, 'brier', 4)} |"
+        )
+    names = list(evaluation["mean"])
+    lines += [
+        "",
+        "Per case (Dice per structure):",
+        "",
+        "| case | " + " | ".join(names) + " | seconds |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for case, res in evaluation["per_case"].items():
+        lines.append(f"| {case} | " + " | ".join(f"{res[n]['dice']:.4f}" for n in names) + f" | {res['seconds']:.1f} |")
+    return lines
+
+
 def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, command: str) -> str:
     from SemiSupCardiacSegLib.checkpoint import load_model  # deferred: loads torch (start-up, --help)
 
@@ -107,46 +159,7 @@ def card(run: Path, model: Path, evaluation: dict, hardware: str, title: str, co
         for r in log
         if "swa_val_dice" in r
     ]
-    unit = evaluation.get("distance_unit", "mm")
-    unit_note = (
-        "distances in voxels: the cine .h5 files store no spacing (SSL4MIS's ACDC convention)"
-        if unit == "voxel"
-        else "distances in mm"
-    )
-    lines += [
-        "",
-        "## Held-out evaluation (input grid, full resolution)",
-        "",
-        f"`python -m SemiSupCardiacSegLib evaluate` on the {evaluation['n_cases']} held-out cases, "
-        f"MC samples {evaluation['mc_samples']}, "
-        + (
-            "TTA over the 8 in-plane rotations and flips"
-            if evaluation.get("tta_rot90")
-            else f"flip TTA axes {evaluation.get('tta_flip_axes', [])}"
-        )
-        + "; "
-        f"mean ± std over cases; {unit_note}.",
-        "",
-        f"| structure | Dice | Jaccard | HD95 {unit} | ASD {unit} | RAVD | precision | recall | Brier |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, summary in evaluation["mean"].items():
-        lines.append(
-            f"| {name} | {_fmt(summary, 'dice')} | {_fmt(summary, 'jaccard')} | {_fmt(summary, 'hd95', 2)} | "
-            f"{_fmt(summary, 'asd', 2)} | {_fmt(summary, 'ravd')} | {_fmt(summary, 'precision')} | "
-            f"{_fmt(summary, 'recall')} | "
-            f"{_fmt(summary, 'brier', 4)} |"
-        )
-    names = list(evaluation["mean"])
-    lines += [
-        "",
-        "Per case (Dice per structure):",
-        "",
-        "| case | " + " | ".join(names) + " | seconds |",
-        "|---|" + "---|" * (len(names) + 1),
-    ]
-    for case, res in evaluation["per_case"].items():
-        lines.append(f"| {case} | " + " | ".join(f"{res[n]['dice']:.4f}" for n in names) + f" | {res['seconds']:.1f} |")
+    lines += evaluation_lines(evaluation)
     if "left atrium" in meta.labels.values():
         cite = (
             "2018 Atrial Segmentation Challenge LGE-MRI, preprocessed (z-scored, 0.625 mm isotropic). Xiong Z. et al., "
