@@ -15,9 +15,9 @@ from SemiSupCardiacSegLib.checkpoint import (
     state_dict_for_export,
 )
 from SemiSupCardiacSegLib.errors import InputError
+from SemiSupCardiacSegLib.inference.settings import InferenceSettings
 from SemiSupCardiacSegLib.model_meta import META_VERSION, ModelMeta
 from SemiSupCardiacSegLib.networks import VNet, VNetConfig
-from SemiSupCardiacSegLib.inference.settings import InferenceSettings
 
 
 def _payload(net, dtype="float32"):

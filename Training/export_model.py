@@ -1,6 +1,7 @@
 """Turn a trained checkpoint into a shipped one: the inference settings chosen after training
-(rotation TTA, masks from dropout-off passes) and the quality flag measured by ``benchmarks/uncertainty_quality.py`` are written
-into its metadata, so ``segment`` applies them. Weights are copied unchanged (same model id).
+(rotation TTA, masks from dropout-off passes) and the quality flag measured by
+``benchmarks/uncertainty_quality.py`` are written into its metadata, so ``segment`` applies them.
+Weights are copied unchanged (same model id).
 
     python Training/export_model.py --model runs/x/model.pt --out models/cine_unet2d_selftrained.pt --tta-rot90 \
         [--deterministic-mask] [--quality benchmarks/results/cpu-small/uncertainty_quality_cine.json] [--choice "why"] \
