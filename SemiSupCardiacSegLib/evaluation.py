@@ -102,7 +102,7 @@ def evaluate_cases(
         "mc_samples": settings.mc_samples,
         "tta_flip_axes": list(settings.flip_axes),
         "tta_rot90": settings.rot90,
-        "deterministic_mask": bool(settings.deterministic_mask and settings.dropout),
+        "deterministic_mask": settings.separate_mask_passes,
         "mean": mean,
         "per_case": per_case,
     }

@@ -155,7 +155,7 @@ def predict_model_space(
     check_mc_scope(model, settings.mc_scope)
     n_tf = len(settings.tta_transforms())
     mc_passes = max(settings.mc_samples, n_tf)
-    det_passes = n_tf if settings.dropout and settings.deterministic_mask else 0
+    det_passes = n_tf if settings.separate_mask_passes else 0
     split = mc_passes / (mc_passes + det_passes)
 
     def part(lo: float, width: float) -> Callable[[float], None] | None:

@@ -130,6 +130,12 @@ class InferenceSettings:
         """MC dropout on: exactly when more than one sample is drawn."""
         return self.mc_samples > 1
 
+    @property
+    def separate_mask_passes(self) -> bool:
+        """Dropout-off passes for the mask beside the MC samples: ``deterministic_mask`` with N > 1
+        (with N = 1 the one pass is already dropout-off)."""
+        return self.deterministic_mask and self.dropout
+
     def tta_transforms(self) -> list[tuple[int, tuple[int, ...]]]:
         """The TTA passes as (k, axes): the image is ``flip(rot90(x, k, plane (0, 1)), axes)``.
         rot90: the 8 symmetries of the square (k = 0..3, without and with a flip of axis 0); else
@@ -147,5 +153,5 @@ class InferenceSettings:
             "mc_scope": self.mc_scope,
             "localize": bool(self.localize),
             "precision": self.precision,
-            "deterministic_mask": bool(self.deterministic_mask and self.dropout),
+            "deterministic_mask": self.separate_mask_passes,
         }
