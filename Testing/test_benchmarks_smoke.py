@@ -21,6 +21,7 @@ NEEDS_REAL_DATA = {"cine_indices.py": SHARED / "data" / "ACDC", "la_contrast.py"
         "sdm_speed.py",
         "train_speed.py",
         "inference_speed.py",
+        "inference_speed.py --model {cine_model}",
         "loop_throughput.py",
         "uncertainty_quality.py",
         "method_comparison.py --task la",

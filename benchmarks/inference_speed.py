@@ -2,6 +2,7 @@
 MONAI's sliding window and the reference code's dense window.
 
     python benchmarks/inference_speed.py [--profile cpu-small] [--mc-samples 10] [--model la] [--smoke]
+    python benchmarks/inference_speed.py --model cine   # a slice model: inference_speed_cine.json / .md
 
 Inputs: a real LA case (the first of the 12 held out of the shipped LA model, from ../shared, else an
 LA-sized phantom), the same case padded into a 576x576 field (``phantoms.pad_into_field``) and a
@@ -91,6 +92,8 @@ def child(mode: str, path: str, model_name: str, mc: int, threads: int, device: 
         "c_head": dict(mc_samples=mc, tta=False, mc_scope="head", localize=False),
         "segment_whole": dict(mc_samples=mc, tta=True, localize=False),
         "segment": dict(mc_samples=mc, tta=True),
+        # the checkpoint's TTA and MC with the masks from the MC mean (a ``deterministic_mask`` model's other way)
+        "segment_mc_masks": dict(mc_samples=mc, tta=True, deterministic_mask=False),
     }[mode]
     # (b): every MC sample is a full pass: the network wrapped
     predictor = Predictor(
@@ -504,6 +507,84 @@ def _score_cell(row: dict) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in per.items() if v is not None) or "-"
 
 
+CINE_MODES = ("a", "segment_mc_masks", "segment")
+CINE_LABELS = {
+    "a": "(a) deterministic pass, no TTA",
+    "segment_mc_masks": "masks from the MC mean: N MC samples shared over the checkpoint's TTA",
+    "segment": "segment default: the same N samples + one dropout-off pass per TTA transform for the masks",
+}
+
+
+def cine_frames(smoke: bool, tmp: Path, n: int = 2) -> list[Path]:
+    """NRRD files (with ``.label.nrrd`` beside) of the first ``n`` ACDC val.list frames (an ED and
+    its ES), else of a cine phantom frame (``--smoke`` always takes the phantom)."""
+    from SemiSupCardiacSegLib.io import read_h5_case, write_volume
+    from SemiSupCardiacSegLib.volume import Volume
+
+    acdc = ROOT.parent / "shared" / "data" / "ACDC"
+    pairs = []
+    if not smoke and (acdc / "val.list").is_file():
+        for name in (acdc / "val.list").read_text().split()[:n]:
+            pairs.append((name, *read_h5_case(acdc / "val" / f"{name}.h5")))
+    else:
+        from SemiSupCardiacSegLib.cine_phantoms import make_cine_phantom
+
+        ph = make_cine_phantom(seed=5, shape=(64, 64, 4))
+        pairs.append(("cine phantom", Volume(ph.image, ph.spacing), Volume(ph.label, ph.spacing)))
+    paths = []
+    for i, (name, image, label) in enumerate(pairs):
+        path = write_volume(image, tmp / f"cine{i}.nrrd")
+        write_volume(label, Path(f"{path}.label.nrrd"))
+        paths.append((f"{name} {'x'.join(map(str, image.shape))}", path))
+    return paths
+
+
+def cine_main(args) -> int:
+    """``--model cine``: seconds per cine frame of the three ways above, each in a fresh child,
+    side by side on the same frames (inference_speed_cine.json / .md)."""
+    mc = 2 if args.smoke else args.mc_samples
+    threads = 1 if args.smoke else args.threads
+    result = {"mc_samples": mc, "cpu_probe_s_start": round(speed_probe(), 4), "paths": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in cine_frames(args.smoke, Path(tmp)):
+            rows = {m: run_child(m, path, args.model, mc, threads, args.device) for m in CINE_MODES}
+            for m in CINE_MODES:
+                rows[m]["ratio_to_a"] = rows[m]["seconds"] / rows["a"]["seconds"]
+                rows[m]["ratio_to_mc_masks"] = rows[m]["seconds"] / rows["segment_mc_masks"]["seconds"]
+            result["paths"][name] = rows
+    result["cpu_probe_s_end"] = round(speed_probe(), 4)
+    if args.smoke:
+        print(json.dumps(result)[:2000])
+        return 0
+    flat = {f"{name} | {CINE_LABELS[m]}": v for name, rows in result["paths"].items() for m, v in rows.items()}
+    publish(
+        args.profile,
+        "inference_speed_cine",
+        {**flat, "_details": result},
+        ["frame", "path", "seconds", "network s", "ratio to (a)", "ratio to MC-mean masks", "peak RSS MB", "Dice"],
+        lambda k, v: (
+            None
+            if k == "_details"
+            else [
+                *k.split(" | "),
+                f"{v['seconds']:.2f}",
+                f"{v['network_s']:.2f}",
+                f"{v['ratio_to_a']:.2f}",
+                f"{v['ratio_to_mc_masks']:.2f}",
+                f"{v['peak_rss_mb']:.0f}",
+                f"{v['dice']:.4f}" if "dice" in v else "-",
+            ]
+        ),
+        extra_lines=[
+            "",
+            f"N = {mc} MC samples, {threads} thread(s), best of 3 runs per child; Dice of all structures together "
+            "against the frame's reference. Machine speed probe (`common.speed_probe`): "
+            f"{result['cpu_probe_s_start']:.4f} s at the start, {result['cpu_probe_s_end']:.4f} s at the end.",
+        ],
+    )
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -534,6 +615,10 @@ def main(argv=None) -> int:
         "and here, alternated in this run",
     )
     args = p.parse_args(argv)
+    from SemiSupCardiacSegLib.checkpoint import load_model
+
+    if load_model(args.model)[1].patch_size[-1] == 1:  # a slice model (cine): its own frames and paths
+        return cine_main(args)
     from SemiSupCardiacSegLib.io import read_h5_case, write_volume
     from SemiSupCardiacSegLib.phantoms import make_la_phantom, pad_into_field
     from SemiSupCardiacSegLib.volume import Volume

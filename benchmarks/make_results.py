@@ -58,7 +58,7 @@ TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     ),
     "Speed": (
         "inference end to end, signed distance maps, training iterations and the training loop",
-        ("inference_speed", "sdm_speed", "train_speed", "loop_throughput"),
+        ("inference_speed", "inference_speed_cine", "sdm_speed", "train_speed", "loop_throughput"),
         ("inference_speed", "train_speed"),
     ),
     "Memory": ("resident memory over a batch of real cases in one process", ("batch_memory",), ()),
