@@ -4,6 +4,7 @@ benchmarks/results/, never in assertions."""
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -414,3 +415,22 @@ def test_speed_probe_times_a_fixed_workload():
 
     assert 0 < common.speed_probe(repeats=2) < 60
     assert common.environment()["cpu_probe_s"] > 0
+
+
+def test_locked_makes_a_second_writer_wait(tmp_path):
+    """common.locked, which method_comparison and correction_loop hold while they re-read, merge and
+    rewrite a result file: while one process holds it, another process's locked block waits."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import common
+
+    target = tmp_path / "table.json"
+    code = (
+        f"import sys, time; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import common, pathlib\n"
+        f"t = time.time()\nwith common.locked(pathlib.Path({str(target)!r})):\n    print(time.time() - t)"
+    )
+    with common.locked(target):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        time.sleep(3.0)
+        assert proc.poll() is None  # still waiting for the lock
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and float(out) > 1.0

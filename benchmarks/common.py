@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -79,6 +81,19 @@ def write_result(profile: str, name: str, result: dict, table: str, folder: Path
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2))
     atomic_write_text(out / f"{name}.md", table)
     return out / f"{name}.json"
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock on ``path``.lock for the block: other benchmark processes that read,
+    merge and rewrite the same result file wait (``fcntl.flock``; released if the process dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def publish(profile: str, name: str, rows: dict, header: list[str], cells, extra_lines: list[str] = ()) -> Path:

@@ -50,7 +50,6 @@ copied into the repository (the cases are written as NRRD under runs/bench/corre
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -63,7 +62,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, benchmark_parser, environment, write_result
+from common import ROOT, benchmark_parser, environment, locked, write_result
 from scipy import ndimage
 
 from SemiSupCardiacSegLib.adaptation import ADAPT_BATCHES, adapt_model
@@ -226,18 +225,6 @@ def adapted_start(model_path: Path, meta, scenario: str, cases: dict[str, CaseFi
         seconds = time.perf_counter() - t0
     net, meta = load_model(path)
     return net, meta, path, seconds
-
-
-@contextlib.contextmanager
-def locked(path: Path):
-    """Hold an exclusive lock on ``path``.lock for the block (other calls of this benchmark wait)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def read_result(path: Path) -> dict:

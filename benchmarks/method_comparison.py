@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from common import ROOT, benchmark_parser, publish
+from common import ROOT, benchmark_parser, locked, publish
 
 from SemiSupCardiacSegLib.config_files import CONFIGS, load_config
 
@@ -524,25 +524,26 @@ def main(argv=None) -> int:
             args.task, m, n, s, args.iterations, ROOT / "runs" / "bench", args.device, args.profile, progress=True
         )
         print(json.dumps({key: round(mean_dice(mine[key]), 4)}), flush=True)
-        # re-read just before writing: rows another benchmark process published meanwhile are kept
-        rows = {**earlier_rows(args.profile, args.task, iterations), **mine}
-        summary = summarize(rows)
+        # re-read and write under the table's lock: rows another benchmark process publishes are kept
         name = result_name(args.task, iterations)
-        curves = f"{name}_curves.png"
-        learning_curves(rows, ROOT / "benchmarks" / "results" / args.profile / curves)
-        publish(
-            args.profile,
-            name,
-            {**rows, "_summary": summary},
-            [],
-            lambda k, v: None,
-            extra_lines=table_lines(rows, summary)
-            + [
-                "",
-                f"Learning curves: {curves} (each method's own supervised "
-                "loss, e.g. cross-entropy for MTN: compare curves' shapes, not levels across methods).",
-            ],
-        )
+        with locked(ROOT / "benchmarks" / "results" / args.profile / f"{name}.json"):
+            rows = {**earlier_rows(args.profile, args.task, iterations), **mine}
+            summary = summarize(rows)
+            curves = f"{name}_curves.png"
+            learning_curves(rows, ROOT / "benchmarks" / "results" / args.profile / curves)
+            publish(
+                args.profile,
+                name,
+                {**rows, "_summary": summary},
+                [],
+                lambda k, v: None,
+                extra_lines=table_lines(rows, summary)
+                + [
+                    "",
+                    f"Learning curves: {curves} (each method's own supervised "
+                    "loss, e.g. cross-entropy for MTN: compare curves' shapes, not levels across methods).",
+                ],
+            )
     return 0
 
 
