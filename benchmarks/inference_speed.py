@@ -515,8 +515,8 @@ CINE_LABELS = {
 }
 
 
-def cine_frames(smoke: bool, tmp: Path, n: int = 2) -> list[Path]:
-    """NRRD files (with ``.label.nrrd`` beside) of the first ``n`` ACDC val.list frames (an ED and
+def cine_frames(smoke: bool, tmp: Path, n: int = 2) -> list[tuple[str, Path]]:
+    """(row name, NRRD file with ``.label.nrrd`` beside) of the first ``n`` ACDC val.list frames (an ED and
     its ES), else of a cine phantom frame (``--smoke`` always takes the phantom)."""
     from SemiSupCardiacSegLib.io import read_h5_case, write_volume
     from SemiSupCardiacSegLib.volume import Volume

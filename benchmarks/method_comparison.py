@@ -526,11 +526,12 @@ def main(argv=None) -> int:
         print(json.dumps({key: round(mean_dice(mine[key]), 4)}), flush=True)
         # re-read and write under the table's lock: rows another benchmark process publishes are kept
         name = result_name(args.task, iterations)
-        with locked(ROOT / "benchmarks" / "results" / args.profile / f"{name}.json"):
+        folder = ROOT / "benchmarks" / "results" / args.profile
+        with locked(folder / f"{name}.json"):
             rows = {**earlier_rows(args.profile, args.task, iterations), **mine}
             summary = summarize(rows)
             curves = f"{name}_curves.png"
-            learning_curves(rows, ROOT / "benchmarks" / "results" / args.profile / curves)
+            learning_curves(rows, folder / curves)
             publish(
                 args.profile,
                 name,
