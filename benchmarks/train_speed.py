@@ -1,13 +1,14 @@
 """Seconds per training iteration of every registered method (networks + losses + optimizer steps).
 
-    python benchmarks/train_speed.py [--profile cpu-small|gpu-full] [--steps 10] [--methods sassnet,uamt] [--smoke]
+    python benchmarks/train_speed.py [--profile cpu-small|cpu-paper|gpu-full] [--steps 10] [--methods A,B] [--smoke]
     python benchmarks/train_speed.py --methods sassnet,sassnet+bcp     # NAME+bcp: with BCP's copy-paste added
     python benchmarks/train_speed.py --methods sassnet,sassnet@bf16    # NAME@bf16: bf16 autocast (training.precision)
 
 Profiles: cpu-small = the shipped CPU models' settings (LA: V-Net width 12, batch 4 = 2 labeled + 2
 unlabeled, 64x64x32 crops; cine: U-Net width 16, batch 8 = 4 + 4, 128x128 slices, 3 MC passes);
 gpu-full = the papers' settings (V-Net width 16, 112x112x80; U-Net on 256x256 slices, batch 16,
-10 MC passes) on CUDA. A method's network (V-Net or 2D U-Net) is the one of its paper config.
+10 MC passes) on CUDA; cpu-paper = the same settings on the CPU (what they would cost here).
+A method's network (V-Net or 2D U-Net) is the one of its paper config.
 Random tensors stand in for data (data loading is timed separately in the training log), so the
 figure is the method's own cost. Writes benchmarks/results/<profile>/train_speed.json and .md.
 """
@@ -39,6 +40,14 @@ PROFILES = {
         "n_filters": 16,
         "patch": (112, 112, 80),
         "device": "cuda",
+        "disc_filters": 64,
+        "2d": {"n_filters": 16, "patch": (256, 256, 1), "batch": 16, "mc_passes": 10},
+    },
+    # what the papers' settings cost on this project's CPU (the LA target's profile: 0.625 mm crops)
+    "cpu-paper": {
+        "n_filters": 16,
+        "patch": (112, 112, 80),
+        "device": "cpu",
         "disc_filters": 64,
         "2d": {"n_filters": 16, "patch": (256, 256, 1), "batch": 16, "mc_passes": 10},
     },
