@@ -43,14 +43,6 @@ PROFILES = {
         "disc_filters": 64,
         "2d": {"n_filters": 16, "patch": (256, 256, 1), "batch": 16, "mc_passes": 10},
     },
-    # what the papers' settings cost on this project's CPU (the LA target's profile: 0.625 mm crops)
-    "cpu-paper": {
-        "n_filters": 16,
-        "patch": (112, 112, 80),
-        "device": "cpu",
-        "disc_filters": 64,
-        "2d": {"n_filters": 16, "patch": (256, 256, 1), "batch": 16, "mc_passes": 10},
-    },
     "smoke": {
         "n_filters": 2,
         "patch": (16, 16, 16),
@@ -59,6 +51,9 @@ PROFILES = {
         "2d": {"n_filters": 2, "patch": (32, 32, 1), "batch": 4, "mc_passes": 2},
     },
 }
+
+#: What the papers' settings cost on this project's CPU (the LA target's profile: 0.625 mm crops).
+PROFILES["cpu-paper"] = {**PROFILES["gpu-full"], "device": "cpu"}
 
 
 def make_batch(patch, device, n=4, n_labeled=2, num_classes=2) -> dict:
