@@ -398,6 +398,11 @@ def test_results_summary_reads_cards_and_method_tables(tmp_path):
     table = [line for line in make_results.methods_headline(tmp_path / "method_comparison_la.json") if line[:1] == "|"]
     assert table[0] == "| labeled cases | supervised (lower) | dtc | all 68 labeled (upper) |"
     assert table[2] == "| 8 | 0.600 ± 0.010 | 0.700 ± 0.010 (0.50) | 0.800 ± 0.010 |"
+    # a profile's summary holds its own headlines only (the shipped models' tables open the page once)
+    assert make_results.summary(tmp_path)[:2] == ["## Summary", ""]
+    assert "../models/" not in "\n".join(make_results.summary(tmp_path))
+    (tmp_path / "bare").mkdir()
+    assert make_results.summary(tmp_path / "bare") == []
     # a benchmark's section: its generated table, then the hand-written findings beside it, marked as such
     (tmp_path / "method_comparison_la.md").write_text("| generated |")
     plain = "\n".join(make_results.section(tmp_path / "method_comparison_la.json"))

@@ -24,8 +24,8 @@ NOT_RECORDED = "commit not recorded"
 # topic -> (what it answers, benchmark result names in the order shown, plot name prefixes)
 TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "Accuracy": (
-        "the shipped models on held-out cases, the cardiac indices derived from the cine model, and what "
-        "the LA model's worst cases share",
+        "the cardiac indices derived from the cine model and what the LA model's worst cases share (the "
+        "shipped models' held-out tables open this page)",
         ("cine_indices", "la_contrast"),
         (),
     ),
@@ -281,8 +281,9 @@ def speed_headline(json_path: Path) -> list[str]:
 
 
 def summary(profile: Path) -> list[str]:
-    """The summary at the top of RESULTS.md for one profile."""
-    lines = ["## Summary", ""] + shipped_models_summary()
+    """The summary at the top of one profile's part of RESULTS.md (its methods and speed headlines;
+    none where it has neither)."""
+    lines: list[str] = []
     for name in ("method_comparison_la", "method_comparison_cine"):
         if (profile / f"{name}.json").exists():
             if name == "method_comparison_la":
@@ -294,7 +295,7 @@ def summary(profile: Path) -> list[str]:
             lines += methods_headline(profile / f"{name}.json")
     if (profile / "inference_speed.json").exists():
         lines += speed_headline(profile / "inference_speed.json")
-    return lines
+    return ["## Summary", ""] + lines if lines else []
 
 
 def topic_of_plot(stem: str) -> str:
@@ -434,6 +435,8 @@ def main() -> int:
         "them, not targets; a date is that commit's date.",
         "",
     ]
+    # the shipped models belong to no benchmark profile: their tables once, before the profiles
+    out += ["# Shipped models", ""] + shipped_models_summary() + shipped_models_section()
     for profile in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
         out += [f"# Profile `{profile.name}`", ""] + summary(profile)
         speed_bars(profile)
@@ -446,8 +449,6 @@ def main() -> int:
             topics["Other results"] = ("benchmarks not sorted into a topic", others, ())
         for topic, (what, names, _) in topics.items():
             body = []
-            if topic == "Accuracy":
-                body += shipped_models_section()
             for name in names:
                 if name in results:
                     body += section(results[name])
